@@ -1,0 +1,29 @@
+//! Indices of the kernel's per-CPU counters. Every event the kernel produces or loses
+//! is counted here, so the agent can prove `produced = delivered + lost`.
+
+/// Audited write faults: in scope, write, inside a tracked region.
+pub const FAULTS_MATCHED: u32 = 0;
+/// Fault records that did not fit in the ring buffer.
+pub const FAULTS_LOST_RINGBUF_FULL: u32 = 1;
+/// Region records (mapped/unmapped) produced.
+pub const REGION_EVENTS: u32 = 2;
+/// Region records that did not fit in the ring buffer.
+pub const REGION_EVENTS_LOST_RINGBUF_FULL: u32 = 3;
+/// Trie entries that could not be inserted (table full): parts of regions unaudited.
+pub const REGION_TABLE_FULL: u32 = 4;
+/// mmap/munmap calls whose arguments could not be saved (pending table full).
+pub const PENDING_TABLE_FULL: u32 = 5;
+/// User stacks that filled the whole buffer: deeper frames were cut.
+pub const STACKS_TRUNCATED: u32 = 6;
+/// User stacks that could not be captured at all.
+pub const STACKS_FAILED: u32 = 7;
+/// Unmaps that touched more regions than one walk handles: stale entries may remain.
+pub const UNMAP_WALK_INCOMPLETE: u32 = 8;
+/// Processes added to the scope by fork or by a matching comm.
+pub const SCOPE_ADDED: u32 = 9;
+/// Processes that could not be added to the scope (scope table full).
+pub const SCOPE_TABLE_FULL: u32 = 10;
+/// Process exit records that did not fit in the ring buffer.
+pub const EXIT_EVENTS_LOST_RINGBUF_FULL: u32 = 11;
+/// Number of counters.
+pub const COUNTER_COUNT: u32 = 12;

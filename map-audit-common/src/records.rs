@@ -1,0 +1,74 @@
+//! Ring-buffer records, one struct per kind, each starting with a [`RecordHeader`].
+//! Every record is only as large as its own kind needs.
+
+use crate::{COMM_LEN, MAX_STACK_DEPTH, region::Region};
+
+/// A region was added to the table (successful mmap of a writable mapping).
+pub const KIND_REGION_MAPPED: u32 = 1;
+/// Part or all of a region left the table (munmap, or a MAP_FIXED mapping over it).
+pub const KIND_REGION_UNMAPPED: u32 = 2;
+/// An audited write fault.
+pub const KIND_WRITE_FAULT: u32 = 3;
+/// An in-scope process exited: its regions can be dropped.
+pub const KIND_PROCESS_EXIT: u32 = 4;
+
+/// Common prefix of every record.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RecordHeader {
+    /// One of the `KIND_*` constants.
+    pub kind: u32,
+    pub tgid: u32,
+    pub tid: u32,
+    pub _pad: u32,
+    /// `bpf_ktime_get_ns` (CLOCK_MONOTONIC).
+    pub ts_ns: u64,
+    pub comm: [u8; COMM_LEN],
+}
+const _: () = assert!(core::mem::size_of::<RecordHeader>() == 40);
+
+/// `KIND_REGION_MAPPED` and `KIND_REGION_UNMAPPED`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RegionRecord {
+    pub header: RecordHeader,
+    /// The region as it was in the table (for an unmap: before the unmap).
+    pub region: Region,
+    /// The part of the region this record is about (all of it for a map).
+    pub range_start: u64,
+    pub range_end: u64,
+}
+const _: () = assert!(core::mem::size_of::<RegionRecord>() == 96);
+
+/// `KIND_WRITE_FAULT`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct FaultRecord {
+    pub header: RecordHeader,
+    /// The faulting user address.
+    pub address: u64,
+    /// The architecture's fault error code (x86: 0x2 write, 0x4 user, 0x1 present).
+    pub error_code: u64,
+    pub region: Region,
+    /// Bytes of `stack` filled by `bpf_get_stack`, or a negative errno.
+    pub stack_bytes: i64,
+    /// User return addresses, innermost first.
+    pub stack: [u64; MAX_STACK_DEPTH],
+}
+const _: () = assert!(core::mem::size_of::<FaultRecord>() == 104 + 8 * MAX_STACK_DEPTH);
+
+/// `KIND_PROCESS_EXIT`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ExitRecord {
+    pub header: RecordHeader,
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: plain `repr(C)` integers with no padding (sizes asserted above).
+    unsafe impl aya::Pod for super::RecordHeader {}
+    unsafe impl aya::Pod for super::RegionRecord {}
+    unsafe impl aya::Pod for super::FaultRecord {}
+    unsafe impl aya::Pod for super::ExitRecord {}
+}

@@ -1,0 +1,77 @@
+//! The region table: keys and values of the kernel's LPM trie of writable regions.
+
+/// Data part of a region-table key: the tgid then the address, both big-endian, because
+/// an LPM trie matches prefixes of the key's bytes in memory order.
+pub type RegionKeyData = [u8; 12];
+
+/// Bits of the key taken by the tgid; an address block of size `2^order` then adds
+/// `64 - order` bits of prefix.
+pub const TGID_PREFIX_BITS: u32 = 32;
+
+/// Builds the key data for `(tgid, address)`.
+#[inline(always)]
+pub fn region_key_data(tgid: u32, address: u64) -> RegionKeyData {
+    let t = tgid.to_be_bytes();
+    let a = address.to_be_bytes();
+    [t[0], t[1], t[2], t[3], a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7]]
+}
+
+/// Prefix length of the trie entry for an aligned block of `2^order` bytes.
+#[inline(always)]
+pub fn block_prefix_len(order: u32) -> u32 {
+    TGID_PREFIX_BITS + 64 - order
+}
+
+/// Prefix length that matches one exact address (a lookup key).
+pub const LOOKUP_PREFIX_LEN: u32 = TGID_PREFIX_BITS + 64;
+
+/// A writable region of one process, stored as the value of every trie entry that
+/// covers it, so that one lookup returns everything the fault path needs.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Region {
+    /// First byte of the region.
+    pub start: u64,
+    /// One past the last byte.
+    pub end: u64,
+    /// Offset into the mapped file, in bytes (0 for anonymous memory).
+    pub file_offset: u64,
+    /// Unique for the agent's lifetime; pieces left by a partial unmap keep it.
+    pub id: u64,
+    /// `PROT_*` bits given to mmap.
+    pub prot: u32,
+    /// `MAP_*` flags given to mmap.
+    pub flags: u32,
+}
+const _: () = assert!(core::mem::size_of::<Region>() == 40);
+
+/// Arguments of an in-flight mmap or munmap, saved at syscall entry by thread id and
+/// consumed at exit (a thread is in one syscall at a time, so one table serves both).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct PendingCall {
+    pub addr: u64,
+    pub len: u64,
+    pub file_offset: u64,
+    pub prot: u32,
+    pub flags: u32,
+}
+const _: () = assert!(core::mem::size_of::<PendingCall>() == 32);
+
+/// `PROT_WRITE` (the same value on every Linux architecture).
+pub const PROT_WRITE: u32 = 0x2;
+/// `MAP_SHARED`.
+pub const MAP_SHARED: u32 = 0x01;
+/// `MAP_PRIVATE`.
+pub const MAP_PRIVATE: u32 = 0x02;
+/// `MAP_FIXED`.
+pub const MAP_FIXED: u32 = 0x10;
+/// `MAP_ANONYMOUS` (x86, arm64, riscv; differs on mips/parisc/alpha).
+pub const MAP_ANONYMOUS: u32 = 0x20;
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: plain `repr(C)` integers with no padding (sizes asserted above).
+    unsafe impl aya::Pod for super::Region {}
+    unsafe impl aya::Pod for super::PendingCall {}
+}

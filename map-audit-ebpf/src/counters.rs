@@ -1,0 +1,15 @@
+//! Bumps the per-CPU produced/lost counters (indices in `map_audit_common::counters`).
+
+use core::intrinsics::{AtomicOrdering, atomic_xadd};
+
+use crate::maps::COUNTERS;
+
+#[inline(always)]
+pub fn bump(index: u32) {
+    if let Some(slot) = COUNTERS.get_ptr_mut(index) {
+        // Atomic even per CPU: syscall tracepoints are preemptible on recent kernels, so
+        // another program can run on this CPU between a plain load and store. The result
+        // is unused, so this is a plain BPF atomic add (no fetch, any BPF CPU version).
+        unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(slot, 1) };
+    }
+}

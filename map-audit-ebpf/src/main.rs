@@ -1,0 +1,28 @@
+//! map-audit's kernel side. Data flow:
+//! `sys_mmap` / `sys_munmap` keep `region_table` in sync for processes in `scope`
+//! (`sched_process` adds forked children and reports exits); `page_fault_user` looks
+//! each write fault up in the table and sends matches through `maps::EVENTS`.
+#![no_std]
+#![no_main]
+#![feature(core_intrinsics)]
+#![allow(internal_features)]
+
+mod counters;
+mod maps;
+mod page_fault_user;
+mod records;
+mod region_table;
+mod sched_process;
+mod scope;
+mod sys_mmap;
+mod sys_munmap;
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 4] = *b"GPL\0";

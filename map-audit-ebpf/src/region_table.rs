@@ -1,0 +1,112 @@
+//! The kernel's table of writable regions: an LPM trie keyed by (tgid, address) where a
+//! region is stored as its aligned blocks (see `map_audit_common::blocks`), so a fault
+//! anywhere inside it is one longest-prefix lookup.
+
+use aya_ebpf::{helpers::bpf_get_smp_processor_id, maps::lpm_trie::Key};
+use map_audit_common::{
+    blocks::{MAX_BLOCKS, block_order},
+    counters::{REGION_TABLE_FULL, UNMAP_WALK_INCOMPLETE},
+    region::{LOOKUP_PREFIX_LEN, Region, RegionKeyData, block_prefix_len, region_key_data},
+};
+
+use crate::{counters::bump, maps::{REGION_SEQ, REGIONS}, records};
+
+/// Steps of one unmap walk (regions handled plus gaps skipped). Beyond it the remaining
+/// part is counted in `UNMAP_WALK_INCOMPLETE`.
+const UNMAP_WALK_STEPS: usize = 8;
+
+/// The region of `tgid` containing `address`, if tracked.
+#[inline(always)]
+pub fn lookup(tgid: u32, address: u64) -> Option<&'static Region> {
+    REGIONS.get(Key::new(LOOKUP_PREFIX_LEN, region_key_data(tgid, address)))
+}
+
+/// A fresh region id, unique across CPUs: per-CPU sequence and CPU number.
+#[inline(always)]
+pub fn next_region_id() -> u64 {
+    let cpu = unsafe { bpf_get_smp_processor_id() } as u64;
+    match REGION_SEQ.get_ptr_mut(0) {
+        Some(seq) => unsafe {
+            *seq += 1;
+            (*seq << 12) | (cpu & 0xfff)
+        },
+        None => cpu,
+    }
+}
+
+/// Adds `region` for `tgid`. Blocks that do not fit are counted, not silently lost.
+#[inline(always)]
+pub fn insert(tgid: u32, region: &Region) {
+    let mut cursor = region.start;
+    for _ in 0..MAX_BLOCKS {
+        if cursor >= region.end {
+            break;
+        }
+        let order = block_order(cursor, region.end);
+        let key = Key::new(block_prefix_len(order), region_key_data(tgid, cursor));
+        if REGIONS.insert(&key, region, 0).is_err() {
+            bump(REGION_TABLE_FULL);
+        }
+        cursor += 1u64 << order;
+    }
+}
+
+/// Removes the blocks of `[start, end)` for `tgid` (exactly the blocks `insert` made).
+#[inline(always)]
+fn remove_blocks(tgid: u32, start: u64, end: u64) {
+    let mut cursor = start;
+    for _ in 0..MAX_BLOCKS {
+        if cursor >= end {
+            break;
+        }
+        let order = block_order(cursor, end);
+        let key: Key<RegionKeyData> = Key::new(block_prefix_len(order), region_key_data(tgid, cursor));
+        let _ = REGIONS.remove(&key);
+        cursor += 1u64 << order;
+    }
+}
+
+/// Takes `[start, end)` out of the table for `tgid`: whole regions are removed, regions
+/// that straddle a boundary are trimmed (the pieces keep their id), and each change is
+/// reported as a `region_unmapped` record.
+#[inline(always)]
+pub fn unmap_range(tgid: u32, start: u64, end: u64) {
+    let mut cursor = start;
+    for _ in 0..UNMAP_WALK_STEPS {
+        if cursor >= end {
+            return;
+        }
+        match lookup(tgid, cursor) {
+            Some(found) => {
+                let region = *found;
+                remove_region(tgid, &region, start, end);
+                cursor = region.end;
+            }
+            // A gap: skip the largest aligned block here. A region starting inside that
+            // block is missed; the walk counts it below only if steps run out.
+            None => cursor += 1u64 << block_order(cursor, end),
+        }
+    }
+    if cursor < end {
+        bump(UNMAP_WALK_INCOMPLETE);
+    }
+}
+
+#[inline(always)]
+fn remove_region(tgid: u32, region: &Region, start: u64, end: u64) {
+    remove_blocks(tgid, region.start, region.end);
+    if region.start < start {
+        insert(tgid, &Region { end: start, ..*region });
+    }
+    if region.end > end {
+        let tail = Region {
+            start: end,
+            file_offset: region.file_offset + (end - region.start),
+            ..*region
+        };
+        insert(tgid, &tail);
+    }
+    let cut_start = if region.start > start { region.start } else { start };
+    let cut_end = if region.end < end { region.end } else { end };
+    records::region_unmapped(region, cut_start, cut_end);
+}

@@ -1,0 +1,88 @@
+//! `syscalls:sys_enter_mmap` / `sys_exit_mmap`: adds writable mappings of in-scope
+//! processes to the region table. The address comes from the exit's return value (the
+//! entry's `addr` is only a hint, 0 for most calls), matched to the entry by thread id.
+
+use aya_ebpf::{
+    helpers::bpf_get_current_pid_tgid, macros::tracepoint, programs::TracePointContext,
+};
+use map_audit_common::{
+    PAGE_SIZE,
+    counters::PENDING_TABLE_FULL,
+    region::{MAP_FIXED, PROT_WRITE, PendingCall, Region},
+};
+
+use crate::{
+    counters::bump,
+    maps::{PENDING_CALLS, tracepoint_offsets},
+    records, region_table, scope,
+};
+
+#[tracepoint]
+pub fn sys_enter_mmap(ctx: TracePointContext) -> u32 {
+    try_sys_enter_mmap(&ctx).unwrap_or(0)
+}
+
+fn try_sys_enter_mmap(ctx: &TracePointContext) -> Result<u32, i32> {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    if !scope::contains_or_adopt((pid_tgid >> 32) as u32) {
+        return Ok(0);
+    }
+    let off = tracepoint_offsets();
+    let prot: u64 = unsafe { ctx.read_at(off.mmap_prot as usize)? };
+    let flags: u64 = unsafe { ctx.read_at(off.mmap_flags as usize)? };
+    let (prot, flags) = (prot as u32, flags as u32);
+    // Read-only mappings are not tracked, but a MAP_FIXED one replaces what was there.
+    if prot & PROT_WRITE == 0 && flags & MAP_FIXED == 0 {
+        return Ok(0);
+    }
+    let call = PendingCall {
+        addr: unsafe { ctx.read_at(off.mmap_addr as usize)? },
+        len: unsafe { ctx.read_at(off.mmap_len as usize)? },
+        file_offset: unsafe { ctx.read_at(off.mmap_off as usize)? },
+        prot,
+        flags,
+    };
+    if PENDING_CALLS.insert(pid_tgid as u32, call, 0).is_err() {
+        bump(PENDING_TABLE_FULL);
+    }
+    Ok(0)
+}
+
+#[tracepoint]
+pub fn sys_exit_mmap(ctx: TracePointContext) -> u32 {
+    try_sys_exit_mmap(&ctx).unwrap_or(0)
+}
+
+fn try_sys_exit_mmap(ctx: &TracePointContext) -> Result<u32, i32> {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tid = pid_tgid as u32;
+    let Some(call) = (unsafe { PENDING_CALLS.get(tid) }).copied() else {
+        return Ok(0);
+    };
+    let _ = PENDING_CALLS.remove(tid);
+    let ret: i64 = unsafe { ctx.read_at(tracepoint_offsets().exit_ret as usize)? };
+    // Failed calls return -errno (-4095..-1) and change nothing.
+    if (-4095..0).contains(&ret) {
+        return Ok(0);
+    }
+    let tgid = (pid_tgid >> 32) as u32;
+    let start = ret as u64;
+    let end = start + call.len.div_ceil(PAGE_SIZE) * PAGE_SIZE;
+    if call.flags & MAP_FIXED != 0 {
+        region_table::unmap_range(tgid, start, end);
+    }
+    if call.prot & PROT_WRITE == 0 {
+        return Ok(0);
+    }
+    let region = Region {
+        start,
+        end,
+        file_offset: call.file_offset,
+        id: region_table::next_region_id(),
+        prot: call.prot,
+        flags: call.flags,
+    };
+    region_table::insert(tgid, &region);
+    records::region_mapped(&region);
+    Ok(0)
+}
