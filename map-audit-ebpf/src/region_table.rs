@@ -2,7 +2,12 @@
 //! region is stored as its aligned blocks (see `map_audit_common::blocks`), so a fault
 //! anywhere inside it is one longest-prefix lookup.
 
-use aya_ebpf::{helpers::bpf_get_smp_processor_id, maps::lpm_trie::Key};
+use core::ffi::c_void;
+
+use aya_ebpf::{
+    helpers::{bpf_get_smp_processor_id, generated::bpf_loop},
+    maps::lpm_trie::Key,
+};
 use map_audit_common::{
     blocks::{MAX_BLOCKS, block_order},
     counters::{REGION_TABLE_FULL, UNMAP_WALK_INCOMPLETE},
@@ -34,36 +39,73 @@ pub fn next_region_id() -> u64 {
     }
 }
 
+/// State of one block-by-block pass over a range, shared with the `bpf_loop` callbacks.
+#[repr(C)]
+struct BlockWalk {
+    tgid: u32,
+    _pad: u32,
+    cursor: u64,
+    end: u64,
+    region: Region,
+}
+
 /// Adds `region` for `tgid`. Blocks that do not fit are counted, not silently lost.
 #[inline(always)]
 pub fn insert(tgid: u32, region: &Region) {
-    let mut cursor = region.start;
-    for _ in 0..MAX_BLOCKS {
-        if cursor >= region.end {
-            break;
-        }
-        let order = block_order(cursor, region.end);
-        let key = Key::new(block_prefix_len(order), region_key_data(tgid, cursor));
-        if REGIONS.insert(&key, region, 0).is_err() {
-            bump(REGION_TABLE_FULL);
-        }
-        cursor += 1u64 << order;
-    }
+    let mut walk = BlockWalk { tgid, _pad: 0, cursor: region.start, end: region.end, region: *region };
+    for_each_block(&mut walk, insert_block);
 }
 
 /// Removes the blocks of `[start, end)` for `tgid` (exactly the blocks `insert` made).
 #[inline(always)]
 fn remove_blocks(tgid: u32, start: u64, end: u64) {
-    let mut cursor = start;
-    for _ in 0..MAX_BLOCKS {
-        if cursor >= end {
-            break;
-        }
-        let order = block_order(cursor, end);
-        let key: Key<RegionKeyData> = Key::new(block_prefix_len(order), region_key_data(tgid, cursor));
-        let _ = REGIONS.remove(&key);
-        cursor += 1u64 << order;
+    let mut walk = BlockWalk { tgid, _pad: 0, cursor: start, end, region: Region::default() };
+    for_each_block(&mut walk, remove_block);
+}
+
+/// Runs `step` once per block with `bpf_loop` (5.17+), so the verifier checks the body
+/// once instead of once per possible iteration.
+#[inline(always)]
+fn for_each_block(walk: &mut BlockWalk, step: extern "C" fn(u64, *mut c_void) -> i64) {
+    unsafe {
+        bpf_loop(MAX_BLOCKS as u32, step as *mut c_void, (walk as *mut BlockWalk).cast(), 0);
     }
+}
+
+/// The key of the block at the walk's cursor, advancing the cursor past it; `None` at
+/// the end of the range.
+#[inline(always)]
+fn next_block(walk: &mut BlockWalk) -> Option<Key<RegionKeyData>> {
+    if walk.cursor >= walk.end {
+        return None;
+    }
+    let order = block_order(walk.cursor, walk.end);
+    let key = Key::new(block_prefix_len(order), region_key_data(walk.tgid, walk.cursor));
+    walk.cursor += 1u64 << order;
+    Some(key)
+}
+
+#[inline(never)]
+extern "C" fn insert_block(_index: u64, ctx: *mut c_void) -> i64 {
+    let walk = unsafe { &mut *ctx.cast::<BlockWalk>() };
+    let Some(key) = next_block(walk) else {
+        return 1;
+    };
+    if REGIONS.insert(&key, &walk.region, 0).is_err() {
+        bump(REGION_TABLE_FULL);
+    }
+    0
+}
+
+#[inline(never)]
+extern "C" fn remove_block(_index: u64, ctx: *mut c_void) -> i64 {
+    let walk = unsafe { &mut *ctx.cast::<BlockWalk>() };
+    let Some(key) = next_block(walk) else {
+        return 1;
+    };
+    // Missing is fine: the agent may have removed it at process exit.
+    let _ = REGIONS.remove(&key);
+    0
 }
 
 /// Takes `[start, end)` out of the table for `tgid`: whole regions are removed, regions

@@ -1,0 +1,184 @@
+//! `map-audit run`: load and attach the eBPF programs, set the scope, then move records
+//! from the ring buffer through the pipeline until a signal or the command's exit.
+
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow};
+use aya::maps::{HashMap, LpmTrie, MapData, PerCpuArray, RingBuf};
+use map_audit_common::{COMM_LEN, config::AgentConfig};
+use tokio::{
+    io::{Interest, unix::AsyncFd},
+    signal::unix::{SignalKind, signal},
+};
+
+use crate::{
+    cli::RunArgs,
+    clock::Clock,
+    events::{AgentStarted, Body, Scope},
+    json_writer::JsonWriter,
+    kernel_support, loader, pipeline,
+    pipeline::Message,
+    ringbuf_reader,
+    stats::KernelCounters,
+    target::{self, HeldCommand},
+    tracefs,
+};
+
+/// How often records submitted without a wake-up are collected.
+const DRAIN_INTERVAL: Duration = Duration::from_millis(20);
+
+/// Runs the agent; returns the process exit code.
+pub fn run(args: RunArgs) -> Result<i32> {
+    if args.pids.is_empty() && args.comms.is_empty() && args.command.is_empty() {
+        return Err(anyhow!("nothing to audit: give --pid PID, --comm NAME, or -- COMMAND [ARGS]"));
+    }
+    kernel_support::require_run_prerequisites()?;
+    target::check_pids(&args.pids)?;
+    let tracefs = tracefs::root()?;
+    let offsets = tracefs::tracepoint_offsets(&tracefs)?;
+    raise_memlock_limit();
+
+    let log_enabled = args.kernel_log || std::env::var_os("RUST_LOG").is_some();
+    let mut ebpf = loader::load(&loader::LoadOptions {
+        offsets,
+        config: AgentConfig { match_comm: u32::from(!args.comms.is_empty()), log_enabled: u32::from(log_enabled) },
+        ringbuf_bytes: args.ringbuf_size,
+        region_table_entries: args.region_table_size,
+    })?;
+    let _kernel_logger = if log_enabled {
+        match aya_log::EbpfLogger::init(&mut ebpf) {
+            Ok(logger) => Some(logger),
+            Err(err) => {
+                log::warn!("kernel-side logging is unavailable: {err}");
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let hooks = loader::attach(&mut ebpf)?;
+
+    let mut scope: HashMap<_, u32, u32> = HashMap::try_from(take_map(&mut ebpf, "SCOPE")?)?;
+    for &pid in &args.pids {
+        scope.insert(pid, 1, 0).with_context(|| format!("adding pid {pid} to the scope failed"))?;
+    }
+    let mut comms: HashMap<_, [u8; COMM_LEN], u32> = HashMap::try_from(take_map(&mut ebpf, "SCOPE_COMMS")?)?;
+    for name in &args.comms {
+        let mut key = [0u8; COMM_LEN];
+        key[..name.len()].copy_from_slice(name.as_bytes());
+        comms.insert(key, 1, 0).with_context(|| format!("adding comm {name} to the scope failed"))?;
+    }
+    let held = if args.command.is_empty() {
+        None
+    } else {
+        let held = HeldCommand::spawn(&args.command)?;
+        scope.insert(held.pid, 1, 0).context("adding the command to the scope failed")?;
+        Some(held)
+    };
+
+    let clock = Clock::new();
+    let mut writer = JsonWriter::open(args.output.as_deref(), clock)?;
+    writer.write(
+        None,
+        Body::AgentStarted(AgentStarted {
+            version: env!("CARGO_PKG_VERSION"),
+            kernel_release: kernel_support::kernel_release(),
+            hooks,
+            scope: Scope {
+                pids: args.pids.clone(),
+                comms: args.comms.clone(),
+                command: (!args.command.is_empty()).then(|| args.command.clone()),
+            },
+        }),
+    );
+    writer.flush();
+
+    let regions: LpmTrie<MapData, _, _> = LpmTrie::try_from(take_map(&mut ebpf, "REGIONS")?)?;
+    let counters: PerCpuArray<MapData, u64> = PerCpuArray::try_from(take_map(&mut ebpf, "COUNTERS")?)?;
+    let ring = RingBuf::try_from(take_map(&mut ebpf, "EVENTS")?)?;
+    let (pipeline, pipeline_thread) = pipeline::start(regions, writer)?;
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime failed")?;
+    let stats_interval = (args.stats_interval > 0).then(|| Duration::from_secs(args.stats_interval));
+    let exit_code = runtime.block_on(read_until_done(ring, &counters, &pipeline, held, stats_interval))?;
+
+    let kernel = KernelCounters::read(&counters)?;
+    let _ = pipeline.send(Message::Stop { kernel, command_exit_code: exit_code });
+    drop(pipeline);
+    pipeline_thread.join().map_err(|_| anyhow!("the pipeline thread panicked"))?;
+    Ok(exit_code.unwrap_or(0))
+}
+
+/// The reader loop; returns the command's exit code when the agent ran one.
+async fn read_until_done(
+    ring: RingBuf<MapData>,
+    counters: &PerCpuArray<MapData, u64>,
+    pipeline: &std::sync::mpsc::SyncSender<Message>,
+    held: Option<HeldCommand>,
+    stats_interval: Option<Duration>,
+) -> Result<Option<i32>> {
+    // SAFETY: the ring buffer owns its fd and keeps it open for as long as the AsyncFd
+    // that owns the ring buffer exists.
+    let mut ring = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
+        .map_err(|err| err.into_parts().1)
+        .context("polling the ring buffer failed")?;
+    let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler failed")?;
+    let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler failed")?;
+    let mut drain_tick = tokio::time::interval(DRAIN_INTERVAL);
+    let mut stats_tick = tokio::time::interval(stats_interval.unwrap_or(Duration::from_secs(3600)));
+    stats_tick.tick().await;
+    let (exit_tx, mut exit_rx) = tokio::sync::oneshot::channel();
+    if let Some(held) = &held {
+        let pid = held.pid;
+        std::thread::Builder::new()
+            .name("command-wait".into())
+            .spawn(move || {
+                let _ = exit_tx.send(target::wait_exit_code(pid));
+            })
+            .context("starting the command waiter failed")?;
+        held.release()?;
+    }
+    let exit_code = loop {
+        tokio::select! {
+            guard = ring.readable_mut() => {
+                let mut guard = guard.context("polling the ring buffer failed")?;
+                if !ringbuf_reader::drain(guard.get_inner_mut(), pipeline) {
+                    break None;
+                }
+                guard.clear_ready();
+            }
+            _ = drain_tick.tick() => {
+                if !ringbuf_reader::drain(ring.get_mut(), pipeline) {
+                    break None;
+                }
+            }
+            _ = stats_tick.tick(), if stats_interval.is_some() => {
+                let _ = pipeline.send(Message::Stats(KernelCounters::read(counters)?));
+            }
+            _ = sigint.recv() => break None,
+            _ = sigterm.recv() => break None,
+            code = &mut exit_rx, if held.is_some() => {
+                break Some(code.context("the command waiter stopped")??);
+            }
+        }
+    };
+    // Everything the kernel committed before we stopped still gets out.
+    ringbuf_reader::drain(ring.get_mut(), pipeline);
+    Ok(exit_code)
+}
+
+fn take_map(ebpf: &mut aya::Ebpf, name: &str) -> Result<aya::maps::Map> {
+    ebpf.take_map(name)
+        .ok_or_else(|| anyhow!("the embedded eBPF object has no map `{name}`; rebuild with `cargo xtask build-ebpf`"))
+}
+
+/// Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK.
+fn raise_memlock_limit() {
+    let unlimited = libc::rlimit { rlim_cur: libc::RLIM_INFINITY, rlim_max: libc::RLIM_INFINITY };
+    if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &unlimited) } != 0 {
+        log::debug!("raising RLIMIT_MEMLOCK failed; fine on 5.11+ (memcg accounting)");
+    }
+}

@@ -1,0 +1,88 @@
+//! The command line.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "map-audit", version, about = "Audit writes into memory mappings with eBPF; JSON lines out.")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Audit processes and print events as JSON lines.
+    Run(RunArgs),
+    /// Show which hooks this kernel offers and which ones the agent would use.
+    Check,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Audit this process and the children it forks from now on (repeatable).
+    #[arg(long = "pid", value_name = "PID")]
+    pub pids: Vec<u32>,
+
+    /// Audit processes with this command name (repeatable; at most 15 bytes, as the
+    /// kernel keeps it). A process joins at its next mmap.
+    #[arg(long = "comm", value_name = "NAME", value_parser = parse_comm)]
+    pub comms: Vec<String>,
+
+    /// Write events to this file (appended, created 0600) instead of stdout.
+    #[arg(long, short, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+
+    /// Ring buffer size in bytes: a power of two of at least 4096.
+    #[arg(long, value_name = "BYTES", default_value_t = 16 * 1024 * 1024, value_parser = parse_ringbuf_size)]
+    pub ringbuf_size: u32,
+
+    /// Region table entries; a region takes one per aligned power-of-two block (about
+    /// 2 x log2(pages) at most).
+    #[arg(long, value_name = "ENTRIES", default_value_t = 262_144, value_parser = clap::value_parser!(u32).range(16..))]
+    pub region_table_size: u32,
+
+    /// Seconds between `agent_stats` events (0: only at exit).
+    #[arg(long, value_name = "SECONDS", default_value_t = 10)]
+    pub stats_interval: u64,
+
+    /// Print the eBPF programs' diagnostics (aya-log) to stderr; also on with RUST_LOG.
+    #[arg(long)]
+    pub kernel_log: bool,
+
+    /// Run COMMAND and audit it and its children until it exits; map-audit then exits
+    /// with its status.
+    #[arg(last = true, value_name = "COMMAND")]
+    pub command: Vec<String>,
+}
+
+fn parse_comm(value: &str) -> Result<String, String> {
+    match value.len() {
+        0 => Err("a command name cannot be empty".into()),
+        1..=15 => Ok(value.to_string()),
+        n => Err(format!("{n} bytes is too long: the kernel keeps at most 15 bytes of a command name")),
+    }
+}
+
+fn parse_ringbuf_size(value: &str) -> Result<u32, String> {
+    let size: u32 = value.parse().map_err(|_| format!("`{value}` is not a number of bytes"))?;
+    if size < 4096 || !size.is_power_of_two() {
+        return Err(format!("{size} is not a power of two of at least 4096"));
+    }
+    Ok(size)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rejects_bad_values() {
+        assert!(parse_comm("a-name-longer-than-15").is_err());
+        assert!(parse_comm("nginx").is_ok());
+        assert!(parse_ringbuf_size("5000").is_err());
+        assert!(parse_ringbuf_size("1024").is_err());
+        assert_eq!(parse_ringbuf_size("8192"), Ok(8192));
+    }
+}

@@ -1,0 +1,52 @@
+//! What this kernel and this process can do: privileges, BTF, tracepoints, attach types.
+//! Used by `map-audit check` and, for the hard requirements, before loading anything.
+
+use std::path::Path;
+
+use anyhow::{Result, bail};
+
+const CAP_SYS_ADMIN: u32 = 21;
+const CAP_PERFMON: u32 = 38;
+const CAP_BPF: u32 = 39;
+
+/// Effective capabilities from /proc/self/status.
+fn effective_caps() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("CapEff:"))
+                .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        })
+        .unwrap_or(0)
+}
+
+/// Whether this process may load tracing programs (CAP_SYS_ADMIN, or CAP_BPF and
+/// CAP_PERFMON on 5.8+).
+pub fn has_bpf_privileges() -> bool {
+    let caps = effective_caps();
+    let has = |cap: u32| caps & (1 << cap) != 0;
+    has(CAP_SYS_ADMIN) || (has(CAP_BPF) && has(CAP_PERFMON))
+}
+
+pub fn has_btf() -> bool {
+    Path::new("/sys/kernel/btf/vmlinux").exists()
+}
+
+/// The running kernel's release string.
+pub fn kernel_release() -> String {
+    nix::sys::utsname::uname()
+        .map(|u| u.release().to_string_lossy().into_owned())
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+/// The checks that stop a run before anything is loaded, each with what to do.
+pub fn require_run_prerequisites() -> Result<()> {
+    if !has_bpf_privileges() {
+        bail!("map-audit needs root or the CAP_BPF and CAP_PERFMON capabilities; run it with sudo");
+    }
+    if !has_btf() {
+        bail!("this kernel has no BTF (/sys/kernel/btf/vmlinux is missing); map-audit needs Linux 5.8+ built with CONFIG_DEBUG_INFO_BTF=y");
+    }
+    Ok(())
+}

@@ -1,0 +1,87 @@
+//! Loads the embedded eBPF object with this run's configuration and attaches its hooks.
+
+use anyhow::{Context, Result, anyhow};
+use aya::{
+    Ebpf, EbpfLoader,
+    programs::{RawTracePoint, TracePoint},
+};
+use map_audit_common::config::{AgentConfig, TracepointOffsets};
+use serde::Serialize;
+
+/// The eBPF object built by `cargo xtask build-ebpf`, embedded at build time.
+static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(env!("MAP_AUDIT_EBPF_OBJECT"));
+
+/// What the loader needs from the command line and the kernel.
+pub struct LoadOptions {
+    pub offsets: TracepointOffsets,
+    pub config: AgentConfig,
+    /// Ring buffer size in bytes (a power of two, a multiple of the page size).
+    pub ringbuf_bytes: u32,
+    /// Entries of the region table (each region takes one per aligned block).
+    pub region_table_entries: u32,
+}
+
+/// A hook the agent attached, for `agent_started`.
+#[derive(Debug, Clone, Serialize)]
+pub struct AttachedHook {
+    /// What the hook is for: "mmap", "munmap", "fork", "exit", "fault_user".
+    pub role: &'static str,
+    /// Attach type and point, e.g. "raw_tracepoint:page_fault_user".
+    pub hook: String,
+    /// Why this hook was chosen.
+    pub reason: &'static str,
+}
+
+/// Loads the object; maps are created and globals set, nothing attached yet.
+pub fn load(options: &LoadOptions) -> Result<Ebpf> {
+    EbpfLoader::new()
+        .override_global("TRACEPOINT_OFFSETS", &options.offsets, true)
+        .override_global("AGENT_CONFIG", &options.config, true)
+        .map_max_entries("EVENTS", options.ringbuf_bytes)
+        .map_max_entries("REGIONS", options.region_table_entries)
+        .load(EBPF_OBJECT)
+        .context("loading the eBPF object failed; run as root (or with CAP_BPF and CAP_PERFMON) on Linux 5.8+ with BTF")
+}
+
+const SYSCALL_TRACEPOINTS: [(&str, &str, &str); 6] = [
+    ("mmap", "syscalls", "sys_enter_mmap"),
+    ("mmap", "syscalls", "sys_exit_mmap"),
+    ("munmap", "syscalls", "sys_enter_munmap"),
+    ("munmap", "syscalls", "sys_exit_munmap"),
+    ("fork", "sched", "sched_process_fork"),
+    ("exit", "sched", "sched_process_exit"),
+];
+
+/// Attaches every program; links live as long as `ebpf`.
+pub fn attach(ebpf: &mut Ebpf) -> Result<Vec<AttachedHook>> {
+    let mut hooks = Vec::new();
+    for (role, category, name) in SYSCALL_TRACEPOINTS {
+        let program: &mut TracePoint = program(ebpf, name)?.try_into()?;
+        log::debug!("loading and attaching {name}");
+        program.load().with_context(|| format!("the kernel rejected the {name} program"))?;
+        program.attach(category, name).with_context(|| {
+            format!("attaching to tracepoint {category}:{name} failed; check that tracefs is mounted and the kernel has CONFIG_FTRACE_SYSCALLS")
+        })?;
+        hooks.push(AttachedHook {
+            role,
+            hook: format!("tracepoint:{category}:{name}"),
+            reason: "the only stable per-syscall hook; field offsets read from tracefs",
+        });
+    }
+    let fault: &mut RawTracePoint = program(ebpf, "page_fault_user")?.try_into()?;
+    fault.load().context("the kernel rejected the page_fault_user program")?;
+    fault.attach("page_fault_user").context(
+        "attaching to raw tracepoint page_fault_user failed; this kernel lacks exceptions:page_fault_user (x86 only)",
+    )?;
+    hooks.push(AttachedHook {
+        role: "fault_user",
+        hook: "raw_tracepoint:exceptions:page_fault_user".into(),
+        reason: "cheapest measured fault hook (47 ns empty, tp_btf 82 ns, tracepoint 140 ns)",
+    });
+    Ok(hooks)
+}
+
+fn program<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut aya::programs::Program> {
+    ebpf.program_mut(name)
+        .ok_or_else(|| anyhow!("the embedded eBPF object has no program `{name}`; rebuild with `cargo xtask build-ebpf`"))
+}

@@ -1,0 +1,84 @@
+//! The pipeline thread: correlates records, symbolises stacks and writes JSON lines.
+//! It owns everything that is not `Sync` (the blazesym symbolizer) or that may block
+//! (file output), so the ring-buffer reader never waits on them.
+
+use std::{
+    sync::mpsc::{Receiver, SyncSender, sync_channel},
+    thread::JoinHandle,
+};
+
+use anyhow::{Context, Result};
+
+use crate::{
+    correlator::{Correlator, RegionTable, Timed},
+    events::{Body, Stats},
+    json_writer::JsonWriter,
+    records::Record,
+    stats::{Counters, KernelCounters},
+};
+
+/// What the reader sends to the pipeline.
+pub enum Message {
+    Records(Vec<Record>),
+    /// Decoding failures seen by the reader.
+    Undecodable(u64),
+    /// Write `agent_stats` with these kernel counts.
+    Stats(KernelCounters),
+    /// Write `agent_stopped`, flush, and end the thread.
+    Stop { kernel: KernelCounters, command_exit_code: Option<i32> },
+}
+
+/// Batches in flight between reader and pipeline. When full the reader waits and the
+/// ring buffer absorbs the burst; what it cannot hold the kernel counts as lost.
+const CHANNEL_BATCHES: usize = 64;
+
+/// Starts the thread. The correlator (and its symbolizer, which is not `Send`) is built
+/// on it.
+pub fn start(region_table: RegionTable, mut writer: JsonWriter) -> Result<(SyncSender<Message>, JoinHandle<()>)> {
+    let (sender, receiver) = sync_channel(CHANNEL_BATCHES);
+    let handle = std::thread::Builder::new()
+        .name("pipeline".into())
+        .spawn(move || run(&mut Correlator::new(region_table), &mut writer, receiver))
+        .context("starting the pipeline thread failed")?;
+    Ok((sender, handle))
+}
+
+fn run(correlator: &mut Correlator, writer: &mut JsonWriter, receiver: Receiver<Message>) {
+    let mut events: Vec<Timed> = Vec::new();
+    for message in receiver {
+        match message {
+            Message::Records(records) => {
+                for record in records {
+                    correlator.handle(record, &mut events);
+                    for event in events.drain(..) {
+                        writer.write(Some(event.ts_ns), event.body);
+                    }
+                }
+                writer.flush();
+            }
+            Message::Undecodable(n) => correlator.counters.records_undecodable += n,
+            Message::Stats(kernel) => {
+                write_stats(correlator, writer, kernel, false, None);
+                writer.flush();
+            }
+            Message::Stop { kernel, command_exit_code } => {
+                write_stats(correlator, writer, kernel, true, command_exit_code);
+                writer.flush();
+                return;
+            }
+        }
+    }
+}
+
+fn write_stats(
+    correlator: &Correlator,
+    writer: &mut JsonWriter,
+    kernel: KernelCounters,
+    final_totals: bool,
+    command_exit_code: Option<i32>,
+) {
+    let mut agent = correlator.counters;
+    agent.lines_unwritten = writer.lines_unwritten;
+    let counters = Counters { kernel, agent };
+    writer.write(None, Body::Stats(Stats { final_totals, counters, command_exit_code }));
+}

@@ -1,0 +1,100 @@
+//! Checked decoding of ring-buffer bytes into typed records. Lengths are checked before
+//! any read and reads are unaligned copies, so a short or odd record is an error value,
+//! never undefined behaviour.
+
+use map_audit_common::records::{
+    ExitRecord, FaultRecord, KIND_PROCESS_EXIT, KIND_REGION_MAPPED, KIND_REGION_UNMAPPED,
+    KIND_WRITE_FAULT, RecordHeader, RegionRecord,
+};
+
+/// A decoded record.
+#[derive(Debug, Clone)]
+pub enum Record {
+    RegionMapped(RegionRecord),
+    RegionUnmapped(RegionRecord),
+    WriteFault(Box<FaultRecord>),
+    ProcessExit(RecordHeader),
+}
+
+impl Record {
+    pub fn header(&self) -> &RecordHeader {
+        match self {
+            Record::RegionMapped(r) | Record::RegionUnmapped(r) => &r.header,
+            Record::WriteFault(f) => &f.header,
+            Record::ProcessExit(h) => h,
+        }
+    }
+}
+
+/// Why bytes from the ring buffer could not be decoded.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum DecodeError {
+    #[error("a {kind} record needs {expected} bytes but {size} arrived; the agent and its eBPF object disagree, rebuild both")]
+    InvalidSize { kind: &'static str, size: usize, expected: usize },
+    #[error("unknown record kind {0}; the agent and its eBPF object disagree, rebuild both")]
+    UnknownKind(u32),
+}
+
+/// Decodes one ring-buffer item.
+pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
+    let header: RecordHeader = read(bytes, "header")?;
+    Ok(match header.kind {
+        KIND_REGION_MAPPED => Record::RegionMapped(read(bytes, "region_mapped")?),
+        KIND_REGION_UNMAPPED => Record::RegionUnmapped(read(bytes, "region_unmapped")?),
+        KIND_WRITE_FAULT => Record::WriteFault(Box::new(read(bytes, "write_fault")?)),
+        KIND_PROCESS_EXIT => Record::ProcessExit(read::<ExitRecord>(bytes, "process_exit")?.header),
+        other => return Err(DecodeError::UnknownKind(other)),
+    })
+}
+
+/// Copies a `T` out of the front of `bytes` after checking the length.
+fn read<T: aya::Pod>(bytes: &[u8], kind: &'static str) -> Result<T, DecodeError> {
+    let expected = size_of::<T>();
+    if bytes.len() < expected {
+        return Err(DecodeError::InvalidSize { kind, size: bytes.len(), expected });
+    }
+    // SAFETY: length checked above; `T: Pod` accepts any bit pattern; unaligned read.
+    Ok(unsafe { bytes.as_ptr().cast::<T>().read_unaligned() })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bytes_of<T: aya::Pod>(value: &T) -> Vec<u8> {
+        // SAFETY: Pod types have no padding (asserted in map-audit-common).
+        unsafe { std::slice::from_raw_parts((value as *const T).cast::<u8>(), size_of::<T>()) }.to_vec()
+    }
+
+    #[test]
+    fn decodes_region_record() {
+        let mut record = RegionRecord::default();
+        record.header.kind = KIND_REGION_MAPPED;
+        record.header.tgid = 42;
+        record.region.start = 0x7f00_0000_0000;
+        let Record::RegionMapped(decoded) = decode(&bytes_of(&record)).unwrap() else {
+            panic!("wrong kind")
+        };
+        assert_eq!(decoded.header.tgid, 42);
+        assert_eq!(decoded.region.start, 0x7f00_0000_0000);
+    }
+
+    #[test]
+    fn truncated_records_are_errors() {
+        let mut record = RegionRecord::default();
+        record.header.kind = KIND_WRITE_FAULT;
+        let bytes = bytes_of(&record);
+        assert_eq!(
+            decode(&bytes).unwrap_err(),
+            DecodeError::InvalidSize { kind: "write_fault", size: bytes.len(), expected: size_of::<FaultRecord>() }
+        );
+        assert!(matches!(decode(&bytes[..10]), Err(DecodeError::InvalidSize { kind: "header", .. })));
+        assert!(matches!(decode(&[]), Err(DecodeError::InvalidSize { .. })));
+    }
+
+    #[test]
+    fn unknown_kind_is_an_error() {
+        let header = RecordHeader { kind: 99, ..Default::default() };
+        assert_eq!(decode(&bytes_of(&header)).unwrap_err(), DecodeError::UnknownKind(99));
+    }
+}

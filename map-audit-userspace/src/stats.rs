@@ -1,0 +1,80 @@
+//! Produced, delivered and lost counts, from the kernel's per-CPU counters and the
+//! agent's own. Reported in `agent_stats` and `agent_stopped` so that, for every kind,
+//! produced = delivered + lost can be checked.
+
+use anyhow::{Context, Result};
+use aya::maps::{MapData, PerCpuArray};
+use map_audit_common::counters as idx;
+use serde::Serialize;
+
+/// Kernel-side counts, summed over CPUs.
+#[derive(Debug, Default, Clone, Copy, Serialize, PartialEq, Eq)]
+pub struct KernelCounters {
+    /// Audited write faults (produced).
+    pub faults_matched: u64,
+    pub faults_lost_ringbuf_full: u64,
+    /// Region records produced (mapped and unmapped).
+    pub region_events: u64,
+    pub region_events_lost_ringbuf_full: u64,
+    pub exit_events_lost_ringbuf_full: u64,
+    /// Region blocks that did not fit in the region table: part of a region unaudited.
+    pub region_table_full: u64,
+    /// mmap/munmap calls whose arguments could not be saved: the call was not tracked.
+    pub pending_table_full: u64,
+    pub scope_added: u64,
+    pub scope_table_full: u64,
+    /// Unmaps that touched more than one walk handles: stale region entries may remain.
+    pub unmap_walk_incomplete: u64,
+    pub stacks_truncated: u64,
+    pub stacks_failed: u64,
+}
+
+impl KernelCounters {
+    /// Sums the `COUNTERS` per-CPU array.
+    pub fn read(map: &PerCpuArray<MapData, u64>) -> Result<Self> {
+        let get = |index: u32| -> Result<u64> {
+            let values = map.get(&index, 0).context("reading the kernel's counters failed")?;
+            Ok(values.iter().sum())
+        };
+        Ok(Self {
+            faults_matched: get(idx::FAULTS_MATCHED)?,
+            faults_lost_ringbuf_full: get(idx::FAULTS_LOST_RINGBUF_FULL)?,
+            region_events: get(idx::REGION_EVENTS)?,
+            region_events_lost_ringbuf_full: get(idx::REGION_EVENTS_LOST_RINGBUF_FULL)?,
+            exit_events_lost_ringbuf_full: get(idx::EXIT_EVENTS_LOST_RINGBUF_FULL)?,
+            region_table_full: get(idx::REGION_TABLE_FULL)?,
+            pending_table_full: get(idx::PENDING_TABLE_FULL)?,
+            scope_added: get(idx::SCOPE_ADDED)?,
+            scope_table_full: get(idx::SCOPE_TABLE_FULL)?,
+            unmap_walk_incomplete: get(idx::UNMAP_WALK_INCOMPLETE)?,
+            stacks_truncated: get(idx::STACKS_TRUNCATED)?,
+            stacks_failed: get(idx::STACKS_FAILED)?,
+        })
+    }
+}
+
+/// Agent-side counts.
+#[derive(Debug, Default, Clone, Copy, Serialize, PartialEq, Eq)]
+pub struct AgentCounters {
+    /// `write_fault` events written.
+    pub faults_delivered: u64,
+    /// `region_mapped` and `region_unmapped` events written for kernel records.
+    pub region_events_delivered: u64,
+    /// `region_unmapped` events the agent made itself at process exit.
+    pub regions_closed_at_exit: u64,
+    /// Ring-buffer items that could not be decoded.
+    pub records_undecodable: u64,
+    /// Stack frames left without a symbol.
+    pub frames_unsymbolized: u64,
+    /// File-backed regions whose path could not be read (process already gone).
+    pub paths_unresolved: u64,
+    /// Lines that could not be written (output closed or failing).
+    pub lines_unwritten: u64,
+}
+
+/// Everything in one object for the JSON stream.
+#[derive(Debug, Default, Clone, Copy, Serialize)]
+pub struct Counters {
+    pub kernel: KernelCounters,
+    pub agent: AgentCounters,
+}

@@ -1,0 +1,99 @@
+//! What to audit: existing pids, and a command the agent starts itself. The command is
+//! forked, held before `exec` until its pid is in the kernel's scope, then released, so
+//! not one of its mappings is missed.
+
+use std::{
+    ffi::CString,
+    os::fd::{AsRawFd, OwnedFd},
+    path::Path,
+};
+
+use anyhow::{Context, Result, bail};
+use nix::{
+    sys::wait::{WaitStatus, waitpid},
+    unistd::{ForkResult, Pid, fork, pipe2, write},
+};
+
+/// Fails with one sentence when a pid does not name a running process.
+pub fn check_pids(pids: &[u32]) -> Result<()> {
+    for &pid in pids {
+        if pid == 0 || !Path::new(&format!("/proc/{pid}")).is_dir() {
+            bail!("no process has pid {pid}; check it with `ps -p {pid}`");
+        }
+    }
+    Ok(())
+}
+
+/// A forked command waiting at its gate.
+pub struct HeldCommand {
+    pub pid: u32,
+    gate: OwnedFd,
+}
+
+impl HeldCommand {
+    /// Forks `command`; the child waits until [`release`](Self::release).
+    pub fn spawn(command: &[String]) -> Result<Self> {
+        let program = resolve_program(&command[0])?;
+        let argv: Vec<CString> = command
+            .iter()
+            .map(|a| CString::new(a.as_bytes()))
+            .collect::<Result<_, _>>()
+            .context("a command argument contains a NUL byte")?;
+        let (gate_read, gate_write) = pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("creating the start gate pipe failed")?;
+        // SAFETY: the child only calls async-signal-safe functions (read, execv, _exit)
+        // on memory prepared before the fork.
+        match unsafe { fork() }.context("fork failed")? {
+            ForkResult::Child => {
+                drop(gate_write);
+                let mut byte = 0u8;
+                let n = unsafe { libc::read(gate_read.as_raw_fd(), (&raw mut byte).cast(), 1) };
+                if n == 1 {
+                    let _ = nix::unistd::execv(&program, &argv);
+                }
+                unsafe { libc::_exit(127) }
+            }
+            ForkResult::Parent { child } => {
+                drop(gate_read);
+                Ok(Self { pid: child.as_raw() as u32, gate: gate_write })
+            }
+        }
+    }
+
+    /// Lets the command exec.
+    pub fn release(&self) -> Result<()> {
+        write(&self.gate, &[1]).context("releasing the command failed")?;
+        Ok(())
+    }
+}
+
+/// Waits for `pid` and returns its exit code (128 + signal when killed, like a shell).
+pub fn wait_exit_code(pid: u32) -> Result<i32> {
+    loop {
+        match waitpid(Pid::from_raw(pid as i32), None).context("waiting for the command failed")? {
+            WaitStatus::Exited(_, code) => return Ok(code),
+            WaitStatus::Signaled(_, signal, _) => return Ok(128 + signal as i32),
+            _ => continue,
+        }
+    }
+}
+
+/// The executable `name` refers to, searched in PATH like a shell when it has no '/'.
+fn resolve_program(name: &str) -> Result<CString> {
+    let candidate = if name.contains('/') {
+        Some(Path::new(name).to_path_buf())
+    } else {
+        std::env::var_os("PATH").and_then(|path| {
+            std::env::split_paths(&path).map(|dir| dir.join(name)).find(|p| is_executable(p))
+        })
+    };
+    match candidate {
+        Some(path) if is_executable(&path) => {
+            Ok(CString::new(path.as_os_str().as_encoded_bytes()).context("the command path contains a NUL byte")?)
+        }
+        _ => bail!("cannot run `{name}`: no such executable file (searched PATH)"),
+    }
+}
+
+fn is_executable(path: &Path) -> bool {
+    nix::unistd::access(path, nix::unistd::AccessFlags::X_OK).is_ok() && path.is_file()
+}

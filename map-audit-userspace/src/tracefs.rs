@@ -1,0 +1,123 @@
+//! tracefs: mounting it when the host has not, and reading tracepoint `format` files so
+//! field offsets are never hard-coded (distributions have moved them).
+
+use std::{
+    fs,
+    path::{Path, PathBuf},
+};
+
+use anyhow::{Context, Result, anyhow, bail};
+use map_audit_common::config::TracepointOffsets;
+
+const TRACEFS_PATHS: [&str; 2] = ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"];
+
+/// The tracefs root, mounting it at /sys/kernel/tracing if no mount is there yet.
+pub fn root() -> Result<PathBuf> {
+    if let Some(found) = mounted_root() {
+        return Ok(found);
+    }
+    let target = Path::new(TRACEFS_PATHS[0]);
+    nix::mount::mount(
+        Some("tracefs"),
+        target,
+        Some("tracefs"),
+        nix::mount::MsFlags::empty(),
+        None::<&str>,
+    )
+    .with_context(|| {
+        format!("tracefs is not mounted and mounting it at {} failed; mount it with `mount -t tracefs tracefs {}`", target.display(), target.display())
+    })?;
+    Ok(target.to_path_buf())
+}
+
+/// The tracefs root if one is mounted (recognised by its `events` folder).
+pub fn mounted_root() -> Option<PathBuf> {
+    TRACEFS_PATHS
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.join("events").is_dir())
+}
+
+/// Whether `category:name` exists under `root`.
+pub fn tracepoint_exists(root: &Path, category: &str, name: &str) -> bool {
+    root.join("events").join(category).join(name).is_dir()
+}
+
+/// Byte offset of `field` in the record of tracepoint `category:name`.
+pub fn field_offset(root: &Path, category: &str, name: &str, field: &str) -> Result<u32> {
+    let path = root.join("events").join(category).join(name).join("format");
+    let text = fs::read_to_string(&path).with_context(|| {
+        format!("cannot read {}: this kernel lacks the tracepoint {category}:{name}", path.display())
+    })?;
+    parse_field_offset(&text, field)
+        .ok_or_else(|| anyhow!("tracepoint {category}:{name} has no field `{field}` in {}", path.display()))
+}
+
+/// Finds `field`'s offset in a `format` file's text
+/// (`field:unsigned long addr;\toffset:16;\tsize:8;\tsigned:0;`).
+pub fn parse_field_offset(format: &str, field: &str) -> Option<u32> {
+    format.lines().find_map(|line| {
+        let mut parts = line.trim().split(';').map(str::trim);
+        let declaration = parts.next()?.strip_prefix("field:")?;
+        let name = declaration.rsplit([' ', '*']).next()?;
+        let name = name.split('[').next()?;
+        if name != field {
+            return None;
+        }
+        parts.find_map(|p| p.strip_prefix("offset:")?.parse().ok())
+    })
+}
+
+/// Offsets of every field the eBPF programs read.
+pub fn tracepoint_offsets(root: &Path) -> Result<TracepointOffsets> {
+    let mmap = |f| field_offset(root, "syscalls", "sys_enter_mmap", f);
+    let munmap = |f| field_offset(root, "syscalls", "sys_enter_munmap", f);
+    let offsets = TracepointOffsets {
+        mmap_addr: mmap("addr")?,
+        mmap_len: mmap("len")?,
+        mmap_prot: mmap("prot")?,
+        mmap_flags: mmap("flags")?,
+        mmap_off: mmap("off")?,
+        munmap_addr: munmap("addr")?,
+        munmap_len: munmap("len")?,
+        exit_ret: field_offset(root, "syscalls", "sys_exit_mmap", "ret")?,
+        fork_child_pid: field_offset(root, "sched", "sched_process_fork", "child_pid")?,
+        _pad: 0,
+    };
+    let munmap_ret = field_offset(root, "syscalls", "sys_exit_munmap", "ret")?;
+    if munmap_ret != offsets.exit_ret {
+        bail!("sys_exit_mmap and sys_exit_munmap place `ret` differently ({} and {munmap_ret}); this kernel's syscall tracepoints are not supported", offsets.exit_ret);
+    }
+    Ok(offsets)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SYS_ENTER_MMAP: &str = "name: sys_enter_mmap
+ID: 104
+format:
+\tfield:unsigned short common_type;\toffset:0;\tsize:2;\tsigned:0;
+\tfield:int __syscall_nr;\toffset:8;\tsize:4;\tsigned:1;
+\tfield:unsigned long addr;\toffset:16;\tsize:8;\tsigned:0;
+\tfield:unsigned long len;\toffset:24;\tsize:8;\tsigned:0;
+\tfield:char comm[16];\toffset:40;\tsize:16;\tsigned:0;
+\tfield:const char * filename;\toffset:56;\tsize:8;\tsigned:0;
+";
+
+    #[test]
+    fn finds_fields_by_exact_name() {
+        assert_eq!(parse_field_offset(SYS_ENTER_MMAP, "addr"), Some(16));
+        assert_eq!(parse_field_offset(SYS_ENTER_MMAP, "len"), Some(24));
+        assert_eq!(parse_field_offset(SYS_ENTER_MMAP, "comm"), Some(40));
+        assert_eq!(parse_field_offset(SYS_ENTER_MMAP, "filename"), Some(56));
+        assert_eq!(parse_field_offset(SYS_ENTER_MMAP, "__syscall_nr"), Some(8));
+    }
+
+    #[test]
+    fn missing_field_is_none() {
+        assert_eq!(parse_field_offset(SYS_ENTER_MMAP, "ad"), None);
+        assert_eq!(parse_field_offset("", "addr"), None);
+    }
+}

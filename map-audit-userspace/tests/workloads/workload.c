@@ -1,0 +1,126 @@
+/*
+ * Workloads for map-audit's integration tests and demo. Each mode prints what it did
+ * to stderr as "workload: KEY VALUE" lines so tests can compare with the agent's JSON.
+ * Built with frame pointers (-O0 -fno-omit-frame-pointer) so user stacks are complete.
+ */
+#define _GNU_SOURCE
+#include <fcntl.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <time.h>
+#include <unistd.h>
+
+#define PAGE 4096UL
+
+static void report(const char *key, void *start, size_t pages) {
+    fprintf(stderr, "workload: %s %p %p\n", key, start, (char *)start + pages * PAGE);
+}
+
+static void *map_anon(size_t pages, int prot, void *hint, int extra_flags) {
+    void *p = mmap(hint, pages * PAGE, prot, MAP_PRIVATE | MAP_ANONYMOUS | extra_flags, -1, 0);
+    if (p == MAP_FAILED) {
+        perror("workload: mmap");
+        exit(2);
+    }
+    return p;
+}
+
+__attribute__((noinline)) void write_pages(volatile char *buf, size_t pages) {
+    for (size_t i = 0; i < pages; i++)
+        buf[i * PAGE] = (char)i;
+}
+
+__attribute__((noinline)) void rewrite_pages(volatile char *buf, size_t pages) {
+    for (size_t i = 0; i < pages; i++)
+        buf[i * PAGE] = (char)(i + 1);
+}
+
+__attribute__((noinline)) void write_shared_pages(volatile char *buf, size_t pages) {
+    for (size_t i = 0; i < pages; i++)
+        buf[i * PAGE + 7] = 'x';
+}
+
+__attribute__((noinline)) unsigned long read_pages(volatile char *buf, size_t pages) {
+    unsigned long sum = 0;
+    for (size_t i = 0; i < pages; i++)
+        sum += buf[i * PAGE];
+    return sum;
+}
+
+/* anon PAGES: write PAGES pages; read another region; map a read-only one; unmap the
+ * written region and map a new one at the same address, then write it. */
+static int anon(size_t pages) {
+    char *buf = map_anon(pages, PROT_READ | PROT_WRITE, NULL, 0);
+    report("written", buf, pages);
+    write_pages(buf, pages);
+
+    char *readonly_rw = map_anon(pages, PROT_READ | PROT_WRITE, NULL, 0);
+    report("read", readonly_rw, pages);
+    fprintf(stderr, "workload: read_sum %lu\n", read_pages(readonly_rw, pages));
+
+    char *ro = map_anon(pages, PROT_READ, NULL, 0);
+    report("readonly", ro, pages);
+    fprintf(stderr, "workload: ro_sum %lu\n", read_pages(ro, pages));
+
+    munmap(buf, pages * PAGE);
+    char *again = map_anon(pages, PROT_READ | PROT_WRITE, buf, MAP_FIXED_NOREPLACE);
+    report("rewritten", again, pages);
+    rewrite_pages(again, pages);
+    return 0;
+}
+
+/* shared FILE PAGES: MAP_SHARED mapping of FILE, written page by page. */
+static int shared(const char *path, size_t pages) {
+    int fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0600);
+    if (fd < 0 || ftruncate(fd, pages * PAGE) != 0) {
+        perror("workload: open/ftruncate");
+        return 2;
+    }
+    char *buf = mmap(NULL, pages * PAGE, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (buf == MAP_FAILED) {
+        perror("workload: mmap shared");
+        return 2;
+    }
+    report("shared", buf, pages);
+    write_shared_pages(buf, pages);
+    munmap(buf, pages * PAGE);
+    close(fd);
+    return 0;
+}
+
+/* loop PAGES MILLISECONDS: map, write and unmap PAGES pages until the time is up. */
+static int loop(size_t pages, long millis) {
+    struct timespec start, now;
+    clock_gettime(CLOCK_MONOTONIC, &start);
+    fprintf(stderr, "workload: looping\n");
+    do {
+        char *buf = map_anon(pages, PROT_READ | PROT_WRITE, NULL, 0);
+        write_pages(buf, pages);
+        munmap(buf, pages * PAGE);
+        clock_gettime(CLOCK_MONOTONIC, &now);
+    } while ((now.tv_sec - start.tv_sec) * 1000 + (now.tv_nsec - start.tv_nsec) / 1000000 < millis);
+    return 0;
+}
+
+int main(int argc, char **argv) {
+    if (argc >= 3 && strcmp(argv[1], "anon") == 0)
+        return anon(strtoul(argv[2], NULL, 0));
+    if (argc >= 4 && strcmp(argv[1], "shared") == 0)
+        return shared(argv[2], strtoul(argv[3], NULL, 0));
+    if (argc >= 4 && strcmp(argv[1], "loop") == 0)
+        return loop(strtoul(argv[2], NULL, 0), strtol(argv[3], NULL, 0));
+    if (argc >= 2 && strcmp(argv[1], "demo") == 0) {
+        char path[] = "/tmp/map-audit-demo-XXXXXX";
+        int fd = mkstemp(path);
+        if (fd >= 0)
+            close(fd);
+        int rc = anon(4) || shared(path, 2);
+        unlink(path);
+        return rc;
+    }
+    fprintf(stderr, "usage: workload anon PAGES | shared FILE PAGES | loop PAGES MS | demo\n");
+    return 64;
+}

@@ -1,0 +1,131 @@
+//! `cargo xtask`: the one entry point for building, running and testing map-audit.
+
+mod build_ebpf;
+mod toolchain;
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "xtask")]
+struct Cli {
+    #[command(subcommand)]
+    command: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Build the eBPF object (installs Debian's BPF toolchain and bpf-linker if missing).
+    BuildEbpf,
+    /// Build the eBPF object and the agent.
+    Build {
+        #[arg(long)]
+        release: bool,
+    },
+    /// Build everything and run the agent as root: `cargo xtask run -- run --pid 1234`.
+    Run {
+        #[arg(long)]
+        release: bool,
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+    /// Build everything and run the agent on a small demo workload.
+    Demo,
+    /// Build everything and run all tests (integration tests need root).
+    Test {
+        /// Extra arguments for `cargo test` (e.g. a test name filter).
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+}
+
+fn main() -> Result<()> {
+    match Cli::parse().command {
+        Task::BuildEbpf => build_ebpf::build().map(drop),
+        Task::Build { release } => build_all(release),
+        Task::Run { release, args } => {
+            build_all(release)?;
+            run_agent(release, &args)
+        }
+        Task::Demo => {
+            build_all(false)?;
+            let demo = build_demo()?;
+            run_agent(false, &["run".into(), "--".into(), demo.display().to_string(), "demo".into()])
+        }
+        Task::Test { args } => {
+            build_ebpf::build()?;
+            let mut test = cargo();
+            test.args(["test", "--workspace"]).args(&args);
+            run(&mut test)
+        }
+    }
+}
+
+/// The workspace root (xtask lives one level below it).
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask is inside the workspace").to_path_buf()
+}
+
+fn cargo() -> Command {
+    let mut command = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    command.current_dir(workspace_root());
+    command
+}
+
+fn build_all(release: bool) -> Result<()> {
+    build_ebpf::build()?;
+    let mut build = cargo();
+    build.args(["build", "--package", "map-audit"]);
+    if release {
+        build.arg("--release");
+    }
+    run(&mut build)
+}
+
+fn run_agent(release: bool, args: &[String]) -> Result<()> {
+    let binary = workspace_root().join("target").join(if release { "release" } else { "debug" }).join("map-audit");
+    let mut command = if nix_is_root() {
+        Command::new(&binary)
+    } else {
+        eprintln!("xtask: map-audit needs root; running it with sudo");
+        let mut sudo = Command::new("sudo");
+        sudo.arg(&binary);
+        sudo
+    };
+    let status = command.args(args).status().with_context(|| format!("cannot start {}", binary.display()))?;
+    std::process::exit(status.code().unwrap_or(1));
+}
+
+/// Compiles the demo workload (the integration tests' C workload) with frame pointers.
+fn build_demo() -> Result<PathBuf> {
+    let root = workspace_root();
+    let source = root.join("map-audit-userspace/tests/workloads/workload.c");
+    let output = root.join("target/demo-workload");
+    let mut gcc = Command::new("gcc");
+    gcc.args(["-O1", "-g", "-fno-omit-frame-pointer", "-mno-omit-leaf-frame-pointer", "-o"])
+        .arg(&output)
+        .arg(&source);
+    run(&mut gcc)?;
+    Ok(output)
+}
+
+fn nix_is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("Uid:")).map(|v| v.split_whitespace().nth(1) == Some("0")))
+        .unwrap_or(false)
+}
+
+/// Runs `command`, failing with its name when it fails.
+pub fn run(command: &mut Command) -> Result<()> {
+    let status = command.status().with_context(|| format!("cannot start {:?}", command.get_program()))?;
+    if !status.success() {
+        bail!("{command:?} failed with {status}");
+    }
+    Ok(())
+}
