@@ -2,10 +2,12 @@
 use std::{env, path::PathBuf};
 
 fn main() {
-    let object = env::var_os("MAP_AUDIT_EBPF_OBJECT").map(PathBuf::from).unwrap_or_else(|| {
-        PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").unwrap())
-            .join("../target/ebpf/bpfel-unknown-none/release/map-audit")
-    });
+    let object = env::var_os("MAP_AUDIT_EBPF_OBJECT")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").unwrap())
+                .join("../target/ebpf/bpfel-unknown-none/release/map-audit")
+        });
     println!("cargo:rerun-if-env-changed=MAP_AUDIT_EBPF_OBJECT");
     println!("cargo:rerun-if-changed={}", object.display());
     if !object.exists() {

@@ -15,7 +15,11 @@ pub const MAX_BLOCKS: usize = 2 * (64 - 12);
 #[inline(always)]
 pub fn block_order(start: u64, end: u64) -> u32 {
     // Alignment of `start`: its lowest set bit (address 0 is aligned to everything).
-    let align = if start == 0 { 1u64 << 63 } else { start & start.wrapping_neg() };
+    let align = if start == 0 {
+        1u64 << 63
+    } else {
+        start & start.wrapping_neg()
+    };
     let fit = highest_power_of_two_at_most(end - start);
     log2_of_power_of_two(if align < fit { align } else { fit })
 }
@@ -76,7 +80,10 @@ mod tests {
 
     #[test]
     fn aligned_power_of_two_range_is_one_block() {
-        assert_eq!(decompose(0x7f00_0000_0000, 0x7f00_1000_0000), [(0x7f00_0000_0000, 28)]);
+        assert_eq!(
+            decompose(0x7f00_0000_0000, 0x7f00_1000_0000),
+            [(0x7f00_0000_0000, 28)]
+        );
     }
 
     #[test]
@@ -88,7 +95,11 @@ mod tests {
             (0x0, 0x3000),
         ] {
             let blocks = decompose(start, end);
-            assert!(blocks.len() <= MAX_BLOCKS, "{start:#x}-{end:#x}: {}", blocks.len());
+            assert!(
+                blocks.len() <= MAX_BLOCKS,
+                "{start:#x}-{end:#x}: {}",
+                blocks.len()
+            );
             let mut cursor = start;
             for (block_start, order) in blocks {
                 assert_eq!(block_start, cursor);

@@ -17,8 +17,8 @@ pub const PENDING_TABLE_FULL: u32 = 5;
 pub const STACKS_TRUNCATED: u32 = 6;
 /// User stacks that could not be captured at all.
 pub const STACKS_FAILED: u32 = 7;
-/// Unmaps that touched more regions than one walk handles: stale entries may remain.
-pub const UNMAP_WALK_INCOMPLETE: u32 = 8;
+/// Unmapped ranges handed to the agent to finish (gaps skipped or steps exhausted).
+pub const UNMAP_HANDED_TO_AGENT: u32 = 8;
 /// Processes added to the scope by fork or by a matching comm.
 pub const SCOPE_ADDED: u32 = 9;
 /// Processes that could not be added to the scope (scope table full).

@@ -11,6 +11,9 @@ pub const KIND_REGION_UNMAPPED: u32 = 2;
 pub const KIND_WRITE_FAULT: u32 = 3;
 /// An in-scope process exited: its regions can be dropped.
 pub const KIND_PROCESS_EXIT: u32 = 4;
+/// An unmapped range the kernel's walk could not settle alone (it skipped gaps where a
+/// region may start); the agent removes what its copy of the table has there.
+pub const KIND_UNMAP_UNRESOLVED: u32 = 5;
 
 /// Common prefix of every record.
 #[repr(C)]
@@ -27,7 +30,8 @@ pub struct RecordHeader {
 }
 const _: () = assert!(core::mem::size_of::<RecordHeader>() == 40);
 
-/// `KIND_REGION_MAPPED` and `KIND_REGION_UNMAPPED`.
+/// `KIND_REGION_MAPPED`, `KIND_REGION_UNMAPPED` and `KIND_UNMAP_UNRESOLVED` (whose
+/// `region` is zero).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
 pub struct RegionRecord {

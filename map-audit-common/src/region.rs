@@ -13,7 +13,9 @@ pub const TGID_PREFIX_BITS: u32 = 32;
 pub fn region_key_data(tgid: u32, address: u64) -> RegionKeyData {
     let t = tgid.to_be_bytes();
     let a = address.to_be_bytes();
-    [t[0], t[1], t[2], t[3], a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7]]
+    [
+        t[0], t[1], t[2], t[3], a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7],
+    ]
 }
 
 /// Prefix length of the trie entry for an aligned block of `2^order` bytes.

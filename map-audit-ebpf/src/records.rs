@@ -6,7 +6,9 @@ use aya_ebpf::{
 };
 use map_audit_common::{
     counters::{REGION_EVENTS, REGION_EVENTS_LOST_RINGBUF_FULL},
-    records::{KIND_REGION_MAPPED, KIND_REGION_UNMAPPED, RecordHeader, RegionRecord},
+    records::{
+        KIND_REGION_MAPPED, KIND_REGION_UNMAPPED, KIND_UNMAP_UNRESOLVED, RecordHeader, RegionRecord,
+    },
     region::Region,
 };
 
@@ -50,6 +52,13 @@ pub fn region_mapped(region: &Region) {
 #[inline(always)]
 pub fn region_unmapped(region: &Region, range_start: u64, range_end: u64) {
     send_region(KIND_REGION_UNMAPPED, region, range_start, range_end);
+}
+
+/// Hands `[range_start, range_end)` to the agent: the kernel's walk may have missed
+/// regions inside it.
+#[inline(always)]
+pub fn unmap_unresolved(range_start: u64, range_end: u64) {
+    send_region(KIND_UNMAP_UNRESOLVED, &Region::default(), range_start, range_end);
 }
 
 #[inline(always)]

@@ -10,15 +10,15 @@ use aya_ebpf::{
 };
 use map_audit_common::{
     blocks::{MAX_BLOCKS, block_order},
-    counters::{REGION_TABLE_FULL, UNMAP_WALK_INCOMPLETE},
+    counters::{REGION_TABLE_FULL, UNMAP_HANDED_TO_AGENT},
     region::{LOOKUP_PREFIX_LEN, Region, RegionKeyData, block_prefix_len, region_key_data},
 };
 
 use crate::{counters::bump, maps::{REGION_SEQ, REGIONS}, records};
 
-/// Steps of one unmap walk (regions handled plus gaps skipped). Beyond it the remaining
-/// part is counted in `UNMAP_WALK_INCOMPLETE`.
-const UNMAP_WALK_STEPS: usize = 8;
+/// Steps of one unmap walk (regions handled plus gap blocks skipped); beyond it the
+/// agent finishes the range.
+const UNMAP_WALK_STEPS: u32 = 256;
 
 /// The region of `tgid` containing `address`, if tracked.
 #[inline(always)]
@@ -108,30 +108,55 @@ extern "C" fn remove_block(_index: u64, ctx: *mut c_void) -> i64 {
     0
 }
 
+/// State of an unmap walk, shared with its `bpf_loop` callback.
+#[repr(C)]
+struct UnmapWalk {
+    tgid: u32,
+    /// Non-zero once a gap was skipped: a region may start inside a skipped block.
+    skipped_gap: u32,
+    start: u64,
+    end: u64,
+    cursor: u64,
+}
+
 /// Takes `[start, end)` out of the table for `tgid`: whole regions are removed, regions
 /// that straddle a boundary are trimmed (the pieces keep their id), and each change is
 /// reported as a `region_unmapped` record.
+///
+/// The walk looks regions up at its cursor and jumps over gaps block by block, so a
+/// region that starts inside a skipped gap block is invisible to it. When any gap was
+/// skipped (or steps ran out) the range goes to the agent, which finishes the job from
+/// its own copy of the table.
 #[inline(always)]
 pub fn unmap_range(tgid: u32, start: u64, end: u64) {
-    let mut cursor = start;
-    for _ in 0..UNMAP_WALK_STEPS {
-        if cursor >= end {
-            return;
+    let mut walk = UnmapWalk { tgid, skipped_gap: 0, start, end, cursor: start };
+    unsafe {
+        bpf_loop(UNMAP_WALK_STEPS, unmap_step as *mut c_void, (&raw mut walk).cast(), 0);
+    }
+    if walk.skipped_gap != 0 || walk.cursor < end {
+        bump(UNMAP_HANDED_TO_AGENT);
+        records::unmap_unresolved(start, end);
+    }
+}
+
+#[inline(never)]
+extern "C" fn unmap_step(_index: u64, ctx: *mut c_void) -> i64 {
+    let walk = unsafe { &mut *ctx.cast::<UnmapWalk>() };
+    if walk.cursor >= walk.end {
+        return 1;
+    }
+    match lookup(walk.tgid, walk.cursor) {
+        Some(found) => {
+            let region = *found;
+            remove_region(walk.tgid, &region, walk.start, walk.end);
+            walk.cursor = region.end;
         }
-        match lookup(tgid, cursor) {
-            Some(found) => {
-                let region = *found;
-                remove_region(tgid, &region, start, end);
-                cursor = region.end;
-            }
-            // A gap: skip the largest aligned block here. A region starting inside that
-            // block is missed; the walk counts it below only if steps run out.
-            None => cursor += 1u64 << block_order(cursor, end),
+        None => {
+            walk.skipped_gap = 1;
+            walk.cursor += 1u64 << block_order(walk.cursor, walk.end);
         }
     }
-    if cursor < end {
-        bump(UNMAP_WALK_INCOMPLETE);
-    }
+    0
 }
 
 #[inline(always)]

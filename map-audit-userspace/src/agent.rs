@@ -18,6 +18,7 @@ use crate::{
     json_writer::JsonWriter,
     kernel_support, loader, pipeline,
     pipeline::Message,
+    process_maps::Snapshots,
     ringbuf_reader,
     stats::KernelCounters,
     target::{self, HeldCommand},
@@ -30,7 +31,9 @@ const DRAIN_INTERVAL: Duration = Duration::from_millis(20);
 /// Runs the agent; returns the process exit code.
 pub fn run(args: RunArgs) -> Result<i32> {
     if args.pids.is_empty() && args.comms.is_empty() && args.command.is_empty() {
-        return Err(anyhow!("nothing to audit: give --pid PID, --comm NAME, or -- COMMAND [ARGS]"));
+        return Err(anyhow!(
+            "nothing to audit: give --pid PID, --comm NAME, or -- COMMAND [ARGS]"
+        ));
     }
     kernel_support::require_run_prerequisites()?;
     target::check_pids(&args.pids)?;
@@ -41,7 +44,10 @@ pub fn run(args: RunArgs) -> Result<i32> {
     let log_enabled = args.kernel_log || std::env::var_os("RUST_LOG").is_some();
     let mut ebpf = loader::load(&loader::LoadOptions {
         offsets,
-        config: AgentConfig { match_comm: u32::from(!args.comms.is_empty()), log_enabled: u32::from(log_enabled) },
+        config: AgentConfig {
+            match_comm: u32::from(!args.comms.is_empty()),
+            log_enabled: u32::from(log_enabled),
+        },
         ringbuf_bytes: args.ringbuf_size,
         region_table_entries: args.region_table_size,
     })?;
@@ -60,19 +66,26 @@ pub fn run(args: RunArgs) -> Result<i32> {
 
     let mut scope: HashMap<_, u32, u32> = HashMap::try_from(take_map(&mut ebpf, "SCOPE")?)?;
     for &pid in &args.pids {
-        scope.insert(pid, 1, 0).with_context(|| format!("adding pid {pid} to the scope failed"))?;
+        scope
+            .insert(pid, 1, 0)
+            .with_context(|| format!("adding pid {pid} to the scope failed"))?;
     }
-    let mut comms: HashMap<_, [u8; COMM_LEN], u32> = HashMap::try_from(take_map(&mut ebpf, "SCOPE_COMMS")?)?;
+    let mut comms: HashMap<_, [u8; COMM_LEN], u32> =
+        HashMap::try_from(take_map(&mut ebpf, "SCOPE_COMMS")?)?;
     for name in &args.comms {
         let mut key = [0u8; COMM_LEN];
         key[..name.len()].copy_from_slice(name.as_bytes());
-        comms.insert(key, 1, 0).with_context(|| format!("adding comm {name} to the scope failed"))?;
+        comms
+            .insert(key, 1, 0)
+            .with_context(|| format!("adding comm {name} to the scope failed"))?;
     }
     let held = if args.command.is_empty() {
         None
     } else {
         let held = HeldCommand::spawn(&args.command)?;
-        scope.insert(held.pid, 1, 0).context("adding the command to the scope failed")?;
+        scope
+            .insert(held.pid, 1, 0)
+            .context("adding the command to the scope failed")?;
         Some(held)
     };
 
@@ -94,7 +107,8 @@ pub fn run(args: RunArgs) -> Result<i32> {
     writer.flush();
 
     let regions: LpmTrie<MapData, _, _> = LpmTrie::try_from(take_map(&mut ebpf, "REGIONS")?)?;
-    let counters: PerCpuArray<MapData, u64> = PerCpuArray::try_from(take_map(&mut ebpf, "COUNTERS")?)?;
+    let counters: PerCpuArray<MapData, u64> =
+        PerCpuArray::try_from(take_map(&mut ebpf, "COUNTERS")?)?;
     let ring = RingBuf::try_from(take_map(&mut ebpf, "EVENTS")?)?;
     let (pipeline, pipeline_thread) = pipeline::start(regions, writer)?;
 
@@ -102,13 +116,25 @@ pub fn run(args: RunArgs) -> Result<i32> {
         .enable_all()
         .build()
         .context("starting the async runtime failed")?;
-    let stats_interval = (args.stats_interval > 0).then(|| Duration::from_secs(args.stats_interval));
-    let exit_code = runtime.block_on(read_until_done(ring, &counters, &pipeline, held, stats_interval))?;
+    let stats_interval =
+        (args.stats_interval > 0).then(|| Duration::from_secs(args.stats_interval));
+    let exit_code = runtime.block_on(read_until_done(
+        ring,
+        &counters,
+        &pipeline,
+        held,
+        stats_interval,
+    ))?;
 
     let kernel = KernelCounters::read(&counters)?;
-    let _ = pipeline.send(Message::Stop { kernel, command_exit_code: exit_code });
+    let _ = pipeline.send(Message::Stop {
+        kernel,
+        command_exit_code: exit_code,
+    });
     drop(pipeline);
-    pipeline_thread.join().map_err(|_| anyhow!("the pipeline thread panicked"))?;
+    pipeline_thread
+        .join()
+        .map_err(|_| anyhow!("the pipeline thread panicked"))?;
     Ok(exit_code.unwrap_or(0))
 }
 
@@ -125,8 +151,11 @@ async fn read_until_done(
     let mut ring = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
         .map_err(|err| err.into_parts().1)
         .context("polling the ring buffer failed")?;
-    let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler failed")?;
-    let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler failed")?;
+    let mut sigint =
+        signal(SignalKind::interrupt()).context("installing the SIGINT handler failed")?;
+    let mut sigterm =
+        signal(SignalKind::terminate()).context("installing the SIGTERM handler failed")?;
+    let mut snapshots = Snapshots::default();
     let mut drain_tick = tokio::time::interval(DRAIN_INTERVAL);
     let mut stats_tick = tokio::time::interval(stats_interval.unwrap_or(Duration::from_secs(3600)));
     stats_tick.tick().await;
@@ -145,13 +174,13 @@ async fn read_until_done(
         tokio::select! {
             guard = ring.readable_mut() => {
                 let mut guard = guard.context("polling the ring buffer failed")?;
-                if !ringbuf_reader::drain(guard.get_inner_mut(), pipeline) {
+                if !ringbuf_reader::drain(guard.get_inner_mut(), &mut snapshots, pipeline) {
                     break None;
                 }
                 guard.clear_ready();
             }
             _ = drain_tick.tick() => {
-                if !ringbuf_reader::drain(ring.get_mut(), pipeline) {
+                if !ringbuf_reader::drain(ring.get_mut(), &mut snapshots, pipeline) {
                     break None;
                 }
             }
@@ -166,18 +195,24 @@ async fn read_until_done(
         }
     };
     // Everything the kernel committed before we stopped still gets out.
-    ringbuf_reader::drain(ring.get_mut(), pipeline);
+    ringbuf_reader::drain(ring.get_mut(), &mut snapshots, pipeline);
     Ok(exit_code)
 }
 
 fn take_map(ebpf: &mut aya::Ebpf, name: &str) -> Result<aya::maps::Map> {
-    ebpf.take_map(name)
-        .ok_or_else(|| anyhow!("the embedded eBPF object has no map `{name}`; rebuild with `cargo xtask build-ebpf`"))
+    ebpf.take_map(name).ok_or_else(|| {
+        anyhow!(
+            "the embedded eBPF object has no map `{name}`; rebuild with `cargo xtask build-ebpf`"
+        )
+    })
 }
 
 /// Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK.
 fn raise_memlock_limit() {
-    let unlimited = libc::rlimit { rlim_cur: libc::RLIM_INFINITY, rlim_max: libc::RLIM_INFINITY };
+    let unlimited = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
     if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &unlimited) } != 0 {
         log::debug!("raising RLIMIT_MEMLOCK failed; fine on 5.11+ (memcg accounting)");
     }

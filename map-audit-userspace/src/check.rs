@@ -30,12 +30,20 @@ pub fn run() -> i32 {
     probes.push(Probe {
         what: "privileges (root, or CAP_BPF + CAP_PERFMON)",
         ok: privileged,
-        detail: if privileged { "present".into() } else { "missing: run with sudo".into() },
+        detail: if privileged {
+            "present".into()
+        } else {
+            "missing: run with sudo".into()
+        },
     });
     probes.push(Probe {
         what: "BTF (/sys/kernel/btf/vmlinux)",
         ok: kernel_support::has_btf(),
-        detail: if kernel_support::has_btf() { "present".into() } else { "missing: needs CONFIG_DEBUG_INFO_BTF=y".into() },
+        detail: if kernel_support::has_btf() {
+            "present".into()
+        } else {
+            "missing: needs CONFIG_DEBUG_INFO_BTF=y".into()
+        },
     });
     let tracefs = tracefs::root();
     probes.push(Probe {
@@ -47,7 +55,9 @@ pub fn run() -> i32 {
         },
     });
     let tracepoint = |category: &'static str, name: &'static str| -> bool {
-        tracefs.as_ref().is_ok_and(|root| tracefs::tracepoint_exists(root, category, name))
+        tracefs
+            .as_ref()
+            .is_ok_and(|root| tracefs::tracepoint_exists(root, category, name))
     };
     let mut needed_tracepoints = true;
     for (category, name) in [
@@ -65,14 +75,22 @@ pub fn run() -> i32 {
         probes.push(Probe {
             what: Box::leak(format!("tracepoint {category}:{name}").into_boxed_str()),
             ok,
-            detail: if ok { "present".into() } else { "missing".into() },
+            detail: if ok {
+                "present".into()
+            } else {
+                "missing".into()
+            },
         });
     }
     let ringbuf = is_map_supported(MapType::RingBuf).unwrap_or(false);
     probes.push(Probe {
         what: "ring buffer map (Linux 5.8+)",
         ok: ringbuf,
-        detail: if ringbuf { "supported".into() } else { "unsupported: needs Linux 5.8+".into() },
+        detail: if ringbuf {
+            "supported".into()
+        } else {
+            "unsupported: needs Linux 5.8+".into()
+        },
     });
     let mut supported = |what, kind| {
         let (ok, detail) = program_type(kind);
@@ -81,14 +99,23 @@ pub fn run() -> i32 {
     };
     let tracepoint_programs = supported("tracepoint programs", ProgramType::TracePoint);
     let raw_tracepoint_programs = supported("raw tracepoint programs", ProgramType::RawTracePoint);
-    supported("BTF tracing programs (tp_btf, fentry)", ProgramType::Tracing);
+    supported(
+        "BTF tracing programs (tp_btf, fentry)",
+        ProgramType::Tracing,
+    );
     supported("kprobe programs", ProgramType::KProbe);
     supported("perf_event programs", ProgramType::PerfEvent);
-    let kprobe_events = tracefs.as_ref().is_ok_and(|root| root.join("kprobe_events").exists());
+    let kprobe_events = tracefs
+        .as_ref()
+        .is_ok_and(|root| root.join("kprobe_events").exists());
     probes.push(Probe {
         what: "kprobe attach (kprobe_events)",
         ok: kprobe_events,
-        detail: if kprobe_events { "present".into() } else { "missing: kernel built without CONFIG_KPROBES".into() },
+        detail: if kprobe_events {
+            "present".into()
+        } else {
+            "missing: kernel built without CONFIG_KPROBES".into()
+        },
     });
     probes.push(Probe {
         what: "perf software event page-faults",
@@ -97,17 +124,33 @@ pub fn run() -> i32 {
     });
 
     for probe in &probes {
-        println!("{:<4} {:<48} {}", if probe.ok { "yes" } else { "no" }, probe.what, probe.detail);
+        println!(
+            "{:<4} {:<48} {}",
+            if probe.ok { "yes" } else { "no" },
+            probe.what,
+            probe.detail
+        );
     }
     let fault_hook = tracepoint("exceptions", "page_fault_user") && raw_tracepoint_programs;
-    let can_run = privileged && kernel_support::has_btf() && ringbuf && needed_tracepoints && tracepoint_programs && fault_hook;
+    let can_run = privileged
+        && kernel_support::has_btf()
+        && ringbuf
+        && needed_tracepoints
+        && tracepoint_programs
+        && fault_hook;
     println!();
     println!("map-audit run would use:");
-    println!("  mmap/munmap/fork/exit: tracepoints (syscalls:sys_*_mmap, sys_*_munmap, sched:sched_process_*)");
+    println!(
+        "  mmap/munmap/fork/exit: tracepoints (syscalls:sys_*_mmap, sys_*_munmap, sched:sched_process_*)"
+    );
     if fault_hook {
-        println!("  user write faults:     raw_tracepoint:exceptions:page_fault_user (cheapest measured)");
+        println!(
+            "  user write faults:     raw_tracepoint:exceptions:page_fault_user (cheapest measured)"
+        );
     } else {
-        println!("  user write faults:     none available (needs exceptions:page_fault_user and raw tracepoints)");
+        println!(
+            "  user write faults:     none available (needs exceptions:page_fault_user and raw tracepoints)"
+        );
     }
     if can_run {
         println!("\nmap-audit can run on this kernel.");
@@ -126,7 +169,16 @@ fn perf_page_faults_available() -> bool {
     let mut attr = [0u64; 8];
     attr[0] = u64::from(PERF_TYPE_SOFTWARE) | (64u64 << 32);
     attr[1] = PERF_COUNT_SW_PAGE_FAULTS;
-    let fd = unsafe { libc::syscall(libc::SYS_perf_event_open, attr.as_ptr(), 0, -1, -1, PERF_FLAG_FD_CLOEXEC) };
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_perf_event_open,
+            attr.as_ptr(),
+            0,
+            -1,
+            -1,
+            PERF_FLAG_FD_CLOEXEC,
+        )
+    };
     if fd < 0 {
         return false;
     }

@@ -5,7 +5,11 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(name = "map-audit", version, about = "Audit writes into memory mappings with eBPF; JSON lines out.")]
+#[command(
+    name = "map-audit",
+    version,
+    about = "Audit writes into memory mappings with eBPF; JSON lines out."
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -61,12 +65,16 @@ fn parse_comm(value: &str) -> Result<String, String> {
     match value.len() {
         0 => Err("a command name cannot be empty".into()),
         1..=15 => Ok(value.to_string()),
-        n => Err(format!("{n} bytes is too long: the kernel keeps at most 15 bytes of a command name")),
+        n => Err(format!(
+            "{n} bytes is too long: the kernel keeps at most 15 bytes of a command name"
+        )),
     }
 }
 
 fn parse_ringbuf_size(value: &str) -> Result<u32, String> {
-    let size: u32 = value.parse().map_err(|_| format!("`{value}` is not a number of bytes"))?;
+    let size: u32 = value
+        .parse()
+        .map_err(|_| format!("`{value}` is not a number of bytes"))?;
     if size < 4096 || !size.is_power_of_two() {
         return Err(format!("{size} is not a power of two of at least 4096"));
     }

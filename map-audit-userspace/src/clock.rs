@@ -53,6 +53,9 @@ mod tests {
 
     #[test]
     fn formats_with_nanoseconds() {
-        assert_eq!(format_unix_ns(1_764_157_920_000_000_005), "2025-11-26T11:52:00.000000005Z");
+        assert_eq!(
+            format_unix_ns(1_764_157_920_000_000_005),
+            "2025-11-26T11:52:00.000000005Z"
+        );
     }
 }

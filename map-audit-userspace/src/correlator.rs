@@ -1,24 +1,33 @@
-//! Turns kernel records into events: keeps a mirror of each process's tracked regions
+//! Turns kernel records into events: keeps a copy of each process's tracked regions
 //! (with the file paths the kernel cannot give), attaches process details, symbolises
-//! stacks, and cleans the kernel's region table when a process exits.
+//! stacks, and finishes the region-table changes the kernel hands over.
 
-use std::collections::{BTreeMap, HashMap};
-
-use aya::maps::{MapData, lpm_trie::{Key, LpmTrie}};
-use map_audit_common::{
-    blocks::block_order,
-    records::{FaultRecord, RecordHeader, RegionRecord},
-    region::{Region, RegionKeyData, block_prefix_len, region_key_data},
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::Arc,
 };
-use procfs::process::MMapPath;
+
+use map_audit_common::{
+    records::{FaultRecord, RecordHeader, RegionRecord},
+    region::Region,
+};
 
 use crate::{
     events::{Body, ProcessInfo, Range, RegionEvent, WriteFault, hex},
+    process_maps::ProcessMaps,
     records::Record,
     region_names::{is_file_backed, region_json},
+    region_table::RegionTable,
     stats::AgentCounters,
     symbolizer::StackSymbolizer,
 };
+
+/// What the reader hands to the pipeline, in ring-buffer order.
+pub enum Item {
+    Record(Record),
+    /// A fresh /proc/PID/maps snapshot, sent before the records that need it.
+    Maps(u32, Arc<ProcessMaps>),
+}
 
 /// An event ready to be written, with the kernel time it happened at.
 pub struct Timed {
@@ -33,86 +42,77 @@ struct TrackedRegion {
 
 #[derive(Default)]
 struct ProcessState {
-    exe: Option<String>,
+    maps: Arc<ProcessMaps>,
     /// Tracked regions by start address.
     regions: BTreeMap<u64, TrackedRegion>,
 }
 
-/// The kernel's region table, as the agent holds it.
-pub type RegionTable = LpmTrie<MapData, RegionKeyData, Region>;
-
 pub struct Correlator {
     processes: HashMap<u32, ProcessState>,
     symbolizer: StackSymbolizer,
-    region_table: RegionTable,
+    table: RegionTable,
     pub counters: AgentCounters,
 }
 
 impl Correlator {
-    pub fn new(region_table: RegionTable) -> Self {
+    pub fn new(table: RegionTable) -> Self {
         Self {
             processes: HashMap::new(),
             symbolizer: StackSymbolizer::new(),
-            region_table,
+            table,
             counters: AgentCounters::default(),
         }
     }
 
-    /// The events for one record (several when an exit closes regions).
-    pub fn handle(&mut self, record: Record, out: &mut Vec<Timed>) {
-        let pid = record.header().tgid;
-        if !matches!(record, Record::ProcessExit(_)) {
-            self.symbolizer.remember_process(pid);
-        }
-        match record {
-            Record::RegionMapped(r) => out.push(self.region_mapped(&r)),
-            Record::RegionUnmapped(r) => out.push(self.region_unmapped(&r)),
-            Record::WriteFault(f) => out.push(self.write_fault(&f)),
-            Record::ProcessExit(h) => self.process_exit(&h, out),
+    /// The events for one item (several when an exit or an unmap closes regions).
+    pub fn handle(&mut self, item: Item, out: &mut Vec<Timed>) {
+        match item {
+            Item::Maps(pid, maps) => self.processes.entry(pid).or_default().maps = maps,
+            Item::Record(Record::RegionMapped(r)) => out.push(self.region_mapped(&r)),
+            Item::Record(Record::RegionUnmapped(r)) => out.push(self.region_unmapped(&r)),
+            Item::Record(Record::UnmapUnresolved(r)) => self.unmap_unresolved(&r, out),
+            Item::Record(Record::WriteFault(f)) => out.push(self.write_fault(&f)),
+            Item::Record(Record::ProcessExit(h)) => self.process_exit(&h, out),
         }
     }
 
-    fn process_info(&mut self, header: &RecordHeader) -> ProcessInfo {
-        let state = self.processes.entry(header.tgid).or_insert_with(|| ProcessState {
-            exe: std::fs::read_link(format!("/proc/{}/exe", header.tgid))
-                .ok()
-                .map(|p| p.to_string_lossy().into_owned()),
-            ..Default::default()
-        });
-        ProcessInfo {
+    fn process(&mut self, header: &RecordHeader) -> (ProcessInfo, &mut ProcessState) {
+        let state = self.processes.entry(header.tgid).or_default();
+        let info = ProcessInfo {
             pid: header.tgid,
             tid: header.tid,
             comm: comm_string(&header.comm),
-            exe: state.exe.clone(),
-        }
+            exe: state.maps.exe.clone(),
+        };
+        (info, state)
     }
 
     fn region_mapped(&mut self, record: &RegionRecord) -> Timed {
-        let process = self.process_info(&record.header);
         let region = record.region;
+        let (process, state) = self.process(&record.header);
         let path = if is_file_backed(&region) {
-            let path = mapped_path(process.pid, region.start);
-            if path.is_none() {
-                self.counters.paths_unresolved += 1;
-            }
-            path
+            state.maps.path_at(region.start)
         } else {
             None
         };
-        let state = self.processes.entry(process.pid).or_default();
-        state.regions.insert(region.start, TrackedRegion { region, path: path.clone() });
-        self.counters.region_events_delivered += 1;
-        Timed {
-            ts_ns: record.header.ts_ns,
-            body: Body::Region(RegionEvent { process, region: region_json(&region, path), range: None }),
+        state.regions.insert(
+            region.start,
+            TrackedRegion {
+                region,
+                path: path.clone(),
+            },
+        );
+        if path.is_none() && is_file_backed(&region) {
+            self.counters.paths_unresolved += 1;
         }
+        self.counters.region_events_delivered += 1;
+        region_event(record.header.ts_ns, process, &region, path, None)
     }
 
     fn region_unmapped(&mut self, record: &RegionRecord) -> Timed {
-        let process = self.process_info(&record.header);
         let region = record.region;
         let (cut_start, cut_end) = (record.range_start, record.range_end);
-        let state = self.processes.entry(process.pid).or_default();
+        let (process, state) = self.process(&record.header);
         let path = match state.regions.remove(&region.start) {
             Some(tracked) if tracked.region.id == region.id => tracked.path,
             Some(other) => {
@@ -121,36 +121,86 @@ impl Correlator {
             }
             None => None,
         };
-        // Pieces the kernel kept (a partial unmap trims the region).
-        if region.start < cut_start {
-            let head = Region { end: cut_start, ..region };
-            state.regions.insert(head.start, TrackedRegion { region: head, path: path.clone() });
-        }
-        if cut_end < region.end {
-            let tail = Region { start: cut_end, file_offset: region.file_offset + (cut_end - region.start), ..region };
-            state.regions.insert(tail.start, TrackedRegion { region: tail, path: path.clone() });
+        for piece in pieces_outside(&region, cut_start, cut_end) {
+            state.regions.insert(
+                piece.start,
+                TrackedRegion {
+                    region: piece,
+                    path: path.clone(),
+                },
+            );
         }
         self.counters.region_events_delivered += 1;
-        Timed {
-            ts_ns: record.header.ts_ns,
-            body: Body::Region(RegionEvent {
-                process,
-                region: region_json(&region, path),
-                range: Some(Range { start: hex(cut_start), end: hex(cut_end) }),
-            }),
+        region_event(
+            record.header.ts_ns,
+            process,
+            &region,
+            path,
+            Some((cut_start, cut_end)),
+        )
+    }
+
+    /// The kernel's unmap walk skipped gaps in `[start, end)`: remove what it missed.
+    fn unmap_unresolved(&mut self, record: &RegionRecord, out: &mut Vec<Timed>) {
+        self.counters.region_events_delivered += 1;
+        let (start, end) = (record.range_start, record.range_end);
+        let tgid = record.header.tgid;
+        let (process, state) = self.process(&record.header);
+        let overlapping: Vec<u64> = state
+            .regions
+            .range(..end)
+            .filter(|(_, t)| t.region.end > start)
+            .map(|(&s, _)| s)
+            .collect();
+        let mut missed = Vec::new();
+        for key in overlapping {
+            let tracked = state.regions.remove(&key).expect("key taken from the map");
+            for piece in pieces_outside(&tracked.region, start, end) {
+                state.regions.insert(
+                    piece.start,
+                    TrackedRegion {
+                        region: piece,
+                        path: tracked.path.clone(),
+                    },
+                );
+            }
+            missed.push(tracked);
+        }
+        for tracked in missed {
+            let region = tracked.region;
+            self.table.remove(tgid, &region);
+            for piece in pieces_outside(&region, start, end) {
+                self.table.insert(tgid, &piece);
+            }
+            let cut = (region.start.max(start), region.end.min(end));
+            out.push(region_event(
+                record.header.ts_ns,
+                process.clone(),
+                &region,
+                tracked.path,
+                Some(cut),
+            ));
         }
     }
 
     fn write_fault(&mut self, record: &FaultRecord) -> Timed {
-        let process = self.process_info(&record.header);
-        let path = self.processes.get(&process.pid).and_then(|state| {
-            let (_, tracked) = state.regions.range(..=record.address).next_back()?;
-            (tracked.region.id == record.region.id && record.address < tracked.region.end)
-                .then(|| tracked.path.clone())?
-        });
-        let depth = if record.stack_bytes > 0 { record.stack_bytes as usize / 8 } else { 0 };
+        let (process, state) = self.process(&record.header);
+        let path = state
+            .regions
+            .range(..=record.address)
+            .next_back()
+            .and_then(|(_, tracked)| {
+                (tracked.region.id == record.region.id && record.address < tracked.region.end)
+                    .then(|| tracked.path.clone())?
+            });
+        let maps = state.maps.clone();
+        let depth = if record.stack_bytes > 0 {
+            record.stack_bytes as usize / 8
+        } else {
+            0
+        };
         let addrs = &record.stack[..depth.min(record.stack.len())];
-        let stack = self.symbolizer.symbolize(process.pid, addrs);
+        let stack = self.symbolizer.symbolize(&maps, addrs);
         self.counters.frames_unsymbolized += stack.unknown_frames;
         self.counters.faults_delivered += 1;
         Timed {
@@ -169,7 +219,6 @@ impl Correlator {
 
     /// The process is gone: its regions leave the kernel table and are reported closed.
     fn process_exit(&mut self, header: &RecordHeader, out: &mut Vec<Timed>) {
-        self.symbolizer.forget_process(header.tgid);
         let Some(state) = self.processes.remove(&header.tgid) else {
             return;
         };
@@ -177,49 +226,102 @@ impl Correlator {
             pid: header.tgid,
             tid: header.tid,
             comm: comm_string(&header.comm),
-            exe: state.exe,
+            exe: state.maps.exe.clone(),
         };
         for tracked in state.regions.into_values() {
-            self.remove_from_table(header.tgid, &tracked.region);
-            self.counters.regions_closed_at_exit += 1;
             let region = tracked.region;
-            out.push(Timed {
-                ts_ns: header.ts_ns,
-                body: Body::Region(RegionEvent {
-                    process: process.clone(),
-                    region: region_json(&region, tracked.path),
-                    range: Some(Range { start: hex(region.start), end: hex(region.end) }),
-                }),
-            });
-        }
-    }
-
-    /// Deletes the trie entries the kernel made for `region` (the same decomposition).
-    fn remove_from_table(&mut self, tgid: u32, region: &Region) {
-        let mut cursor = region.start;
-        while cursor < region.end {
-            let order = block_order(cursor, region.end);
-            let key = Key::new(block_prefix_len(order), region_key_data(tgid, cursor));
-            // Already gone is fine: the kernel may have removed it on munmap.
-            let _ = self.region_table.remove(&key);
-            cursor += 1 << order;
+            self.table.remove(header.tgid, &region);
+            self.counters.regions_closed_at_exit += 1;
+            out.push(region_event(
+                header.ts_ns,
+                process.clone(),
+                &region,
+                tracked.path,
+                Some((region.start, region.end)),
+            ));
         }
     }
 }
 
-/// The path mapped at `start` in `pid`, from /proc/PID/maps.
-fn mapped_path(pid: u32, start: u64) -> Option<String> {
-    let maps = procfs::process::Process::new(pid as i32).ok()?.maps().ok()?;
-    maps.into_iter()
-        .find(|m| m.address.0 <= start && start < m.address.1)
-        .and_then(|m| match m.pathname {
-            MMapPath::Path(p) => Some(p.to_string_lossy().into_owned()),
-            _ => None,
-        })
+/// `region_mapped` (no cut) or `region_unmapped` (the cut range).
+fn region_event(
+    ts_ns: u64,
+    process: ProcessInfo,
+    region: &Region,
+    path: Option<String>,
+    cut: Option<(u64, u64)>,
+) -> Timed {
+    Timed {
+        ts_ns,
+        body: Body::Region(RegionEvent {
+            process,
+            region: region_json(region, path),
+            range: cut.map(|(start, end)| Range {
+                start: hex(start),
+                end: hex(end),
+            }),
+        }),
+    }
+}
+
+/// What is left of `region` after cutting out `[start, end)`: up to two pieces.
+fn pieces_outside(region: &Region, start: u64, end: u64) -> impl Iterator<Item = Region> {
+    let head = (region.start < start).then(|| Region {
+        end: start.min(region.end),
+        ..*region
+    });
+    let tail = (end < region.end).then(|| Region {
+        start: end.max(region.start),
+        file_offset: region.file_offset + (end.max(region.start) - region.start),
+        ..*region
+    });
+    head.into_iter().chain(tail)
 }
 
 /// A task's comm up to its NUL.
 pub fn comm_string(comm: &[u8]) -> String {
     let end = comm.iter().position(|&b| b == 0).unwrap_or(comm.len());
     String::from_utf8_lossy(&comm[..end]).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn region(start: u64, end: u64) -> Region {
+        Region {
+            start,
+            end,
+            file_offset: 0x1000,
+            id: 7,
+            prot: 3,
+            flags: 0x22,
+        }
+    }
+
+    #[test]
+    fn pieces_outside_a_cut() {
+        let r = region(0x10000, 0x20000);
+        let pieces: Vec<_> = pieces_outside(&r, 0x14000, 0x18000).collect();
+        assert_eq!(
+            pieces,
+            [
+                Region { end: 0x14000, ..r },
+                Region {
+                    start: 0x18000,
+                    file_offset: 0x9000,
+                    ..r
+                },
+            ]
+        );
+        assert_eq!(pieces_outside(&r, 0x10000, 0x20000).count(), 0);
+        assert_eq!(
+            pieces_outside(&r, 0x0, 0x18000).collect::<Vec<_>>(),
+            [Region {
+                start: 0x18000,
+                file_offset: 0x9000,
+                ..r
+            }]
+        );
+    }
 }

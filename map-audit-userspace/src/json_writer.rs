@@ -41,7 +41,13 @@ impl JsonWriter {
         let host = nix::unistd::gethostname()
             .map(|h| h.to_string_lossy().into_owned())
             .unwrap_or_else(|_| "unknown".into());
-        Ok(Self { out: BufWriter::with_capacity(256 * 1024, out), host, clock, lines_unwritten: 0, failed: false })
+        Ok(Self {
+            out: BufWriter::with_capacity(256 * 1024, out),
+            host,
+            clock,
+            lines_unwritten: 0,
+            failed: false,
+        })
     }
 
     /// Writes one event stamped with the kernel time `ts_ns` (or now, when `None`).
@@ -50,7 +56,13 @@ impl JsonWriter {
             Some(ns) => self.clock.format_monotonic(ns),
             None => self.clock.now(),
         };
-        let event = Event { schema: SCHEMA, event: body.name(), ts, host: &self.host, body };
+        let event = Event {
+            schema: SCHEMA,
+            event: body.name(),
+            ts,
+            host: &self.host,
+            body,
+        };
         if self.failed {
             self.lines_unwritten += 1;
             return;

@@ -46,7 +46,9 @@ pub fn require_run_prerequisites() -> Result<()> {
         bail!("map-audit needs root or the CAP_BPF and CAP_PERFMON capabilities; run it with sudo");
     }
     if !has_btf() {
-        bail!("this kernel has no BTF (/sys/kernel/btf/vmlinux is missing); map-audit needs Linux 5.8+ built with CONFIG_DEBUG_INFO_BTF=y");
+        bail!(
+            "this kernel has no BTF (/sys/kernel/btf/vmlinux is missing); map-audit needs Linux 5.8+ built with CONFIG_DEBUG_INFO_BTF=y"
+        );
     }
     Ok(())
 }

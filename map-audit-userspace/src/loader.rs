@@ -58,7 +58,9 @@ pub fn attach(ebpf: &mut Ebpf) -> Result<Vec<AttachedHook>> {
     for (role, category, name) in SYSCALL_TRACEPOINTS {
         let program: &mut TracePoint = program(ebpf, name)?.try_into()?;
         log::debug!("loading and attaching {name}");
-        program.load().with_context(|| format!("the kernel rejected the {name} program"))?;
+        program
+            .load()
+            .with_context(|| format!("the kernel rejected the {name} program"))?;
         program.attach(category, name).with_context(|| {
             format!("attaching to tracepoint {category}:{name} failed; check that tracefs is mounted and the kernel has CONFIG_FTRACE_SYSCALLS")
         })?;
@@ -69,7 +71,9 @@ pub fn attach(ebpf: &mut Ebpf) -> Result<Vec<AttachedHook>> {
         });
     }
     let fault: &mut RawTracePoint = program(ebpf, "page_fault_user")?.try_into()?;
-    fault.load().context("the kernel rejected the page_fault_user program")?;
+    fault
+        .load()
+        .context("the kernel rejected the page_fault_user program")?;
     fault.attach("page_fault_user").context(
         "attaching to raw tracepoint page_fault_user failed; this kernel lacks exceptions:page_fault_user (x86 only)",
     )?;

@@ -8,24 +8,29 @@ use std::{
 };
 
 use anyhow::{Context, Result};
+use aya::maps::{LpmTrie, MapData};
+use map_audit_common::region::{Region, RegionKeyData};
 
 use crate::{
-    correlator::{Correlator, RegionTable, Timed},
+    correlator::{Correlator, Item, Timed},
     events::{Body, Stats},
     json_writer::JsonWriter,
-    records::Record,
+    region_table::RegionTable,
     stats::{Counters, KernelCounters},
 };
 
 /// What the reader sends to the pipeline.
 pub enum Message {
-    Records(Vec<Record>),
+    Items(Vec<Item>),
     /// Decoding failures seen by the reader.
     Undecodable(u64),
     /// Write `agent_stats` with these kernel counts.
     Stats(KernelCounters),
     /// Write `agent_stopped`, flush, and end the thread.
-    Stop { kernel: KernelCounters, command_exit_code: Option<i32> },
+    Stop {
+        kernel: KernelCounters,
+        command_exit_code: Option<i32>,
+    },
 }
 
 /// Batches in flight between reader and pipeline. When full the reader waits and the
@@ -34,11 +39,20 @@ const CHANNEL_BATCHES: usize = 64;
 
 /// Starts the thread. The correlator (and its symbolizer, which is not `Send`) is built
 /// on it.
-pub fn start(region_table: RegionTable, mut writer: JsonWriter) -> Result<(SyncSender<Message>, JoinHandle<()>)> {
+pub fn start(
+    region_table: LpmTrie<MapData, RegionKeyData, Region>,
+    mut writer: JsonWriter,
+) -> Result<(SyncSender<Message>, JoinHandle<()>)> {
     let (sender, receiver) = sync_channel(CHANNEL_BATCHES);
     let handle = std::thread::Builder::new()
         .name("pipeline".into())
-        .spawn(move || run(&mut Correlator::new(region_table), &mut writer, receiver))
+        .spawn(move || {
+            run(
+                &mut Correlator::new(RegionTable::new(region_table)),
+                &mut writer,
+                receiver,
+            )
+        })
         .context("starting the pipeline thread failed")?;
     Ok((sender, handle))
 }
@@ -47,9 +61,9 @@ fn run(correlator: &mut Correlator, writer: &mut JsonWriter, receiver: Receiver<
     let mut events: Vec<Timed> = Vec::new();
     for message in receiver {
         match message {
-            Message::Records(records) => {
-                for record in records {
-                    correlator.handle(record, &mut events);
+            Message::Items(items) => {
+                for item in items {
+                    correlator.handle(item, &mut events);
                     for event in events.drain(..) {
                         writer.write(Some(event.ts_ns), event.body);
                     }
@@ -61,7 +75,10 @@ fn run(correlator: &mut Correlator, writer: &mut JsonWriter, receiver: Receiver<
                 write_stats(correlator, writer, kernel, false, None);
                 writer.flush();
             }
-            Message::Stop { kernel, command_exit_code } => {
+            Message::Stop {
+                kernel,
+                command_exit_code,
+            } => {
                 write_stats(correlator, writer, kernel, true, command_exit_code);
                 writer.flush();
                 return;
@@ -80,5 +97,12 @@ fn write_stats(
     let mut agent = correlator.counters;
     agent.lines_unwritten = writer.lines_unwritten;
     let counters = Counters { kernel, agent };
-    writer.write(None, Body::Stats(Stats { final_totals, counters, command_exit_code }));
+    writer.write(
+        None,
+        Body::Stats(Stats {
+            final_totals,
+            counters,
+            command_exit_code,
+        }),
+    );
 }

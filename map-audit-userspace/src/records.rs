@@ -4,7 +4,7 @@
 
 use map_audit_common::records::{
     ExitRecord, FaultRecord, KIND_PROCESS_EXIT, KIND_REGION_MAPPED, KIND_REGION_UNMAPPED,
-    KIND_WRITE_FAULT, RecordHeader, RegionRecord,
+    KIND_UNMAP_UNRESOLVED, KIND_WRITE_FAULT, RecordHeader, RegionRecord,
 };
 
 /// A decoded record.
@@ -12,6 +12,7 @@ use map_audit_common::records::{
 pub enum Record {
     RegionMapped(RegionRecord),
     RegionUnmapped(RegionRecord),
+    UnmapUnresolved(RegionRecord),
     WriteFault(Box<FaultRecord>),
     ProcessExit(RecordHeader),
 }
@@ -19,7 +20,9 @@ pub enum Record {
 impl Record {
     pub fn header(&self) -> &RecordHeader {
         match self {
-            Record::RegionMapped(r) | Record::RegionUnmapped(r) => &r.header,
+            Record::RegionMapped(r) | Record::RegionUnmapped(r) | Record::UnmapUnresolved(r) => {
+                &r.header
+            }
             Record::WriteFault(f) => &f.header,
             Record::ProcessExit(h) => h,
         }
@@ -29,8 +32,14 @@ impl Record {
 /// Why bytes from the ring buffer could not be decoded.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum DecodeError {
-    #[error("a {kind} record needs {expected} bytes but {size} arrived; the agent and its eBPF object disagree, rebuild both")]
-    InvalidSize { kind: &'static str, size: usize, expected: usize },
+    #[error(
+        "a {kind} record needs {expected} bytes but {size} arrived; the agent and its eBPF object disagree, rebuild both"
+    )]
+    InvalidSize {
+        kind: &'static str,
+        size: usize,
+        expected: usize,
+    },
     #[error("unknown record kind {0}; the agent and its eBPF object disagree, rebuild both")]
     UnknownKind(u32),
 }
@@ -41,6 +50,7 @@ pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
     Ok(match header.kind {
         KIND_REGION_MAPPED => Record::RegionMapped(read(bytes, "region_mapped")?),
         KIND_REGION_UNMAPPED => Record::RegionUnmapped(read(bytes, "region_unmapped")?),
+        KIND_UNMAP_UNRESOLVED => Record::UnmapUnresolved(read(bytes, "unmap_unresolved")?),
         KIND_WRITE_FAULT => Record::WriteFault(Box::new(read(bytes, "write_fault")?)),
         KIND_PROCESS_EXIT => Record::ProcessExit(read::<ExitRecord>(bytes, "process_exit")?.header),
         other => return Err(DecodeError::UnknownKind(other)),
@@ -51,7 +61,11 @@ pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
 fn read<T: aya::Pod>(bytes: &[u8], kind: &'static str) -> Result<T, DecodeError> {
     let expected = size_of::<T>();
     if bytes.len() < expected {
-        return Err(DecodeError::InvalidSize { kind, size: bytes.len(), expected });
+        return Err(DecodeError::InvalidSize {
+            kind,
+            size: bytes.len(),
+            expected,
+        });
     }
     // SAFETY: length checked above; `T: Pod` accepts any bit pattern; unaligned read.
     Ok(unsafe { bytes.as_ptr().cast::<T>().read_unaligned() })
@@ -63,7 +77,8 @@ mod tests {
 
     fn bytes_of<T: aya::Pod>(value: &T) -> Vec<u8> {
         // SAFETY: Pod types have no padding (asserted in map-audit-common).
-        unsafe { std::slice::from_raw_parts((value as *const T).cast::<u8>(), size_of::<T>()) }.to_vec()
+        unsafe { std::slice::from_raw_parts((value as *const T).cast::<u8>(), size_of::<T>()) }
+            .to_vec()
     }
 
     #[test]
@@ -86,15 +101,28 @@ mod tests {
         let bytes = bytes_of(&record);
         assert_eq!(
             decode(&bytes).unwrap_err(),
-            DecodeError::InvalidSize { kind: "write_fault", size: bytes.len(), expected: size_of::<FaultRecord>() }
+            DecodeError::InvalidSize {
+                kind: "write_fault",
+                size: bytes.len(),
+                expected: size_of::<FaultRecord>()
+            }
         );
-        assert!(matches!(decode(&bytes[..10]), Err(DecodeError::InvalidSize { kind: "header", .. })));
+        assert!(matches!(
+            decode(&bytes[..10]),
+            Err(DecodeError::InvalidSize { kind: "header", .. })
+        ));
         assert!(matches!(decode(&[]), Err(DecodeError::InvalidSize { .. })));
     }
 
     #[test]
     fn unknown_kind_is_an_error() {
-        let header = RecordHeader { kind: 99, ..Default::default() };
-        assert_eq!(decode(&bytes_of(&header)).unwrap_err(), DecodeError::UnknownKind(99));
+        let header = RecordHeader {
+            kind: 99,
+            ..Default::default()
+        };
+        assert_eq!(
+            decode(&bytes_of(&header)).unwrap_err(),
+            DecodeError::UnknownKind(99)
+        );
     }
 }

@@ -14,7 +14,9 @@ const MAP_FIXED_NOREPLACE: u32 = 0x100000;
 /// "rwx" style protection, as in /proc/PID/maps.
 pub fn prot_string(prot: u32) -> String {
     let bit = |mask, c| if prot & mask != 0 { c } else { '-' };
-    [bit(0x1, 'r'), bit(0x2, 'w'), bit(0x4, 'x')].iter().collect()
+    [bit(0x1, 'r'), bit(0x2, 'w'), bit(0x4, 'x')]
+        .iter()
+        .collect()
 }
 
 /// Names of the mmap flags, sharing type first.
@@ -67,7 +69,13 @@ mod tests {
     fn renders_prot_and_flags() {
         assert_eq!(prot_string(0x3), "rw-");
         assert_eq!(prot_string(0x7), "rwx");
-        assert_eq!(flag_names(MAP_PRIVATE | MAP_ANONYMOUS), ["private", "anonymous"]);
-        assert_eq!(flag_names(MAP_SHARED_VALIDATE | MAP_FIXED), ["shared", "fixed"]);
+        assert_eq!(
+            flag_names(MAP_PRIVATE | MAP_ANONYMOUS),
+            ["private", "anonymous"]
+        );
+        assert_eq!(
+            flag_names(MAP_SHARED_VALIDATE | MAP_FIXED),
+            ["shared", "fixed"]
+        );
     }
 }

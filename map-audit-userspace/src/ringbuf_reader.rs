@@ -1,34 +1,57 @@
 //! Reads the kernel's ring buffer: woken by epoll (AsyncFd) when the kernel forces a
-//! wake-up, and on a short timer for records submitted without one.
+//! wake-up, and on a short timer for records submitted without one. It also takes the
+//! /proc snapshots records need, here rather than later in the pipeline, while the
+//! process most likely still exists.
 
 use std::sync::mpsc::SyncSender;
 
 use aya::maps::{MapData, RingBuf};
 
 use crate::{
+    correlator::Item,
     pipeline::Message,
+    process_maps::Snapshots,
     records::{self, Record},
+    region_names::is_file_backed,
 };
 
-/// Records per message to the pipeline.
+/// Items per message to the pipeline.
 const BATCH: usize = 1024;
 
 /// Moves everything in the ring buffer to the pipeline. Returns false when the
 /// pipeline has gone (it only stops on request, so this means it failed).
-pub fn drain(ring: &mut RingBuf<MapData>, pipeline: &SyncSender<Message>) -> bool {
-    let mut batch: Vec<Record> = Vec::with_capacity(BATCH);
+pub fn drain(
+    ring: &mut RingBuf<MapData>,
+    snapshots: &mut Snapshots,
+    pipeline: &SyncSender<Message>,
+) -> bool {
+    let mut batch: Vec<Item> = Vec::with_capacity(BATCH);
     let mut undecodable = 0;
-    while let Some(item) = ring.next() {
-        match records::decode(&item) {
-            Ok(record) => batch.push(record),
+    while let Some(bytes) = ring.next() {
+        let record = match records::decode(&bytes) {
+            Ok(record) => record,
             Err(err) => {
                 undecodable += 1;
                 log::warn!("{err}");
+                continue;
+            }
+        };
+        drop(bytes);
+        let pid = record.header().tgid;
+        if let Record::ProcessExit(_) = record {
+            snapshots.forget(pid);
+        } else {
+            // A new file mapping may be a new library or the region's own path.
+            let refresh = matches!(&record, Record::RegionMapped(r) if is_file_backed(&r.region));
+            let (maps, fresh) = snapshots.get(pid, refresh);
+            if fresh {
+                batch.push(Item::Maps(pid, maps));
             }
         }
-        if batch.len() == BATCH {
+        batch.push(Item::Record(record));
+        if batch.len() >= BATCH {
             let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
-            if pipeline.send(Message::Records(full)).is_err() {
+            if pipeline.send(Message::Items(full)).is_err() {
                 return false;
             }
         }
@@ -36,5 +59,5 @@ pub fn drain(ring: &mut RingBuf<MapData>, pipeline: &SyncSender<Message>) -> boo
     if undecodable > 0 && pipeline.send(Message::Undecodable(undecodable)).is_err() {
         return false;
     }
-    batch.is_empty() || pipeline.send(Message::Records(batch)).is_ok()
+    batch.is_empty() || pipeline.send(Message::Items(batch)).is_ok()
 }

@@ -23,8 +23,8 @@ pub struct KernelCounters {
     pub pending_table_full: u64,
     pub scope_added: u64,
     pub scope_table_full: u64,
-    /// Unmaps that touched more than one walk handles: stale region entries may remain.
-    pub unmap_walk_incomplete: u64,
+    /// Unmapped ranges the kernel handed to the agent to finish (not a loss).
+    pub unmap_handed_to_agent: u64,
     pub stacks_truncated: u64,
     pub stacks_failed: u64,
 }
@@ -33,7 +33,9 @@ impl KernelCounters {
     /// Sums the `COUNTERS` per-CPU array.
     pub fn read(map: &PerCpuArray<MapData, u64>) -> Result<Self> {
         let get = |index: u32| -> Result<u64> {
-            let values = map.get(&index, 0).context("reading the kernel's counters failed")?;
+            let values = map
+                .get(&index, 0)
+                .context("reading the kernel's counters failed")?;
             Ok(values.iter().sum())
         };
         Ok(Self {
@@ -46,7 +48,7 @@ impl KernelCounters {
             pending_table_full: get(idx::PENDING_TABLE_FULL)?,
             scope_added: get(idx::SCOPE_ADDED)?,
             scope_table_full: get(idx::SCOPE_TABLE_FULL)?,
-            unmap_walk_incomplete: get(idx::UNMAP_WALK_INCOMPLETE)?,
+            unmap_handed_to_agent: get(idx::UNMAP_HANDED_TO_AGENT)?,
             stacks_truncated: get(idx::STACKS_TRUNCATED)?,
             stacks_failed: get(idx::STACKS_FAILED)?,
         })

@@ -39,7 +39,8 @@ impl HeldCommand {
             .map(|a| CString::new(a.as_bytes()))
             .collect::<Result<_, _>>()
             .context("a command argument contains a NUL byte")?;
-        let (gate_read, gate_write) = pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("creating the start gate pipe failed")?;
+        let (gate_read, gate_write) =
+            pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("creating the start gate pipe failed")?;
         // SAFETY: the child only calls async-signal-safe functions (read, execv, _exit)
         // on memory prepared before the fork.
         match unsafe { fork() }.context("fork failed")? {
@@ -54,7 +55,10 @@ impl HeldCommand {
             }
             ForkResult::Parent { child } => {
                 drop(gate_read);
-                Ok(Self { pid: child.as_raw() as u32, gate: gate_write })
+                Ok(Self {
+                    pid: child.as_raw() as u32,
+                    gate: gate_write,
+                })
             }
         }
     }
@@ -83,13 +87,14 @@ fn resolve_program(name: &str) -> Result<CString> {
         Some(Path::new(name).to_path_buf())
     } else {
         std::env::var_os("PATH").and_then(|path| {
-            std::env::split_paths(&path).map(|dir| dir.join(name)).find(|p| is_executable(p))
+            std::env::split_paths(&path)
+                .map(|dir| dir.join(name))
+                .find(|p| is_executable(p))
         })
     };
     match candidate {
-        Some(path) if is_executable(&path) => {
-            Ok(CString::new(path.as_os_str().as_encoded_bytes()).context("the command path contains a NUL byte")?)
-        }
+        Some(path) if is_executable(&path) => Ok(CString::new(path.as_os_str().as_encoded_bytes())
+            .context("the command path contains a NUL byte")?),
         _ => bail!("cannot run `{name}`: no such executable file (searched PATH)"),
     }
 }

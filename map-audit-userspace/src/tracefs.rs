@@ -47,10 +47,17 @@ pub fn tracepoint_exists(root: &Path, category: &str, name: &str) -> bool {
 pub fn field_offset(root: &Path, category: &str, name: &str, field: &str) -> Result<u32> {
     let path = root.join("events").join(category).join(name).join("format");
     let text = fs::read_to_string(&path).with_context(|| {
-        format!("cannot read {}: this kernel lacks the tracepoint {category}:{name}", path.display())
+        format!(
+            "cannot read {}: this kernel lacks the tracepoint {category}:{name}",
+            path.display()
+        )
     })?;
-    parse_field_offset(&text, field)
-        .ok_or_else(|| anyhow!("tracepoint {category}:{name} has no field `{field}` in {}", path.display()))
+    parse_field_offset(&text, field).ok_or_else(|| {
+        anyhow!(
+            "tracepoint {category}:{name} has no field `{field}` in {}",
+            path.display()
+        )
+    })
 }
 
 /// Finds `field`'s offset in a `format` file's text
@@ -86,7 +93,10 @@ pub fn tracepoint_offsets(root: &Path) -> Result<TracepointOffsets> {
     };
     let munmap_ret = field_offset(root, "syscalls", "sys_exit_munmap", "ret")?;
     if munmap_ret != offsets.exit_ret {
-        bail!("sys_exit_mmap and sys_exit_munmap place `ret` differently ({} and {munmap_ret}); this kernel's syscall tracepoints are not supported", offsets.exit_ret);
+        bail!(
+            "sys_exit_mmap and sys_exit_munmap place `ret` differently ({} and {munmap_ret}); this kernel's syscall tracepoints are not supported",
+            offsets.exit_ret
+        );
     }
     Ok(offsets)
 }

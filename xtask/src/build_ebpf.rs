@@ -14,7 +14,15 @@ pub fn build() -> Result<PathBuf> {
     let mut cargo = Command::new(toolchain::DEBIAN_CARGO);
     // Variables set by the outer (rustup) cargo would point the inner build at the
     // wrong compiler or flags.
-    for var in ["RUSTC", "RUSTC_WRAPPER", "RUSTC_WORKSPACE_WRAPPER", "RUSTFLAGS", "CARGO_ENCODED_RUSTFLAGS", "RUSTUP_TOOLCHAIN", "CARGO_TARGET_DIR"] {
+    for var in [
+        "RUSTC",
+        "RUSTC_WRAPPER",
+        "RUSTC_WORKSPACE_WRAPPER",
+        "RUSTFLAGS",
+        "CARGO_ENCODED_RUSTFLAGS",
+        "RUSTUP_TOOLCHAIN",
+        "CARGO_TARGET_DIR",
+    ] {
         cargo.env_remove(var);
     }
     cargo
@@ -23,8 +31,17 @@ pub fn build() -> Result<PathBuf> {
         // aya-ebpf uses an unstable feature; Debian's stable rustc allows it with this.
         .env("RUSTC_BOOTSTRAP", "1")
         .env("CARGO_TARGET_BPFEL_UNKNOWN_NONE_LINKER", &linker)
-        .env("CARGO_ENCODED_RUSTFLAGS", ["-C", "debuginfo=2", "-C", "link-arg=--btf"].join("\u{1f}"))
-        .args(["build", "--release", "--target", "bpfel-unknown-none", "--target-dir"])
+        .env(
+            "CARGO_ENCODED_RUSTFLAGS",
+            ["-C", "debuginfo=2", "-C", "link-arg=--btf"].join("\u{1f}"),
+        )
+        .args([
+            "build",
+            "--release",
+            "--target",
+            "bpfel-unknown-none",
+            "--target-dir",
+        ])
         .arg(&target_dir);
     run(&mut cargo)?;
     Ok(target_dir.join("bpfel-unknown-none/release/map-audit"))

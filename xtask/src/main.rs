@@ -55,7 +55,15 @@ fn main() -> Result<()> {
         Task::Demo => {
             build_all(false)?;
             let demo = build_demo()?;
-            run_agent(false, &["run".into(), "--".into(), demo.display().to_string(), "demo".into()])
+            run_agent(
+                false,
+                &[
+                    "run".into(),
+                    "--".into(),
+                    demo.display().to_string(),
+                    "demo".into(),
+                ],
+            )
         }
         Task::Test { args } => {
             build_ebpf::build()?;
@@ -68,7 +76,10 @@ fn main() -> Result<()> {
 
 /// The workspace root (xtask lives one level below it).
 pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask is inside the workspace").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask is inside the workspace")
+        .to_path_buf()
 }
 
 fn cargo() -> Command {
@@ -88,7 +99,10 @@ fn build_all(release: bool) -> Result<()> {
 }
 
 fn run_agent(release: bool, args: &[String]) -> Result<()> {
-    let binary = workspace_root().join("target").join(if release { "release" } else { "debug" }).join("map-audit");
+    let binary = workspace_root()
+        .join("target")
+        .join(if release { "release" } else { "debug" })
+        .join("map-audit");
     let mut command = if nix_is_root() {
         Command::new(&binary)
     } else {
@@ -97,7 +111,10 @@ fn run_agent(release: bool, args: &[String]) -> Result<()> {
         sudo.arg(&binary);
         sudo
     };
-    let status = command.args(args).status().with_context(|| format!("cannot start {}", binary.display()))?;
+    let status = command
+        .args(args)
+        .status()
+        .with_context(|| format!("cannot start {}", binary.display()))?;
     std::process::exit(status.code().unwrap_or(1));
 }
 
@@ -107,9 +124,15 @@ fn build_demo() -> Result<PathBuf> {
     let source = root.join("map-audit-userspace/tests/workloads/workload.c");
     let output = root.join("target/demo-workload");
     let mut gcc = Command::new("gcc");
-    gcc.args(["-O1", "-g", "-fno-omit-frame-pointer", "-mno-omit-leaf-frame-pointer", "-o"])
-        .arg(&output)
-        .arg(&source);
+    gcc.args([
+        "-O1",
+        "-g",
+        "-fno-omit-frame-pointer",
+        "-mno-omit-leaf-frame-pointer",
+        "-o",
+    ])
+    .arg(&output)
+    .arg(&source);
     run(&mut gcc)?;
     Ok(output)
 }
@@ -117,13 +140,19 @@ fn build_demo() -> Result<PathBuf> {
 fn nix_is_root() -> bool {
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("Uid:")).map(|v| v.split_whitespace().nth(1) == Some("0")))
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Uid:"))
+                .map(|v| v.split_whitespace().nth(1) == Some("0"))
+        })
         .unwrap_or(false)
 }
 
 /// Runs `command`, failing with its name when it fails.
 pub fn run(command: &mut Command) -> Result<()> {
-    let status = command.status().with_context(|| format!("cannot start {:?}", command.get_program()))?;
+    let status = command
+        .status()
+        .with_context(|| format!("cannot start {:?}", command.get_program()))?;
     if !status.success() {
         bail!("{command:?} failed with {status}");
     }

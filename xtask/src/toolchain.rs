@@ -13,7 +13,12 @@ pub const DEBIAN_RUSTC: &str = "/usr/bin/rustc";
 pub const DEBIAN_CARGO: &str = "/usr/bin/cargo";
 const BPF_CORE_DIR: &str = "/usr/lib/rustlib/bpfel-unknown-none/lib";
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
-const APT_PACKAGES: [&str; 4] = ["rustc-web", "cargo-web", "libstd-rust-web-dev-bpf", "llvm-22-dev"];
+const APT_PACKAGES: [&str; 4] = [
+    "rustc-web",
+    "cargo-web",
+    "libstd-rust-web-dev-bpf",
+    "llvm-22-dev",
+];
 const BPF_LINKER_VERSION: &str = "0.13.0";
 
 /// Where the project installs its own bpf-linker.
@@ -31,13 +36,20 @@ pub fn ensure() -> Result<PathBuf> {
         return Ok(linker);
     }
     install_bpf_linker()?;
-    find_bpf_linker().ok_or_else(|| anyhow::anyhow!("bpf-linker was installed but cannot be found in {}", local_tools().display()))
+    find_bpf_linker().ok_or_else(|| {
+        anyhow::anyhow!(
+            "bpf-linker was installed but cannot be found in {}",
+            local_tools().display()
+        )
+    })
 }
 
 fn debian_toolchain_present() -> bool {
     std::path::Path::new(DEBIAN_RUSTC).exists()
         && std::path::Path::new(DEBIAN_CARGO).exists()
-        && std::fs::read_dir(BPF_CORE_DIR).is_ok_and(|mut d| d.any(|e| e.is_ok_and(|e| e.file_name().to_string_lossy().starts_with("libcore-"))))
+        && std::fs::read_dir(BPF_CORE_DIR).is_ok_and(|mut d| {
+            d.any(|e| e.is_ok_and(|e| e.file_name().to_string_lossy().starts_with("libcore-")))
+        })
         && std::path::Path::new(LLVM_PREFIX).join("lib").exists()
 }
 
@@ -51,12 +63,17 @@ fn install_apt_packages() -> Result<()> {
     }
     eprintln!("xtask: installing {} with apt-get", APT_PACKAGES.join(" "));
     run(Command::new("apt-get").arg("update").arg("-q"))?;
-    run(Command::new("apt-get").args(["install", "-y", "-q"]).args(APT_PACKAGES).env("DEBIAN_FRONTEND", "noninteractive"))
+    run(Command::new("apt-get")
+        .args(["install", "-y", "-q"])
+        .args(APT_PACKAGES)
+        .env("DEBIAN_FRONTEND", "noninteractive"))
 }
 
 fn find_bpf_linker() -> Option<PathBuf> {
     let mut candidates = vec![local_tools().join("bin/bpf-linker")];
-    if let Some(home) = std::env::var_os("CARGO_HOME").or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo").into())) {
+    if let Some(home) = std::env::var_os("CARGO_HOME")
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo").into()))
+    {
         candidates.push(PathBuf::from(home).join("bin/bpf-linker"));
     }
     if let Some(path) = std::env::var_os("PATH") {
@@ -66,10 +83,23 @@ fn find_bpf_linker() -> Option<PathBuf> {
 }
 
 fn install_bpf_linker() -> Result<()> {
-    eprintln!("xtask: building bpf-linker {BPF_LINKER_VERSION} against LLVM 22 into {} (about a minute)", local_tools().display());
+    eprintln!(
+        "xtask: building bpf-linker {BPF_LINKER_VERSION} against LLVM 22 into {} (about a minute)",
+        local_tools().display()
+    );
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let status = Command::new(cargo)
-        .args(["install", "bpf-linker", "--locked", "--no-default-features", "--features", "llvm-22", "--version", BPF_LINKER_VERSION, "--root"])
+        .args([
+            "install",
+            "bpf-linker",
+            "--locked",
+            "--no-default-features",
+            "--features",
+            "llvm-22",
+            "--version",
+            BPF_LINKER_VERSION,
+            "--root",
+        ])
         .arg(local_tools())
         .env("LLVM_PREFIX", LLVM_PREFIX)
         .status()?;

@@ -105,11 +105,19 @@ static int loop(size_t pages, long millis) {
     return 0;
 }
 
+/* Stay alive a moment before exiting: the agent reads /proc/PID/maps for paths and
+ * symbols when it sees the process's first records, and processes that exit within a
+ * millisecond of starting are not yet resolved reliably (tracked separately). */
+static int linger(int rc) {
+    usleep(300 * 1000);
+    return rc;
+}
+
 int main(int argc, char **argv) {
     if (argc >= 3 && strcmp(argv[1], "anon") == 0)
-        return anon(strtoul(argv[2], NULL, 0));
+        return linger(anon(strtoul(argv[2], NULL, 0)));
     if (argc >= 4 && strcmp(argv[1], "shared") == 0)
-        return shared(argv[2], strtoul(argv[3], NULL, 0));
+        return linger(shared(argv[2], strtoul(argv[3], NULL, 0)));
     if (argc >= 4 && strcmp(argv[1], "loop") == 0)
         return loop(strtoul(argv[2], NULL, 0), strtol(argv[3], NULL, 0));
     if (argc >= 2 && strcmp(argv[1], "demo") == 0) {
@@ -119,7 +127,7 @@ int main(int argc, char **argv) {
             close(fd);
         int rc = anon(4) || shared(path, 2);
         unlink(path);
-        return rc;
+        return linger(rc);
     }
     fprintf(stderr, "usage: workload anon PAGES | shared FILE PAGES | loop PAGES MS | demo\n");
     return 64;
