@@ -16,9 +16,33 @@ pub struct TracepointOffsets {
     /// `ret` of `sys_exit_*` (the same record layout for every syscall).
     pub exit_ret: u32,
     pub fork_child_pid: u32,
-    pub _pad: u32,
+    pub mmap_fd: u32,
 }
 const _: () = assert!(core::mem::size_of::<TracepointOffsets>() == 40);
+
+/// Byte offsets of kernel struct members, read by the agent from the kernel's BTF, so
+/// the programs can follow an mmap's fd to its file's path on any kernel without CO-RE.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KernelOffsets {
+    pub task_files: u32,
+    pub files_fdt: u32,
+    pub fdtable_max_fds: u32,
+    pub fdtable_fd: u32,
+    /// `file.f_path` plus `path.dentry`.
+    pub file_dentry: u32,
+    /// `file.f_path` plus `path.mnt`.
+    pub file_vfsmount: u32,
+    pub vfsmount_mnt_root: u32,
+    /// Offset of the `vfsmount` inside its `struct mount`.
+    pub mount_mnt: u32,
+    pub mount_mnt_id: u32,
+    pub dentry_parent: u32,
+    /// `dentry.d_name` plus `qstr.name`.
+    pub dentry_name: u32,
+    pub _pad: u32,
+}
+const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 48);
 
 /// Scope and behaviour switches.
 #[repr(C)]
@@ -36,4 +60,5 @@ mod pod {
     // SAFETY: plain `repr(C)` integers with no padding (sizes asserted above).
     unsafe impl aya::Pod for super::TracepointOffsets {}
     unsafe impl aya::Pod for super::AgentConfig {}
+    unsafe impl aya::Pod for super::KernelOffsets {}
 }

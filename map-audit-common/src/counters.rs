@@ -25,5 +25,10 @@ pub const SCOPE_ADDED: u32 = 9;
 pub const SCOPE_TABLE_FULL: u32 = 10;
 /// Process exit records that did not fit in the ring buffer.
 pub const EXIT_EVENTS_LOST_RINGBUF_FULL: u32 = 11;
+/// Mapped-file records produced.
+pub const FILE_RECORDS: u32 = 12;
+/// Mapped-file records that did not fit in the ring buffer (the path falls back to
+/// the agent's /proc snapshot).
+pub const FILE_RECORDS_LOST_RINGBUF_FULL: u32 = 13;
 /// Number of counters.
-pub const COUNTER_COUNT: u32 = 12;
+pub const COUNTER_COUNT: u32 = 14;

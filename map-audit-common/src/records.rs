@@ -14,6 +14,14 @@ pub const KIND_PROCESS_EXIT: u32 = 4;
 /// An unmapped range the kernel's walk could not settle alone (it skipped gaps where a
 /// region may start); the agent removes what its copy of the table has there.
 pub const KIND_UNMAP_UNRESOLVED: u32 = 5;
+/// The file behind a region about to be reported mapped (sent just before it).
+pub const KIND_MAPPED_FILE: u32 = 6;
+
+/// Path components captured per mapped file, leaf first; deeper paths are marked
+/// truncated.
+pub const MAX_PATH_COMPONENTS: usize = 16;
+/// Bytes per captured path component, NUL included (longer names are cut).
+pub const PATH_COMPONENT_LEN: usize = 64;
 
 /// Common prefix of every record.
 #[repr(C)]
@@ -61,6 +69,27 @@ pub struct FaultRecord {
 }
 const _: () = assert!(core::mem::size_of::<FaultRecord>() == 104 + 8 * MAX_STACK_DEPTH);
 
+/// `KIND_MAPPED_FILE`: the path of a mapped file as dentry names up to its mount's
+/// root, and the mount's id (the agent turns it into the mount point).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct MappedFileRecord {
+    pub header: RecordHeader,
+    pub region_id: u64,
+    /// `struct mount.mnt_id`, as in /proc/PID/mountinfo.
+    pub mount_id: u32,
+    /// Components filled in `names`.
+    pub depth: u32,
+    /// Non-zero when the walk stopped before the mount root (path too deep).
+    pub truncated: u32,
+    pub _pad: u32,
+    /// NUL-terminated names, leaf first.
+    pub names: [[u8; PATH_COMPONENT_LEN]; MAX_PATH_COMPONENTS],
+}
+const _: () = assert!(
+    core::mem::size_of::<MappedFileRecord>() == 64 + PATH_COMPONENT_LEN * MAX_PATH_COMPONENTS
+);
+
 /// `KIND_PROCESS_EXIT`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
@@ -75,4 +104,5 @@ mod pod {
     unsafe impl aya::Pod for super::RegionRecord {}
     unsafe impl aya::Pod for super::FaultRecord {}
     unsafe impl aya::Pod for super::ExitRecord {}
+    unsafe impl aya::Pod for super::MappedFileRecord {}
 }

@@ -57,8 +57,11 @@ pub struct PendingCall {
     pub file_offset: u64,
     pub prot: u32,
     pub flags: u32,
+    /// mmap's fd (for the file's path).
+    pub fd: i32,
+    pub _pad: u32,
 }
-const _: () = assert!(core::mem::size_of::<PendingCall>() == 32);
+const _: () = assert!(core::mem::size_of::<PendingCall>() == 40);
 
 /// `PROT_WRITE` (the same value on every Linux architecture).
 pub const PROT_WRITE: u32 = 0x2;

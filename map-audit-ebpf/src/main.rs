@@ -8,6 +8,7 @@
 #![allow(internal_features)]
 
 mod counters;
+mod mapped_file;
 mod maps;
 mod page_fault_user;
 mod records;

@@ -7,7 +7,7 @@ use aya_ebpf::{
 };
 use map_audit_common::{
     COMM_LEN,
-    config::{AgentConfig, TracepointOffsets},
+    config::{AgentConfig, KernelOffsets, TracepointOffsets},
     counters::COUNTER_COUNT,
     region::{PendingCall, Region, RegionKeyData},
 };
@@ -52,11 +52,31 @@ static TRACEPOINT_OFFSETS: TracepointOffsets = TracepointOffsets {
     munmap_len: 0,
     exit_ret: 0,
     fork_child_pid: 0,
+    mmap_fd: 0,
+};
+
+/// Kernel struct member offsets, read by the agent from the kernel's BTF.
+#[unsafe(no_mangle)]
+static KERNEL_OFFSETS: KernelOffsets = KernelOffsets {
+    task_files: 0,
+    files_fdt: 0,
+    fdtable_max_fds: 0,
+    fdtable_fd: 0,
+    file_dentry: 0,
+    file_vfsmount: 0,
+    vfsmount_mnt_root: 0,
+    mount_mnt: 0,
+    mount_mnt_id: 0,
+    dentry_parent: 0,
+    dentry_name: 0,
     _pad: 0,
 };
 
 #[unsafe(no_mangle)]
-static AGENT_CONFIG: AgentConfig = AgentConfig { match_comm: 0, log_enabled: 0 };
+static AGENT_CONFIG: AgentConfig = AgentConfig {
+    match_comm: 0,
+    log_enabled: 0,
+};
 
 /// The offsets as set by the agent (volatile: the loader rewrites the value).
 #[inline(always)]
@@ -67,4 +87,9 @@ pub fn tracepoint_offsets() -> TracepointOffsets {
 #[inline(always)]
 pub fn agent_config() -> AgentConfig {
     unsafe { core::ptr::read_volatile(&AGENT_CONFIG) }
+}
+
+#[inline(always)]
+pub fn kernel_offsets() -> KernelOffsets {
+    unsafe { core::ptr::read_volatile(&KERNEL_OFFSETS) }
 }

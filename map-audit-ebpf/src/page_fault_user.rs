@@ -3,11 +3,11 @@
 //! Keeps write faults of in-scope processes inside tracked regions, with the user stack.
 
 use aya_ebpf::{
+    EbpfContext,
     bindings::BPF_F_USER_STACK,
     helpers::{bpf_get_current_pid_tgid, generated::bpf_get_stack},
     macros::raw_tracepoint,
     programs::RawTracePointContext,
-    EbpfContext,
 };
 use map_audit_common::{
     MAX_STACK_DEPTH,

@@ -58,7 +58,12 @@ pub fn region_unmapped(region: &Region, range_start: u64, range_end: u64) {
 /// regions inside it.
 #[inline(always)]
 pub fn unmap_unresolved(range_start: u64, range_end: u64) {
-    send_region(KIND_UNMAP_UNRESOLVED, &Region::default(), range_start, range_end);
+    send_region(
+        KIND_UNMAP_UNRESOLVED,
+        &Region::default(),
+        range_start,
+        range_end,
+    );
 }
 
 #[inline(always)]
@@ -72,7 +77,10 @@ fn send_region(kind: u32, region: &Region, range_start: u64, range_end: u64) {
     bump(REGION_EVENTS);
     // Region records are rare and the agent resolves paths from /proc while the process
     // lives: wake it now.
-    if EVENTS.output::<RegionRecord>(&record, BPF_RB_FORCE_WAKEUP.into()).is_err() {
+    if EVENTS
+        .output::<RegionRecord>(&record, BPF_RB_FORCE_WAKEUP.into())
+        .is_err()
+    {
         bump(REGION_EVENTS_LOST_RINGBUF_FULL);
     }
 }

@@ -14,7 +14,11 @@ use map_audit_common::{
     region::{LOOKUP_PREFIX_LEN, Region, RegionKeyData, block_prefix_len, region_key_data},
 };
 
-use crate::{counters::bump, maps::{REGION_SEQ, REGIONS}, records};
+use crate::{
+    counters::bump,
+    maps::{REGION_SEQ, REGIONS},
+    records,
+};
 
 /// Steps of one unmap walk (regions handled plus gap blocks skipped); beyond it the
 /// agent finishes the range.
@@ -52,14 +56,26 @@ struct BlockWalk {
 /// Adds `region` for `tgid`. Blocks that do not fit are counted, not silently lost.
 #[inline(always)]
 pub fn insert(tgid: u32, region: &Region) {
-    let mut walk = BlockWalk { tgid, _pad: 0, cursor: region.start, end: region.end, region: *region };
+    let mut walk = BlockWalk {
+        tgid,
+        _pad: 0,
+        cursor: region.start,
+        end: region.end,
+        region: *region,
+    };
     for_each_block(&mut walk, insert_block);
 }
 
 /// Removes the blocks of `[start, end)` for `tgid` (exactly the blocks `insert` made).
 #[inline(always)]
 fn remove_blocks(tgid: u32, start: u64, end: u64) {
-    let mut walk = BlockWalk { tgid, _pad: 0, cursor: start, end, region: Region::default() };
+    let mut walk = BlockWalk {
+        tgid,
+        _pad: 0,
+        cursor: start,
+        end,
+        region: Region::default(),
+    };
     for_each_block(&mut walk, remove_block);
 }
 
@@ -68,7 +84,12 @@ fn remove_blocks(tgid: u32, start: u64, end: u64) {
 #[inline(always)]
 fn for_each_block(walk: &mut BlockWalk, step: extern "C" fn(u64, *mut c_void) -> i64) {
     unsafe {
-        bpf_loop(MAX_BLOCKS as u32, step as *mut c_void, (walk as *mut BlockWalk).cast(), 0);
+        bpf_loop(
+            MAX_BLOCKS as u32,
+            step as *mut c_void,
+            (walk as *mut BlockWalk).cast(),
+            0,
+        );
     }
 }
 
@@ -80,7 +101,10 @@ fn next_block(walk: &mut BlockWalk) -> Option<Key<RegionKeyData>> {
         return None;
     }
     let order = block_order(walk.cursor, walk.end);
-    let key = Key::new(block_prefix_len(order), region_key_data(walk.tgid, walk.cursor));
+    let key = Key::new(
+        block_prefix_len(order),
+        region_key_data(walk.tgid, walk.cursor),
+    );
     walk.cursor += 1u64 << order;
     Some(key)
 }
@@ -129,9 +153,20 @@ struct UnmapWalk {
 /// its own copy of the table.
 #[inline(always)]
 pub fn unmap_range(tgid: u32, start: u64, end: u64) {
-    let mut walk = UnmapWalk { tgid, skipped_gap: 0, start, end, cursor: start };
+    let mut walk = UnmapWalk {
+        tgid,
+        skipped_gap: 0,
+        start,
+        end,
+        cursor: start,
+    };
     unsafe {
-        bpf_loop(UNMAP_WALK_STEPS, unmap_step as *mut c_void, (&raw mut walk).cast(), 0);
+        bpf_loop(
+            UNMAP_WALK_STEPS,
+            unmap_step as *mut c_void,
+            (&raw mut walk).cast(),
+            0,
+        );
     }
     if walk.skipped_gap != 0 || walk.cursor < end {
         bump(UNMAP_HANDED_TO_AGENT);
@@ -163,7 +198,13 @@ extern "C" fn unmap_step(_index: u64, ctx: *mut c_void) -> i64 {
 fn remove_region(tgid: u32, region: &Region, start: u64, end: u64) {
     remove_blocks(tgid, region.start, region.end);
     if region.start < start {
-        insert(tgid, &Region { end: start, ..*region });
+        insert(
+            tgid,
+            &Region {
+                end: start,
+                ..*region
+            },
+        );
     }
     if region.end > end {
         let tail = Region {
@@ -173,7 +214,11 @@ fn remove_region(tgid: u32, region: &Region, start: u64, end: u64) {
         };
         insert(tgid, &tail);
     }
-    let cut_start = if region.start > start { region.start } else { start };
+    let cut_start = if region.start > start {
+        region.start
+    } else {
+        start
+    };
     let cut_end = if region.end < end { region.end } else { end };
     records::region_unmapped(region, cut_start, cut_end);
 }

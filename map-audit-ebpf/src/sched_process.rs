@@ -42,7 +42,9 @@ pub fn sched_process_exit(_ctx: TracePointContext) -> u32 {
     if SCOPE.remove(tgid).is_err() {
         return 0;
     }
-    let record = ExitRecord { header: records::header(KIND_PROCESS_EXIT) };
+    let record = ExitRecord {
+        header: records::header(KIND_PROCESS_EXIT),
+    };
     if EVENTS.output::<ExitRecord>(&record, 0).is_err() {
         bump(EXIT_EVENTS_LOST_RINGBUF_FULL);
     }

@@ -8,11 +8,12 @@ use aya_ebpf::{
 use map_audit_common::{
     PAGE_SIZE,
     counters::PENDING_TABLE_FULL,
-    region::{MAP_FIXED, PROT_WRITE, PendingCall, Region},
+    region::{MAP_ANONYMOUS, MAP_FIXED, PROT_WRITE, PendingCall, Region},
 };
 
 use crate::{
     counters::bump,
+    mapped_file,
     maps::{PENDING_CALLS, tracepoint_offsets},
     records, region_table, scope,
 };
@@ -41,6 +42,8 @@ fn try_sys_enter_mmap(ctx: &TracePointContext) -> Result<u32, i32> {
         file_offset: unsafe { ctx.read_at(off.mmap_off as usize)? },
         prot,
         flags,
+        fd: unsafe { ctx.read_at::<i64>(off.mmap_fd as usize)? } as i32,
+        _pad: 0,
     };
     if PENDING_CALLS.insert(pid_tgid as u32, call, 0).is_err() {
         bump(PENDING_TABLE_FULL);
@@ -83,6 +86,9 @@ fn try_sys_exit_mmap(ctx: &TracePointContext) -> Result<u32, i32> {
         flags: call.flags,
     };
     region_table::insert(tgid, &region);
+    if call.flags & MAP_ANONYMOUS == 0 {
+        mapped_file::send(call.fd, region.id);
+    }
     records::region_mapped(&region);
     Ok(0)
 }

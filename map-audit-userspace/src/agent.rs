@@ -16,6 +16,7 @@ use crate::{
     clock::Clock,
     events::{AgentStarted, Body, Scope},
     json_writer::JsonWriter,
+    kernel_btf::KernelBtf,
     kernel_support, loader, pipeline,
     pipeline::Message,
     process_maps::Snapshots,
@@ -39,11 +40,15 @@ pub fn run(args: RunArgs) -> Result<i32> {
     target::check_pids(&args.pids)?;
     let tracefs = tracefs::root()?;
     let offsets = tracefs::tracepoint_offsets(&tracefs)?;
+    let kernel_offsets = loader::kernel_offsets(&KernelBtf::from_sys_fs()?).context(
+        "this kernel's structs differ from what map-audit reads to find mapped files' paths",
+    )?;
     raise_memlock_limit();
 
     let log_enabled = args.kernel_log || std::env::var_os("RUST_LOG").is_some();
     let mut ebpf = loader::load(&loader::LoadOptions {
         offsets,
+        kernel_offsets,
         config: AgentConfig {
             match_comm: u32::from(!args.comms.is_empty()),
             log_enabled: u32::from(log_enabled),

@@ -8,12 +8,13 @@ use std::{
 };
 
 use map_audit_common::{
-    records::{FaultRecord, RecordHeader, RegionRecord},
+    records::{FaultRecord, MappedFileRecord, RecordHeader, RegionRecord},
     region::Region,
 };
 
 use crate::{
     events::{Body, ProcessInfo, Range, RegionEvent, WriteFault, hex},
+    mount_points::{self, MountPoints},
     process_maps::ProcessMaps,
     records::Record,
     region_names::{is_file_backed, region_json},
@@ -49,6 +50,9 @@ struct ProcessState {
 
 pub struct Correlator {
     processes: HashMap<u32, ProcessState>,
+    /// Paths the kernel captured, by region id, until the region's `region_mapped`.
+    captured_paths: HashMap<u64, String>,
+    mounts: MountPoints,
     symbolizer: StackSymbolizer,
     table: RegionTable,
     pub counters: AgentCounters,
@@ -58,6 +62,8 @@ impl Correlator {
     pub fn new(table: RegionTable) -> Self {
         Self {
             processes: HashMap::new(),
+            captured_paths: HashMap::new(),
+            mounts: MountPoints::default(),
             symbolizer: StackSymbolizer::new(),
             table,
             counters: AgentCounters::default(),
@@ -72,6 +78,7 @@ impl Correlator {
             Item::Record(Record::RegionUnmapped(r)) => out.push(self.region_unmapped(&r)),
             Item::Record(Record::UnmapUnresolved(r)) => self.unmap_unresolved(&r, out),
             Item::Record(Record::WriteFault(f)) => out.push(self.write_fault(&f)),
+            Item::Record(Record::MappedFile(f)) => self.mapped_file(&f),
             Item::Record(Record::ProcessExit(h)) => self.process_exit(&h, out),
         }
     }
@@ -87,11 +94,32 @@ impl Correlator {
         (info, state)
     }
 
+    /// Keeps the kernel's capture of a file's path for the `region_mapped` that follows.
+    fn mapped_file(&mut self, record: &MappedFileRecord) {
+        self.counters.file_records_delivered += 1;
+        let depth = (record.depth as usize).min(record.names.len());
+        if depth == 0 {
+            return;
+        }
+        let names: Vec<String> = record.names[..depth]
+            .iter()
+            .map(|n| comm_string(n))
+            .collect();
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        let mut path = mount_points::join(self.mounts.get(record.mount_id), &names);
+        if record.truncated != 0 {
+            self.counters.paths_truncated += 1;
+            path.insert_str(0, "...");
+        }
+        self.captured_paths.insert(record.region_id, path);
+    }
+
     fn region_mapped(&mut self, record: &RegionRecord) -> Timed {
         let region = record.region;
+        let captured = self.captured_paths.remove(&region.id);
         let (process, state) = self.process(&record.header);
         let path = if is_file_backed(&region) {
-            state.maps.path_at(region.start)
+            captured.or_else(|| state.maps.path_at(region.start))
         } else {
             None
         };
@@ -278,7 +306,7 @@ fn pieces_outside(region: &Region, start: u64, end: u64) -> impl Iterator<Item =
     head.into_iter().chain(tail)
 }
 
-/// A task's comm up to its NUL.
+/// A NUL-terminated kernel string (a comm, a dentry name) as text.
 pub fn comm_string(comm: &[u8]) -> String {
     let end = comm.iter().position(|&b| b == 0).unwrap_or(comm.len());
     String::from_utf8_lossy(&comm[..end]).into_owned()

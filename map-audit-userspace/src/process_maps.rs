@@ -115,7 +115,7 @@ mod tests {
     #[test]
     fn finds_this_process_code() {
         let maps = ProcessMaps::read(std::process::id()).expect("own maps are readable");
-        let code = finds_this_process_code as usize as u64;
+        let code = finds_this_process_code as *const () as u64;
         let entry = maps.find(code).expect("own code is mapped");
         assert!(entry.executable);
         assert!(entry.path.is_some());

@@ -3,8 +3,9 @@
 //! never undefined behaviour.
 
 use map_audit_common::records::{
-    ExitRecord, FaultRecord, KIND_PROCESS_EXIT, KIND_REGION_MAPPED, KIND_REGION_UNMAPPED,
-    KIND_UNMAP_UNRESOLVED, KIND_WRITE_FAULT, RecordHeader, RegionRecord,
+    ExitRecord, FaultRecord, KIND_MAPPED_FILE, KIND_PROCESS_EXIT, KIND_REGION_MAPPED,
+    KIND_REGION_UNMAPPED, KIND_UNMAP_UNRESOLVED, KIND_WRITE_FAULT, MappedFileRecord, RecordHeader,
+    RegionRecord,
 };
 
 /// A decoded record.
@@ -14,6 +15,7 @@ pub enum Record {
     RegionUnmapped(RegionRecord),
     UnmapUnresolved(RegionRecord),
     WriteFault(Box<FaultRecord>),
+    MappedFile(Box<MappedFileRecord>),
     ProcessExit(RecordHeader),
 }
 
@@ -24,6 +26,7 @@ impl Record {
                 &r.header
             }
             Record::WriteFault(f) => &f.header,
+            Record::MappedFile(f) => &f.header,
             Record::ProcessExit(h) => h,
         }
     }
@@ -52,6 +55,7 @@ pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
         KIND_REGION_UNMAPPED => Record::RegionUnmapped(read(bytes, "region_unmapped")?),
         KIND_UNMAP_UNRESOLVED => Record::UnmapUnresolved(read(bytes, "unmap_unresolved")?),
         KIND_WRITE_FAULT => Record::WriteFault(Box::new(read(bytes, "write_fault")?)),
+        KIND_MAPPED_FILE => Record::MappedFile(Box::new(read(bytes, "mapped_file")?)),
         KIND_PROCESS_EXIT => Record::ProcessExit(read::<ExitRecord>(bytes, "process_exit")?.header),
         other => return Err(DecodeError::UnknownKind(other)),
     })

@@ -27,6 +27,9 @@ pub struct KernelCounters {
     pub unmap_handed_to_agent: u64,
     pub stacks_truncated: u64,
     pub stacks_failed: u64,
+    /// Mapped-file (path) records produced and lost.
+    pub file_records: u64,
+    pub file_records_lost_ringbuf_full: u64,
 }
 
 impl KernelCounters {
@@ -51,6 +54,8 @@ impl KernelCounters {
             unmap_handed_to_agent: get(idx::UNMAP_HANDED_TO_AGENT)?,
             stacks_truncated: get(idx::STACKS_TRUNCATED)?,
             stacks_failed: get(idx::STACKS_FAILED)?,
+            file_records: get(idx::FILE_RECORDS)?,
+            file_records_lost_ringbuf_full: get(idx::FILE_RECORDS_LOST_RINGBUF_FULL)?,
         })
     }
 }
@@ -64,12 +69,17 @@ pub struct AgentCounters {
     pub region_events_delivered: u64,
     /// `region_unmapped` events the agent made itself at process exit.
     pub regions_closed_at_exit: u64,
+    /// Mapped-file (path) records received.
+    pub file_records_delivered: u64,
     /// Ring-buffer items that could not be decoded.
     pub records_undecodable: u64,
     /// Stack frames left without a symbol.
     pub frames_unsymbolized: u64,
-    /// File-backed regions whose path could not be read (process already gone).
+    /// File-backed regions reported without a path (neither the kernel's capture nor
+    /// the /proc snapshot had it).
     pub paths_unresolved: u64,
+    /// Captured paths deeper than the kernel walks (reported with a leading "...").
+    pub paths_truncated: u64,
     /// Lines that could not be written (output closed or failing).
     pub lines_unwritten: u64,
 }

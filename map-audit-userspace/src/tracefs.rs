@@ -89,7 +89,7 @@ pub fn tracepoint_offsets(root: &Path) -> Result<TracepointOffsets> {
         munmap_len: munmap("len")?,
         exit_ret: field_offset(root, "syscalls", "sys_exit_mmap", "ret")?,
         fork_child_pid: field_offset(root, "sched", "sched_process_fork", "child_pid")?,
-        _pad: 0,
+        mmap_fd: mmap("fd")?,
     };
     let munmap_ret = field_offset(root, "syscalls", "sys_exit_munmap", "ret")?;
     if munmap_ret != offsets.exit_ret {

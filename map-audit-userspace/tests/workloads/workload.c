@@ -116,6 +116,14 @@ static int linger(int rc) {
 int main(int argc, char **argv) {
     if (argc >= 3 && strcmp(argv[1], "anon") == 0)
         return linger(anon(strtoul(argv[2], NULL, 0)));
+    if (argc >= 3 && strcmp(argv[1], "wait-anon") == 0) {
+        /* Started before the agent: wait for a line on stdin, then behave like anon. */
+        char line[16];
+        fprintf(stderr, "workload: waiting\n");
+        if (!fgets(line, sizeof line, stdin))
+            return 3;
+        return linger(anon(strtoul(argv[2], NULL, 0)));
+    }
     if (argc >= 4 && strcmp(argv[1], "shared") == 0)
         return linger(shared(argv[2], strtoul(argv[3], NULL, 0)));
     if (argc >= 4 && strcmp(argv[1], "loop") == 0)
@@ -129,6 +137,6 @@ int main(int argc, char **argv) {
         unlink(path);
         return linger(rc);
     }
-    fprintf(stderr, "usage: workload anon PAGES | shared FILE PAGES | loop PAGES MS | demo\n");
+    fprintf(stderr, "usage: workload anon PAGES | wait-anon PAGES | shared FILE PAGES | loop PAGES MS | demo\n");
     return 64;
 }

@@ -1,0 +1,95 @@
+//! The path of the file behind a file-backed mmap, read at syscall exit by following
+//! task->files->fdt->fd[fd]->f_path with offsets the agent took from the kernel's BTF:
+//! dentry names up to the mount root, plus the mount id. Taken here because the agent
+//! cannot rely on /proc: the mapping (or the process) may be gone when it looks.
+
+use aya_ebpf::{
+    bindings::BPF_RB_FORCE_WAKEUP,
+    helpers::{bpf_get_current_task, bpf_probe_read_kernel, bpf_probe_read_kernel_str_bytes},
+};
+use map_audit_common::{
+    counters::{FILE_RECORDS, FILE_RECORDS_LOST_RINGBUF_FULL},
+    records::{KIND_MAPPED_FILE, MAX_PATH_COMPONENTS, MappedFileRecord},
+};
+
+use crate::{
+    counters::bump,
+    maps::{EVENTS, kernel_offsets},
+    records,
+};
+
+/// Sends the path of `fd`'s file for region `region_id` (before its `region_mapped`).
+#[inline(always)]
+pub fn send(fd: i32, region_id: u64) {
+    bump(FILE_RECORDS);
+    let Some(mut entry) = EVENTS.reserve::<MappedFileRecord>(0) else {
+        bump(FILE_RECORDS_LOST_RINGBUF_FULL);
+        return;
+    };
+    let record = entry.as_mut_ptr();
+    unsafe {
+        (*record).header = records::header(KIND_MAPPED_FILE);
+        (*record).region_id = region_id;
+        (*record).mount_id = 0;
+        (*record).depth = 0;
+        (*record).truncated = 0;
+        (*record)._pad = 0;
+        // Unread names must not leak old ring-buffer bytes: mark each one empty.
+        for i in 0..MAX_PATH_COMPONENTS {
+            (*record).names[i][0] = 0;
+        }
+        if fill(record, fd).is_err() {
+            // The agent counts a file record without components as unresolved.
+            (*record).depth = 0;
+        }
+    }
+    entry.submit(BPF_RB_FORCE_WAKEUP.into());
+}
+
+#[inline(always)]
+unsafe fn read_u64(address: u64) -> Result<u64, i32> {
+    unsafe { bpf_probe_read_kernel(address as *const u64) }
+}
+
+#[inline(always)]
+unsafe fn fill(record: *mut MappedFileRecord, fd: i32) -> Result<(), i32> {
+    let off = kernel_offsets();
+    unsafe {
+        let task = bpf_get_current_task();
+        let files = read_u64(task + u64::from(off.task_files))?;
+        let fdt = read_u64(files + u64::from(off.files_fdt))?;
+        let max_fds: u32 =
+            bpf_probe_read_kernel((fdt + u64::from(off.fdtable_max_fds)) as *const u32)?;
+        if fd < 0 || fd as u32 >= max_fds {
+            return Err(-1);
+        }
+        let fd_array = read_u64(fdt + u64::from(off.fdtable_fd))?;
+        let file = read_u64(fd_array + 8 * fd as u64)?;
+        if file == 0 {
+            return Err(-1);
+        }
+        let mut dentry = read_u64(file + u64::from(off.file_dentry))?;
+        let vfsmount = read_u64(file + u64::from(off.file_vfsmount))?;
+        let mount_root = read_u64(vfsmount + u64::from(off.vfsmount_mnt_root))?;
+        let mount = vfsmount - u64::from(off.mount_mnt);
+        (*record).mount_id =
+            bpf_probe_read_kernel((mount + u64::from(off.mount_mnt_id)) as *const u32)?;
+        for i in 0..MAX_PATH_COMPONENTS {
+            if dentry == mount_root {
+                return Ok(());
+            }
+            let parent = read_u64(dentry + u64::from(off.dentry_parent))?;
+            if parent == dentry {
+                return Ok(());
+            }
+            let name = read_u64(dentry + u64::from(off.dentry_name))?;
+            let _ = bpf_probe_read_kernel_str_bytes(name as *const u8, &mut (*record).names[i]);
+            (*record).depth = i as u32 + 1;
+            dentry = parent;
+        }
+        if dentry != mount_root {
+            (*record).truncated = 1;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,324 @@
+//! End-to-end tests of the agent against real workloads, with the real eBPF programs
+//! (needs root and a kernel with BTF; CI runs as root). Each test asserts on the JSON
+//! the agent prints; every line is also validated against the JSON Schema.
+
+mod common;
+
+use std::{
+    io::Write,
+    process::{Command, Stdio},
+};
+
+use common::{Agent, hex, region_range, run_agent, stack_symbols, workload};
+use serde_json::Value;
+
+const PAGE: u64 = 4096;
+
+fn faults_in<'a>(run: &'a common::Run, start: u64, end: u64) -> Vec<&'a Value> {
+    run.of_kind("write_fault")
+        .into_iter()
+        .filter(|e| {
+            let a = hex(e["address"].as_str().unwrap());
+            start <= a && a < end
+        })
+        .collect()
+}
+
+#[test]
+fn anonymous_writes_are_reported_once_per_page_with_the_writers_stack() {
+    let pages = 16;
+    let run = run_agent(&[
+        "run",
+        "--",
+        workload().to_str().unwrap(),
+        "anon",
+        &pages.to_string(),
+    ]);
+    assert!(run.status.success(), "stderr:\n{}", run.stderr);
+    let (start, end) = run.workload_range("written");
+
+    let mapped: Vec<_> = run
+        .of_kind("region_mapped")
+        .into_iter()
+        .filter(|e| region_range(e) == (start, end))
+        .collect();
+    assert_eq!(
+        mapped.len(),
+        2,
+        "the region and its re-mapping at the same address are both reported"
+    );
+    assert_eq!(mapped[0]["region"]["prot"], "rw-");
+    assert_eq!(
+        mapped[0]["region"]["flags"],
+        serde_json::json!(["private", "anonymous"])
+    );
+    assert_eq!(mapped[0]["region"]["path"], Value::Null);
+
+    let first_region_id = &mapped[0]["region"]["id"];
+    let faults: Vec<_> = faults_in(&run, start, end)
+        .into_iter()
+        .filter(|e| &e["region"]["id"] == first_region_id)
+        .collect();
+    assert_eq!(faults.len() as u64, pages, "one write fault per page");
+    let mut pages_hit: Vec<u64> = faults
+        .iter()
+        .map(|e| hex(e["address"].as_str().unwrap()) / PAGE)
+        .collect();
+    pages_hit.dedup();
+    assert_eq!(pages_hit.len() as u64, pages, "each page faulted once");
+    for fault in &faults {
+        assert_eq!(region_range(fault), (start, end));
+        assert_eq!(fault["access"], "user");
+        assert_eq!(fault["error_code"].as_u64().unwrap() & 0x2, 0x2, "a write");
+        assert_eq!(fault["pid"], mapped[0]["pid"]);
+        let symbols = stack_symbols(fault);
+        assert_eq!(
+            symbols[0], "write_pages",
+            "the writing function is the innermost frame: {symbols:?}"
+        );
+        assert!(
+            symbols.contains(&"main".to_string()),
+            "main is on the stack: {symbols:?}"
+        );
+        assert_eq!(fault["stack"][0]["module"], workload().to_str().unwrap());
+        assert!(
+            fault["stack"][0]["line"].as_u64().is_some(),
+            "the workload has DWARF line info"
+        );
+    }
+    run.assert_accounting();
+}
+
+#[test]
+fn reads_and_read_only_mappings_produce_no_write_faults() {
+    let run = run_agent(&["run", "--", workload().to_str().unwrap(), "anon", "8"]);
+    assert!(run.status.success(), "stderr:\n{}", run.stderr);
+    let (read_start, read_end) = run.workload_range("read");
+    let (ro_start, ro_end) = run.workload_range("readonly");
+
+    assert_eq!(
+        run.of_kind("region_mapped")
+            .into_iter()
+            .filter(|e| region_range(e) == (read_start, read_end))
+            .count(),
+        1,
+        "the writable region that is only read is tracked"
+    );
+    assert!(
+        faults_in(&run, read_start, read_end).is_empty(),
+        "reading a writable region is not a write"
+    );
+    assert!(
+        run.events.iter().all(|e| e
+            .get("region")
+            .is_none_or(|_| region_range(e) != (ro_start, ro_end))),
+        "a read-only mapping is not a region"
+    );
+    assert!(faults_in(&run, ro_start, ro_end).is_empty());
+    run.assert_accounting();
+}
+
+#[test]
+fn munmap_reports_the_region_and_a_new_mapping_at_the_same_address_is_a_new_region() {
+    let run = run_agent(&["run", "--", workload().to_str().unwrap(), "anon", "4"]);
+    assert!(run.status.success(), "stderr:\n{}", run.stderr);
+    let written = run.workload_range("written");
+    assert_eq!(
+        run.workload_range("rewritten"),
+        written,
+        "the workload re-mapped the same address"
+    );
+
+    let position =
+        |pred: &dyn Fn(&Value) -> bool| run.events.iter().position(pred).expect("event present");
+    let mapped: Vec<usize> = run
+        .events
+        .iter()
+        .enumerate()
+        .filter(|(_, e)| e["event"] == "region_mapped" && region_range(e) == written)
+        .map(|(i, _)| i)
+        .collect();
+    assert_eq!(mapped.len(), 2);
+    let (old_id, new_id) = (
+        &run.events[mapped[0]]["region"]["id"],
+        &run.events[mapped[1]]["region"]["id"],
+    );
+    assert_ne!(old_id, new_id);
+    let unmapped =
+        position(&|e: &Value| e["event"] == "region_unmapped" && &e["region"]["id"] == old_id);
+    assert!(
+        mapped[0] < unmapped && unmapped < mapped[1],
+        "unmapped between the two mappings"
+    );
+    let range = &run.events[unmapped]["range"];
+    assert_eq!(
+        (
+            hex(range["start"].as_str().unwrap()),
+            hex(range["end"].as_str().unwrap())
+        ),
+        written
+    );
+
+    let faults = faults_in(&run, written.0, written.1);
+    let (old, new): (Vec<&Value>, Vec<&Value>) =
+        faults.iter().partition(|e| &e["region"]["id"] == old_id);
+    assert_eq!(old.len(), 4);
+    assert_eq!(
+        new.len(),
+        4,
+        "faults after the re-mapping belong to the new region"
+    );
+    assert!(old.iter().all(|e| stack_symbols(e)[0] == "write_pages"));
+    assert!(
+        new.iter()
+            .all(|e| &e["region"]["id"] == new_id && stack_symbols(e)[0] == "rewrite_pages")
+    );
+    run.assert_accounting();
+}
+
+#[test]
+fn shared_file_mapping_reports_its_path_and_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("shared.dat");
+    let run = run_agent(&[
+        "run",
+        "--",
+        workload().to_str().unwrap(),
+        "shared",
+        file.to_str().unwrap(),
+        "3",
+    ]);
+    assert!(run.status.success(), "stderr:\n{}", run.stderr);
+    let (start, end) = run.workload_range("shared");
+    let mapped: Vec<_> = run
+        .of_kind("region_mapped")
+        .into_iter()
+        .filter(|e| region_range(e) == (start, end))
+        .collect();
+    assert_eq!(mapped.len(), 1);
+    assert_eq!(mapped[0]["region"]["path"], file.to_str().unwrap());
+    assert_eq!(mapped[0]["region"]["flags"], serde_json::json!(["shared"]));
+    let faults = faults_in(&run, start, end);
+    assert_eq!(faults.len(), 3);
+    for fault in faults {
+        assert_eq!(fault["region"]["path"], file.to_str().unwrap());
+        assert_eq!(stack_symbols(fault)[0], "write_shared_pages");
+    }
+    run.assert_accounting();
+}
+
+#[test]
+fn processes_outside_the_scope_produce_nothing() {
+    // The same kind of writes, at the same time, by a process the agent was not asked
+    // to audit.
+    let mut outsider = Command::new(workload())
+        .args(["loop", "8", "4000"])
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let run = run_agent(&["run", "--", workload().to_str().unwrap(), "anon", "8"]);
+    let outsider_pid = outsider.id();
+    let outsider_alive = outsider.try_wait().unwrap().is_none();
+    let _ = outsider.kill();
+    let _ = outsider.wait();
+    assert!(outsider_alive, "the outsider ran during the whole audit");
+    assert!(run.status.success(), "stderr:\n{}", run.stderr);
+
+    let audited_pid = run.of_kind("region_mapped")[0]["pid"].as_u64().unwrap();
+    assert_ne!(audited_pid, u64::from(outsider_pid));
+    for event in run.events.iter().filter(|e| e.get("pid").is_some()) {
+        assert_eq!(
+            event["pid"].as_u64(),
+            Some(audited_pid),
+            "only the command is audited: {event}"
+        );
+    }
+    assert!(!run.of_kind("write_fault").is_empty());
+    run.assert_accounting();
+}
+
+#[test]
+fn a_running_pid_is_audited_from_its_next_mapping() {
+    let mut target = Command::new(workload())
+        .args(["wait-anon", "4"])
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = target.id();
+    let agent = Agent::start(&["run", "--pid", &pid.to_string(), "--stats-interval", "0"]);
+    agent.wait_for("agent_started", |e| e["event"] == "agent_started");
+    target.stdin.take().unwrap().write_all(b"go\n").unwrap();
+    let output = target.wait_with_output().unwrap();
+    assert!(output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr).to_string();
+    let written = stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("workload: written "))
+        .expect("workload reported its region");
+    let start = hex(written.split_whitespace().next().unwrap());
+    agent.wait_for("the process's exit", |e| {
+        e["event"] == "region_unmapped" && e["pid"] == pid
+    });
+    let run = agent.stop();
+    assert!(
+        run.status.success(),
+        "SIGINT ends the agent cleanly; stderr:\n{}",
+        run.stderr
+    );
+    assert_eq!(
+        run.of_kind("agent_started")[0]["scope"]["pids"],
+        serde_json::json!([pid])
+    );
+    let faults = faults_in(&run, start, start + 4 * PAGE);
+    assert_eq!(
+        faults.len(),
+        8,
+        "4 pages written, then re-mapped and written again"
+    );
+    assert!(faults.iter().all(|e| e["pid"] == pid));
+    run.assert_accounting();
+}
+
+#[test]
+fn a_command_name_brings_matching_processes_into_scope() {
+    // A copy of the workload under a name no other test's processes have.
+    let dir = tempfile::tempdir().unwrap();
+    let comm = format!("comm{}", std::process::id());
+    let program = dir.path().join(&comm);
+    std::fs::copy(workload(), &program).unwrap();
+    let agent = Agent::start(&["run", "--comm", &comm, "--stats-interval", "0"]);
+    agent.wait_for("agent_started", |e| e["event"] == "agent_started");
+    let outsider = Command::new(workload())
+        .args(["anon", "2"])
+        .output()
+        .unwrap();
+    let matching = Command::new(&program).args(["anon", "2"]).output().unwrap();
+    assert!(outsider.status.success() && matching.status.success());
+    agent.wait_for("the process's exit", |e| {
+        e["event"] == "region_unmapped" && e["comm"] == comm.as_str()
+    });
+    let run = agent.stop();
+    assert_eq!(
+        run.of_kind("agent_started")[0]["scope"]["comms"],
+        serde_json::json!([comm])
+    );
+    let faults = run.of_kind("write_fault");
+    assert!(
+        faults.iter().all(|e| e["comm"] == comm.as_str()),
+        "only the matching process is audited"
+    );
+    let writes = faults
+        .iter()
+        .filter(|e| stack_symbols(e)[0] == "write_pages")
+        .count();
+    assert_eq!(writes, 2);
+    run.assert_accounting();
+}
+
+#[test]
+fn the_command_exit_status_becomes_the_agents() {
+    let run = run_agent(&["run", "--", "/bin/sh", "-c", "exit 7"]);
+    assert_eq!(run.status.code(), Some(7), "stderr:\n{}", run.stderr);
+    assert_eq!(run.stopped()["command_exit_code"], 7);
+}

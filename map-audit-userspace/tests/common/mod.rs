@@ -1,0 +1,282 @@
+//! Shared pieces of the integration tests: the C workload, running the real agent as a
+//! child process, and checked access to the JSON lines it prints. Every line the agent
+//! prints is validated against `schema/map-audit-v1.schema.json`.
+#![allow(dead_code)]
+
+use std::{
+    io::{BufRead, BufReader},
+    path::{Path, PathBuf},
+    process::{Child, Command, ExitStatus, Stdio},
+    sync::{Arc, Mutex, OnceLock},
+    thread,
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+
+pub const AGENT: &str = env!("CARGO_BIN_EXE_map-audit");
+
+/// How long any one agent run may take before the test fails.
+const RUN_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// The C workload, compiled once per test binary with frame pointers.
+pub fn workload() -> &'static Path {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+        let out = dir.join(format!("workload-{}", std::process::id()));
+        let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/workloads/workload.c");
+        let status = Command::new("gcc")
+            .args(["-O0", "-g", "-fno-omit-frame-pointer", "-o"])
+            .arg(&out)
+            .arg(&source)
+            .status()
+            .expect("gcc runs");
+        assert!(status.success(), "compiling {} failed", source.display());
+        out
+    })
+}
+
+fn schema() -> &'static jsonschema::Validator {
+    static VALIDATOR: OnceLock<jsonschema::Validator> = OnceLock::new();
+    VALIDATOR.get_or_init(|| {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../schema/map-audit-v1.schema.json");
+        let schema: Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).expect("schema file"))
+                .expect("schema is JSON");
+        jsonschema::validator_for(&schema).expect("schema compiles")
+    })
+}
+
+/// Parses one output line and checks it against the schema; panics with the line.
+pub fn parse_event(line: &str) -> Value {
+    let event: Value =
+        serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+    let errors: Vec<String> = schema()
+        .iter_errors(&event)
+        .map(|e| format!("{} at {}", e, e.instance_path))
+        .collect();
+    assert!(
+        errors.is_empty(),
+        "event violates the schema: {errors:?}\n{line}"
+    );
+    assert!(line.len() <= 16 * 1024, "line longer than 16 KiB");
+    event
+}
+
+/// Whether `event` satisfies the schema (for tests of the schema itself).
+pub fn schema_accepts(event: &Value) -> bool {
+    schema().is_valid(event)
+}
+
+/// A finished agent run.
+pub struct Run {
+    pub events: Vec<Value>,
+    pub stderr: String,
+    pub status: ExitStatus,
+}
+
+impl Run {
+    pub fn of_kind(&self, kind: &str) -> Vec<&Value> {
+        self.events.iter().filter(|e| e["event"] == kind).collect()
+    }
+
+    /// The `agent_stopped` event (exactly one, last).
+    pub fn stopped(&self) -> &Value {
+        let last = self.events.last().expect("the agent printed events");
+        assert_eq!(
+            last["event"], "agent_stopped",
+            "last event is agent_stopped"
+        );
+        assert_eq!(self.of_kind("agent_stopped").len(), 1);
+        last
+    }
+
+    /// `workload: KEY START END` from the workload's stderr.
+    pub fn workload_range(&self, key: &str) -> (u64, u64) {
+        let prefix = format!("workload: {key} ");
+        let line = self
+            .stderr
+            .lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .unwrap_or_else(|| {
+                panic!("workload printed no `{key}` line; stderr:\n{}", self.stderr)
+            });
+        let mut parts = line.split_whitespace().map(hex);
+        (parts.next().unwrap(), parts.next().unwrap())
+    }
+
+    /// Checks produced = delivered + lost for write faults and region records.
+    pub fn assert_accounting(&self) {
+        let counters = &self.stopped()["counters"];
+        let (kernel, agent) = (&counters["kernel"], &counters["agent"]);
+        let n = |v: &Value| v.as_u64().unwrap();
+        assert_eq!(
+            n(&kernel["faults_matched"]),
+            n(&agent["faults_delivered"]) + n(&kernel["faults_lost_ringbuf_full"]),
+            "write faults: produced != delivered + lost: {counters}"
+        );
+        assert_eq!(
+            n(&kernel["region_events"]),
+            n(&agent["region_events_delivered"]) + n(&kernel["region_events_lost_ringbuf_full"]),
+            "region records: produced != delivered + lost: {counters}"
+        );
+        assert_eq!(
+            n(&kernel["file_records"]),
+            n(&agent["file_records_delivered"]) + n(&kernel["file_records_lost_ringbuf_full"]),
+            "mapped-file records: produced != delivered + lost: {counters}"
+        );
+        assert_eq!(
+            n(&agent["faults_delivered"]),
+            self.of_kind("write_fault").len() as u64
+        );
+        assert_eq!(n(&agent["records_undecodable"]), 0);
+        assert_eq!(n(&agent["lines_unwritten"]), 0);
+    }
+}
+
+/// Parses "0x7f..." (or a bare hex number).
+pub fn hex(text: &str) -> u64 {
+    u64::from_str_radix(text.trim_start_matches("0x"), 16)
+        .unwrap_or_else(|_| panic!("not hex: {text}"))
+}
+
+/// The `[start, end)` of an event's region.
+pub fn region_range(event: &Value) -> (u64, u64) {
+    (
+        hex(event["region"]["start"].as_str().unwrap()),
+        hex(event["region"]["end"].as_str().unwrap()),
+    )
+}
+
+/// Symbol names of an event's stack, innermost first.
+pub fn stack_symbols(event: &Value) -> Vec<String> {
+    event["stack"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["symbol"].as_str().unwrap_or("?").to_string())
+        .collect()
+}
+
+/// Runs the agent to completion (use with `-- COMMAND`).
+pub fn run_agent(args: &[&str]) -> Run {
+    let mut agent = Agent::start(args);
+    agent.wait()
+}
+
+/// A running agent whose stdout is collected line by line.
+pub struct Agent {
+    child: Child,
+    lines: Arc<Mutex<Vec<String>>>,
+    stderr: Arc<Mutex<String>>,
+    readers: Vec<thread::JoinHandle<()>>,
+}
+
+impl Agent {
+    pub fn start(args: &[&str]) -> Self {
+        let mut child = Command::new(AGENT)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the agent starts");
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let stdout_reader = {
+            let lines = lines.clone();
+            let out = BufReader::new(child.stdout.take().unwrap());
+            thread::spawn(move || {
+                out.lines()
+                    .map_while(Result::ok)
+                    .for_each(|l| lines.lock().unwrap().push(l))
+            })
+        };
+        let stderr_reader = {
+            let stderr = stderr.clone();
+            let err = BufReader::new(child.stderr.take().unwrap());
+            thread::spawn(move || {
+                err.lines().map_while(Result::ok).for_each(|l| {
+                    let mut s = stderr.lock().unwrap();
+                    s.push_str(&l);
+                    s.push('\n');
+                })
+            })
+        };
+        Self {
+            child,
+            lines,
+            stderr,
+            readers: vec![stdout_reader, stderr_reader],
+        }
+    }
+
+    /// Waits until a printed event satisfies `pred`.
+    pub fn wait_for(&self, what: &str, pred: impl Fn(&Value) -> bool) {
+        let deadline = Instant::now() + RUN_TIMEOUT;
+        loop {
+            if self
+                .lines
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|l| pred(&parse_event(l)))
+            {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}; stderr:\n{}",
+                self.stderr.lock().unwrap()
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Asks the agent to stop (SIGINT) and collects the run.
+    pub fn stop(mut self) -> Run {
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
+        self.wait()
+    }
+
+    /// Waits for the agent to exit by itself and collects the run.
+    pub fn wait(&mut self) -> Run {
+        let deadline = Instant::now() + RUN_TIMEOUT;
+        let status = loop {
+            if let Some(status) = self.child.try_wait().expect("waiting for the agent") {
+                break status;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!(
+                    "the agent did not finish in {RUN_TIMEOUT:?}; stderr:\n{}",
+                    self.stderr.lock().unwrap()
+                );
+            }
+            thread::sleep(Duration::from_millis(20));
+        };
+        for reader in self.readers.drain(..) {
+            reader.join().unwrap();
+        }
+        let events = self
+            .lines
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|l| parse_event(l))
+            .collect();
+        Run {
+            events,
+            stderr: self.stderr.lock().unwrap().clone(),
+            status,
+        }
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
