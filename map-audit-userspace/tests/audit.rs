@@ -14,7 +14,7 @@ use serde_json::Value;
 
 const PAGE: u64 = 4096;
 
-fn faults_in<'a>(run: &'a common::Run, start: u64, end: u64) -> Vec<&'a Value> {
+fn faults_in(run: &common::Run, start: u64, end: u64) -> Vec<&Value> {
     run.of_kind("write_fault")
         .into_iter()
         .filter(|e| {
