@@ -5,6 +5,7 @@
 use aya_ebpf::{
     helpers::bpf_get_current_pid_tgid, macros::tracepoint, programs::TracePointContext,
 };
+use aya_log_ebpf::debug;
 use map_audit_common::{
     PAGE_SIZE,
     counters::PENDING_TABLE_FULL,
@@ -14,7 +15,7 @@ use map_audit_common::{
 use crate::{
     counters::bump,
     mapped_file,
-    maps::{PENDING_CALLS, tracepoint_offsets},
+    maps::{PENDING_CALLS, agent_config, tracepoint_offsets},
     records, region_table, scope,
 };
 
@@ -90,5 +91,17 @@ fn try_sys_exit_mmap(ctx: &TracePointContext) -> Result<u32, i32> {
         mapped_file::send(call.fd, region.id);
     }
     records::region_mapped(&region);
+    if agent_config().log_enabled != 0 {
+        debug!(
+            ctx,
+            "tgid {} region {:x}-{:x} prot {:x} flags {:x} id {}",
+            tgid,
+            region.start,
+            region.end,
+            region.prot,
+            region.flags,
+            region.id
+        );
+    }
     Ok(0)
 }

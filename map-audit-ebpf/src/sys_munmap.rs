@@ -4,11 +4,12 @@
 use aya_ebpf::{
     helpers::bpf_get_current_pid_tgid, macros::tracepoint, programs::TracePointContext,
 };
+use aya_log_ebpf::debug;
 use map_audit_common::{PAGE_SIZE, counters::PENDING_TABLE_FULL, region::PendingCall};
 
 use crate::{
     counters::bump,
-    maps::{PENDING_CALLS, tracepoint_offsets},
+    maps::{PENDING_CALLS, agent_config, tracepoint_offsets},
     region_table, scope,
 };
 
@@ -51,6 +52,10 @@ fn try_sys_exit_munmap(ctx: &TracePointContext) -> Result<u32, i32> {
         return Ok(0);
     }
     let end = call.addr + call.len.div_ceil(PAGE_SIZE) * PAGE_SIZE;
-    region_table::unmap_range((pid_tgid >> 32) as u32, call.addr, end);
+    let tgid = (pid_tgid >> 32) as u32;
+    region_table::unmap_range(tgid, call.addr, end);
+    if agent_config().log_enabled != 0 {
+        debug!(ctx, "tgid {} munmap {:x}-{:x}", tgid, call.addr, end);
+    }
     Ok(0)
 }

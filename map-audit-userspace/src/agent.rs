@@ -26,6 +26,9 @@ use crate::{
     tracefs,
 };
 
+/// Forwards the eBPF programs' aya-log records to the `log` crate.
+type KernelLogger = aya_log::EbpfLogger<&'static dyn log::Log>;
+
 /// How often records submitted without a wake-up are collected.
 const DRAIN_INTERVAL: Duration = Duration::from_millis(20);
 
@@ -56,7 +59,7 @@ pub fn run(args: RunArgs) -> Result<i32> {
         ringbuf_bytes: args.ringbuf_size,
         region_table_entries: args.region_table_size,
     })?;
-    let _kernel_logger = if log_enabled {
+    let mut kernel_logger = if log_enabled {
         match aya_log::EbpfLogger::init(&mut ebpf) {
             Ok(logger) => Some(logger),
             Err(err) => {
@@ -129,6 +132,7 @@ pub fn run(args: RunArgs) -> Result<i32> {
         &pipeline,
         held,
         stats_interval,
+        kernel_logger.as_mut(),
     ))?;
 
     let kernel = KernelCounters::read(&counters)?;
@@ -150,6 +154,7 @@ async fn read_until_done(
     pipeline: &std::sync::mpsc::SyncSender<Message>,
     held: Option<HeldCommand>,
     stats_interval: Option<Duration>,
+    mut kernel_logger: Option<&mut KernelLogger>,
 ) -> Result<Option<i32>> {
     // SAFETY: the ring buffer owns its fd and keeps it open for as long as the AsyncFd
     // that owns the ring buffer exists.
@@ -185,6 +190,9 @@ async fn read_until_done(
                 guard.clear_ready();
             }
             _ = drain_tick.tick() => {
+                if let Some(logger) = kernel_logger.as_deref_mut() {
+                    logger.flush();
+                }
                 if !ringbuf_reader::drain(ring.get_mut(), &mut snapshots, pipeline) {
                     break None;
                 }

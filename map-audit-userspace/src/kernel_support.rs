@@ -42,13 +42,38 @@ pub fn kernel_release() -> String {
 
 /// The checks that stop a run before anything is loaded, each with what to do.
 pub fn require_run_prerequisites() -> Result<()> {
-    if !has_bpf_privileges() {
+    check_prerequisites(has_bpf_privileges(), has_btf())
+}
+
+fn check_prerequisites(privileged: bool, btf: bool) -> Result<()> {
+    if !privileged {
         bail!("map-audit needs root or the CAP_BPF and CAP_PERFMON capabilities; run it with sudo");
     }
-    if !has_btf() {
+    if !btf {
         bail!(
-            "this kernel has no BTF (/sys/kernel/btf/vmlinux is missing); map-audit needs Linux 5.8+ built with CONFIG_DEBUG_INFO_BTF=y"
+            "this kernel has no BTF (/sys/kernel/btf/vmlinux is missing); map-audit needs Linux 5.17+ built with CONFIG_DEBUG_INFO_BTF=y"
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_kernel_without_btf_is_one_sentence() {
+        let err = check_prerequisites(true, false).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "this kernel has no BTF (/sys/kernel/btf/vmlinux is missing); map-audit needs Linux 5.17+ built with CONFIG_DEBUG_INFO_BTF=y"
+        );
+        assert!(check_prerequisites(true, true).is_ok());
+        assert!(
+            check_prerequisites(false, true)
+                .unwrap_err()
+                .to_string()
+                .contains("run it with sudo")
+        );
+    }
 }

@@ -29,8 +29,17 @@ mod tracefs;
 use clap::Parser;
 
 fn main() {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     let cli = cli::Cli::parse();
+    // --kernel-log shows the eBPF programs' records (their target is the eBPF crate's
+    // module path, `map_audit::...`) unless RUST_LOG says otherwise.
+    let kernel_log = matches!(&cli.command, cli::Command::Run(args) if args.kernel_log);
+    let default_filter = if kernel_log {
+        "warn,map_audit=debug"
+    } else {
+        "warn"
+    };
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default_filter))
+        .init();
     let code = match cli.command {
         cli::Command::Check => check::run(),
         cli::Command::Run(args) => match agent::run(args) {

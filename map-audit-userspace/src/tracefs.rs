@@ -126,6 +126,18 @@ format:
     }
 
     #[test]
+    fn a_missing_tracepoint_is_one_sentence() {
+        let root = std::env::temp_dir().join(format!("no-tracefs-{}", std::process::id()));
+        std::fs::create_dir_all(root.join("events")).unwrap();
+        let err = tracepoint_offsets(&root).unwrap_err().to_string();
+        assert!(
+            err.contains("this kernel lacks the tracepoint syscalls:sys_enter_mmap"),
+            "{err}"
+        );
+        std::fs::remove_dir_all(root).unwrap();
+    }
+
+    #[test]
     fn missing_field_is_none() {
         assert_eq!(parse_field_offset(SYS_ENTER_MMAP, "ad"), None);
         assert_eq!(parse_field_offset("", "addr"), None);

@@ -322,3 +322,57 @@ fn the_command_exit_status_becomes_the_agents() {
     assert_eq!(run.status.code(), Some(7), "stderr:\n{}", run.stderr);
     assert_eq!(run.stopped()["command_exit_code"], 7);
 }
+
+#[test]
+fn kernel_log_shows_the_programs_diagnostics() {
+    let run = run_agent(&[
+        "run",
+        "--kernel-log",
+        "--",
+        workload().to_str().unwrap(),
+        "anon",
+        "1",
+    ]);
+    assert!(run.status.success(), "stderr:\n{}", run.stderr);
+    let (start, end) = run.workload_range("written");
+    let expected = format!("region {start:x}-{end:x} prot 3");
+    assert!(
+        run.stderr
+            .lines()
+            .any(|l| l.contains("map_audit::sys_mmap") && l.contains(&expected)),
+        "aya-log line for the region in stderr:\n{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn without_kernel_log_the_programs_stay_quiet() {
+    let run = run_agent(&["run", "--", workload().to_str().unwrap(), "anon", "1"]);
+    assert!(run.status.success());
+    assert!(
+        !run.stderr.contains("map_audit::sys_mmap"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn check_reports_the_hooks_it_would_use() {
+    let out = Command::new(common::AGENT).arg("check").output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(
+        stdout.contains("yes  tracepoint exceptions:page_fault_user"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("user write faults:     raw_tracepoint:exceptions:page_fault_user"),
+        "{stdout}"
+    );
+    // This kernel is built without kprobes (see platform notes): check must say so.
+    assert!(
+        stdout.contains("no   kprobe attach (kprobe_events)"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("map-audit can run on this kernel."));
+}
