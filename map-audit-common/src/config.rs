@@ -15,16 +15,27 @@ pub struct TracepointOffsets {
     pub munmap_len: u32,
     /// `ret` of `sys_exit_*` (the same record layout for every syscall).
     pub exit_ret: u32,
-    pub fork_child_pid: u32,
     pub mmap_fd: u32,
+    pub mprotect_start: u32,
+    pub mprotect_len: u32,
+    pub mprotect_prot: u32,
+    pub pkey_mprotect_start: u32,
+    pub pkey_mprotect_len: u32,
+    pub pkey_mprotect_prot: u32,
+    pub mremap_addr: u32,
+    pub mremap_old_len: u32,
+    pub mremap_new_len: u32,
+    pub mremap_flags: u32,
+    pub _pad: u32,
 }
-const _: () = assert!(core::mem::size_of::<TracepointOffsets>() == 40);
+const _: () = assert!(core::mem::size_of::<TracepointOffsets>() == 80);
 
 /// Byte offsets of kernel struct members, read by the agent from the kernel's BTF, so
 /// the programs can follow an mmap's fd to its file's path on any kernel without CO-RE.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct KernelOffsets {
+    pub task_tgid: u32,
     pub task_files: u32,
     pub files_fdt: u32,
     pub fdtable_max_fds: u32,
@@ -40,9 +51,24 @@ pub struct KernelOffsets {
     pub dentry_parent: u32,
     /// `dentry.d_name` plus `qstr.name`.
     pub dentry_name: u32,
-    pub _pad: u32,
 }
 const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 48);
+
+impl TracepointOffsets {
+    /// All zero: the placeholder the agent overwrites at load time.
+    pub const fn zeroed() -> Self {
+        // SAFETY: integers only.
+        unsafe { core::mem::zeroed() }
+    }
+}
+
+impl KernelOffsets {
+    /// All zero: the placeholder the agent overwrites at load time.
+    pub const fn zeroed() -> Self {
+        // SAFETY: integers only.
+        unsafe { core::mem::zeroed() }
+    }
+}
 
 /// Scope and behaviour switches.
 #[repr(C)]

@@ -17,18 +17,22 @@ pub const PENDING_TABLE_FULL: u32 = 5;
 pub const STACKS_TRUNCATED: u32 = 6;
 /// User stacks that could not be captured at all.
 pub const STACKS_FAILED: u32 = 7;
-/// Unmapped ranges handed to the agent to finish (gaps skipped or steps exhausted).
-pub const UNMAP_HANDED_TO_AGENT: u32 = 8;
+/// Unmap/mprotect ranges handed to the agent to finish (gaps skipped or steps exhausted).
+pub const RANGES_HANDED_TO_AGENT: u32 = 8;
 /// Processes added to the scope by fork or by a matching comm.
 pub const SCOPE_ADDED: u32 = 9;
 /// Processes that could not be added to the scope (scope table full).
 pub const SCOPE_TABLE_FULL: u32 = 10;
-/// Process exit records that did not fit in the ring buffer.
-pub const EXIT_EVENTS_LOST_RINGBUF_FULL: u32 = 11;
+/// Process records (fork, exec, exit) that did not fit in the ring buffer.
+pub const PROCESS_RECORDS_LOST_RINGBUF_FULL: u32 = 11;
 /// Mapped-file records produced.
 pub const FILE_RECORDS: u32 = 12;
 /// Mapped-file records that did not fit in the ring buffer (the path falls back to
 /// the agent's /proc snapshot).
 pub const FILE_RECORDS_LOST_RINGBUF_FULL: u32 = 13;
+/// Process records (fork, exec, exit) produced.
+pub const PROCESS_RECORDS: u32 = 14;
+/// Faults matched through the parent's regions (a fork the agent had not copied yet).
+pub const FAULTS_MATCHED_VIA_PARENT: u32 = 15;
 /// Number of counters.
-pub const COUNTER_COUNT: u32 = 14;
+pub const COUNTER_COUNT: u32 = 16;

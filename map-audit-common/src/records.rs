@@ -9,13 +9,26 @@ pub const KIND_REGION_MAPPED: u32 = 1;
 pub const KIND_REGION_UNMAPPED: u32 = 2;
 /// An audited write fault.
 pub const KIND_WRITE_FAULT: u32 = 3;
-/// An in-scope process exited: its regions can be dropped.
+/// An in-scope process exited: its regions can be dropped (a `ProcessRecord`).
 pub const KIND_PROCESS_EXIT: u32 = 4;
 /// An unmapped range the kernel's walk could not settle alone (it skipped gaps where a
 /// region may start); the agent removes what its copy of the table has there.
 pub const KIND_UNMAP_UNRESOLVED: u32 = 5;
 /// The file behind a region about to be reported mapped (sent just before it).
 pub const KIND_MAPPED_FILE: u32 = 6;
+/// mprotect changed part or all of a region (`detail` = the new prot).
+pub const KIND_REGION_PROTECTED: u32 = 7;
+/// An mprotect'd range the kernel's walk could not settle alone (`detail` = new prot).
+pub const KIND_PROTECT_UNRESOLVED: u32 = 8;
+/// An audited process forked a new process (not a thread).
+pub const KIND_PROCESS_FORK: u32 = 9;
+/// An audited process called exec: its old regions are gone.
+pub const KIND_PROCESS_EXEC: u32 = 10;
+
+/// `RegionRecord::detail` of a region mapped by mmap.
+pub const ORIGIN_MMAP: u32 = 0;
+/// `RegionRecord::detail` of a region moved or resized by mremap.
+pub const ORIGIN_MREMAP: u32 = 1;
 
 /// Path components captured per mapped file, leaf first; deeper paths are marked
 /// truncated.
@@ -38,19 +51,35 @@ pub struct RecordHeader {
 }
 const _: () = assert!(core::mem::size_of::<RecordHeader>() == 40);
 
-/// `KIND_REGION_MAPPED`, `KIND_REGION_UNMAPPED` and `KIND_UNMAP_UNRESOLVED` (whose
+/// `KIND_REGION_MAPPED`, `_UNMAPPED`, `_PROTECTED`, and the `_UNRESOLVED` kinds (whose
 /// `region` is zero).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
 pub struct RegionRecord {
     pub header: RecordHeader,
-    /// The region as it was in the table (for an unmap: before the unmap).
+    /// The region as it was in the table (for an unmap or mprotect: before it).
     pub region: Region,
     /// The part of the region this record is about (all of it for a map).
     pub range_start: u64,
     pub range_end: u64,
+    /// The new prot for `_PROTECTED` and `PROTECT_UNRESOLVED`; for `_MAPPED` one of the
+    /// `ORIGIN_*` values; 0 otherwise.
+    pub detail: u32,
+    pub _pad: u32,
 }
-const _: () = assert!(core::mem::size_of::<RegionRecord>() == 96);
+const _: () = assert!(core::mem::size_of::<RegionRecord>() == 112);
+
+/// `KIND_PROCESS_FORK` (the header is the parent's), `_EXEC` and `_EXIT`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ProcessRecord {
+    pub header: RecordHeader,
+    /// Fork: the child's tgid. Exec: the process's own tgid.
+    pub tgid: u32,
+    /// The new generation (the child's, or the process's after exec).
+    pub generation: u32,
+}
+const _: () = assert!(core::mem::size_of::<ProcessRecord>() == 48);
 
 /// `KIND_WRITE_FAULT`.
 #[repr(C)]
@@ -67,7 +96,7 @@ pub struct FaultRecord {
     /// User return addresses, innermost first.
     pub stack: [u64; MAX_STACK_DEPTH],
 }
-const _: () = assert!(core::mem::size_of::<FaultRecord>() == 104 + 8 * MAX_STACK_DEPTH);
+const _: () = assert!(core::mem::size_of::<FaultRecord>() == 112 + 8 * MAX_STACK_DEPTH);
 
 /// `KIND_MAPPED_FILE`: the path of a mapped file as dentry names up to its mount's
 /// root, and the mount's id (the agent turns it into the mount point).
@@ -90,19 +119,12 @@ const _: () = assert!(
     core::mem::size_of::<MappedFileRecord>() == 64 + PATH_COMPONENT_LEN * MAX_PATH_COMPONENTS
 );
 
-/// `KIND_PROCESS_EXIT`.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default)]
-pub struct ExitRecord {
-    pub header: RecordHeader,
-}
-
 #[cfg(feature = "user")]
 mod pod {
     // SAFETY: plain `repr(C)` integers with no padding (sizes asserted above).
     unsafe impl aya::Pod for super::RecordHeader {}
     unsafe impl aya::Pod for super::RegionRecord {}
     unsafe impl aya::Pod for super::FaultRecord {}
-    unsafe impl aya::Pod for super::ExitRecord {}
     unsafe impl aya::Pod for super::MappedFileRecord {}
+    unsafe impl aya::Pod for super::ProcessRecord {}
 }

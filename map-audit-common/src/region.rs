@@ -40,31 +40,74 @@ pub struct Region {
     pub file_offset: u64,
     /// Unique for the agent's lifetime; pieces left by a partial unmap keep it.
     pub id: u64,
-    /// `PROT_*` bits given to mmap.
+    /// `PROT_*` bits (from mmap, or the last mprotect).
     pub prot: u32,
     /// `MAP_*` flags given to mmap.
     pub flags: u32,
+    /// The owning process's scope generation when the region was made: entries left by
+    /// an exec'd or exited process (until the agent removes them) never match.
+    pub generation: u32,
+    pub _pad: u32,
 }
-const _: () = assert!(core::mem::size_of::<Region>() == 40);
+const _: () = assert!(core::mem::size_of::<Region>() == 48);
 
-/// Arguments of an in-flight mmap or munmap, saved at syscall entry by thread id and
-/// consumed at exit (a thread is in one syscall at a time, so one table serves both).
+/// A process in scope: the value of the scope map, keyed by tgid.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct ScopeEntry {
+    /// Changes when the process enters the scope and at each exec.
+    pub generation: u32,
+    /// After a fork, until the agent has copied the parent's regions to the child: the
+    /// parent, whose regions the child's faults fall back to. 0 otherwise.
+    pub parent_tgid: u32,
+    /// The parent's generation at the fork.
+    pub parent_generation: u32,
+    pub _pad: u32,
+}
+const _: () = assert!(core::mem::size_of::<ScopeEntry>() == 16);
+
+/// Arguments of an in-flight mmap, munmap, mprotect or mremap, saved at syscall entry by
+/// thread id and consumed at exit (a thread is in one syscall at a time, so one table
+/// serves all of them).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
 pub struct PendingCall {
     pub addr: u64,
+    /// Length (mremap: the old length).
     pub len: u64,
+    /// mmap's file offset.
     pub file_offset: u64,
+    /// mremap's new length.
+    pub new_len: u64,
     pub prot: u32,
+    /// mmap's or mremap's flags.
     pub flags: u32,
     /// mmap's fd (for the file's path).
     pub fd: i32,
     pub _pad: u32,
 }
-const _: () = assert!(core::mem::size_of::<PendingCall>() == 40);
+const _: () = assert!(core::mem::size_of::<PendingCall>() == 48);
 
 /// `PROT_WRITE` (the same value on every Linux architecture).
 pub const PROT_WRITE: u32 = 0x2;
+/// `PROT_EXEC`.
+pub const PROT_EXEC: u32 = 0x4;
+/// `MREMAP_FIXED`.
+pub const MREMAP_FIXED: u32 = 0x2;
+/// `MREMAP_DONTUNMAP`: the old range stays mapped (emptied).
+pub const MREMAP_DONTUNMAP: u32 = 0x4;
+
+impl Region {
+    /// Writable: only these regions are audited and reported.
+    pub fn is_writable(&self) -> bool {
+        self.prot & PROT_WRITE != 0
+    }
+
+    /// Writable and executable at once (JIT, shellcode).
+    pub fn is_wx(&self) -> bool {
+        self.prot & (PROT_WRITE | PROT_EXEC) == PROT_WRITE | PROT_EXEC
+    }
+}
 /// `MAP_SHARED`.
 pub const MAP_SHARED: u32 = 0x01;
 /// `MAP_PRIVATE`.
@@ -79,4 +122,5 @@ mod pod {
     // SAFETY: plain `repr(C)` integers with no padding (sizes asserted above).
     unsafe impl aya::Pod for super::Region {}
     unsafe impl aya::Pod for super::PendingCall {}
+    unsafe impl aya::Pod for super::ScopeEntry {}
 }

@@ -1,21 +1,25 @@
 //! map-audit's kernel side. Data flow:
-//! `sys_mmap` / `sys_munmap` keep `region_table` in sync for processes in `scope`
-//! (`sched_process` adds forked children and reports exits); `page_fault_user` looks
-//! each write fault up in the table and sends matches through `maps::EVENTS`.
+//! `sys_mmap`, `sys_munmap`, `sys_mprotect`, `sys_mremap` keep `region_table` in sync
+//! for processes in `scope` (`sched_process` adds forked children and reports execs and
+//! exits); `page_fault_user` looks each write fault up in the table and sends matches
+//! through `maps::EVENTS` (`records`).
 #![no_std]
 #![no_main]
-#![feature(core_intrinsics)]
+#![feature(core_intrinsics, asm_experimental_arch)]
 #![allow(internal_features)]
 
 mod counters;
 mod mapped_file;
 mod maps;
 mod page_fault_user;
+mod pending;
 mod records;
 mod region_table;
 mod sched_process;
 mod scope;
 mod sys_mmap;
+mod sys_mprotect;
+mod sys_mremap;
 mod sys_munmap;
 
 #[cfg(not(test))]

@@ -5,10 +5,11 @@ use aya_ebpf::{
     helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns},
 };
 use map_audit_common::{
-    counters::{REGION_EVENTS, REGION_EVENTS_LOST_RINGBUF_FULL},
-    records::{
-        KIND_REGION_MAPPED, KIND_REGION_UNMAPPED, KIND_UNMAP_UNRESOLVED, RecordHeader, RegionRecord,
+    counters::{
+        PROCESS_RECORDS, PROCESS_RECORDS_LOST_RINGBUF_FULL, REGION_EVENTS,
+        REGION_EVENTS_LOST_RINGBUF_FULL,
     },
+    records::{KIND_REGION_MAPPED, ProcessRecord, RecordHeader, RegionRecord},
     region::Region,
 };
 
@@ -42,45 +43,55 @@ pub fn batched_wakeup_flags() -> u64 {
     }
 }
 
-/// Reports that `region` entered the table.
+/// Reports that `region` entered the table; `origin` is an `ORIGIN_*` value.
 #[inline(always)]
-pub fn region_mapped(region: &Region) {
-    send_region(KIND_REGION_MAPPED, region, region.start, region.end);
+pub fn region_mapped(region: &Region, origin: u32) {
+    region_change(KIND_REGION_MAPPED, region, region.start, region.end, origin);
 }
 
-/// Reports that `[range_start, range_end)` of `region` left the table.
+/// Reports a change of `[range_start, range_end)` of `region` (`detail`: the new prot
+/// for an mprotect).
 #[inline(always)]
-pub fn region_unmapped(region: &Region, range_start: u64, range_end: u64) {
-    send_region(KIND_REGION_UNMAPPED, region, range_start, range_end);
-}
-
-/// Hands `[range_start, range_end)` to the agent: the kernel's walk may have missed
-/// regions inside it.
-#[inline(always)]
-pub fn unmap_unresolved(range_start: u64, range_end: u64) {
-    send_region(
-        KIND_UNMAP_UNRESOLVED,
-        &Region::default(),
-        range_start,
-        range_end,
-    );
-}
-
-#[inline(always)]
-fn send_region(kind: u32, region: &Region, range_start: u64, range_end: u64) {
+pub fn region_change(kind: u32, region: &Region, range_start: u64, range_end: u64, detail: u32) {
     let record = RegionRecord {
         header: header(kind),
         region: *region,
         range_start,
         range_end,
+        detail,
+        _pad: 0,
     };
     bump(REGION_EVENTS);
-    // Region records are rare and the agent resolves paths from /proc while the process
+    // Region records are rare and the agent reads /proc for them while the process
     // lives: wake it now.
     if EVENTS
         .output::<RegionRecord>(&record, BPF_RB_FORCE_WAKEUP.into())
         .is_err()
     {
         bump(REGION_EVENTS_LOST_RINGBUF_FULL);
+    }
+}
+
+/// Hands `[range_start, range_end)` to the agent: the kernel's walk may have missed
+/// regions inside it.
+#[inline(always)]
+pub fn range_unresolved(kind: u32, range_start: u64, range_end: u64, detail: u32) {
+    region_change(kind, &Region::default(), range_start, range_end, detail);
+}
+
+/// Reports a fork (`tgid`: the child), an exec or an exit.
+#[inline(always)]
+pub fn process(kind: u32, tgid: u32, generation: u32) {
+    bump(PROCESS_RECORDS);
+    let record = ProcessRecord {
+        header: header(kind),
+        tgid,
+        generation,
+    };
+    if EVENTS
+        .output::<ProcessRecord>(&record, BPF_RB_FORCE_WAKEUP.into())
+        .is_err()
+    {
+        bump(PROCESS_RECORDS_LOST_RINGBUF_FULL);
     }
 }

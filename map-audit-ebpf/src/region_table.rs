@@ -1,189 +1,268 @@
-//! The kernel's table of writable regions: an LPM trie keyed by (tgid, address) where a
-//! region is stored as its aligned blocks (see `map_audit_common::blocks`), so a fault
-//! anywhere inside it is one longest-prefix lookup.
+//! The kernel's table of the mappings of in-scope processes: an LPM trie keyed by
+//! (tgid, address) where a region is stored as its aligned blocks (see
+//! `map_audit_common::blocks`), so a fault anywhere inside it is one longest-prefix
+//! lookup. Loops run under `bpf_loop` (5.17+) so the verifier checks each body once.
 
 use core::ffi::c_void;
 
-use aya_ebpf::{
-    helpers::{bpf_get_smp_processor_id, generated::bpf_loop},
-    maps::lpm_trie::Key,
-};
+use aya_ebpf::{helpers::generated::bpf_loop, maps::lpm_trie::Key};
 use map_audit_common::{
     blocks::{MAX_BLOCKS, block_order},
-    counters::{REGION_TABLE_FULL, UNMAP_HANDED_TO_AGENT},
-    region::{LOOKUP_PREFIX_LEN, Region, RegionKeyData, block_prefix_len, region_key_data},
+    counters::{FAULTS_MATCHED_VIA_PARENT, RANGES_HANDED_TO_AGENT, REGION_TABLE_FULL},
+    records::{
+        KIND_PROTECT_UNRESOLVED, KIND_REGION_PROTECTED, KIND_REGION_UNMAPPED, KIND_UNMAP_UNRESOLVED,
+    },
+    region::{LOOKUP_PREFIX_LEN, Region, ScopeEntry, block_prefix_len, region_key_data},
 };
 
 use crate::{
     counters::bump,
-    maps::{REGION_SEQ, REGIONS},
+    maps::{ID_SEQUENCE, REGIONS},
     records,
 };
 
-/// Steps of one unmap walk (regions handled plus gap blocks skipped); beyond it the
+/// Steps of one range walk (regions handled plus gap blocks skipped); beyond it the
 /// agent finishes the range.
-const UNMAP_WALK_STEPS: u32 = 256;
+const RANGE_WALK_STEPS: u32 = 256;
 
-/// The region of `tgid` containing `address`, if tracked.
-#[inline(always)]
-pub fn lookup(tgid: u32, address: u64) -> Option<&'static Region> {
-    REGIONS.get(Key::new(LOOKUP_PREFIX_LEN, region_key_data(tgid, address)))
-}
+/// `RangeWalk::new_prot` for an unmap.
+const UNMAP: u32 = u32::MAX;
 
-/// A fresh region id, unique across CPUs: per-CPU sequence and CPU number.
+/// A fresh id for a region or a scope generation, unique for the agent's lifetime.
 #[inline(always)]
-pub fn next_region_id() -> u64 {
-    let cpu = unsafe { bpf_get_smp_processor_id() } as u64;
-    match REGION_SEQ.get_ptr_mut(0) {
-        Some(seq) => unsafe {
-            *seq += 1;
-            (*seq << 12) | (cpu & 0xfff)
-        },
-        None => cpu,
+pub fn next_id() -> u64 {
+    match ID_SEQUENCE.get_ptr_mut(0) {
+        // Fetch-and-add (BPF CPU v3), written out: the compiler's atomic intrinsic
+        // emits a plain add here and then treats its operand as the old value.
+        Some(seq) => {
+            let mut value: u64 = 1;
+            unsafe {
+                core::arch::asm!(
+                    "{value} = atomic_fetch_add((u64 *)({seq} + 0), {value})",
+                    value = inout(reg) value,
+                    seq = in(reg) seq,
+                );
+            }
+            value + 1
+        }
+        None => 0,
     }
 }
 
-/// State of one block-by-block pass over a range, shared with the `bpf_loop` callbacks.
+#[inline(always)]
+fn lookup(tgid: u32, address: u64) -> Option<&'static Region> {
+    REGIONS.get(Key::new(LOOKUP_PREFIX_LEN, region_key_data(tgid, address)))
+}
+
+/// The region of the current generation of `tgid` containing `address`.
+#[inline(always)]
+fn lookup_current(tgid: u32, generation: u32, address: u64) -> Option<Region> {
+    lookup(tgid, address)
+        .filter(|r| r.generation == generation)
+        .copied()
+}
+
+/// The region a fault at `address` falls in: the process's own or, right after a fork
+/// the agent has not caught up with, its parent's (the child's copy as of the fork).
+#[inline(always)]
+pub fn lookup_for_fault(tgid: u32, scope: &ScopeEntry, address: u64) -> Option<Region> {
+    if let Some(region) = lookup_current(tgid, scope.generation, address) {
+        return Some(region);
+    }
+    if scope.parent_tgid == 0 {
+        return None;
+    }
+    let region = lookup_current(scope.parent_tgid, scope.parent_generation, address)?;
+    bump(FAULTS_MATCHED_VIA_PARENT);
+    Some(region)
+}
+
+/// One change to the table: the blocks of `[start, end)`, removed or inserted (as a
+/// piece of the edit's region with protection `prot`).
 #[repr(C)]
-struct BlockWalk {
+#[derive(Clone, Copy, Default)]
+struct BlockOp {
+    start: u64,
+    end: u64,
+    prot: u32,
+    insert: u32,
+}
+
+/// Up to four block operations on one region, applied by a single `bpf_loop`: every
+/// table change goes through this one callback, which keeps verification cheap.
+#[repr(C)]
+struct TableEdit {
     tgid: u32,
+    ops_len: u32,
+    op: u32,
     _pad: u32,
     cursor: u64,
-    end: u64,
     region: Region,
+    ops: [BlockOp; 4],
+}
+
+impl TableEdit {
+    #[inline(always)]
+    fn new(tgid: u32, region: &Region) -> Self {
+        Self {
+            tgid,
+            ops_len: 0,
+            op: 0,
+            _pad: 0,
+            cursor: 0,
+            region: *region,
+            ops: [BlockOp::default(); 4],
+        }
+    }
+
+    #[inline(always)]
+    fn push(&mut self, start: u64, end: u64, prot: u32, insert: bool) {
+        let i = self.ops_len as usize;
+        if i < self.ops.len() {
+            self.ops[i] = BlockOp {
+                start,
+                end,
+                prot,
+                insert: u32::from(insert),
+            };
+            self.ops_len += 1;
+        }
+    }
+
+    #[inline(always)]
+    fn apply(mut self) {
+        if self.ops_len == 0 {
+            return;
+        }
+        self.cursor = self.ops[0].start;
+        unsafe {
+            bpf_loop(
+                4 * MAX_BLOCKS as u32,
+                edit_step as *mut c_void,
+                (&raw mut self).cast(),
+                0,
+            );
+        }
+    }
+}
+
+#[inline(never)]
+extern "C" fn edit_step(_index: u64, ctx: *mut c_void) -> i64 {
+    let edit = unsafe { &mut *ctx.cast::<TableEdit>() };
+    let i = edit.op as usize;
+    if i >= edit.ops.len() || edit.op >= edit.ops_len {
+        return 1;
+    }
+    let op = edit.ops[i];
+    if edit.cursor >= op.end {
+        edit.op += 1;
+        let next = edit.op as usize;
+        if next < edit.ops.len() {
+            edit.cursor = edit.ops[next].start;
+        }
+        return 0;
+    }
+    let order = block_order(edit.cursor, op.end);
+    let key = Key::new(
+        block_prefix_len(order),
+        region_key_data(edit.tgid, edit.cursor),
+    );
+    if op.insert != 0 {
+        let piece = Region {
+            start: op.start,
+            end: op.end,
+            file_offset: edit.region.file_offset + (op.start - edit.region.start),
+            prot: op.prot,
+            ..edit.region
+        };
+        if REGIONS.insert(&key, &piece, 0).is_err() {
+            bump(REGION_TABLE_FULL);
+        }
+    } else {
+        // Missing is fine: the agent may have removed it at process exit.
+        let _ = REGIONS.remove(&key);
+    }
+    edit.cursor += 1u64 << order;
+    0
 }
 
 /// Adds `region` for `tgid`. Blocks that do not fit are counted, not silently lost.
 #[inline(always)]
 pub fn insert(tgid: u32, region: &Region) {
-    let mut walk = BlockWalk {
-        tgid,
-        _pad: 0,
-        cursor: region.start,
-        end: region.end,
-        region: *region,
-    };
-    for_each_block(&mut walk, insert_block);
+    let mut edit = TableEdit::new(tgid, region);
+    edit.push(region.start, region.end, region.prot, true);
+    edit.apply();
 }
 
-/// Removes the blocks of `[start, end)` for `tgid` (exactly the blocks `insert` made).
-#[inline(always)]
-fn remove_blocks(tgid: u32, start: u64, end: u64) {
-    let mut walk = BlockWalk {
-        tgid,
-        _pad: 0,
-        cursor: start,
-        end,
-        region: Region::default(),
-    };
-    for_each_block(&mut walk, remove_block);
-}
-
-/// Runs `step` once per block with `bpf_loop` (5.17+), so the verifier checks the body
-/// once instead of once per possible iteration.
-#[inline(always)]
-fn for_each_block(walk: &mut BlockWalk, step: extern "C" fn(u64, *mut c_void) -> i64) {
-    unsafe {
-        bpf_loop(
-            MAX_BLOCKS as u32,
-            step as *mut c_void,
-            (walk as *mut BlockWalk).cast(),
-            0,
-        );
-    }
-}
-
-/// The key of the block at the walk's cursor, advancing the cursor past it; `None` at
-/// the end of the range.
-#[inline(always)]
-fn next_block(walk: &mut BlockWalk) -> Option<Key<RegionKeyData>> {
-    if walk.cursor >= walk.end {
-        return None;
-    }
-    let order = block_order(walk.cursor, walk.end);
-    let key = Key::new(
-        block_prefix_len(order),
-        region_key_data(walk.tgid, walk.cursor),
-    );
-    walk.cursor += 1u64 << order;
-    Some(key)
-}
-
-#[inline(never)]
-extern "C" fn insert_block(_index: u64, ctx: *mut c_void) -> i64 {
-    let walk = unsafe { &mut *ctx.cast::<BlockWalk>() };
-    let Some(key) = next_block(walk) else {
-        return 1;
-    };
-    if REGIONS.insert(&key, &walk.region, 0).is_err() {
-        bump(REGION_TABLE_FULL);
-    }
-    0
-}
-
-#[inline(never)]
-extern "C" fn remove_block(_index: u64, ctx: *mut c_void) -> i64 {
-    let walk = unsafe { &mut *ctx.cast::<BlockWalk>() };
-    let Some(key) = next_block(walk) else {
-        return 1;
-    };
-    // Missing is fine: the agent may have removed it at process exit.
-    let _ = REGIONS.remove(&key);
-    0
-}
-
-/// State of an unmap walk, shared with its `bpf_loop` callback.
+/// State of an unmap or mprotect walk, shared with its `bpf_loop` callback.
 #[repr(C)]
-struct UnmapWalk {
+struct RangeWalk {
     tgid: u32,
-    /// Non-zero once a gap was skipped: a region may start inside a skipped block.
-    skipped_gap: u32,
+    generation: u32,
     start: u64,
     end: u64,
     cursor: u64,
+    /// The mprotect's new prot, or `UNMAP`.
+    new_prot: u32,
+    /// Non-zero once a gap was skipped: a region may start inside a skipped block.
+    skipped_gap: u32,
 }
 
-/// Takes `[start, end)` out of the table for `tgid`: whole regions are removed, regions
-/// that straddle a boundary are trimmed (the pieces keep their id), and each change is
-/// reported as a `region_unmapped` record.
-///
+/// Takes `[start, end)` out of the table: whole regions are removed, regions that
+/// straddle a boundary are trimmed (pieces keep their id); each is reported.
+#[inline(always)]
+pub fn unmap_range(tgid: u32, generation: u32, start: u64, end: u64) {
+    walk_range(tgid, generation, start, end, UNMAP);
+}
+
+/// Gives `[start, end)` the protection `prot`, splitting regions at the boundaries.
+#[inline(always)]
+pub fn protect_range(tgid: u32, generation: u32, start: u64, end: u64, prot: u32) {
+    walk_range(tgid, generation, start, end, prot);
+}
+
 /// The walk looks regions up at its cursor and jumps over gaps block by block, so a
 /// region that starts inside a skipped gap block is invisible to it. When any gap was
 /// skipped (or steps ran out) the range goes to the agent, which finishes the job from
 /// its own copy of the table.
 #[inline(always)]
-pub fn unmap_range(tgid: u32, start: u64, end: u64) {
-    let mut walk = UnmapWalk {
+fn walk_range(tgid: u32, generation: u32, start: u64, end: u64, new_prot: u32) {
+    let mut walk = RangeWalk {
         tgid,
-        skipped_gap: 0,
+        generation,
         start,
         end,
         cursor: start,
+        new_prot,
+        skipped_gap: 0,
     };
     unsafe {
         bpf_loop(
-            UNMAP_WALK_STEPS,
-            unmap_step as *mut c_void,
+            RANGE_WALK_STEPS,
+            range_step as *mut c_void,
             (&raw mut walk).cast(),
             0,
         );
     }
     if walk.skipped_gap != 0 || walk.cursor < end {
-        bump(UNMAP_HANDED_TO_AGENT);
-        records::unmap_unresolved(start, end);
+        bump(RANGES_HANDED_TO_AGENT);
+        if new_prot == UNMAP {
+            records::range_unresolved(KIND_UNMAP_UNRESOLVED, start, end, 0);
+        } else {
+            records::range_unresolved(KIND_PROTECT_UNRESOLVED, start, end, new_prot);
+        }
     }
 }
 
 #[inline(never)]
-extern "C" fn unmap_step(_index: u64, ctx: *mut c_void) -> i64 {
-    let walk = unsafe { &mut *ctx.cast::<UnmapWalk>() };
+extern "C" fn range_step(_index: u64, ctx: *mut c_void) -> i64 {
+    let walk = unsafe { &mut *ctx.cast::<RangeWalk>() };
     if walk.cursor >= walk.end {
         return 1;
     }
-    match lookup(walk.tgid, walk.cursor) {
-        Some(found) => {
-            let region = *found;
-            remove_region(walk.tgid, &region, walk.start, walk.end);
+    match lookup_current(walk.tgid, walk.generation, walk.cursor) {
+        Some(region) => {
+            change_region(walk, &region);
             walk.cursor = region.end;
         }
         None => {
@@ -195,30 +274,41 @@ extern "C" fn unmap_step(_index: u64, ctx: *mut c_void) -> i64 {
 }
 
 #[inline(always)]
-fn remove_region(tgid: u32, region: &Region, start: u64, end: u64) {
-    remove_blocks(tgid, region.start, region.end);
-    if region.start < start {
-        insert(
-            tgid,
-            &Region {
-                end: start,
-                ..*region
-            },
-        );
+fn change_region(walk: &RangeWalk, region: &Region) {
+    if walk.new_prot == region.prot {
+        return;
     }
-    if region.end > end {
-        let tail = Region {
-            start: end,
-            file_offset: region.file_offset + (end - region.start),
-            ..*region
-        };
-        insert(tgid, &tail);
-    }
-    let cut_start = if region.start > start {
+    let cut_start = if region.start > walk.start {
         region.start
     } else {
-        start
+        walk.start
     };
-    let cut_end = if region.end < end { region.end } else { end };
-    records::region_unmapped(region, cut_start, cut_end);
+    let cut_end = if region.end < walk.end {
+        region.end
+    } else {
+        walk.end
+    };
+    let mut edit = TableEdit::new(walk.tgid, region);
+    edit.push(region.start, region.end, region.prot, false);
+    if region.start < cut_start {
+        edit.push(region.start, cut_start, region.prot, true);
+    }
+    if cut_end < region.end {
+        edit.push(cut_end, region.end, region.prot, true);
+    }
+    if walk.new_prot != UNMAP {
+        edit.push(cut_start, cut_end, walk.new_prot, true);
+    }
+    edit.apply();
+    if walk.new_prot == UNMAP {
+        records::region_change(KIND_REGION_UNMAPPED, region, cut_start, cut_end, 0);
+    } else {
+        records::region_change(
+            KIND_REGION_PROTECTED,
+            region,
+            cut_start,
+            cut_end,
+            walk.new_prot,
+        );
+    }
 }

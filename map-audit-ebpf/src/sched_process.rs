@@ -1,52 +1,71 @@
-//! `sched:sched_process_fork` / `sched_process_exit`: children of audited processes are
-//! audited; the agent hears when an audited process ends so it can drop its regions.
+//! Process lifecycle: `sched_process_fork` (raw tracepoint: it gives the child task, so
+//! new threads, which share their process's regions, can be told apart from new
+//! processes), `sched:sched_process_exec` and `sched:sched_process_exit`.
 
 use aya_ebpf::{
-    helpers::bpf_get_current_pid_tgid, macros::tracepoint, programs::TracePointContext,
+    helpers::{bpf_get_current_pid_tgid, bpf_probe_read_kernel},
+    macros::{raw_tracepoint, tracepoint},
+    programs::{RawTracePointContext, TracePointContext},
 };
-use map_audit_common::{
-    counters::EXIT_EVENTS_LOST_RINGBUF_FULL,
-    records::{ExitRecord, KIND_PROCESS_EXIT},
-};
+use map_audit_common::records::{KIND_PROCESS_EXEC, KIND_PROCESS_EXIT, KIND_PROCESS_FORK};
 
 use crate::{
-    counters::bump,
-    maps::{EVENTS, SCOPE, tracepoint_offsets},
-    records, scope,
+    maps::{SCOPE, kernel_offsets},
+    pending, records, scope,
 };
 
-#[tracepoint]
-pub fn sched_process_fork(ctx: TracePointContext) -> u32 {
-    try_sched_process_fork(&ctx).unwrap_or(0)
+/// TP_PROTO(struct task_struct *parent, struct task_struct *child); runs in the parent.
+#[raw_tracepoint(tracepoint = "sched_process_fork")]
+pub fn sched_process_fork(ctx: RawTracePointContext) -> i32 {
+    let parent_tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    let Some(parent) = scope::get(parent_tgid) else {
+        return 0;
+    };
+    let child: u64 = ctx.arg(1);
+    let Ok(child_tgid) = (unsafe {
+        bpf_probe_read_kernel((child + u64::from(kernel_offsets().task_tgid)) as *const u32)
+    }) else {
+        return 0;
+    };
+    if child_tgid == parent_tgid {
+        return 0; // a thread: same process, same regions
+    }
+    // Until the agent copies the parent's regions to the child, the child's faults
+    // fall back to the parent's (as of now).
+    if let Some(entry) = scope::add(child_tgid, parent_tgid, parent.generation) {
+        records::process(KIND_PROCESS_FORK, child_tgid, entry.generation);
+    }
+    0
 }
 
-fn try_sched_process_fork(ctx: &TracePointContext) -> Result<u32, i32> {
-    // Runs in the parent. New threads are added too (the tracepoint cannot tell them
-    // apart); their entries are removed when they exit.
-    if !scope::contains((bpf_get_current_pid_tgid() >> 32) as u32) {
-        return Ok(0);
+#[tracepoint]
+pub fn sched_process_exec(_ctx: TracePointContext) -> u32 {
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    if scope::get(tgid).is_none() {
+        return 0;
     }
-    let child: i32 = unsafe { ctx.read_at(tracepoint_offsets().fork_child_pid as usize)? };
-    scope::add(child as u32);
-    Ok(0)
+    // A new generation: the old image's regions stop matching at once; the agent
+    // deletes their entries.
+    if let Some(entry) = scope::add(tgid, 0, 0) {
+        records::process(KIND_PROCESS_EXEC, tgid, entry.generation);
+    }
+    0
 }
 
 #[tracepoint]
 pub fn sched_process_exit(_ctx: TracePointContext) -> u32 {
     let pid_tgid = bpf_get_current_pid_tgid();
     let (tgid, tid) = ((pid_tgid >> 32) as u32, pid_tgid as u32);
+    pending::forget(tid);
     if tid != tgid {
-        let _ = SCOPE.remove(tid);
         return 0;
     }
-    if SCOPE.remove(tgid).is_err() {
+    let Some(entry) = scope::get(tgid) else {
         return 0;
-    }
-    let record = ExitRecord {
-        header: records::header(KIND_PROCESS_EXIT),
     };
-    if EVENTS.output::<ExitRecord>(&record, 0).is_err() {
-        bump(EXIT_EVENTS_LOST_RINGBUF_FULL);
-    }
+    // The region table's entries of the process are the agent's to delete: it holds the
+    // list of them (the kernel cannot iterate an LPM trie).
+    let _ = SCOPE.remove(tgid);
+    records::process(KIND_PROCESS_EXIT, tgid, entry.generation);
     0
 }

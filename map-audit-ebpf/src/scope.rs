@@ -2,41 +2,52 @@
 //! hash lookup and never reach the agent.
 
 use aya_ebpf::helpers::bpf_get_current_comm;
-use map_audit_common::counters::{SCOPE_ADDED, SCOPE_TABLE_FULL};
+use map_audit_common::{
+    counters::{SCOPE_ADDED, SCOPE_TABLE_FULL},
+    region::ScopeEntry,
+};
 
-use crate::{counters::bump, maps};
+use crate::{counters::bump, maps, region_table::next_id};
 
-/// Whether `tgid` is audited. The only check on the fault path.
+/// The scope entry of `tgid`, if audited. The first check of every hook.
 #[inline(always)]
-pub fn contains(tgid: u32) -> bool {
-    maps::SCOPE.get_ptr(tgid).is_some()
+pub fn get(tgid: u32) -> Option<ScopeEntry> {
+    unsafe { maps::SCOPE.get(tgid) }.copied()
 }
 
-/// Adds `tgid` (a forked child, or a process whose comm matched).
+/// Puts `tgid` in scope with a fresh generation (and, after a fork, its parent's
+/// regions as fallback). Returns the entry, or `None` when the table is full.
 #[inline(always)]
-pub fn add(tgid: u32) {
-    match maps::SCOPE.insert(tgid, 1, 0) {
-        Ok(()) => bump(SCOPE_ADDED),
-        Err(_) => bump(SCOPE_TABLE_FULL),
+pub fn add(tgid: u32, parent_tgid: u32, parent_generation: u32) -> Option<ScopeEntry> {
+    let entry = ScopeEntry {
+        generation: next_id() as u32,
+        parent_tgid,
+        parent_generation,
+        _pad: 0,
+    };
+    match maps::SCOPE.insert(tgid, entry, 0) {
+        Ok(()) => {
+            bump(SCOPE_ADDED);
+            Some(entry)
+        }
+        Err(_) => {
+            bump(SCOPE_TABLE_FULL);
+            None
+        }
     }
 }
 
-/// Scope check for the syscall hooks: a process not yet in scope joins it when
-/// `--comm` filters exist and its comm matches one of them.
+/// Scope check for the mmap hook: a process not yet in scope joins it when `--comm`
+/// filters exist and its comm matches one of them.
 #[inline(always)]
-pub fn contains_or_adopt(tgid: u32) -> bool {
-    if contains(tgid) {
-        return true;
+pub fn get_or_adopt(tgid: u32) -> Option<ScopeEntry> {
+    if let Some(entry) = get(tgid) {
+        return Some(entry);
     }
     if maps::agent_config().match_comm == 0 {
-        return false;
+        return None;
     }
-    let Ok(comm) = bpf_get_current_comm() else {
-        return false;
-    };
-    if maps::SCOPE_COMMS.get_ptr(comm).is_none() {
-        return false;
-    }
-    add(tgid);
-    true
+    let comm = bpf_get_current_comm().ok()?;
+    maps::SCOPE_COMMS.get_ptr(comm)?;
+    add(tgid, 0, 0)
 }

@@ -1,6 +1,6 @@
-//! `syscalls:sys_enter_mmap` / `sys_exit_mmap`: adds writable mappings of in-scope
-//! processes to the region table. The address comes from the exit's return value (the
-//! entry's `addr` is only a hint, 0 for most calls), matched to the entry by thread id.
+//! `syscalls:sys_enter_mmap` / `sys_exit_mmap`: adds the mappings of in-scope processes
+//! to the region table. The address comes from the exit's return value (the entry's
+//! `addr` is only a hint, 0 for most calls), matched to the entry by thread id.
 
 use aya_ebpf::{
     helpers::bpf_get_current_pid_tgid, macros::tracepoint, programs::TracePointContext,
@@ -9,7 +9,8 @@ use aya_log_ebpf::debug;
 use map_audit_common::{
     PAGE_SIZE,
     counters::PENDING_TABLE_FULL,
-    region::{MAP_ANONYMOUS, MAP_FIXED, PROT_WRITE, PendingCall, Region},
+    records::ORIGIN_MMAP,
+    region::{MAP_ANONYMOUS, MAP_FIXED, PendingCall, Region},
 };
 
 use crate::{
@@ -26,25 +27,21 @@ pub fn sys_enter_mmap(ctx: TracePointContext) -> u32 {
 
 fn try_sys_enter_mmap(ctx: &TracePointContext) -> Result<u32, i32> {
     let pid_tgid = bpf_get_current_pid_tgid();
-    if !scope::contains_or_adopt((pid_tgid >> 32) as u32) {
+    if scope::get_or_adopt((pid_tgid >> 32) as u32).is_none() {
         return Ok(0);
     }
     let off = tracepoint_offsets();
-    let prot: u64 = unsafe { ctx.read_at(off.mmap_prot as usize)? };
-    let flags: u64 = unsafe { ctx.read_at(off.mmap_flags as usize)? };
-    let (prot, flags) = (prot as u32, flags as u32);
-    // Read-only mappings are not tracked, but a MAP_FIXED one replaces what was there.
-    if prot & PROT_WRITE == 0 && flags & MAP_FIXED == 0 {
-        return Ok(0);
-    }
-    let call = PendingCall {
-        addr: unsafe { ctx.read_at(off.mmap_addr as usize)? },
-        len: unsafe { ctx.read_at(off.mmap_len as usize)? },
-        file_offset: unsafe { ctx.read_at(off.mmap_off as usize)? },
-        prot,
-        flags,
-        fd: unsafe { ctx.read_at::<i64>(off.mmap_fd as usize)? } as i32,
-        _pad: 0,
+    let call = unsafe {
+        PendingCall {
+            addr: ctx.read_at(off.mmap_addr as usize)?,
+            len: ctx.read_at(off.mmap_len as usize)?,
+            file_offset: ctx.read_at(off.mmap_off as usize)?,
+            new_len: 0,
+            prot: ctx.read_at::<u64>(off.mmap_prot as usize)? as u32,
+            flags: ctx.read_at::<u64>(off.mmap_flags as usize)? as u32,
+            fd: ctx.read_at::<i64>(off.mmap_fd as usize)? as i32,
+            _pad: 0,
+        }
     };
     if PENDING_CALLS.insert(pid_tgid as u32, call, 0).is_err() {
         bump(PENDING_TABLE_FULL);
@@ -70,27 +67,30 @@ fn try_sys_exit_mmap(ctx: &TracePointContext) -> Result<u32, i32> {
         return Ok(0);
     }
     let tgid = (pid_tgid >> 32) as u32;
+    let Some(scope) = scope::get(tgid) else {
+        return Ok(0);
+    };
     let start = ret as u64;
     let end = start + call.len.div_ceil(PAGE_SIZE) * PAGE_SIZE;
     if call.flags & MAP_FIXED != 0 {
-        region_table::unmap_range(tgid, start, end);
-    }
-    if call.prot & PROT_WRITE == 0 {
-        return Ok(0);
+        // A fixed mapping replaces whatever was there.
+        region_table::unmap_range(tgid, scope.generation, start, end);
     }
     let region = Region {
         start,
         end,
         file_offset: call.file_offset,
-        id: region_table::next_region_id(),
+        id: region_table::next_id(),
         prot: call.prot,
         flags: call.flags,
+        generation: scope.generation,
+        _pad: 0,
     };
     region_table::insert(tgid, &region);
-    if call.flags & MAP_ANONYMOUS == 0 {
+    if call.flags & MAP_ANONYMOUS == 0 && region.is_writable() {
         mapped_file::send(call.fd, region.id);
     }
-    records::region_mapped(&region);
+    records::region_mapped(&region, ORIGIN_MMAP);
     if agent_config().log_enabled != 0 {
         debug!(
             ctx,

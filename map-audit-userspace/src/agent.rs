@@ -19,7 +19,9 @@ use crate::{
     kernel_btf::KernelBtf,
     kernel_support, loader, pipeline,
     pipeline::Message,
+    proc_seed,
     process_maps::Snapshots,
+    region_table::RegionTable,
     ringbuf_reader,
     stats::KernelCounters,
     target::{self, HeldCommand},
@@ -72,12 +74,9 @@ pub fn run(args: RunArgs) -> Result<i32> {
     };
     let hooks = loader::attach(&mut ebpf)?;
 
-    let mut scope: HashMap<_, u32, u32> = HashMap::try_from(take_map(&mut ebpf, "SCOPE")?)?;
-    for &pid in &args.pids {
-        scope
-            .insert(pid, 1, 0)
-            .with_context(|| format!("adding pid {pid} to the scope failed"))?;
-    }
+    let regions = LpmTrie::try_from(take_map(&mut ebpf, "REGIONS")?)?;
+    let scope = HashMap::try_from(take_map(&mut ebpf, "SCOPE")?)?;
+    let mut table = RegionTable::new(regions, scope);
     let mut comms: HashMap<_, [u8; COMM_LEN], u32> =
         HashMap::try_from(take_map(&mut ebpf, "SCOPE_COMMS")?)?;
     for name in &args.comms {
@@ -87,12 +86,23 @@ pub fn run(args: RunArgs) -> Result<i32> {
             .insert(key, 1, 0)
             .with_context(|| format!("adding comm {name} to the scope failed"))?;
     }
+    // Processes running now: in scope with their mappings before auditing begins.
+    let mut seeds = Vec::new();
+    let mut running = args.pids.clone();
+    running.extend(proc_seed::pids_with_comm(&args.comms));
+    for pid in running {
+        match proc_seed::load_running(&mut table, pid) {
+            Ok(seed) => seeds.push(seed),
+            Err(err) if args.pids.contains(&pid) => return Err(err),
+            Err(err) => log::debug!("skipping a process that matched --comm: {err:#}"),
+        }
+    }
     let held = if args.command.is_empty() {
         None
     } else {
         let held = HeldCommand::spawn(&args.command)?;
-        scope
-            .insert(held.pid, 1, 0)
+        table
+            .add_to_scope(held.pid)
             .context("adding the command to the scope failed")?;
         Some(held)
     };
@@ -114,11 +124,15 @@ pub fn run(args: RunArgs) -> Result<i32> {
     );
     writer.flush();
 
-    let regions: LpmTrie<MapData, _, _> = LpmTrie::try_from(take_map(&mut ebpf, "REGIONS")?)?;
     let counters: PerCpuArray<MapData, u64> =
         PerCpuArray::try_from(take_map(&mut ebpf, "COUNTERS")?)?;
     let ring = RingBuf::try_from(take_map(&mut ebpf, "EVENTS")?)?;
-    let (pipeline, pipeline_thread) = pipeline::start(regions, writer)?;
+    let (pipeline, pipeline_thread) = pipeline::start(table, writer)?;
+    if !seeds.is_empty() {
+        pipeline
+            .send(Message::Items(seeds))
+            .context("the pipeline stopped")?;
+    }
 
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

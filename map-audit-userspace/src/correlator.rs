@@ -1,22 +1,22 @@
-//! Turns kernel records into events: keeps a copy of each process's tracked regions
-//! (with the file paths the kernel cannot give), attaches process details, symbolises
-//! stacks, and finishes the region-table changes the kernel hands over.
+//! Turns kernel records into events: keeps a copy of each process's regions (with the
+//! file paths the kernel cannot give), attaches process details, symbolises stacks,
+//! and makes the region-table changes only the agent can make.
 
-use std::{
-    collections::{BTreeMap, HashMap},
-    sync::Arc,
-};
+use std::{collections::HashMap, sync::Arc};
 
 use map_audit_common::{
-    records::{FaultRecord, MappedFileRecord, RecordHeader, RegionRecord},
+    records::{
+        FaultRecord, MappedFileRecord, ORIGIN_MREMAP, ProcessRecord, RecordHeader, RegionRecord,
+    },
     region::Region,
 };
 
 use crate::{
-    events::{Body, ProcessInfo, Range, RegionEvent, WriteFault, hex},
+    events::{Body, ProcessInfo, RegionEvent, RegionKind, WriteFault, hex},
     mount_points::{self, MountPoints},
     process_maps::ProcessMaps,
     records::Record,
+    region_mirror::{RegionMirror, TrackedRegion, pieces},
     region_names::{is_file_backed, region_json},
     region_table::RegionTable,
     stats::AgentCounters,
@@ -28,30 +28,30 @@ pub enum Item {
     Record(Record),
     /// A fresh /proc/PID/maps snapshot, sent before the records that need it.
     Maps(u32, Arc<ProcessMaps>),
+    /// A process that ran before the agent started: its mappings, from /proc.
+    Seed {
+        pid: u32,
+        comm: String,
+        regions: Vec<TrackedRegion>,
+    },
 }
 
-/// An event ready to be written, with the kernel time it happened at.
+/// An event ready to be written, with the kernel time it happened at (`None`: now).
 pub struct Timed {
-    pub ts_ns: u64,
+    pub ts_ns: Option<u64>,
     pub body: Body,
-}
-
-struct TrackedRegion {
-    region: Region,
-    path: Option<String>,
 }
 
 #[derive(Default)]
 struct ProcessState {
     maps: Arc<ProcessMaps>,
-    /// Tracked regions by start address.
-    regions: BTreeMap<u64, TrackedRegion>,
+    regions: RegionMirror,
 }
 
 pub struct Correlator {
     processes: HashMap<u32, ProcessState>,
     /// Paths the kernel captured, by region id, until the region's `region_mapped`.
-    captured_paths: HashMap<u64, String>,
+    captured_paths: HashMap<u64, Arc<str>>,
     mounts: MountPoints,
     symbolizer: StackSymbolizer,
     table: RegionTable,
@@ -74,24 +74,38 @@ impl Correlator {
     pub fn handle(&mut self, item: Item, out: &mut Vec<Timed>) {
         match item {
             Item::Maps(pid, maps) => self.processes.entry(pid).or_default().maps = maps,
-            Item::Record(Record::RegionMapped(r)) => out.push(self.region_mapped(&r)),
-            Item::Record(Record::RegionUnmapped(r)) => out.push(self.region_unmapped(&r)),
-            Item::Record(Record::UnmapUnresolved(r)) => self.unmap_unresolved(&r, out),
-            Item::Record(Record::WriteFault(f)) => out.push(self.write_fault(&f)),
-            Item::Record(Record::MappedFile(f)) => self.mapped_file(&f),
-            Item::Record(Record::ProcessExit(h)) => self.process_exit(&h, out),
+            Item::Seed { pid, comm, regions } => self.seed(pid, &comm, regions, out),
+            Item::Record(record) => {
+                if !matches!(record, Record::MappedFile(_) | Record::WriteFault(_)) {
+                    self.counters.region_and_process_records_delivered += 1;
+                }
+                match record {
+                    Record::RegionMapped(r) => self.region_mapped(&r, out),
+                    Record::RegionUnmapped(r) => self.region_changed(&r, None, out),
+                    Record::RegionProtected(r) => self.region_changed(&r, Some(r.detail), out),
+                    Record::UnmapUnresolved(r) => self.range_unresolved(&r, None, out),
+                    Record::ProtectUnresolved(r) => self.range_unresolved(&r, Some(r.detail), out),
+                    Record::WriteFault(f) => out.push(self.write_fault(&f)),
+                    Record::MappedFile(f) => self.mapped_file(&f),
+                    Record::ProcessFork(p) => self.process_fork(&p, out),
+                    Record::ProcessExec(p) => self.process_gone(&p, out),
+                    Record::ProcessExit(p) => {
+                        self.process_gone(&p, out);
+                        self.processes.remove(&p.tgid);
+                    }
+                }
+            }
         }
     }
 
-    fn process(&mut self, header: &RecordHeader) -> (ProcessInfo, &mut ProcessState) {
+    fn process_info(&mut self, header: &RecordHeader) -> ProcessInfo {
         let state = self.processes.entry(header.tgid).or_default();
-        let info = ProcessInfo {
+        ProcessInfo {
             pid: header.tgid,
             tid: header.tid,
-            comm: comm_string(&header.comm),
+            comm: kernel_string(&header.comm),
             exe: state.maps.exe.clone(),
-        };
-        (info, state)
+        }
     }
 
     /// Keeps the kernel's capture of a file's path for the `region_mapped` that follows.
@@ -103,7 +117,7 @@ impl Correlator {
         }
         let names: Vec<String> = record.names[..depth]
             .iter()
-            .map(|n| comm_string(n))
+            .map(|n| kernel_string(n))
             .collect();
         let names: Vec<&str> = names.iter().map(String::as_str).collect();
         let mut path = mount_points::join(self.mounts.get(record.mount_id), &names);
@@ -111,116 +125,226 @@ impl Correlator {
             self.counters.paths_truncated += 1;
             path.insert_str(0, "...");
         }
-        self.captured_paths.insert(record.region_id, path);
+        self.captured_paths.insert(record.region_id, path.into());
     }
 
-    fn region_mapped(&mut self, record: &RegionRecord) -> Timed {
+    fn region_mapped(&mut self, record: &RegionRecord, out: &mut Vec<Timed>) {
         let region = record.region;
         let captured = self.captured_paths.remove(&region.id);
-        let (process, state) = self.process(&record.header);
+        let process = self.process_info(&record.header);
+        let state = self.processes.entry(process.pid).or_default();
         let path = if is_file_backed(&region) {
-            captured.or_else(|| state.maps.path_at(region.start))
+            captured.or_else(|| state.maps.path_at(region.start).map(Arc::from))
         } else {
             None
         };
-        state.regions.insert(
-            region.start,
-            TrackedRegion {
-                region,
-                path: path.clone(),
-            },
-        );
+        state.regions.insert(TrackedRegion {
+            region,
+            path: path.clone(),
+        });
+        if !region.is_writable() {
+            return;
+        }
         if path.is_none() && is_file_backed(&region) {
             self.counters.paths_unresolved += 1;
         }
-        self.counters.region_events_delivered += 1;
-        region_event(record.header.ts_ns, process, &region, path, None)
-    }
-
-    fn region_unmapped(&mut self, record: &RegionRecord) -> Timed {
-        let region = record.region;
-        let (cut_start, cut_end) = (record.range_start, record.range_end);
-        let (process, state) = self.process(&record.header);
-        let path = match state.regions.remove(&region.start) {
-            Some(tracked) if tracked.region.id == region.id => tracked.path,
-            Some(other) => {
-                state.regions.insert(region.start, other);
-                None
-            }
-            None => None,
+        let origin = if record.detail == ORIGIN_MREMAP {
+            "mremap"
+        } else {
+            "mmap"
         };
-        for piece in pieces_outside(&region, cut_start, cut_end) {
-            state.regions.insert(
-                piece.start,
-                TrackedRegion {
-                    region: piece,
-                    path: path.clone(),
-                },
-            );
-        }
-        self.counters.region_events_delivered += 1;
-        region_event(
-            record.header.ts_ns,
+        out.push(region_event(
+            Some(record.header.ts_ns),
+            RegionKind::Mapped(origin),
             process,
             &region,
             path,
-            Some((cut_start, cut_end)),
-        )
+            None,
+            None,
+        ));
     }
 
-    /// The kernel's unmap walk skipped gaps in `[start, end)`: remove what it missed.
-    fn unmap_unresolved(&mut self, record: &RegionRecord, out: &mut Vec<Timed>) {
-        self.counters.region_events_delivered += 1;
+    /// The kernel unmapped (`new_prot` None) or mprotected part or all of a region.
+    fn region_changed(
+        &mut self,
+        record: &RegionRecord,
+        new_prot: Option<u32>,
+        out: &mut Vec<Timed>,
+    ) {
+        let region = record.region;
+        let cut = (record.range_start, record.range_end);
+        let process = self.process_info(&record.header);
+        let path = self
+            .processes
+            .entry(process.pid)
+            .or_default()
+            .regions
+            .apply(&region, cut.0, cut.1, new_prot);
+        if let Some(event) = change_event(
+            Some(record.header.ts_ns),
+            process,
+            &region,
+            path,
+            cut,
+            new_prot,
+        ) {
+            out.push(event);
+        }
+    }
+
+    /// The kernel's walk skipped gaps in a range: finish the change from the mirror.
+    fn range_unresolved(
+        &mut self,
+        record: &RegionRecord,
+        new_prot: Option<u32>,
+        out: &mut Vec<Timed>,
+    ) {
         let (start, end) = (record.range_start, record.range_end);
         let tgid = record.header.tgid;
-        let (process, state) = self.process(&record.header);
-        let overlapping: Vec<u64> = state
-            .regions
-            .range(..end)
-            .filter(|(_, t)| t.region.end > start)
-            .map(|(&s, _)| s)
-            .collect();
-        let mut missed = Vec::new();
-        for key in overlapping {
-            let tracked = state.regions.remove(&key).expect("key taken from the map");
-            for piece in pieces_outside(&tracked.region, start, end) {
-                state.regions.insert(
-                    piece.start,
-                    TrackedRegion {
-                        region: piece,
-                        path: tracked.path.clone(),
-                    },
-                );
+        let process = self.process_info(&record.header);
+        let state = self.processes.entry(tgid).or_default();
+        let missed = state.regions.take_overlapping(start, end);
+        for tracked in &missed {
+            for piece in pieces(&tracked.region, start, end, new_prot) {
+                state.regions.insert(TrackedRegion {
+                    region: piece,
+                    path: tracked.path.clone(),
+                });
             }
-            missed.push(tracked);
         }
         for tracked in missed {
             let region = tracked.region;
+            if new_prot == Some(region.prot) {
+                continue;
+            }
             self.table.remove(tgid, &region);
-            for piece in pieces_outside(&region, start, end) {
+            for piece in pieces(&region, start, end, new_prot) {
                 self.table.insert(tgid, &piece);
             }
             let cut = (region.start.max(start), region.end.min(end));
-            out.push(region_event(
-                record.header.ts_ns,
+            if let Some(event) = change_event(
+                Some(record.header.ts_ns),
                 process.clone(),
                 &region,
                 tracked.path,
-                Some(cut),
-            ));
+                cut,
+                new_prot,
+            ) {
+                out.push(event);
+            }
+        }
+    }
+
+    /// A new process: it gets a copy of its parent's regions (the kernel lets its faults
+    /// fall back to the parent's until this copy is in place).
+    fn process_fork(&mut self, record: &ProcessRecord, out: &mut Vec<Timed>) {
+        let child = record.tgid;
+        let parent = self.processes.entry(record.header.tgid).or_default();
+        let maps = parent.maps.clone();
+        let inherited: Vec<TrackedRegion> = parent.regions.iter().cloned().collect();
+        let process = ProcessInfo {
+            pid: child,
+            tid: child,
+            comm: kernel_string(&record.header.comm),
+            exe: maps.exe.clone(),
+        };
+        let mut copy = RegionMirror::default();
+        for tracked in inherited {
+            let region = Region {
+                id: self.table.new_region_id(),
+                generation: record.generation,
+                ..tracked.region
+            };
+            self.table.insert_if_absent(child, &region);
+            copy.insert(TrackedRegion {
+                region,
+                path: tracked.path.clone(),
+            });
+            if region.is_writable() {
+                out.push(region_event(
+                    Some(record.header.ts_ns),
+                    RegionKind::Mapped("fork"),
+                    process.clone(),
+                    &region,
+                    tracked.path,
+                    None,
+                    None,
+                ));
+            }
+        }
+        self.table.end_parent_fallback(child, record.generation);
+        self.processes.insert(
+            child,
+            ProcessState {
+                maps,
+                regions: copy,
+            },
+        );
+    }
+
+    /// The process exec'd or exited: its regions leave the kernel table.
+    fn process_gone(&mut self, record: &ProcessRecord, out: &mut Vec<Timed>) {
+        let Some(state) = self.processes.get_mut(&record.tgid) else {
+            return;
+        };
+        let regions = std::mem::take(&mut state.regions);
+        let process = ProcessInfo {
+            pid: record.tgid,
+            tid: record.header.tid,
+            comm: kernel_string(&record.header.comm),
+            exe: state.maps.exe.clone(),
+        };
+        for tracked in regions.into_regions() {
+            let region = tracked.region;
+            self.table.remove(record.tgid, &region);
+            if region.is_writable() {
+                self.counters.regions_closed_by_agent += 1;
+                out.push(region_event(
+                    Some(record.header.ts_ns),
+                    RegionKind::Unmapped,
+                    process.clone(),
+                    &region,
+                    tracked.path,
+                    Some((region.start, region.end)),
+                    None,
+                ));
+            }
+        }
+    }
+
+    /// A process that ran before the agent (its mappings are in the table already).
+    fn seed(&mut self, pid: u32, comm: &str, regions: Vec<TrackedRegion>, out: &mut Vec<Timed>) {
+        let state = self.processes.entry(pid).or_default();
+        let process = ProcessInfo {
+            pid,
+            tid: pid,
+            comm: comm.to_string(),
+            exe: state.maps.exe.clone(),
+        };
+        for tracked in regions {
+            if tracked.region.is_writable() {
+                out.push(region_event(
+                    None,
+                    RegionKind::Mapped("proc"),
+                    process.clone(),
+                    &tracked.region,
+                    tracked.path.clone(),
+                    None,
+                    None,
+                ));
+            }
+            state.regions.insert(tracked);
         }
     }
 
     fn write_fault(&mut self, record: &FaultRecord) -> Timed {
-        let (process, state) = self.process(&record.header);
+        let process = self.process_info(&record.header);
+        let state = self.processes.entry(process.pid).or_default();
         let path = state
             .regions
-            .range(..=record.address)
-            .next_back()
-            .and_then(|(_, tracked)| {
-                (tracked.region.id == record.region.id && record.address < tracked.region.end)
-                    .then(|| tracked.path.clone())?
-            });
+            .find(record.address)
+            .filter(|tracked| tracked.region.id == record.region.id)
+            .and_then(|tracked| tracked.path.clone());
         let maps = state.maps.clone();
         let depth = if record.stack_bytes > 0 {
             record.stack_bytes as usize / 8
@@ -232,11 +356,11 @@ impl Correlator {
         self.counters.frames_unsymbolized += stack.unknown_frames;
         self.counters.faults_delivered += 1;
         Timed {
-            ts_ns: record.header.ts_ns,
+            ts_ns: Some(record.header.ts_ns),
             body: Body::WriteFault(WriteFault {
                 process,
                 address: hex(record.address),
-                region: region_json(&record.region, path),
+                region: region_json(&record.region, path.as_deref()),
                 access: "user",
                 error_code: record.error_code,
                 stack: stack.frames,
@@ -244,112 +368,51 @@ impl Correlator {
             }),
         }
     }
-
-    /// The process is gone: its regions leave the kernel table and are reported closed.
-    fn process_exit(&mut self, header: &RecordHeader, out: &mut Vec<Timed>) {
-        let Some(state) = self.processes.remove(&header.tgid) else {
-            return;
-        };
-        let process = ProcessInfo {
-            pid: header.tgid,
-            tid: header.tid,
-            comm: comm_string(&header.comm),
-            exe: state.maps.exe.clone(),
-        };
-        for tracked in state.regions.into_values() {
-            let region = tracked.region;
-            self.table.remove(header.tgid, &region);
-            self.counters.regions_closed_at_exit += 1;
-            out.push(region_event(
-                header.ts_ns,
-                process.clone(),
-                &region,
-                tracked.path,
-                Some((region.start, region.end)),
-            ));
-        }
-    }
 }
 
-/// `region_mapped` (no cut) or `region_unmapped` (the cut range).
-fn region_event(
-    ts_ns: u64,
+/// `region_unmapped` or `region_protected` for a change of `cut`, when the region was
+/// or becomes writable (read-only mappings are tracked but not reported).
+fn change_event(
+    ts_ns: Option<u64>,
     process: ProcessInfo,
     region: &Region,
-    path: Option<String>,
+    path: Option<Arc<str>>,
+    cut: (u64, u64),
+    new_prot: Option<u32>,
+) -> Option<Timed> {
+    let kind = if new_prot.is_some() {
+        RegionKind::Protected
+    } else {
+        RegionKind::Unmapped
+    };
+    let becomes_writable = new_prot.is_some_and(|p| p & map_audit_common::region::PROT_WRITE != 0);
+    (region.is_writable() || becomes_writable)
+        .then(|| region_event(ts_ns, kind, process, region, path, Some(cut), new_prot))
+}
+
+fn region_event(
+    ts_ns: Option<u64>,
+    kind: RegionKind,
+    process: ProcessInfo,
+    region: &Region,
+    path: Option<Arc<str>>,
     cut: Option<(u64, u64)>,
+    new_prot: Option<u32>,
 ) -> Timed {
     Timed {
         ts_ns,
-        body: Body::Region(RegionEvent {
+        body: Body::Region(RegionEvent::new(
+            kind,
             process,
-            region: region_json(region, path),
-            range: cut.map(|(start, end)| Range {
-                start: hex(start),
-                end: hex(end),
-            }),
-        }),
+            region_json(region, path.as_deref()),
+            cut,
+            new_prot,
+        )),
     }
-}
-
-/// What is left of `region` after cutting out `[start, end)`: up to two pieces.
-fn pieces_outside(region: &Region, start: u64, end: u64) -> impl Iterator<Item = Region> {
-    let head = (region.start < start).then(|| Region {
-        end: start.min(region.end),
-        ..*region
-    });
-    let tail = (end < region.end).then(|| Region {
-        start: end.max(region.start),
-        file_offset: region.file_offset + (end.max(region.start) - region.start),
-        ..*region
-    });
-    head.into_iter().chain(tail)
 }
 
 /// A NUL-terminated kernel string (a comm, a dentry name) as text.
-pub fn comm_string(comm: &[u8]) -> String {
-    let end = comm.iter().position(|&b| b == 0).unwrap_or(comm.len());
-    String::from_utf8_lossy(&comm[..end]).into_owned()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn region(start: u64, end: u64) -> Region {
-        Region {
-            start,
-            end,
-            file_offset: 0x1000,
-            id: 7,
-            prot: 3,
-            flags: 0x22,
-        }
-    }
-
-    #[test]
-    fn pieces_outside_a_cut() {
-        let r = region(0x10000, 0x20000);
-        let pieces: Vec<_> = pieces_outside(&r, 0x14000, 0x18000).collect();
-        assert_eq!(
-            pieces,
-            [
-                Region { end: 0x14000, ..r },
-                Region {
-                    start: 0x18000,
-                    file_offset: 0x9000,
-                    ..r
-                },
-            ]
-        );
-        assert_eq!(pieces_outside(&r, 0x10000, 0x20000).count(), 0);
-        assert_eq!(
-            pieces_outside(&r, 0x0, 0x18000).collect::<Vec<_>>(),
-            [Region {
-                start: 0x18000,
-                file_offset: 0x9000,
-                ..r
-            }]
-        );
-    }
+pub fn kernel_string(bytes: &[u8]) -> String {
+    let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
+    String::from_utf8_lossy(&bytes[..end]).into_owned()
 }

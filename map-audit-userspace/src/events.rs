@@ -5,7 +5,7 @@
 
 use serde::Serialize;
 
-use crate::{loader::AttachedHook, stats::Counters};
+use crate::{loader::AttachedHook, region_names::prot_string, stats::Counters};
 
 pub const SCHEMA: &str = "map-audit/v1";
 
@@ -36,8 +36,7 @@ impl Body {
     pub fn name(&self) -> &'static str {
         match self {
             Body::AgentStarted(_) => "agent_started",
-            Body::Region(r) if r.range.is_some() => "region_unmapped",
-            Body::Region(_) => "region_mapped",
+            Body::Region(r) => r.kind.name(),
             Body::WriteFault(_) => "write_fault",
             Body::Stats(s) if s.final_totals => "agent_stopped",
             Body::Stats(_) => "agent_stats",
@@ -73,6 +72,8 @@ pub struct ProcessInfo {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct RegionJson {
+    /// Writable and executable at once (JIT, shellcode).
+    pub wx: bool,
     /// Stable for the region's life; pieces left by a partial unmap keep it.
     pub id: u64,
     pub start: String,
@@ -88,14 +89,69 @@ pub struct RegionJson {
     pub offset: u64,
 }
 
+/// Which region event.
+#[derive(Debug, Clone, Copy)]
+pub enum RegionKind {
+    /// `region_mapped`, with where the region came from: "mmap", "mremap", "fork"
+    /// (inherited), "proc" (there before the agent started).
+    Mapped(&'static str),
+    Unmapped,
+    Protected,
+}
+
+impl RegionKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            RegionKind::Mapped(_) => "region_mapped",
+            RegionKind::Unmapped => "region_unmapped",
+            RegionKind::Protected => "region_protected",
+        }
+    }
+}
+
+/// `region_mapped`, `region_unmapped` and `region_protected`.
 #[derive(Debug, Serialize)]
 pub struct RegionEvent {
+    #[serde(skip)]
+    pub kind: RegionKind,
     #[serde(flatten)]
     pub process: ProcessInfo,
+    /// The region (for an unmap or mprotect: as it was before).
     pub region: RegionJson,
-    /// `region_unmapped` only: the part that left the table (all of it unless trimmed).
+    /// `region_mapped` only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub origin: Option<&'static str>,
+    /// Unmap and mprotect: the part of the region changed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub range: Option<Range>,
+    /// `region_protected` only: the new protection ("r--", "rw-", ...).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub new_prot: Option<String>,
+}
+
+impl RegionEvent {
+    pub fn new(
+        kind: RegionKind,
+        process: ProcessInfo,
+        region: RegionJson,
+        cut: Option<(u64, u64)>,
+        new_prot: Option<u32>,
+    ) -> Self {
+        Self {
+            kind,
+            process,
+            region,
+            origin: match kind {
+                RegionKind::Mapped(origin) => Some(origin),
+                _ => None,
+            },
+            range: cut.map(|(start, end)| Range {
+                start: hex(start),
+                end: hex(end),
+            }),
+            new_prot: new_prot.map(prot_string),
+        }
+    }
 }
 
 #[derive(Debug, Serialize)]

@@ -47,40 +47,71 @@ pub fn load(options: &LoadOptions) -> Result<Ebpf> {
         .context("loading the eBPF object failed; run as root (or with CAP_BPF and CAP_PERFMON) on Linux 5.8+ with BTF")
 }
 
-const SYSCALL_TRACEPOINTS: [(&str, &str, &str); 6] = [
-    ("mmap", "syscalls", "sys_enter_mmap"),
-    ("mmap", "syscalls", "sys_exit_mmap"),
-    ("munmap", "syscalls", "sys_enter_munmap"),
-    ("munmap", "syscalls", "sys_exit_munmap"),
-    ("fork", "sched", "sched_process_fork"),
-    ("exit", "sched", "sched_process_exit"),
+/// (role, program, category, tracepoint): the per-syscall and process tracepoints.
+const TRACEPOINTS: [(&str, &str, &str, &str); 12] = [
+    ("mmap", "sys_enter_mmap", "syscalls", "sys_enter_mmap"),
+    ("mmap", "sys_exit_mmap", "syscalls", "sys_exit_mmap"),
+    ("munmap", "sys_enter_munmap", "syscalls", "sys_enter_munmap"),
+    ("munmap", "sys_exit_munmap", "syscalls", "sys_exit_munmap"),
+    (
+        "mprotect",
+        "sys_enter_mprotect",
+        "syscalls",
+        "sys_enter_mprotect",
+    ),
+    (
+        "mprotect",
+        "sys_exit_mprotect",
+        "syscalls",
+        "sys_exit_mprotect",
+    ),
+    (
+        "mprotect",
+        "sys_enter_pkey_mprotect",
+        "syscalls",
+        "sys_enter_pkey_mprotect",
+    ),
+    (
+        "mprotect",
+        "sys_exit_mprotect",
+        "syscalls",
+        "sys_exit_pkey_mprotect",
+    ),
+    ("mremap", "sys_enter_mremap", "syscalls", "sys_enter_mremap"),
+    ("mremap", "sys_exit_mremap", "syscalls", "sys_exit_mremap"),
+    ("exec", "sched_process_exec", "sched", "sched_process_exec"),
+    ("exit", "sched_process_exit", "sched", "sched_process_exit"),
 ];
 
 /// Attaches every program; links live as long as `ebpf`.
 pub fn attach(ebpf: &mut Ebpf) -> Result<Vec<AttachedHook>> {
     let mut hooks = Vec::new();
-    for (role, category, name) in SYSCALL_TRACEPOINTS {
+    for (role, name, category, point) in TRACEPOINTS {
         let program: &mut TracePoint = program(ebpf, name)?.try_into()?;
-        log::debug!("loading and attaching {name}");
-        program
-            .load()
-            .with_context(|| format!("the kernel rejected the {name} program"))?;
-        program.attach(category, name).with_context(|| {
-            format!("attaching to tracepoint {category}:{name} failed; check that tracefs is mounted and the kernel has CONFIG_FTRACE_SYSCALLS")
+        log::debug!("attaching {name} to {category}:{point}");
+        // One program serves two tracepoints (the mprotect and pkey_mprotect exits).
+        if program.fd().is_err() {
+            program
+                .load()
+                .with_context(|| format!("the kernel rejected the {name} program"))?;
+        }
+        program.attach(category, point).with_context(|| {
+            format!("attaching to tracepoint {category}:{point} failed; check that tracefs is mounted and the kernel has CONFIG_FTRACE_SYSCALLS")
         })?;
         hooks.push(AttachedHook {
             role,
-            hook: format!("tracepoint:{category}:{name}"),
-            reason: "the only stable per-syscall hook; field offsets read from tracefs",
+            hook: format!("tracepoint:{category}:{point}"),
+            reason: "the stable hook for this event; field offsets read from tracefs",
         });
     }
-    let fault: &mut RawTracePoint = program(ebpf, "page_fault_user")?.try_into()?;
-    fault
-        .load()
-        .context("the kernel rejected the page_fault_user program")?;
-    fault.attach("page_fault_user").context(
-        "attaching to raw tracepoint page_fault_user failed; this kernel lacks exceptions:page_fault_user (x86 only)",
-    )?;
+    attach_raw(ebpf, "sched_process_fork", "sched_process_fork")?;
+    hooks.push(AttachedHook {
+        role: "fork",
+        hook: "raw_tracepoint:sched:sched_process_fork".into(),
+        reason: "gives the child task, so new threads are told apart from new processes",
+    });
+    attach_raw(ebpf, "page_fault_user", "page_fault_user")
+        .context("this kernel lacks exceptions:page_fault_user (x86 only)")?;
     hooks.push(AttachedHook {
         role: "fault_user",
         hook: "raw_tracepoint:exceptions:page_fault_user".into(),
@@ -89,11 +120,23 @@ pub fn attach(ebpf: &mut Ebpf) -> Result<Vec<AttachedHook>> {
     Ok(hooks)
 }
 
+fn attach_raw(ebpf: &mut Ebpf, name: &str, point: &str) -> Result<()> {
+    let program: &mut RawTracePoint = program(ebpf, name)?.try_into()?;
+    program
+        .load()
+        .with_context(|| format!("the kernel rejected the {name} program"))?;
+    program
+        .attach(point)
+        .with_context(|| format!("attaching to raw tracepoint {point} failed"))?;
+    Ok(())
+}
+
 /// The struct member offsets the programs need, from the kernel's BTF.
 pub fn kernel_offsets(btf: &KernelBtf) -> Result<KernelOffsets> {
     let member = |s: &str, m: &str| btf.member_offset(s, m);
     let f_path = member("file", "f_path")?;
     Ok(KernelOffsets {
+        task_tgid: member("task_struct", "tgid")?,
         task_files: member("task_struct", "files")?,
         files_fdt: member("files_struct", "fdt")?,
         fdtable_max_fds: member("fdtable", "max_fds")?,
@@ -105,7 +148,6 @@ pub fn kernel_offsets(btf: &KernelBtf) -> Result<KernelOffsets> {
         mount_mnt_id: member("mount", "mnt_id")?,
         dentry_parent: member("dentry", "d_parent")?,
         dentry_name: member("dentry", "d_name")? + member("qstr", "name")?,
-        _pad: 0,
     })
 }
 

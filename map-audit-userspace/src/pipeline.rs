@@ -8,8 +8,6 @@ use std::{
 };
 
 use anyhow::{Context, Result};
-use aya::maps::{LpmTrie, MapData};
-use map_audit_common::region::{Region, RegionKeyData};
 
 use crate::{
     correlator::{Correlator, Item, Timed},
@@ -40,19 +38,13 @@ const CHANNEL_BATCHES: usize = 64;
 /// Starts the thread. The correlator (and its symbolizer, which is not `Send`) is built
 /// on it.
 pub fn start(
-    region_table: LpmTrie<MapData, RegionKeyData, Region>,
+    table: RegionTable,
     mut writer: JsonWriter,
 ) -> Result<(SyncSender<Message>, JoinHandle<()>)> {
     let (sender, receiver) = sync_channel(CHANNEL_BATCHES);
     let handle = std::thread::Builder::new()
         .name("pipeline".into())
-        .spawn(move || {
-            run(
-                &mut Correlator::new(RegionTable::new(region_table)),
-                &mut writer,
-                receiver,
-            )
-        })
+        .spawn(move || run(&mut Correlator::new(table), &mut writer, receiver))
         .context("starting the pipeline thread failed")?;
     Ok((sender, handle))
 }
@@ -65,7 +57,7 @@ fn run(correlator: &mut Correlator, writer: &mut JsonWriter, receiver: Receiver<
                 for item in items {
                     correlator.handle(item, &mut events);
                     for event in events.drain(..) {
-                        writer.write(Some(event.ts_ns), event.body);
+                        writer.write(event.ts_ns, event.body);
                     }
                 }
                 writer.flush();

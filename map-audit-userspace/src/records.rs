@@ -3,8 +3,9 @@
 //! never undefined behaviour.
 
 use map_audit_common::records::{
-    ExitRecord, FaultRecord, KIND_MAPPED_FILE, KIND_PROCESS_EXIT, KIND_REGION_MAPPED,
-    KIND_REGION_UNMAPPED, KIND_UNMAP_UNRESOLVED, KIND_WRITE_FAULT, MappedFileRecord, RecordHeader,
+    FaultRecord, KIND_MAPPED_FILE, KIND_PROCESS_EXEC, KIND_PROCESS_EXIT, KIND_PROCESS_FORK,
+    KIND_PROTECT_UNRESOLVED, KIND_REGION_MAPPED, KIND_REGION_PROTECTED, KIND_REGION_UNMAPPED,
+    KIND_UNMAP_UNRESOLVED, KIND_WRITE_FAULT, MappedFileRecord, ProcessRecord, RecordHeader,
     RegionRecord,
 };
 
@@ -13,21 +14,27 @@ use map_audit_common::records::{
 pub enum Record {
     RegionMapped(RegionRecord),
     RegionUnmapped(RegionRecord),
+    RegionProtected(RegionRecord),
     UnmapUnresolved(RegionRecord),
+    ProtectUnresolved(RegionRecord),
     WriteFault(Box<FaultRecord>),
     MappedFile(Box<MappedFileRecord>),
-    ProcessExit(RecordHeader),
+    ProcessFork(ProcessRecord),
+    ProcessExec(ProcessRecord),
+    ProcessExit(ProcessRecord),
 }
 
 impl Record {
     pub fn header(&self) -> &RecordHeader {
         match self {
-            Record::RegionMapped(r) | Record::RegionUnmapped(r) | Record::UnmapUnresolved(r) => {
-                &r.header
-            }
+            Record::RegionMapped(r)
+            | Record::RegionUnmapped(r)
+            | Record::RegionProtected(r)
+            | Record::UnmapUnresolved(r)
+            | Record::ProtectUnresolved(r) => &r.header,
             Record::WriteFault(f) => &f.header,
             Record::MappedFile(f) => &f.header,
-            Record::ProcessExit(h) => h,
+            Record::ProcessFork(p) | Record::ProcessExec(p) | Record::ProcessExit(p) => &p.header,
         }
     }
 }
@@ -53,10 +60,14 @@ pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
     Ok(match header.kind {
         KIND_REGION_MAPPED => Record::RegionMapped(read(bytes, "region_mapped")?),
         KIND_REGION_UNMAPPED => Record::RegionUnmapped(read(bytes, "region_unmapped")?),
+        KIND_REGION_PROTECTED => Record::RegionProtected(read(bytes, "region_protected")?),
         KIND_UNMAP_UNRESOLVED => Record::UnmapUnresolved(read(bytes, "unmap_unresolved")?),
+        KIND_PROTECT_UNRESOLVED => Record::ProtectUnresolved(read(bytes, "protect_unresolved")?),
         KIND_WRITE_FAULT => Record::WriteFault(Box::new(read(bytes, "write_fault")?)),
         KIND_MAPPED_FILE => Record::MappedFile(Box::new(read(bytes, "mapped_file")?)),
-        KIND_PROCESS_EXIT => Record::ProcessExit(read::<ExitRecord>(bytes, "process_exit")?.header),
+        KIND_PROCESS_FORK => Record::ProcessFork(read(bytes, "process_fork")?),
+        KIND_PROCESS_EXEC => Record::ProcessExec(read(bytes, "process_exec")?),
+        KIND_PROCESS_EXIT => Record::ProcessExit(read(bytes, "process_exit")?),
         other => return Err(DecodeError::UnknownKind(other)),
     })
 }

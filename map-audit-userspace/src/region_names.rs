@@ -49,14 +49,15 @@ pub fn is_file_backed(region: &Region) -> bool {
 }
 
 /// The JSON form of `region`, with its resolved `path`.
-pub fn region_json(region: &Region, path: Option<String>) -> RegionJson {
+pub fn region_json(region: &Region, path: Option<&str>) -> RegionJson {
     RegionJson {
+        wx: region.is_wx(),
         id: region.id,
         start: hex(region.start),
         end: hex(region.end),
         prot: prot_string(region.prot),
         flags: flag_names(region.flags),
-        path,
+        path: path.map(str::to_string),
         offset: region.file_offset,
     }
 }

@@ -1,23 +1,79 @@
-//! The agent's side of the kernel's region table: the few changes only the agent can
-//! make (regions of exited processes, ranges the kernel's unmap walk handed over).
+//! The agent's side of the kernel's region table and scope map: the changes only the
+//! agent can make (regions of exited or exec'd processes, ranges the kernel's walk
+//! handed over, regions a forked child inherits, processes that ran before the agent).
 //! Keys are made exactly as the kernel makes them (`map_audit_common::blocks`).
 
 use aya::maps::{
-    MapData,
+    HashMap, MapData,
     lpm_trie::{Key, LpmTrie},
 };
 use map_audit_common::{
     blocks::block_order,
-    region::{Region, RegionKeyData, block_prefix_len, region_key_data},
+    region::{Region, RegionKeyData, ScopeEntry, block_prefix_len, region_key_data},
 };
 
+/// `BPF_NOEXIST`: insert only where the kernel has put nothing since.
+const NO_EXIST: u64 = 1;
+
+/// Ids the agent gives regions it creates itself, above any the kernel hands out and
+/// below 2^53 (JSON numbers stay exact).
+pub const AGENT_REGION_IDS: u64 = 1 << 52;
+/// Generations the agent gives processes it puts in scope itself.
+pub const AGENT_GENERATIONS: u32 = 1 << 31;
+
 pub struct RegionTable {
-    map: LpmTrie<MapData, RegionKeyData, Region>,
+    regions: LpmTrie<MapData, RegionKeyData, Region>,
+    scope: HashMap<MapData, u32, ScopeEntry>,
+    next_region_id: u64,
+    next_generation: u32,
 }
 
 impl RegionTable {
-    pub fn new(map: LpmTrie<MapData, RegionKeyData, Region>) -> Self {
-        Self { map }
+    pub fn new(
+        regions: LpmTrie<MapData, RegionKeyData, Region>,
+        scope: HashMap<MapData, u32, ScopeEntry>,
+    ) -> Self {
+        Self {
+            regions,
+            scope,
+            next_region_id: AGENT_REGION_IDS,
+            next_generation: AGENT_GENERATIONS,
+        }
+    }
+
+    /// A region id for a region the agent creates.
+    pub fn new_region_id(&mut self) -> u64 {
+        self.next_region_id += 1;
+        self.next_region_id
+    }
+
+    /// Puts `tgid` in scope (a process that ran before the agent); returns its generation.
+    pub fn add_to_scope(&mut self, tgid: u32) -> anyhow::Result<u32> {
+        self.next_generation += 1;
+        let entry = ScopeEntry {
+            generation: self.next_generation,
+            ..Default::default()
+        };
+        self.scope.insert(tgid, entry, 0)?;
+        Ok(entry.generation)
+    }
+
+    /// The fork's copy is in place: the child stops falling back to its parent's
+    /// regions. Nothing changes if the child has exec'd or gone since.
+    pub fn end_parent_fallback(&mut self, tgid: u32, generation: u32) {
+        if let Ok(entry) = self.scope.get(&tgid, 0)
+            && entry.generation == generation
+        {
+            let _ = self.scope.insert(
+                tgid,
+                ScopeEntry {
+                    parent_tgid: 0,
+                    parent_generation: 0,
+                    ..entry
+                },
+                0,
+            );
+        }
     }
 
     /// Removes `region`'s entries, but only those still holding this region: the kernel
@@ -25,20 +81,33 @@ impl RegionTable {
     pub fn remove(&mut self, tgid: u32, region: &Region) {
         for key in block_keys(tgid, region) {
             if self
-                .map
+                .regions
                 .get(&key, 0)
                 .is_ok_and(|found| found.id == region.id)
             {
-                let _ = self.map.remove(&key);
+                let _ = self.regions.remove(&key);
             }
         }
     }
 
-    /// Adds `region`'s entries (a piece kept after a partial unmap).
+    /// Adds `region`'s entries, replacing what is there (a piece the kernel's walk
+    /// could not make itself).
     pub fn insert(&mut self, tgid: u32, region: &Region) {
+        self.insert_with(tgid, region, 0);
+    }
+
+    /// Adds `region`'s entries where the kernel has put nothing (inherited or loaded
+    /// from /proc while the kernel may already track newer mappings).
+    pub fn insert_if_absent(&mut self, tgid: u32, region: &Region) {
+        self.insert_with(tgid, region, NO_EXIST);
+    }
+
+    fn insert_with(&mut self, tgid: u32, region: &Region, flags: u64) {
         for key in block_keys(tgid, region) {
-            if let Err(err) = self.map.insert(&key, region, 0) {
-                log::warn!("region table update failed for pid {tgid}: {err}");
+            match self.regions.insert(&key, region, flags) {
+                Ok(()) => {}
+                Err(_) if flags == NO_EXIST => {} // the kernel's newer entry wins
+                Err(err) => log::warn!("region table update failed for pid {tgid}: {err}"),
             }
         }
     }

@@ -13,18 +13,22 @@ pub struct KernelCounters {
     /// Audited write faults (produced).
     pub faults_matched: u64,
     pub faults_lost_ringbuf_full: u64,
-    /// Region records produced (mapped and unmapped).
+    /// Region records produced (mapped, unmapped, protected, ranges handed over).
     pub region_events: u64,
     pub region_events_lost_ringbuf_full: u64,
-    pub exit_events_lost_ringbuf_full: u64,
+    /// Process records produced (fork, exec, exit).
+    pub process_records: u64,
+    pub process_records_lost_ringbuf_full: u64,
     /// Region blocks that did not fit in the region table: part of a region unaudited.
     pub region_table_full: u64,
     /// mmap/munmap calls whose arguments could not be saved: the call was not tracked.
     pub pending_table_full: u64,
     pub scope_added: u64,
     pub scope_table_full: u64,
-    /// Unmapped ranges the kernel handed to the agent to finish (not a loss).
-    pub unmap_handed_to_agent: u64,
+    /// Unmap/mprotect ranges the kernel handed to the agent to finish (not a loss).
+    pub ranges_handed_to_agent: u64,
+    /// Faults of a just-forked child matched through its parent's regions (not a loss).
+    pub faults_matched_via_parent: u64,
     pub stacks_truncated: u64,
     pub stacks_failed: u64,
     /// Mapped-file (path) records produced and lost.
@@ -46,12 +50,14 @@ impl KernelCounters {
             faults_lost_ringbuf_full: get(idx::FAULTS_LOST_RINGBUF_FULL)?,
             region_events: get(idx::REGION_EVENTS)?,
             region_events_lost_ringbuf_full: get(idx::REGION_EVENTS_LOST_RINGBUF_FULL)?,
-            exit_events_lost_ringbuf_full: get(idx::EXIT_EVENTS_LOST_RINGBUF_FULL)?,
+            process_records: get(idx::PROCESS_RECORDS)?,
+            process_records_lost_ringbuf_full: get(idx::PROCESS_RECORDS_LOST_RINGBUF_FULL)?,
             region_table_full: get(idx::REGION_TABLE_FULL)?,
             pending_table_full: get(idx::PENDING_TABLE_FULL)?,
             scope_added: get(idx::SCOPE_ADDED)?,
             scope_table_full: get(idx::SCOPE_TABLE_FULL)?,
-            unmap_handed_to_agent: get(idx::UNMAP_HANDED_TO_AGENT)?,
+            ranges_handed_to_agent: get(idx::RANGES_HANDED_TO_AGENT)?,
+            faults_matched_via_parent: get(idx::FAULTS_MATCHED_VIA_PARENT)?,
             stacks_truncated: get(idx::STACKS_TRUNCATED)?,
             stacks_failed: get(idx::STACKS_FAILED)?,
             file_records: get(idx::FILE_RECORDS)?,
@@ -65,10 +71,11 @@ impl KernelCounters {
 pub struct AgentCounters {
     /// `write_fault` events written.
     pub faults_delivered: u64,
-    /// `region_mapped` and `region_unmapped` events written for kernel records.
-    pub region_events_delivered: u64,
-    /// `region_unmapped` events the agent made itself at process exit.
-    pub regions_closed_at_exit: u64,
+    /// Region and process records received (= kernel `region_events` +
+    /// `process_records` minus their losses).
+    pub region_and_process_records_delivered: u64,
+    /// Writable regions the agent closed itself (exec, exit).
+    pub regions_closed_by_agent: u64,
     /// Mapped-file (path) records received.
     pub file_records_delivered: u64,
     /// Ring-buffer items that could not be decoded.

@@ -79,17 +79,30 @@ pub fn parse_field_offset(format: &str, field: &str) -> Option<u32> {
 pub fn tracepoint_offsets(root: &Path) -> Result<TracepointOffsets> {
     let mmap = |f| field_offset(root, "syscalls", "sys_enter_mmap", f);
     let munmap = |f| field_offset(root, "syscalls", "sys_enter_munmap", f);
+    let mprotect = |f| field_offset(root, "syscalls", "sys_enter_mprotect", f);
+    let pkey_mprotect = |f| field_offset(root, "syscalls", "sys_enter_pkey_mprotect", f);
+    let mremap = |f| field_offset(root, "syscalls", "sys_enter_mremap", f);
     let offsets = TracepointOffsets {
         mmap_addr: mmap("addr")?,
         mmap_len: mmap("len")?,
         mmap_prot: mmap("prot")?,
         mmap_flags: mmap("flags")?,
         mmap_off: mmap("off")?,
+        mmap_fd: mmap("fd")?,
         munmap_addr: munmap("addr")?,
         munmap_len: munmap("len")?,
         exit_ret: field_offset(root, "syscalls", "sys_exit_mmap", "ret")?,
-        fork_child_pid: field_offset(root, "sched", "sched_process_fork", "child_pid")?,
-        mmap_fd: mmap("fd")?,
+        mprotect_start: mprotect("start")?,
+        mprotect_len: mprotect("len")?,
+        mprotect_prot: mprotect("prot")?,
+        pkey_mprotect_start: pkey_mprotect("start")?,
+        pkey_mprotect_len: pkey_mprotect("len")?,
+        pkey_mprotect_prot: pkey_mprotect("prot")?,
+        mremap_addr: mremap("addr")?,
+        mremap_old_len: mremap("old_len")?,
+        mremap_new_len: mremap("new_len")?,
+        mremap_flags: mremap("flags")?,
+        _pad: 0,
     };
     let munmap_ret = field_offset(root, "syscalls", "sys_exit_munmap", "ret")?;
     if munmap_ret != offsets.exit_ret {

@@ -33,7 +33,17 @@ pub fn build() -> Result<PathBuf> {
         .env("CARGO_TARGET_BPFEL_UNKNOWN_NONE_LINKER", &linker)
         .env(
             "CARGO_ENCODED_RUSTFLAGS",
-            ["-C", "debuginfo=2", "-C", "link-arg=--btf"].join("\u{1f}"),
+            // BPF CPU v3 (kernels 5.12+, below the 5.17 floor) for atomic fetch-and-add;
+            // rustc passes it on to bpf-linker.
+            [
+                "-C",
+                "debuginfo=2",
+                "-C",
+                "target-cpu=v3",
+                "-C",
+                "link-arg=--btf",
+            ]
+            .join("\u{1f}"),
         )
         .args([
             "build",

@@ -117,9 +117,11 @@ impl Run {
             "write faults: produced != delivered + lost: {counters}"
         );
         assert_eq!(
-            n(&kernel["region_events"]),
-            n(&agent["region_events_delivered"]) + n(&kernel["region_events_lost_ringbuf_full"]),
-            "region records: produced != delivered + lost: {counters}"
+            n(&kernel["region_events"]) + n(&kernel["process_records"]),
+            n(&agent["region_and_process_records_delivered"])
+                + n(&kernel["region_events_lost_ringbuf_full"])
+                + n(&kernel["process_records_lost_ringbuf_full"]),
+            "region and process records: produced != delivered + lost: {counters}"
         );
         assert_eq!(
             n(&kernel["file_records"]),
