@@ -73,7 +73,10 @@ impl Correlator {
     /// The events for one item (several when an exit or an unmap closes regions).
     pub fn handle(&mut self, item: Item, out: &mut Vec<Timed>) {
         match item {
-            Item::Maps(pid, maps) => self.processes.entry(pid).or_default().maps = maps,
+            Item::Maps(pid, maps) => {
+                log::trace!("pid {pid}: {} mappings", maps.len());
+                self.processes.entry(pid).or_default().maps = maps;
+            }
             Item::Seed { pid, comm, regions } => self.seed(pid, &comm, regions, out),
             Item::Record(record) => {
                 if !matches!(record, Record::MappedFile(_) | Record::WriteFault(_)) {

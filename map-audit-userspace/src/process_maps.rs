@@ -54,6 +54,26 @@ impl ProcessMaps {
         Some(Self { exe, entries })
     }
 
+    /// This (newer) snapshot plus the entries of `older` it does not overlap. A refresh
+    /// runs later than the records it serves: mappings gone by then (unmapped, or the
+    /// process moved on) must still resolve the addresses those records carry.
+    fn merged_with(mut self, older: &ProcessMaps) -> Self {
+        let kept: Vec<MapEntry> = older
+            .entries
+            .iter()
+            .filter(|old| {
+                !self
+                    .entries
+                    .iter()
+                    .any(|new| new.start < old.end && old.start < new.end)
+            })
+            .cloned()
+            .collect();
+        self.entries.extend(kept);
+        self.entries.sort_by_key(|e| e.start);
+        self
+    }
+
     /// The entry containing `address`.
     pub fn find(&self, address: u64) -> Option<&MapEntry> {
         let index = self.entries.partition_point(|e| e.start <= address);
@@ -84,14 +104,19 @@ pub struct Snapshots {
 }
 
 impl Snapshots {
-    /// A snapshot of `pid`: the cached one unless `refresh`, or a fresh one. A process
-    /// already gone keeps its last snapshot (or an empty one).
+    /// A snapshot of `pid`: the cached one unless `refresh`, or a fresh one merged
+    /// over the cached one. A process already gone keeps its last snapshot (or an
+    /// empty one).
     pub fn get(&mut self, pid: u32, refresh: bool) -> (Arc<ProcessMaps>, bool) {
         if !refresh && let Some(maps) = self.by_pid.get(&pid) {
             return (maps.clone(), false);
         }
         match ProcessMaps::read(pid) {
             Some(maps) => {
+                let maps = match self.by_pid.get(&pid) {
+                    Some(older) => maps.merged_with(older),
+                    None => maps,
+                };
                 let maps = Arc::new(maps);
                 self.by_pid.insert(pid, maps.clone());
                 (maps, true)
@@ -103,6 +128,14 @@ impl Snapshots {
         }
     }
 
+    /// A forked child starts with its parent's memory map (until it maps its own).
+    pub fn inherit(&mut self, child: u32, parent: u32) -> Option<Arc<ProcessMaps>> {
+        let maps = self.by_pid.get(&parent)?.clone();
+        self.by_pid.insert(child, maps.clone());
+        Some(maps)
+    }
+
+    /// Forgets `pid` (it exited, or exec'd: its old image's mappings are gone).
     pub fn forget(&mut self, pid: u32) {
         self.by_pid.remove(&pid);
     }
@@ -111,6 +144,34 @@ impl Snapshots {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn entry(start: u64, end: u64) -> MapEntry {
+        MapEntry {
+            start,
+            end,
+            offset: 0,
+            path: None,
+            executable: true,
+        }
+    }
+
+    #[test]
+    fn a_refresh_keeps_older_mappings_it_does_not_overlap() {
+        let older = ProcessMaps {
+            exe: None,
+            entries: vec![entry(0x1000, 0x3000), entry(0x8000, 0x9000)],
+        };
+        let newer = ProcessMaps {
+            exe: None,
+            entries: vec![entry(0x2000, 0x4000), entry(0x5000, 0x6000)],
+        };
+        let merged = newer.merged_with(&older);
+        let ranges: Vec<_> = merged.entries.iter().map(|e| (e.start, e.end)).collect();
+        assert_eq!(
+            ranges,
+            [(0x2000, 0x4000), (0x5000, 0x6000), (0x8000, 0x9000)]
+        );
+    }
 
     #[test]
     fn finds_this_process_code() {

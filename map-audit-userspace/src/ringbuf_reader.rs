@@ -38,13 +38,23 @@ pub fn drain(
         };
         drop(bytes);
         let pid = record.header().tgid;
-        if let Record::ProcessExit(_) = record {
+        if let Record::ProcessExit(_) | Record::ProcessExec(_) = record {
             snapshots.forget(pid);
+        } else if let Record::ProcessFork(fork) = &record {
+            if let Some(maps) = snapshots.inherit(fork.tgid, pid) {
+                log::trace!(
+                    "pid {} inherits the {} mappings of pid {pid}",
+                    fork.tgid,
+                    maps.len()
+                );
+                batch.push(Item::Maps(fork.tgid, maps));
+            }
         } else {
             // A new file mapping may be a new library or the region's own path.
             let refresh = matches!(&record, Record::RegionMapped(r) if is_file_backed(&r.region));
             let (maps, fresh) = snapshots.get(pid, refresh);
             if fresh {
+                log::trace!("pid {pid}: snapshot of {} mappings", maps.len());
                 batch.push(Item::Maps(pid, maps));
             }
         }

@@ -10,7 +10,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/wait.h>
 #include <time.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #define PAGE 4096UL
@@ -105,6 +107,108 @@ static int loop(size_t pages, long millis) {
     return 0;
 }
 
+/* ---- lifecycle: every region operation inside one arena, with checkpoints. ---- */
+
+#define ARENA_PAGES 64
+static char *arena;
+static const char *marker_dir;
+static int step_number;
+
+/* Prints the writable pages of the arena per /proc/self/maps, then maps (and unmaps)
+ * a file named after the step: its region_mapped event marks this point in the
+ * agent's stream. */
+static void checkpoint(const char *name) {
+    char line[512];
+    FILE *maps = fopen("/proc/self/maps", "r");
+    fprintf(stderr, "workload: checkpoint %d %s", step_number, name);
+    while (maps && fgets(line, sizeof line, maps)) {
+        unsigned long start, end;
+        char perms[8];
+        if (sscanf(line, "%lx-%lx %7s", &start, &end, perms) != 3 || perms[1] != 'w')
+            continue;
+        unsigned long lo = (unsigned long)arena, hi = lo + ARENA_PAGES * PAGE;
+        if (end <= lo || start >= hi)
+            continue;
+        fprintf(stderr, " %lx-%lx", start < lo ? lo : start, end > hi ? hi : end);
+    }
+    fprintf(stderr, "\n");
+    if (maps)
+        fclose(maps);
+    char path[256];
+    snprintf(path, sizeof path, "%s/step-%d", marker_dir, step_number++);
+    int fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0600);
+    if (fd < 0 || ftruncate(fd, PAGE) != 0) {
+        perror("workload: marker");
+        exit(2);
+    }
+    void *marker = mmap(NULL, PAGE, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    munmap(marker, PAGE);
+    close(fd);
+}
+
+static char *page(int n) { return arena + n * PAGE; }
+
+static void fixed(int first, int pages, int prot) {
+    if (mmap(page(first), pages * PAGE, prot, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0) == MAP_FAILED) {
+        perror("workload: mmap fixed");
+        exit(2);
+    }
+}
+
+__attribute__((noinline)) void child_writes(void) {
+    *page(0) = 1;
+    *page(20) = 1;
+}
+
+static int lifecycle(const char *self, const char *dir) {
+    marker_dir = dir;
+    arena = mmap(NULL, ARENA_PAGES * PAGE, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    report("arena", arena, ARENA_PAGES);
+    checkpoint("reserved");
+    fixed(0, 8, PROT_READ | PROT_WRITE);
+    write_pages(page(0), 8);
+    checkpoint("mapped");
+    fixed(8, 8, PROT_READ);
+    mprotect(page(8), 8 * PAGE, PROT_READ | PROT_WRITE);
+    checkpoint("made-writable");
+    mprotect(page(2), 2 * PAGE, PROT_READ);
+    checkpoint("split-read-only");
+    munmap(page(5), PAGE);
+    checkpoint("hole");
+    if (mremap(page(8), 8 * PAGE, 12 * PAGE, MREMAP_MAYMOVE | MREMAP_FIXED, page(20)) == MAP_FAILED) {
+        perror("workload: mremap");
+        exit(2);
+    }
+    checkpoint("moved");
+    pid_t child = fork();
+    if (child == 0) {
+        child_writes();
+        _exit(0);
+    }
+    waitpid(child, NULL, 0);
+    fprintf(stderr, "workload: child %d\n", child);
+    checkpoint("forked");
+    if (syscall(SYS_pkey_mprotect, page(0), 2 * PAGE, PROT_READ | PROT_WRITE | PROT_EXEC, -1) != 0) {
+        perror("workload: pkey_mprotect");
+        exit(2);
+    }
+    checkpoint("wx");
+    fflush(stderr);
+    execl(self, self, "after-exec", dir, (char *)NULL);
+    perror("workload: exec");
+    return 2;
+}
+
+static int after_exec(const char *dir) {
+    marker_dir = dir;
+    step_number = 100;
+    arena = mmap(NULL, ARENA_PAGES * PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    report("arena-after-exec", arena, ARENA_PAGES);
+    write_pages(arena, 2);
+    checkpoint("after-exec");
+    return 0;
+}
+
 /* Stay alive a moment before exiting: the agent reads /proc/PID/maps for paths and
  * symbols when it sees the process's first records, and processes that exit within a
  * millisecond of starting are not yet resolved reliably (tracked separately). */
@@ -126,6 +230,10 @@ int main(int argc, char **argv) {
     }
     if (argc >= 4 && strcmp(argv[1], "shared") == 0)
         return linger(shared(argv[2], strtoul(argv[3], NULL, 0)));
+    if (argc >= 3 && strcmp(argv[1], "lifecycle") == 0)
+        return linger(lifecycle(argv[0], argv[2]));
+    if (argc >= 3 && strcmp(argv[1], "after-exec") == 0)
+        return linger(after_exec(argv[2]));
     if (argc >= 4 && strcmp(argv[1], "loop") == 0)
         return loop(strtoul(argv[2], NULL, 0), strtol(argv[3], NULL, 0));
     if (argc >= 2 && strcmp(argv[1], "demo") == 0) {
