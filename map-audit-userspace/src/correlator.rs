@@ -70,6 +70,10 @@ impl Correlator {
         }
     }
 
+    pub fn table_entries(&self) -> crate::region_table::TableEntries {
+        self.table.entries()
+    }
+
     /// The events for one item (several when an exit or an unmap closes regions).
     pub fn handle(&mut self, item: Item, out: &mut Vec<Timed>) {
         match item {

@@ -88,7 +88,11 @@ fn write_stats(
 ) {
     let mut agent = correlator.counters;
     agent.lines_unwritten = writer.lines_unwritten;
-    let counters = Counters { kernel, agent };
+    let counters = Counters {
+        kernel,
+        agent,
+        table_entries: correlator.table_entries(),
+    };
     writer.write(
         None,
         Body::Stats(Stats {

@@ -9,7 +9,7 @@ use aya::maps::{
 };
 use map_audit_common::{
     blocks::block_order,
-    region::{Region, RegionKeyData, ScopeEntry, block_prefix_len, region_key_data},
+    region::{PendingCall, Region, RegionKeyData, ScopeEntry, block_prefix_len, region_key_data},
 };
 
 /// `BPF_NOEXIST`: insert only where the kernel has put nothing since.
@@ -21,9 +21,18 @@ pub const AGENT_REGION_IDS: u64 = 1 << 52;
 /// Generations the agent gives processes it puts in scope itself.
 pub const AGENT_GENERATIONS: u32 = 1 << 31;
 
+/// Entries in the kernel's tables, for `agent_stats` (leaks show up here).
+#[derive(Debug, Default, Clone, Copy, serde::Serialize)]
+pub struct TableEntries {
+    pub regions: u64,
+    pub scope: u64,
+    pub pending_calls: u64,
+}
+
 pub struct RegionTable {
     regions: LpmTrie<MapData, RegionKeyData, Region>,
     scope: HashMap<MapData, u32, ScopeEntry>,
+    pending: HashMap<MapData, u32, PendingCall>,
     next_region_id: u64,
     next_generation: u32,
 }
@@ -32,12 +41,23 @@ impl RegionTable {
     pub fn new(
         regions: LpmTrie<MapData, RegionKeyData, Region>,
         scope: HashMap<MapData, u32, ScopeEntry>,
+        pending: HashMap<MapData, u32, PendingCall>,
     ) -> Self {
         Self {
             regions,
             scope,
+            pending,
             next_region_id: AGENT_REGION_IDS,
             next_generation: AGENT_GENERATIONS,
+        }
+    }
+
+    /// Counts the entries of each table (walks them: milliseconds for a full table).
+    pub fn entries(&self) -> TableEntries {
+        TableEntries {
+            regions: self.regions.keys().count() as u64,
+            scope: self.scope.keys().count() as u64,
+            pending_calls: self.pending.keys().count() as u64,
         }
     }
 

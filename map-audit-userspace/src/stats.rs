@@ -7,6 +7,8 @@ use aya::maps::{MapData, PerCpuArray};
 use map_audit_common::counters as idx;
 use serde::Serialize;
 
+use crate::region_table::TableEntries;
+
 /// Kernel-side counts, summed over CPUs.
 #[derive(Debug, Default, Clone, Copy, Serialize, PartialEq, Eq)]
 pub struct KernelCounters {
@@ -96,4 +98,6 @@ pub struct AgentCounters {
 pub struct Counters {
     pub kernel: KernelCounters,
     pub agent: AgentCounters,
+    /// Entries in the kernel's tables when the event was written.
+    pub table_entries: TableEntries,
 }

@@ -180,3 +180,39 @@ fn the_agents_view_of_writable_regions_equals_proc_maps_after_every_operation() 
     );
     run.assert_accounting();
 }
+
+#[test]
+fn a_thousand_short_lived_processes_leave_no_entries_in_the_kernel_tables() {
+    let run = run_agent(&[
+        "run",
+        "--stats-interval",
+        "0",
+        "--",
+        workload().to_str().unwrap(),
+        "spawn",
+        "1000",
+    ]);
+    assert!(run.status.success(), "stderr:\n{}", run.stderr);
+    assert!(run.stderr.contains("workload: spawned 1000"));
+    let counters = &run.stopped()["counters"];
+    assert!(
+        counters["kernel"]["scope_added"].as_u64().unwrap() >= 1000,
+        "{counters}"
+    );
+    assert_eq!(counters["kernel"]["scope_table_full"], 0);
+    assert_eq!(
+        counters["table_entries"],
+        serde_json::json!({"regions": 0, "scope": 0, "pending_calls": 0}),
+        "the kernel tables are empty once every process is gone"
+    );
+    let child_writes = run
+        .of_kind("write_fault")
+        .into_iter()
+        .filter(|e| stack_symbols(e)[0] == "child_touch")
+        .count();
+    assert_eq!(
+        child_writes, 500,
+        "every writing child's copy-on-write fault is reported"
+    );
+    run.assert_accounting();
+}

@@ -209,6 +209,32 @@ static int after_exec(const char *dir) {
     return 0;
 }
 
+__attribute__((noinline)) void child_touch(volatile char *buf) { buf[0] = 1; }
+
+/* spawn N: N short-lived children, half writing to an inherited region and exiting,
+ * half exec'ing /bin/true. */
+static int spawn(int n) {
+    char *buf = map_anon(1, PROT_READ | PROT_WRITE, NULL, 0);
+    write_pages(buf, 1);
+    for (int i = 0; i < n; i++) {
+        pid_t child = fork();
+        if (child == 0) {
+            if (i % 2) {
+                child_touch(buf);
+                _exit(0);
+            }
+            execl("/bin/true", "true", (char *)NULL);
+            _exit(127);
+        }
+        if (child < 0 || waitpid(child, NULL, 0) < 0) {
+            perror("workload: fork/wait");
+            return 2;
+        }
+    }
+    fprintf(stderr, "workload: spawned %d\n", n);
+    return 0;
+}
+
 /* Stay alive a moment before exiting: the agent reads /proc/PID/maps for paths and
  * symbols when it sees the process's first records, and processes that exit within a
  * millisecond of starting are not yet resolved reliably (tracked separately). */
@@ -230,6 +256,8 @@ int main(int argc, char **argv) {
     }
     if (argc >= 4 && strcmp(argv[1], "shared") == 0)
         return linger(shared(argv[2], strtoul(argv[3], NULL, 0)));
+    if (argc >= 3 && strcmp(argv[1], "spawn") == 0)
+        return linger(spawn(atoi(argv[2])));
     if (argc >= 3 && strcmp(argv[1], "lifecycle") == 0)
         return linger(lifecycle(argv[0], argv[2]));
     if (argc >= 3 && strcmp(argv[1], "after-exec") == 0)
