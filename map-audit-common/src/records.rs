@@ -20,6 +20,8 @@ pub const KIND_MAPPED_FILE: u32 = 6;
 pub const KIND_REGION_PROTECTED: u32 = 7;
 /// An mprotect'd range the kernel's walk could not settle alone (`detail` = new prot).
 pub const KIND_PROTECT_UNRESOLVED: u32 = 8;
+/// An audited write the kernel did for the process (`KernelFaultRecord`).
+pub const KIND_KERNEL_WRITE_FAULT: u32 = 11;
 /// An audited process forked a new process (not a thread).
 pub const KIND_PROCESS_FORK: u32 = 9;
 /// An audited process called exec: its old regions are gone.
@@ -98,6 +100,25 @@ pub struct FaultRecord {
 }
 const _: () = assert!(core::mem::size_of::<FaultRecord>() == 112 + 8 * MAX_STACK_DEPTH);
 
+/// Kernel frames captured for a write the kernel did (read(), recv(), copy_to_user).
+pub const MAX_KERNEL_STACK_DEPTH: usize = 32;
+
+/// `KIND_KERNEL_WRITE_FAULT`: a fault record plus the kernel stack.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct KernelFaultRecord {
+    /// `fault.header.kind` is `KIND_KERNEL_WRITE_FAULT`; `fault.stack` is the user
+    /// stack at the system call.
+    pub fault: FaultRecord,
+    /// Bytes of `kernel_stack` filled, or a negative errno.
+    pub kernel_stack_bytes: i64,
+    pub kernel_stack: [u64; MAX_KERNEL_STACK_DEPTH],
+}
+const _: () = assert!(
+    core::mem::size_of::<KernelFaultRecord>()
+        == core::mem::size_of::<FaultRecord>() + 8 + 8 * MAX_KERNEL_STACK_DEPTH
+);
+
 /// `KIND_MAPPED_FILE`: the path of a mapped file as dentry names up to its mount's
 /// root, and the mount's id (the agent turns it into the mount point).
 #[repr(C)]
@@ -127,4 +148,5 @@ mod pod {
     unsafe impl aya::Pod for super::FaultRecord {}
     unsafe impl aya::Pod for super::MappedFileRecord {}
     unsafe impl aya::Pod for super::ProcessRecord {}
+    unsafe impl aya::Pod for super::KernelFaultRecord {}
 }

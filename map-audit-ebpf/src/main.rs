@@ -1,8 +1,8 @@
 //! map-audit's kernel side. Data flow:
 //! `sys_mmap`, `sys_munmap`, `sys_mprotect`, `sys_mremap` keep `region_table` in sync
 //! for processes in `scope` (`sched_process` adds forked children and reports execs and
-//! exits); `page_fault_user` looks each write fault up in the table and sends matches
-//! through `maps::EVENTS` (`records`).
+//! exits); `page_fault_user` and `page_fault_kernel` look each write fault up in the
+//! table (`write_fault`) and send matches through `maps::EVENTS` (`records`).
 #![no_std]
 #![no_main]
 #![feature(core_intrinsics, asm_experimental_arch)]
@@ -11,6 +11,7 @@
 mod counters;
 mod mapped_file;
 mod maps;
+mod page_fault_kernel;
 mod page_fault_user;
 mod pending;
 mod records;
@@ -21,6 +22,7 @@ mod sys_mmap;
 mod sys_mprotect;
 mod sys_mremap;
 mod sys_munmap;
+mod write_fault;
 
 #[cfg(not(test))]
 #[panic_handler]

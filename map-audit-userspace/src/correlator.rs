@@ -83,7 +83,10 @@ impl Correlator {
             }
             Item::Seed { pid, comm, regions } => self.seed(pid, &comm, regions, out),
             Item::Record(record) => {
-                if !matches!(record, Record::MappedFile(_) | Record::WriteFault(_)) {
+                if !matches!(
+                    record,
+                    Record::MappedFile(_) | Record::WriteFault(_) | Record::KernelWriteFault(_)
+                ) {
                     self.counters.region_and_process_records_delivered += 1;
                 }
                 match record {
@@ -92,7 +95,11 @@ impl Correlator {
                     Record::RegionProtected(r) => self.region_changed(&r, Some(r.detail), out),
                     Record::UnmapUnresolved(r) => self.range_unresolved(&r, None, out),
                     Record::ProtectUnresolved(r) => self.range_unresolved(&r, Some(r.detail), out),
-                    Record::WriteFault(f) => out.push(self.write_fault(&f)),
+                    Record::WriteFault(f) => out.push(self.write_fault(&f, None)),
+                    Record::KernelWriteFault(k) => {
+                        let depth = stack_depth(k.kernel_stack_bytes, k.kernel_stack.len());
+                        out.push(self.write_fault(&k.fault, Some(&k.kernel_stack[..depth])));
+                    }
                     Record::MappedFile(f) => self.mapped_file(&f),
                     Record::ProcessFork(p) => self.process_fork(&p, out),
                     Record::ProcessExec(p) => self.process_gone(&p, out),
@@ -344,7 +351,8 @@ impl Correlator {
         }
     }
 
-    fn write_fault(&mut self, record: &FaultRecord) -> Timed {
+    /// A write fault; `kernel_stack` is set when the kernel did the write.
+    fn write_fault(&mut self, record: &FaultRecord, kernel_stack: Option<&[u64]>) -> Timed {
         let process = self.process_info(&record.header);
         let state = self.processes.entry(process.pid).or_default();
         let path = state
@@ -353,14 +361,14 @@ impl Correlator {
             .filter(|tracked| tracked.region.id == record.region.id)
             .and_then(|tracked| tracked.path.clone());
         let maps = state.maps.clone();
-        let depth = if record.stack_bytes > 0 {
-            record.stack_bytes as usize / 8
-        } else {
-            0
-        };
-        let addrs = &record.stack[..depth.min(record.stack.len())];
-        let stack = self.symbolizer.symbolize(&maps, addrs);
+        let depth = stack_depth(record.stack_bytes, record.stack.len());
+        let stack = self.symbolizer.symbolize(&maps, &record.stack[..depth]);
         self.counters.frames_unsymbolized += stack.unknown_frames;
+        let kernel_stack = kernel_stack.map(|addrs| {
+            let stack = self.symbolizer.symbolize_kernel(addrs);
+            self.counters.frames_unsymbolized += stack.unknown_frames;
+            stack.frames
+        });
         self.counters.faults_delivered += 1;
         Timed {
             ts_ns: Some(record.header.ts_ns),
@@ -368,10 +376,15 @@ impl Correlator {
                 process,
                 address: hex(record.address),
                 region: region_json(&record.region, path.as_deref()),
-                access: "user",
+                access: if kernel_stack.is_some() {
+                    "kernel"
+                } else {
+                    "user"
+                },
                 error_code: record.error_code,
                 stack: stack.frames,
                 stack_truncated: depth == record.stack.len(),
+                kernel_stack,
             }),
         }
     }
@@ -415,6 +428,15 @@ fn region_event(
             cut,
             new_prot,
         )),
+    }
+}
+
+/// Frames in a stack buffer from the byte count `bpf_get_stack` returned.
+fn stack_depth(bytes: i64, capacity: usize) -> usize {
+    if bytes > 0 {
+        (bytes as usize / 8).min(capacity)
+    } else {
+        0
     }
 }
 

@@ -166,13 +166,17 @@ pub struct WriteFault {
     pub process: ProcessInfo,
     pub address: String,
     pub region: RegionJson,
-    /// "user": the process's own instruction wrote.
+    /// "user": the process's own instruction wrote; "kernel": the kernel wrote for it
+    /// (read(), recv(), copy_to_user).
     pub access: &'static str,
     pub error_code: u64,
     /// User frames, innermost first.
     pub stack: Vec<Frame>,
     /// True when the stack filled the capture buffer and outer frames were cut.
     pub stack_truncated: bool,
+    /// `access: "kernel"` only: the kernel's frames, innermost first.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kernel_stack: Option<Vec<Frame>>,
 }
 
 /// One stack frame; unknown parts are null, never invented.

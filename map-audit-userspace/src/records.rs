@@ -3,10 +3,10 @@
 //! never undefined behaviour.
 
 use map_audit_common::records::{
-    FaultRecord, KIND_MAPPED_FILE, KIND_PROCESS_EXEC, KIND_PROCESS_EXIT, KIND_PROCESS_FORK,
-    KIND_PROTECT_UNRESOLVED, KIND_REGION_MAPPED, KIND_REGION_PROTECTED, KIND_REGION_UNMAPPED,
-    KIND_UNMAP_UNRESOLVED, KIND_WRITE_FAULT, MappedFileRecord, ProcessRecord, RecordHeader,
-    RegionRecord,
+    FaultRecord, KIND_KERNEL_WRITE_FAULT, KIND_MAPPED_FILE, KIND_PROCESS_EXEC, KIND_PROCESS_EXIT,
+    KIND_PROCESS_FORK, KIND_PROTECT_UNRESOLVED, KIND_REGION_MAPPED, KIND_REGION_PROTECTED,
+    KIND_REGION_UNMAPPED, KIND_UNMAP_UNRESOLVED, KIND_WRITE_FAULT, KernelFaultRecord,
+    MappedFileRecord, ProcessRecord, RecordHeader, RegionRecord,
 };
 
 /// A decoded record.
@@ -18,6 +18,7 @@ pub enum Record {
     UnmapUnresolved(RegionRecord),
     ProtectUnresolved(RegionRecord),
     WriteFault(Box<FaultRecord>),
+    KernelWriteFault(Box<KernelFaultRecord>),
     MappedFile(Box<MappedFileRecord>),
     ProcessFork(ProcessRecord),
     ProcessExec(ProcessRecord),
@@ -33,6 +34,7 @@ impl Record {
             | Record::UnmapUnresolved(r)
             | Record::ProtectUnresolved(r) => &r.header,
             Record::WriteFault(f) => &f.header,
+            Record::KernelWriteFault(f) => &f.fault.header,
             Record::MappedFile(f) => &f.header,
             Record::ProcessFork(p) | Record::ProcessExec(p) | Record::ProcessExit(p) => &p.header,
         }
@@ -64,6 +66,9 @@ pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
         KIND_UNMAP_UNRESOLVED => Record::UnmapUnresolved(read(bytes, "unmap_unresolved")?),
         KIND_PROTECT_UNRESOLVED => Record::ProtectUnresolved(read(bytes, "protect_unresolved")?),
         KIND_WRITE_FAULT => Record::WriteFault(Box::new(read(bytes, "write_fault")?)),
+        KIND_KERNEL_WRITE_FAULT => {
+            Record::KernelWriteFault(Box::new(read(bytes, "kernel_write_fault")?))
+        }
         KIND_MAPPED_FILE => Record::MappedFile(Box::new(read(bytes, "mapped_file")?)),
         KIND_PROCESS_FORK => Record::ProcessFork(read(bytes, "process_fork")?),
         KIND_PROCESS_EXEC => Record::ProcessExec(read(bytes, "process_exec")?),

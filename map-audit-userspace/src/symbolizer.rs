@@ -8,7 +8,7 @@
 
 use blazesym::symbolize::{
     CodeInfo, Input, Symbolized, Symbolizer,
-    source::{Elf, Source},
+    source::{Elf, Kernel, Source},
 };
 
 use crate::{
@@ -44,6 +44,69 @@ impl StackSymbolizer {
                 unknown_frames += 1;
             }
         }
+        SymbolizedStack {
+            frames,
+            unknown_frames,
+        }
+    }
+
+    /// Symbolises kernel addresses (innermost first) with /proc/kallsyms, without the
+    /// leading frames of the tracer itself (the BPF program and its trampoline).
+    pub fn symbolize_kernel(&self, addrs: &[u64]) -> SymbolizedStack {
+        let mut stack = self.symbolize_kernel_frames(addrs);
+        let tracer = stack
+            .frames
+            .iter()
+            .take_while(|f| {
+                f.symbol
+                    .as_deref()
+                    .is_some_and(|s| s.starts_with("bpf_prog_") || s.starts_with("bpf_trace_run"))
+            })
+            .count();
+        stack.frames.drain(..tracer);
+        stack
+    }
+
+    fn symbolize_kernel_frames(&self, addrs: &[u64]) -> SymbolizedStack {
+        let src = Source::Kernel(Kernel::default());
+        let results = self
+            .inner
+            .symbolize(&src, Input::AbsAddr(addrs))
+            .unwrap_or_else(|err| {
+                log::debug!("symbolizing a kernel stack failed: {err}");
+                Vec::new()
+            });
+        let mut unknown_frames = 0;
+        let frames = addrs
+            .iter()
+            .enumerate()
+            .map(|(i, &addr)| match results.get(i) {
+                Some(Symbolized::Sym(sym)) => Frame {
+                    addr: hex(addr),
+                    symbol: Some(sym.name.to_string()),
+                    offset: Some(sym.offset as u64),
+                    module: sym
+                        .module
+                        .as_ref()
+                        .map(|m| m.to_string_lossy().into_owned()),
+                    file: None,
+                    line: None,
+                    inlined: false,
+                },
+                _ => {
+                    unknown_frames += 1;
+                    Frame {
+                        addr: hex(addr),
+                        symbol: None,
+                        offset: None,
+                        module: None,
+                        file: None,
+                        line: None,
+                        inlined: false,
+                    }
+                }
+            })
+            .collect();
         SymbolizedStack {
             frames,
             unknown_frames,

@@ -376,3 +376,52 @@ fn check_reports_the_hooks_it_would_use() {
     );
     assert!(stdout.contains("map-audit can run on this kernel."));
 }
+
+#[test]
+fn writes_the_kernel_does_for_the_process_are_reported_with_both_stacks() {
+    let pages = 4;
+    let run = run_agent(&[
+        "run",
+        "--",
+        workload().to_str().unwrap(),
+        "kernel-read",
+        &pages.to_string(),
+    ]);
+    assert!(run.status.success(), "stderr:\n{}", run.stderr);
+    let (start, end) = run.workload_range("kernel-read");
+    let faults = faults_in(&run, start, end);
+    assert_eq!(
+        faults.len() as u64,
+        pages,
+        "read() from /dev/zero faults once per page, in the kernel"
+    );
+    for fault in faults {
+        assert_eq!(fault["access"], "kernel");
+        assert_eq!(
+            fault["error_code"].as_u64().unwrap() & 0x4,
+            0,
+            "not a user-mode access"
+        );
+        let user = stack_symbols(fault);
+        // read_into itself is skipped: libc's read() keeps no frame pointer (platform notes).
+        assert!(
+            user.contains(&"kernel_read".to_string()) && user.contains(&"main".to_string()),
+            "{user:?}"
+        );
+        let kernel: Vec<String> = fault["kernel_stack"]
+            .as_array()
+            .expect("a kernel stack")
+            .iter()
+            .map(|f| f["symbol"].as_str().unwrap_or("?").to_string())
+            .collect();
+        assert!(
+            kernel.contains(&"vfs_read".to_string()) && kernel.contains(&"ksys_read".to_string()),
+            "{kernel:?}"
+        );
+        assert!(
+            !kernel[0].starts_with("bpf_"),
+            "the tracer's own frames are dropped: {kernel:?}"
+        );
+    }
+    run.assert_accounting();
+}

@@ -235,6 +235,21 @@ static int spawn(int n) {
     return 0;
 }
 
+/* kernel-read PAGES: read() from /dev/zero into a fresh mapping: the kernel writes. */
+__attribute__((noinline)) ssize_t read_into(int fd, char *buf, size_t len) { return read(fd, buf, len); }
+
+static int kernel_read(size_t pages) {
+    char *buf = map_anon(pages, PROT_READ | PROT_WRITE, NULL, 0);
+    report("kernel-read", buf, pages);
+    int fd = open("/dev/zero", O_RDONLY);
+    if (fd < 0 || read_into(fd, buf, pages * PAGE) != (ssize_t)(pages * PAGE)) {
+        perror("workload: read");
+        return 2;
+    }
+    close(fd);
+    return 0;
+}
+
 /* Stay alive a moment before exiting: the agent reads /proc/PID/maps for paths and
  * symbols when it sees the process's first records, and processes that exit within a
  * millisecond of starting are not yet resolved reliably (tracked separately). */
@@ -256,6 +271,8 @@ int main(int argc, char **argv) {
     }
     if (argc >= 4 && strcmp(argv[1], "shared") == 0)
         return linger(shared(argv[2], strtoul(argv[3], NULL, 0)));
+    if (argc >= 3 && strcmp(argv[1], "kernel-read") == 0)
+        return linger(kernel_read(strtoul(argv[2], NULL, 0)));
     if (argc >= 3 && strcmp(argv[1], "spawn") == 0)
         return linger(spawn(atoi(argv[2])));
     if (argc >= 3 && strcmp(argv[1], "lifecycle") == 0)

@@ -1,0 +1,72 @@
+//! What the fault hooks share: the filter (a write by an in-scope process inside one
+//! of its tracked writable regions) and filling the fault record with the user stack.
+
+use aya_ebpf::{
+    EbpfContext,
+    bindings::BPF_F_USER_STACK,
+    helpers::{bpf_get_current_pid_tgid, generated::bpf_get_stack},
+};
+use map_audit_common::{
+    MAX_STACK_DEPTH,
+    counters::{FAULTS_MATCHED, STACKS_FAILED, STACKS_TRUNCATED},
+    records::FaultRecord,
+    region::Region,
+};
+
+use crate::{counters::bump, records, region_table, scope};
+
+/// x86 page-fault error code bit: the access was a write.
+const FAULT_WRITE: u64 = 0x2;
+
+/// The tracked writable region an audited write fault at `address` falls in.
+#[inline(always)]
+pub fn audited_region(address: u64, error_code: u64) -> Option<Region> {
+    if error_code & FAULT_WRITE == 0 {
+        return None;
+    }
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    let scope = scope::get(tgid)?;
+    let region = region_table::lookup_for_fault(tgid, &scope, address)?;
+    if !region.is_writable() {
+        return None;
+    }
+    bump(FAULTS_MATCHED);
+    Some(region)
+}
+
+/// Fills `record` (already reserved in the ring buffer) with the fault and the user
+/// stack.
+#[inline(always)]
+pub unsafe fn fill<C: EbpfContext>(
+    ctx: &C,
+    record: *mut FaultRecord,
+    kind: u32,
+    address: u64,
+    error_code: u64,
+    region: &Region,
+) {
+    unsafe {
+        (*record).header = records::header(kind);
+        (*record).address = address;
+        (*record).error_code = error_code;
+        (*record).region = *region;
+        (*record).stack_bytes = stack(
+            ctx,
+            (*record).stack.as_mut_ptr(),
+            MAX_STACK_DEPTH,
+            BPF_F_USER_STACK.into(),
+        );
+    }
+}
+
+/// `bpf_get_stack` into `frames`, counting failed and truncated stacks.
+#[inline(always)]
+pub unsafe fn stack<C: EbpfContext>(ctx: &C, frames: *mut u64, depth: usize, flags: u64) -> i64 {
+    let bytes = unsafe { bpf_get_stack(ctx.as_ptr(), frames.cast(), (depth * 8) as u32, flags) };
+    if bytes < 0 {
+        bump(STACKS_FAILED);
+    } else if bytes as usize == depth * 8 {
+        bump(STACKS_TRUNCATED);
+    }
+    bytes
+}
