@@ -62,6 +62,14 @@ impl TracepointOffsets {
     }
 }
 
+impl AgentConfig {
+    /// All zero: the placeholder the agent overwrites at load time.
+    pub const fn zeroed() -> Self {
+        // SAFETY: integers only.
+        unsafe { core::mem::zeroed() }
+    }
+}
+
 impl KernelOffsets {
     /// All zero: the placeholder the agent overwrites at load time.
     pub const fn zeroed() -> Self {
@@ -70,16 +78,36 @@ impl KernelOffsets {
     }
 }
 
-/// Scope and behaviour switches.
+/// Scope, region filters and behaviour switches. Booleans are u32 (0 or 1).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct AgentConfig {
-    /// Non-zero when `--comm` filters were given (checked on mmap of unknown processes).
+    /// `--comm` filters exist (checked on mmap of processes not yet in scope).
     pub match_comm: u32,
-    /// Non-zero to emit aya-log diagnostics from the kernel.
+    /// Emit aya-log diagnostics from the kernel.
     pub log_enabled: u32,
+    /// `--all`: every process joins the scope at its next mmap (except the agent).
+    pub scope_all: u32,
+    /// The agent's own tgid, never audited (its writes would feed back).
+    pub agent_tgid: u32,
+    /// `--cgroup`: the cgroup v2 id whose tree joins the scope, 0 for none.
+    pub cgroup_id: u64,
+    /// The cgroup's level in the hierarchy (root is 0).
+    pub cgroup_level: u32,
+    /// `--wx-only`: audit only regions writable and executable at once.
+    pub wx_only: u32,
+    /// `--shared-only`.
+    pub shared_only: u32,
+    /// `--anon-only`.
+    pub anon_only: u32,
+    /// `--path GLOB` given: new file-backed regions start `PATH_PENDING`, others
+    /// `PATH_REJECTED`.
+    pub path_filter: u32,
+    pub _pad: u32,
+    /// `--min-size`: audit only regions at least this many bytes long.
+    pub min_size: u64,
 }
-const _: () = assert!(core::mem::size_of::<AgentConfig>() == 8);
+const _: () = assert!(core::mem::size_of::<AgentConfig>() == 56);
 
 #[cfg(feature = "user")]
 mod pod {

@@ -34,5 +34,8 @@ pub const FILE_RECORDS_LOST_RINGBUF_FULL: u32 = 13;
 pub const PROCESS_RECORDS: u32 = 14;
 /// Faults matched through the parent's regions (a fork the agent had not copied yet).
 pub const FAULTS_MATCHED_VIA_PARENT: u32 = 15;
+/// Write faults in tracked regions that the region filters (`--wx-only`, `--path`,
+/// ...) exclude: not sent, by choice (not a loss).
+pub const FAULTS_FILTERED: u32 = 16;
 /// Number of counters.
-pub const COUNTER_COUNT: u32 = 16;
+pub const COUNTER_COUNT: u32 = 17;

@@ -47,9 +47,19 @@ pub struct Region {
     /// The owning process's scope generation when the region was made: entries left by
     /// an exec'd or exited process (until the agent removes them) never match.
     pub generation: u32,
-    pub _pad: u32,
+    /// `--path` filter state: `PATH_MATCHED` (or no filter), `PATH_PENDING`,
+    /// `PATH_REJECTED`.
+    pub path_filter: u32,
 }
 const _: () = assert!(core::mem::size_of::<Region>() == 48);
+
+/// No `--path` filter, or the path matched: audited.
+pub const PATH_MATCHED: u32 = 0;
+/// A file-backed region the agent has not judged yet: its faults go to the agent, which
+/// applies the glob.
+pub const PATH_PENDING: u32 = 1;
+/// The path does not match (or the region has none): not audited.
+pub const PATH_REJECTED: u32 = 2;
 
 /// A process in scope: the value of the scope map, keyed by tgid.
 #[repr(C)]
@@ -106,6 +116,15 @@ impl Region {
     /// Writable and executable at once (JIT, shellcode).
     pub fn is_wx(&self) -> bool {
         self.prot & (PROT_WRITE | PROT_EXEC) == PROT_WRITE | PROT_EXEC
+    }
+
+    /// Mapped `MAP_SHARED` (or `MAP_SHARED_VALIDATE`).
+    pub fn is_shared(&self) -> bool {
+        self.flags & (MAP_SHARED | MAP_PRIVATE) == MAP_SHARED || self.flags & 0x3 == 0x3
+    }
+
+    pub fn is_anonymous(&self) -> bool {
+        self.flags & MAP_ANONYMOUS != 0
     }
 }
 /// `MAP_SHARED`.

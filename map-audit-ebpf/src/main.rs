@@ -15,6 +15,7 @@ mod page_fault_kernel;
 mod page_fault_user;
 mod pending;
 mod records;
+mod region_filter;
 mod region_table;
 mod sched_process;
 mod scope;

@@ -50,10 +50,7 @@ static TRACEPOINT_OFFSETS: TracepointOffsets = TracepointOffsets::zeroed();
 static KERNEL_OFFSETS: KernelOffsets = KernelOffsets::zeroed();
 
 #[unsafe(no_mangle)]
-static AGENT_CONFIG: AgentConfig = AgentConfig {
-    match_comm: 0,
-    log_enabled: 0,
-};
+static AGENT_CONFIG: AgentConfig = AgentConfig::zeroed();
 
 /// The offsets as set by the agent (volatile: the loader rewrites the value).
 #[inline(always)]

@@ -1,7 +1,7 @@
 //! Which processes are audited. Decided here so that out-of-scope events cost one
 //! hash lookup and never reach the agent.
 
-use aya_ebpf::helpers::bpf_get_current_comm;
+use aya_ebpf::helpers::{bpf_get_current_comm, generated::bpf_get_current_ancestor_cgroup_id};
 use map_audit_common::{
     counters::{SCOPE_ADDED, SCOPE_TABLE_FULL},
     region::ScopeEntry,
@@ -37,17 +37,35 @@ pub fn add(tgid: u32, parent_tgid: u32, parent_generation: u32) -> Option<ScopeE
     }
 }
 
-/// Scope check for the mmap hook: a process not yet in scope joins it when `--comm`
-/// filters exist and its comm matches one of them.
+/// Scope check for the mmap hook: a process not yet in scope joins it under `--all`,
+/// when it is in the `--cgroup` tree, or when its comm matches a `--comm`.
 #[inline(always)]
 pub fn get_or_adopt(tgid: u32) -> Option<ScopeEntry> {
     if let Some(entry) = get(tgid) {
         return Some(entry);
     }
-    if maps::agent_config().match_comm == 0 {
-        return None;
+    if adoptable(tgid) {
+        add(tgid, 0, 0)
+    } else {
+        None
     }
-    let comm = bpf_get_current_comm().ok()?;
-    maps::SCOPE_COMMS.get_ptr(comm)?;
-    add(tgid, 0, 0)
+}
+
+#[inline(always)]
+fn adoptable(tgid: u32) -> bool {
+    let config = maps::agent_config();
+    if tgid == config.agent_tgid {
+        return false;
+    }
+    if config.scope_all != 0 {
+        return true;
+    }
+    if config.cgroup_id != 0
+        && unsafe { bpf_get_current_ancestor_cgroup_id(config.cgroup_level as i32) }
+            == config.cgroup_id
+    {
+        return true;
+    }
+    config.match_comm != 0
+        && bpf_get_current_comm().is_ok_and(|comm| maps::SCOPE_COMMS.get_ptr(comm).is_some())
 }

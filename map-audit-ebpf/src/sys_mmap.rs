@@ -17,7 +17,7 @@ use crate::{
     counters::bump,
     mapped_file,
     maps::{PENDING_CALLS, agent_config, tracepoint_offsets},
-    records, region_table, scope,
+    records, region_filter, region_table, scope,
 };
 
 #[tracepoint]
@@ -84,7 +84,7 @@ fn try_sys_exit_mmap(ctx: &TracePointContext) -> Result<u32, i32> {
         prot: call.prot,
         flags: call.flags,
         generation: scope.generation,
-        _pad: 0,
+        path_filter: region_filter::initial_path_state(call.flags),
     };
     region_table::insert(tgid, &region);
     if call.flags & MAP_ANONYMOUS == 0 && region.is_writable() {

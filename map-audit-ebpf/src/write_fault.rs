@@ -8,12 +8,12 @@ use aya_ebpf::{
 };
 use map_audit_common::{
     MAX_STACK_DEPTH,
-    counters::{FAULTS_MATCHED, STACKS_FAILED, STACKS_TRUNCATED},
+    counters::{FAULTS_FILTERED, FAULTS_MATCHED, STACKS_FAILED, STACKS_TRUNCATED},
     records::FaultRecord,
     region::Region,
 };
 
-use crate::{counters::bump, records, region_table, scope};
+use crate::{counters::bump, records, region_filter, region_table, scope};
 
 /// x86 page-fault error code bit: the access was a write.
 const FAULT_WRITE: u64 = 0x2;
@@ -28,6 +28,10 @@ pub fn audited_region(address: u64, error_code: u64) -> Option<Region> {
     let scope = scope::get(tgid)?;
     let region = region_table::lookup_for_fault(tgid, &scope, address)?;
     if !region.is_writable() {
+        return None;
+    }
+    if !region_filter::audited(&region) {
+        bump(FAULTS_FILTERED);
         return None;
     }
     bump(FAULTS_MATCHED);

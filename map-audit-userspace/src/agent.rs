@@ -12,6 +12,7 @@ use tokio::{
 };
 
 use crate::{
+    cgroup::Cgroup,
     cli::RunArgs,
     clock::Clock,
     events::{AgentStarted, Body, Scope},
@@ -21,6 +22,7 @@ use crate::{
     pipeline::Message,
     proc_seed,
     process_maps::Snapshots,
+    region_filter::RegionFilter,
     region_table::RegionTable,
     ringbuf_reader,
     stats::KernelCounters,
@@ -36,13 +38,19 @@ const DRAIN_INTERVAL: Duration = Duration::from_millis(20);
 
 /// Runs the agent; returns the process exit code.
 pub fn run(args: RunArgs) -> Result<i32> {
-    if args.pids.is_empty() && args.comms.is_empty() && args.command.is_empty() {
+    if args.pids.is_empty()
+        && args.comms.is_empty()
+        && args.command.is_empty()
+        && !args.all
+        && args.cgroup.is_none()
+    {
         return Err(anyhow!(
-            "nothing to audit: give --pid PID, --comm NAME, or -- COMMAND [ARGS]"
+            "nothing to audit: give --pid PID, --comm NAME, --cgroup PATH, --all, or -- COMMAND [ARGS]"
         ));
     }
     kernel_support::require_run_prerequisites()?;
     target::check_pids(&args.pids)?;
+    let cgroup = args.cgroup.as_deref().map(Cgroup::resolve).transpose()?;
     let tracefs = tracefs::root()?;
     let offsets = tracefs::tracepoint_offsets(&tracefs)?;
     let kernel_offsets = loader::kernel_offsets(&KernelBtf::from_sys_fs()?).context(
@@ -57,7 +65,18 @@ pub fn run(args: RunArgs) -> Result<i32> {
         config: AgentConfig {
             match_comm: u32::from(!args.comms.is_empty()),
             log_enabled: u32::from(log_enabled),
+            scope_all: u32::from(args.all),
+            agent_tgid: std::process::id(),
+            cgroup_id: cgroup.as_ref().map_or(0, |c| c.id),
+            cgroup_level: cgroup.as_ref().map_or(0, |c| c.level),
+            wx_only: u32::from(args.wx_only),
+            shared_only: u32::from(args.shared_only),
+            anon_only: u32::from(args.anon_only),
+            path_filter: u32::from(args.path.is_some()),
+            _pad: 0,
+            min_size: args.min_size,
         },
+
         ringbuf_bytes: args.ringbuf_size,
         region_table_entries: args.region_table_size,
     })?;
@@ -89,13 +108,23 @@ pub fn run(args: RunArgs) -> Result<i32> {
     }
     // Processes running now: in scope with their mappings before auditing begins.
     let mut seeds = Vec::new();
+    let filter = RegionFilter::from_args(&args);
     let mut running = args.pids.clone();
     running.extend(proc_seed::pids_with_comm(&args.comms));
+    if let Some(cgroup) = &cgroup {
+        running.extend(cgroup.pids());
+    }
+    if args.all {
+        running.extend(proc_seed::all_pids());
+    }
+    running.retain(|&pid| pid != std::process::id());
+    running.sort_unstable();
+    running.dedup();
     for pid in running {
-        match proc_seed::load_running(&mut table, pid) {
+        match proc_seed::load_running(&mut table, &filter, pid) {
             Ok(seed) => seeds.push(seed),
             Err(err) if args.pids.contains(&pid) => return Err(err),
-            Err(err) => log::debug!("skipping a process that matched --comm: {err:#}"),
+            Err(err) => log::debug!("skipping a process that matched the scope: {err:#}"),
         }
     }
     let held = if args.command.is_empty() {
@@ -128,7 +157,7 @@ pub fn run(args: RunArgs) -> Result<i32> {
     let counters: PerCpuArray<MapData, u64> =
         PerCpuArray::try_from(take_map(&mut ebpf, "COUNTERS")?)?;
     let ring = RingBuf::try_from(take_map(&mut ebpf, "EVENTS")?)?;
-    let (pipeline, pipeline_thread) = pipeline::start(table, writer)?;
+    let (pipeline, pipeline_thread) = pipeline::start(table, filter, writer)?;
     if !seeds.is_empty() {
         pipeline
             .send(Message::Items(seeds))

@@ -34,6 +34,36 @@ pub struct RunArgs {
     #[arg(long = "comm", value_name = "NAME", value_parser = parse_comm)]
     pub comms: Vec<String>,
 
+    /// Audit every process (except the agent itself); each joins at its next mmap,
+    /// and those running now are loaded from /proc.
+    #[arg(long)]
+    pub all: bool,
+
+    /// Audit the processes of this cgroup v2 directory and its descendants, e.g.
+    /// /sys/fs/cgroup/system.slice/nginx.service.
+    #[arg(long, value_name = "PATH")]
+    pub cgroup: Option<PathBuf>,
+
+    /// Audit only regions that are writable and executable at once (JIT, shellcode).
+    #[arg(long)]
+    pub wx_only: bool,
+
+    /// Audit only MAP_SHARED regions.
+    #[arg(long, conflicts_with = "anon_only")]
+    pub shared_only: bool,
+
+    /// Audit only anonymous regions.
+    #[arg(long)]
+    pub anon_only: bool,
+
+    /// Audit only regions of at least this many bytes.
+    #[arg(long, value_name = "BYTES", default_value_t = 0)]
+    pub min_size: u64,
+
+    /// Audit only file-backed regions whose path matches this glob (e.g. '/dev/shm/*').
+    #[arg(long, value_name = "GLOB", value_parser = parse_glob)]
+    pub path: Option<glob::Pattern>,
+
     /// Write events to this file (appended, created 0600) instead of stdout.
     #[arg(long, short, value_name = "FILE")]
     pub output: Option<PathBuf>,
@@ -59,6 +89,10 @@ pub struct RunArgs {
     /// with its status.
     #[arg(last = true, value_name = "COMMAND")]
     pub command: Vec<String>,
+}
+
+fn parse_glob(value: &str) -> Result<glob::Pattern, String> {
+    glob::Pattern::new(value).map_err(|e| format!("`{value}` is not a valid glob: {e}"))
 }
 
 fn parse_comm(value: &str) -> Result<String, String> {

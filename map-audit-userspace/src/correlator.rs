@@ -8,7 +8,7 @@ use map_audit_common::{
     records::{
         FaultRecord, MappedFileRecord, ORIGIN_MREMAP, ProcessRecord, RecordHeader, RegionRecord,
     },
-    region::Region,
+    region::{PATH_PENDING, Region},
 };
 
 use crate::{
@@ -16,6 +16,7 @@ use crate::{
     mount_points::{self, MountPoints},
     process_maps::ProcessMaps,
     records::Record,
+    region_filter::RegionFilter,
     region_mirror::{RegionMirror, TrackedRegion, pieces},
     region_names::{is_file_backed, region_json},
     region_table::RegionTable,
@@ -55,17 +56,19 @@ pub struct Correlator {
     mounts: MountPoints,
     symbolizer: StackSymbolizer,
     table: RegionTable,
+    filter: RegionFilter,
     pub counters: AgentCounters,
 }
 
 impl Correlator {
-    pub fn new(table: RegionTable) -> Self {
+    pub fn new(table: RegionTable, filter: RegionFilter) -> Self {
         Self {
             processes: HashMap::new(),
             captured_paths: HashMap::new(),
             mounts: MountPoints::default(),
             symbolizer: StackSymbolizer::new(),
             table,
+            filter,
             counters: AgentCounters::default(),
         }
     }
@@ -95,10 +98,10 @@ impl Correlator {
                     Record::RegionProtected(r) => self.region_changed(&r, Some(r.detail), out),
                     Record::UnmapUnresolved(r) => self.range_unresolved(&r, None, out),
                     Record::ProtectUnresolved(r) => self.range_unresolved(&r, Some(r.detail), out),
-                    Record::WriteFault(f) => out.push(self.write_fault(&f, None)),
+                    Record::WriteFault(f) => out.extend(self.write_fault(&f, None)),
                     Record::KernelWriteFault(k) => {
                         let depth = stack_depth(k.kernel_stack_bytes, k.kernel_stack.len());
-                        out.push(self.write_fault(&k.fault, Some(&k.kernel_stack[..depth])));
+                        out.extend(self.write_fault(&k.fault, Some(&k.kernel_stack[..depth])));
                     }
                     Record::MappedFile(f) => self.mapped_file(&f),
                     Record::ProcessFork(p) => self.process_fork(&p, out),
@@ -143,7 +146,7 @@ impl Correlator {
     }
 
     fn region_mapped(&mut self, record: &RegionRecord, out: &mut Vec<Timed>) {
-        let region = record.region;
+        let mut region = record.region;
         let captured = self.captured_paths.remove(&region.id);
         let process = self.process_info(&record.header);
         let state = self.processes.entry(process.pid).or_default();
@@ -152,11 +155,16 @@ impl Correlator {
         } else {
             None
         };
+        if region.path_filter == PATH_PENDING {
+            // The kernel sends this region's faults to us until it has the verdict.
+            region.path_filter = self.filter.path_state(path.as_deref());
+            self.table.set_path_state(process.pid, &region);
+        }
         state.regions.insert(TrackedRegion {
             region,
             path: path.clone(),
         });
-        if !region.is_writable() {
+        if !self.reportable(&region, path.as_deref()) {
             return;
         }
         if path.is_none() && is_file_backed(&region) {
@@ -194,7 +202,7 @@ impl Correlator {
             .or_default()
             .regions
             .apply(&region, cut.0, cut.1, new_prot);
-        if let Some(event) = change_event(
+        if let Some(event) = self.change_event(
             Some(record.header.ts_ns),
             process,
             &region,
@@ -236,7 +244,7 @@ impl Correlator {
                 self.table.insert(tgid, &piece);
             }
             let cut = (region.start.max(start), region.end.min(end));
-            if let Some(event) = change_event(
+            if let Some(event) = self.change_event(
                 Some(record.header.ts_ns),
                 process.clone(),
                 &region,
@@ -274,7 +282,7 @@ impl Correlator {
                 region,
                 path: tracked.path.clone(),
             });
-            if region.is_writable() {
+            if self.reportable(&region, tracked.path.as_deref()) {
                 out.push(region_event(
                     Some(record.header.ts_ns),
                     RegionKind::Mapped("fork"),
@@ -311,7 +319,7 @@ impl Correlator {
         for tracked in regions.into_regions() {
             let region = tracked.region;
             self.table.remove(record.tgid, &region);
-            if region.is_writable() {
+            if self.reportable(&region, tracked.path.as_deref()) {
                 self.counters.regions_closed_by_agent += 1;
                 out.push(region_event(
                     Some(record.header.ts_ns),
@@ -328,15 +336,15 @@ impl Correlator {
 
     /// A process that ran before the agent (its mappings are in the table already).
     fn seed(&mut self, pid: u32, comm: &str, regions: Vec<TrackedRegion>, out: &mut Vec<Timed>) {
-        let state = self.processes.entry(pid).or_default();
+        let exe = self.processes.entry(pid).or_default().maps.exe.clone();
         let process = ProcessInfo {
             pid,
             tid: pid,
             comm: comm.to_string(),
-            exe: state.maps.exe.clone(),
+            exe,
         };
         for tracked in regions {
-            if tracked.region.is_writable() {
+            if self.reportable(&tracked.region, tracked.path.as_deref()) {
                 out.push(region_event(
                     None,
                     RegionKind::Mapped("proc"),
@@ -347,12 +355,43 @@ impl Correlator {
                     None,
                 ));
             }
-            state.regions.insert(tracked);
+            self.processes
+                .entry(pid)
+                .or_default()
+                .regions
+                .insert(tracked);
         }
     }
 
+    /// Region events are for regions that are (or become) writable and pass the filters.
+    fn reportable(&self, region: &Region, path: Option<&str>) -> bool {
+        region.is_writable() && self.filter.audited(region, path)
+    }
+
+    /// `region_unmapped` or `region_protected` for a change of `cut`, when the region
+    /// was or becomes reportable (read-only mappings are tracked but not reported).
+    fn change_event(
+        &self,
+        ts_ns: Option<u64>,
+        process: ProcessInfo,
+        region: &Region,
+        path: Option<Arc<str>>,
+        cut: (u64, u64),
+        new_prot: Option<u32>,
+    ) -> Option<Timed> {
+        let kind = if new_prot.is_some() {
+            RegionKind::Protected
+        } else {
+            RegionKind::Unmapped
+        };
+        let after = new_prot.map(|prot| Region { prot, ..*region });
+        let reportable = self.reportable(region, path.as_deref())
+            || after.is_some_and(|after| self.reportable(&after, path.as_deref()));
+        reportable.then(|| region_event(ts_ns, kind, process, region, path, Some(cut), new_prot))
+    }
+
     /// A write fault; `kernel_stack` is set when the kernel did the write.
-    fn write_fault(&mut self, record: &FaultRecord, kernel_stack: Option<&[u64]>) -> Timed {
+    fn write_fault(&mut self, record: &FaultRecord, kernel_stack: Option<&[u64]>) -> Option<Timed> {
         let process = self.process_info(&record.header);
         let state = self.processes.entry(process.pid).or_default();
         let path = state
@@ -361,6 +400,13 @@ impl Correlator {
             .filter(|tracked| tracked.region.id == record.region.id)
             .and_then(|tracked| tracked.path.clone());
         let maps = state.maps.clone();
+        // Faults of a region still awaiting its `--path` verdict come to us.
+        if record.region.path_filter == PATH_PENDING
+            && !self.filter.audited(&record.region, path.as_deref())
+        {
+            self.counters.faults_filtered_by_agent += 1;
+            return None;
+        }
         let depth = stack_depth(record.stack_bytes, record.stack.len());
         let stack = self.symbolizer.symbolize(&maps, &record.stack[..depth]);
         self.counters.frames_unsymbolized += stack.unknown_frames;
@@ -370,7 +416,7 @@ impl Correlator {
             stack.frames
         });
         self.counters.faults_delivered += 1;
-        Timed {
+        Some(Timed {
             ts_ns: Some(record.header.ts_ns),
             body: Body::WriteFault(WriteFault {
                 process,
@@ -386,28 +432,8 @@ impl Correlator {
                 stack_truncated: depth == record.stack.len(),
                 kernel_stack,
             }),
-        }
+        })
     }
-}
-
-/// `region_unmapped` or `region_protected` for a change of `cut`, when the region was
-/// or becomes writable (read-only mappings are tracked but not reported).
-fn change_event(
-    ts_ns: Option<u64>,
-    process: ProcessInfo,
-    region: &Region,
-    path: Option<Arc<str>>,
-    cut: (u64, u64),
-    new_prot: Option<u32>,
-) -> Option<Timed> {
-    let kind = if new_prot.is_some() {
-        RegionKind::Protected
-    } else {
-        RegionKind::Unmapped
-    };
-    let becomes_writable = new_prot.is_some_and(|p| p & map_audit_common::region::PROT_WRITE != 0);
-    (region.is_writable() || becomes_writable)
-        .then(|| region_event(ts_ns, kind, process, region, path, Some(cut), new_prot))
 }
 
 fn region_event(

@@ -5,6 +5,7 @@
 //! -> `json_writer`. `agent` wires them for `run`; `check` reports kernel support.
 
 mod agent;
+mod cgroup;
 mod check;
 mod cli;
 mod clock;
@@ -19,6 +20,7 @@ mod pipeline;
 mod proc_seed;
 mod process_maps;
 mod records;
+mod region_filter;
 mod region_mirror;
 mod region_names;
 mod region_table;

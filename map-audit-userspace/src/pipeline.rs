@@ -13,6 +13,7 @@ use crate::{
     correlator::{Correlator, Item, Timed},
     events::{Body, Stats},
     json_writer::JsonWriter,
+    region_filter::RegionFilter,
     region_table::RegionTable,
     stats::{Counters, KernelCounters},
 };
@@ -39,12 +40,13 @@ const CHANNEL_BATCHES: usize = 64;
 /// on it.
 pub fn start(
     table: RegionTable,
+    filter: RegionFilter,
     mut writer: JsonWriter,
 ) -> Result<(SyncSender<Message>, JoinHandle<()>)> {
     let (sender, receiver) = sync_channel(CHANNEL_BATCHES);
     let handle = std::thread::Builder::new()
         .name("pipeline".into())
-        .spawn(move || run(&mut Correlator::new(table), &mut writer, receiver))
+        .spawn(move || run(&mut Correlator::new(table, filter), &mut writer, receiver))
         .context("starting the pipeline thread failed")?;
     Ok((sender, handle))
 }

@@ -6,10 +6,13 @@ use anyhow::{Context, Result};
 use map_audit_common::region::{MAP_ANONYMOUS, MAP_PRIVATE, MAP_SHARED, Region};
 use procfs::process::{MMPermissions, MMapPath, Process};
 
-use crate::{correlator::Item, region_mirror::TrackedRegion, region_table::RegionTable};
+use crate::{
+    correlator::Item, region_filter::RegionFilter, region_mirror::TrackedRegion,
+    region_table::RegionTable,
+};
 
 /// Puts `pid` in scope and its mappings in the table; the item tells the pipeline.
-pub fn load_running(table: &mut RegionTable, pid: u32) -> Result<Item> {
+pub fn load_running(table: &mut RegionTable, filter: &RegionFilter, pid: u32) -> Result<Item> {
     let process = Process::new(pid as i32).with_context(|| format!("pid {pid} is gone"))?;
     let comm = process.stat().map(|s| s.comm).unwrap_or_default();
     let maps = process
@@ -31,12 +34,19 @@ pub fn load_running(table: &mut RegionTable, pid: u32) -> Result<Item> {
             prot: prot_bits(map.perms),
             flags: mmap_flags(map.perms, path.is_some()),
             generation,
-            _pad: 0,
+            path_filter: filter.path_state(path.as_deref()),
         };
         table.insert_if_absent(pid, &region);
         regions.push(TrackedRegion { region, path });
     }
     Ok(Item::Seed { pid, comm, regions })
+}
+
+/// Every pid now (for `--all`).
+pub fn all_pids() -> Vec<u32> {
+    procfs::process::all_processes()
+        .map(|all| all.filter_map(Result::ok).map(|p| p.pid as u32).collect())
+        .unwrap_or_default()
 }
 
 /// Pids whose comm is one of `comms` (not the agent itself).

@@ -110,6 +110,19 @@ impl RegionTable {
         }
     }
 
+    /// Gives `region`'s entries its `--path` verdict (`region.path_filter`), where
+    /// they still hold this region.
+    pub fn set_path_state(&mut self, tgid: u32, region: &Region) {
+        for key in block_keys(tgid, region) {
+            if let Ok(mut found) = self.regions.get(&key, 0)
+                && found.id == region.id
+            {
+                found.path_filter = region.path_filter;
+                let _ = self.regions.insert(&key, found, 0);
+            }
+        }
+    }
+
     /// Adds `region`'s entries, replacing what is there (a piece the kernel's walk
     /// could not make itself).
     pub fn insert(&mut self, tgid: u32, region: &Region) {

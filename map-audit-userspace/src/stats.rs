@@ -27,6 +27,8 @@ pub struct KernelCounters {
     pub pending_table_full: u64,
     pub scope_added: u64,
     pub scope_table_full: u64,
+    /// Faults in tracked regions the region filters exclude (by choice, not a loss).
+    pub faults_filtered: u64,
     /// Unmap/mprotect ranges the kernel handed to the agent to finish (not a loss).
     pub ranges_handed_to_agent: u64,
     /// Faults of a just-forked child matched through its parent's regions (not a loss).
@@ -59,6 +61,7 @@ impl KernelCounters {
             scope_added: get(idx::SCOPE_ADDED)?,
             scope_table_full: get(idx::SCOPE_TABLE_FULL)?,
             ranges_handed_to_agent: get(idx::RANGES_HANDED_TO_AGENT)?,
+            faults_filtered: get(idx::FAULTS_FILTERED)?,
             faults_matched_via_parent: get(idx::FAULTS_MATCHED_VIA_PARENT)?,
             stacks_truncated: get(idx::STACKS_TRUNCATED)?,
             stacks_failed: get(idx::STACKS_FAILED)?,
@@ -73,6 +76,9 @@ impl KernelCounters {
 pub struct AgentCounters {
     /// `write_fault` events written.
     pub faults_delivered: u64,
+    /// Faults the kernel sent while a region's `--path` verdict was pending and the
+    /// agent then filtered out (by choice, not a loss).
+    pub faults_filtered_by_agent: u64,
     /// Region and process records received (= kernel `region_events` +
     /// `process_records` minus their losses).
     pub region_and_process_records_delivered: u64,

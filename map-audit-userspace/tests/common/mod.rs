@@ -113,8 +113,10 @@ impl Run {
         let n = |v: &Value| v.as_u64().unwrap();
         assert_eq!(
             n(&kernel["faults_matched"]),
-            n(&agent["faults_delivered"]) + n(&kernel["faults_lost_ringbuf_full"]),
-            "write faults: produced != delivered + lost: {counters}"
+            n(&agent["faults_delivered"])
+                + n(&kernel["faults_lost_ringbuf_full"])
+                + n(&agent["faults_filtered_by_agent"]),
+            "write faults: produced != delivered + lost + filtered: {counters}"
         );
         assert_eq!(
             n(&kernel["region_events"]) + n(&kernel["process_records"]),
@@ -212,6 +214,10 @@ impl Agent {
             stderr,
             readers: vec![stdout_reader, stderr_reader],
         }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// Waits until a printed event satisfies `pred`.

@@ -235,6 +235,17 @@ static int spawn(int n) {
     return 0;
 }
 
+/* wx: a read-write region and a read-write-execute one, both written. */
+static int wx(void) {
+    char *rw = map_anon(2, PROT_READ | PROT_WRITE, NULL, 0);
+    char *rwx = map_anon(2, PROT_READ | PROT_WRITE | PROT_EXEC, NULL, 0);
+    report("rw", rw, 2);
+    report("rwx", rwx, 2);
+    write_pages(rw, 2);
+    write_pages(rwx, 2);
+    return 0;
+}
+
 /* kernel-read PAGES: read() from /dev/zero into a fresh mapping: the kernel writes. */
 __attribute__((noinline)) ssize_t read_into(int fd, char *buf, size_t len) { return read(fd, buf, len); }
 
@@ -271,6 +282,8 @@ int main(int argc, char **argv) {
     }
     if (argc >= 4 && strcmp(argv[1], "shared") == 0)
         return linger(shared(argv[2], strtoul(argv[3], NULL, 0)));
+    if (argc >= 2 && strcmp(argv[1], "wx") == 0)
+        return linger(wx());
     if (argc >= 3 && strcmp(argv[1], "kernel-read") == 0)
         return linger(kernel_read(strtoul(argv[2], NULL, 0)));
     if (argc >= 3 && strcmp(argv[1], "spawn") == 0)
