@@ -33,6 +33,9 @@ use crate::{
 /// Forwards the eBPF programs' aya-log records to the `log` crate.
 type KernelLogger = aya_log::EbpfLogger<&'static dyn log::Log>;
 
+/// How long programs already running when they are detached get to finish.
+const DETACH_GRACE: Duration = Duration::from_millis(20);
+
 /// How often records submitted without a wake-up are collected.
 const DRAIN_INTERVAL: Duration = Duration::from_millis(20);
 
@@ -171,6 +174,7 @@ pub fn run(args: RunArgs) -> Result<i32> {
     let stats_interval =
         (args.stats_interval > 0).then(|| Duration::from_secs(args.stats_interval));
     let exit_code = runtime.block_on(read_until_done(
+        ebpf,
         ring,
         &counters,
         &pipeline,
@@ -193,6 +197,7 @@ pub fn run(args: RunArgs) -> Result<i32> {
 
 /// The reader loop; returns the command's exit code when the agent ran one.
 async fn read_until_done(
+    programs: aya::Ebpf,
     ring: RingBuf<MapData>,
     counters: &PerCpuArray<MapData, u64>,
     pipeline: &std::sync::mpsc::SyncSender<Message>,
@@ -251,6 +256,10 @@ async fn read_until_done(
             }
         }
     };
+    // Detach every program first, so that nothing is produced after the last drain and
+    // the final counts add up exactly; then let in-flight programs finish.
+    drop(programs);
+    tokio::time::sleep(DETACH_GRACE).await;
     // Everything the kernel committed before we stopped still gets out.
     ringbuf_reader::drain(ring.get_mut(), &mut snapshots, pipeline);
     Ok(exit_code)

@@ -18,7 +18,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Audit processes and print events as JSON lines.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Show which hooks this kernel offers and which ones the agent would use.
     Check,
 }

@@ -46,7 +46,7 @@ fn main() {
         .init();
     let code = match cli.command {
         cli::Command::Check => check::run(),
-        cli::Command::Run(args) => match agent::run(args) {
+        cli::Command::Run(args) => match agent::run(*args) {
             Ok(code) => code,
             Err(err) => {
                 eprintln!("map-audit: {err:#}");
