@@ -160,7 +160,8 @@ pub fn run(args: RunArgs) -> Result<i32> {
     let counters: PerCpuArray<MapData, u64> =
         PerCpuArray::try_from(take_map(&mut ebpf, "COUNTERS")?)?;
     let ring = RingBuf::try_from(take_map(&mut ebpf, "EVENTS")?)?;
-    let (pipeline, pipeline_thread) = pipeline::start(table, filter, writer)?;
+    let (pipeline, pipeline_thread) =
+        pipeline::start(table, filter, args.every_event, clock, writer)?;
     if !seeds.is_empty() {
         pipeline
             .send(Message::Items(seeds))
@@ -180,6 +181,7 @@ pub fn run(args: RunArgs) -> Result<i32> {
         &pipeline,
         held,
         stats_interval,
+        (!args.every_event).then_some(args.flush_interval),
         kernel_logger.as_mut(),
     ))?;
 
@@ -203,6 +205,7 @@ async fn read_until_done(
     pipeline: &std::sync::mpsc::SyncSender<Message>,
     held: Option<HeldCommand>,
     stats_interval: Option<Duration>,
+    flush_interval: Option<Duration>,
     mut kernel_logger: Option<&mut KernelLogger>,
 ) -> Result<Option<i32>> {
     // SAFETY: the ring buffer owns its fd and keeps it open for as long as the AsyncFd
@@ -218,6 +221,8 @@ async fn read_until_done(
     let mut drain_tick = tokio::time::interval(DRAIN_INTERVAL);
     let mut stats_tick = tokio::time::interval(stats_interval.unwrap_or(Duration::from_secs(3600)));
     stats_tick.tick().await;
+    let mut flush_tick = tokio::time::interval(flush_interval.unwrap_or(Duration::from_secs(3600)));
+    flush_tick.tick().await;
     let (exit_tx, mut exit_rx) = tokio::sync::oneshot::channel();
     if let Some(held) = &held {
         let pid = held.pid;
@@ -248,6 +253,9 @@ async fn read_until_done(
             }
             _ = stats_tick.tick(), if stats_interval.is_some() => {
                 let _ = pipeline.send(Message::Stats(KernelCounters::read(counters)?));
+            }
+            _ = flush_tick.tick(), if flush_interval.is_some() => {
+                let _ = pipeline.send(Message::Flush);
             }
             _ = sigint.recv() => break None,
             _ = sigterm.recv() => break None,

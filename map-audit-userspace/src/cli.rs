@@ -64,6 +64,16 @@ pub struct RunArgs {
     #[arg(long, value_name = "GLOB", value_parser = parse_glob)]
     pub path: Option<glob::Pattern>,
 
+    /// Print every write fault as its own event (forensics) instead of aggregating
+    /// them by (process, region, stack).
+    #[arg(long)]
+    pub every_event: bool,
+
+    /// Seconds between reports of aggregated write faults (they are also reported when
+    /// their region is unmapped and when the process ends).
+    #[arg(long, value_name = "SECONDS", default_value = "1", value_parser = parse_seconds)]
+    pub flush_interval: std::time::Duration,
+
     /// Write events to this file (appended, created 0600) instead of stdout.
     #[arg(long, short, value_name = "FILE")]
     pub output: Option<PathBuf>,
@@ -89,6 +99,13 @@ pub struct RunArgs {
     /// with its status.
     #[arg(last = true, value_name = "COMMAND")]
     pub command: Vec<String>,
+}
+
+fn parse_seconds(value: &str) -> Result<std::time::Duration, String> {
+    match value.parse::<f64>() {
+        Ok(secs) if secs > 0.0 && secs.is_finite() => Ok(std::time::Duration::from_secs_f64(secs)),
+        _ => Err(format!("`{value}` is not a positive number of seconds")),
+    }
 }
 
 fn parse_glob(value: &str) -> Result<glob::Pattern, String> {

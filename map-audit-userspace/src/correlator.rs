@@ -12,7 +12,9 @@ use map_audit_common::{
 };
 
 use crate::{
-    events::{Body, ProcessInfo, RegionEvent, RegionKind, WriteFault, hex},
+    aggregator::{Aggregate, Aggregator, RawFault},
+    clock::Clock,
+    events::{AggregateSummary, Body, ProcessInfo, RegionEvent, RegionKind, WriteFault, hex},
     mount_points::{self, MountPoints},
     process_maps::ProcessMaps,
     records::Record,
@@ -57,11 +59,14 @@ pub struct Correlator {
     symbolizer: StackSymbolizer,
     table: RegionTable,
     filter: RegionFilter,
+    /// `None` in every-event mode.
+    aggregator: Option<Aggregator>,
+    clock: Clock,
     pub counters: AgentCounters,
 }
 
 impl Correlator {
-    pub fn new(table: RegionTable, filter: RegionFilter) -> Self {
+    pub fn new(table: RegionTable, filter: RegionFilter, every_event: bool, clock: Clock) -> Self {
         Self {
             processes: HashMap::new(),
             captured_paths: HashMap::new(),
@@ -69,6 +74,8 @@ impl Correlator {
             symbolizer: StackSymbolizer::new(),
             table,
             filter,
+            aggregator: (!every_event).then(Aggregator::default),
+            clock,
             counters: AgentCounters::default(),
         }
     }
@@ -196,6 +203,10 @@ impl Correlator {
         let region = record.region;
         let cut = (record.range_start, record.range_end);
         let process = self.process_info(&record.header);
+        if new_prot.is_none() {
+            // Its writes are reported before the region goes.
+            self.flush(|a| a.take_region(process.pid, region.id), out);
+        }
         let path = self
             .processes
             .entry(process.pid)
@@ -238,6 +249,9 @@ impl Correlator {
             let region = tracked.region;
             if new_prot == Some(region.prot) {
                 continue;
+            }
+            if new_prot.is_none() {
+                self.flush(|a| a.take_region(tgid, region.id), out);
             }
             self.table.remove(tgid, &region);
             for piece in pieces(&region, start, end, new_prot) {
@@ -306,6 +320,7 @@ impl Correlator {
 
     /// The process exec'd or exited: its regions leave the kernel table.
     fn process_gone(&mut self, record: &ProcessRecord, out: &mut Vec<Timed>) {
+        self.flush(|a| a.take_process(record.tgid), out);
         let Some(state) = self.processes.get_mut(&record.tgid) else {
             return;
         };
@@ -390,7 +405,8 @@ impl Correlator {
         reportable.then(|| region_event(ts_ns, kind, process, region, path, Some(cut), new_prot))
     }
 
-    /// A write fault; `kernel_stack` is set when the kernel did the write.
+    /// A write fault; `kernel_stack` is set when the kernel did the write. Reported at
+    /// once in every-event mode, otherwise merged into its aggregate.
     fn write_fault(&mut self, record: &FaultRecord, kernel_stack: Option<&[u64]>) -> Option<Timed> {
         let process = self.process_info(&record.header);
         let state = self.processes.entry(process.pid).or_default();
@@ -408,31 +424,80 @@ impl Correlator {
             return None;
         }
         let depth = stack_depth(record.stack_bytes, record.stack.len());
-        let stack = self.symbolizer.symbolize(&maps, &record.stack[..depth]);
+        let fault = RawFault {
+            process,
+            maps,
+            address: record.address,
+            error_code: record.error_code,
+            region: record.region,
+            path,
+            user_stack: record.stack[..depth].to_vec(),
+            user_stack_truncated: depth == record.stack.len(),
+            kernel_stack: kernel_stack.map(<[u64]>::to_vec),
+            ts_ns: record.header.ts_ns,
+        };
+        match &mut self.aggregator {
+            Some(aggregator) => {
+                aggregator.add(fault);
+                None
+            }
+            None => Some(self.fault_event(fault, None)),
+        }
+    }
+
+    /// Reports the aggregates `take` removes from the aggregator (none in every-event
+    /// mode): before a region or process ends, and at each flush.
+    pub fn flush(
+        &mut self,
+        take: impl FnOnce(&mut Aggregator) -> Vec<Aggregate>,
+        out: &mut Vec<Timed>,
+    ) {
+        let Some(aggregator) = &mut self.aggregator else {
+            return;
+        };
+        for aggregate in take(aggregator) {
+            let summary = AggregateSummary {
+                count: aggregate.count,
+                pages: aggregate.pages.len() as u64,
+                first_ts: self.clock.format_monotonic(aggregate.first.ts_ns),
+                last_ts: self.clock.format_monotonic(aggregate.last_ts_ns),
+            };
+            let mut event = self.fault_event(aggregate.first, Some(summary));
+            event.ts_ns = Some(aggregate.last_ts_ns);
+            out.push(event);
+        }
+    }
+
+    /// The `write_fault` event for `fault` (standing for `summary.count` faults when
+    /// aggregated): the only place stacks are symbolised.
+    fn fault_event(&mut self, fault: RawFault, summary: Option<AggregateSummary>) -> Timed {
+        let stack = self.symbolizer.symbolize(&fault.maps, &fault.user_stack);
         self.counters.frames_unsymbolized += stack.unknown_frames;
-        let kernel_stack = kernel_stack.map(|addrs| {
+        let kernel_stack = fault.kernel_stack.as_deref().map(|addrs| {
             let stack = self.symbolizer.symbolize_kernel(addrs);
             self.counters.frames_unsymbolized += stack.unknown_frames;
             stack.frames
         });
-        self.counters.faults_delivered += 1;
-        Some(Timed {
-            ts_ns: Some(record.header.ts_ns),
+        self.counters.faults_delivered += summary.as_ref().map_or(1, |s| s.count);
+        self.counters.write_fault_events += 1;
+        Timed {
+            ts_ns: Some(fault.ts_ns),
             body: Body::WriteFault(WriteFault {
-                process,
-                address: hex(record.address),
-                region: region_json(&record.region, path.as_deref()),
+                process: fault.process,
+                address: hex(fault.address),
+                region: region_json(&fault.region, fault.path.as_deref()),
                 access: if kernel_stack.is_some() {
                     "kernel"
                 } else {
                     "user"
                 },
-                error_code: record.error_code,
+                error_code: fault.error_code,
                 stack: stack.frames,
-                stack_truncated: depth == record.stack.len(),
+                stack_truncated: fault.user_stack_truncated,
                 kernel_stack,
+                aggregate: summary,
             }),
-        })
+        }
     }
 }
 

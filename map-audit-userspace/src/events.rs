@@ -177,6 +177,21 @@ pub struct WriteFault {
     /// `access: "kernel"` only: the kernel's frames, innermost first.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub kernel_stack: Option<Vec<Frame>>,
+    /// Aggregated mode: how many faults this event stands for. `address`, `tid` and
+    /// `ts`... are those of the first (`ts`: the last).
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub aggregate: Option<AggregateSummary>,
+}
+
+/// The aggregate a `write_fault` stands for (default mode).
+#[derive(Debug, Serialize)]
+pub struct AggregateSummary {
+    /// Faults merged: same process, region, user and kernel stacks.
+    pub count: u64,
+    /// Distinct pages written.
+    pub pages: u64,
+    pub first_ts: String,
+    pub last_ts: String,
 }
 
 /// One stack frame; unknown parts are null, never invented.

@@ -5,6 +5,7 @@
 //! -> `json_writer`. `agent` wires them for `run`; `check` reports kernel support.
 
 mod agent;
+mod aggregator;
 mod cgroup;
 mod check;
 mod cli;

@@ -10,6 +10,8 @@ use std::{
 use anyhow::{Context, Result};
 
 use crate::{
+    aggregator::Aggregator,
+    clock::Clock,
     correlator::{Correlator, Item, Timed},
     events::{Body, Stats},
     json_writer::JsonWriter,
@@ -23,6 +25,8 @@ pub enum Message {
     Items(Vec<Item>),
     /// Decoding failures seen by the reader.
     Undecodable(u64),
+    /// Report the open aggregates (the flush interval passed).
+    Flush,
     /// Write `agent_stats` with these kernel counts.
     Stats(KernelCounters),
     /// Write `agent_stopped`, flush, and end the thread.
@@ -41,12 +45,20 @@ const CHANNEL_BATCHES: usize = 64;
 pub fn start(
     table: RegionTable,
     filter: RegionFilter,
+    every_event: bool,
+    clock: Clock,
     mut writer: JsonWriter,
 ) -> Result<(SyncSender<Message>, JoinHandle<()>)> {
     let (sender, receiver) = sync_channel(CHANNEL_BATCHES);
     let handle = std::thread::Builder::new()
         .name("pipeline".into())
-        .spawn(move || run(&mut Correlator::new(table, filter), &mut writer, receiver))
+        .spawn(move || {
+            run(
+                &mut Correlator::new(table, filter, every_event, clock),
+                &mut writer,
+                receiver,
+            )
+        })
         .context("starting the pipeline thread failed")?;
     Ok((sender, handle))
 }
@@ -58,13 +70,16 @@ fn run(correlator: &mut Correlator, writer: &mut JsonWriter, receiver: Receiver<
             Message::Items(items) => {
                 for item in items {
                     correlator.handle(item, &mut events);
-                    for event in events.drain(..) {
-                        writer.write(event.ts_ns, event.body);
-                    }
+                    write_events(writer, &mut events);
                 }
                 writer.flush();
             }
             Message::Undecodable(n) => correlator.counters.records_undecodable += n,
+            Message::Flush => {
+                correlator.flush(Aggregator::take_all, &mut events);
+                write_events(writer, &mut events);
+                writer.flush();
+            }
             Message::Stats(kernel) => {
                 write_stats(correlator, writer, kernel, false, None);
                 writer.flush();
@@ -73,11 +88,19 @@ fn run(correlator: &mut Correlator, writer: &mut JsonWriter, receiver: Receiver<
                 kernel,
                 command_exit_code,
             } => {
+                correlator.flush(Aggregator::take_all, &mut events);
+                write_events(writer, &mut events);
                 write_stats(correlator, writer, kernel, true, command_exit_code);
                 writer.flush();
                 return;
             }
         }
+    }
+}
+
+fn write_events(writer: &mut JsonWriter, events: &mut Vec<Timed>) {
+    for event in events.drain(..) {
+        writer.write(event.ts_ns, event.body);
     }
 }
 

@@ -74,8 +74,10 @@ impl KernelCounters {
 /// Agent-side counts.
 #[derive(Debug, Default, Clone, Copy, Serialize, PartialEq, Eq)]
 pub struct AgentCounters {
-    /// `write_fault` events written.
+    /// Faults delivered (in aggregated mode, the sum of the events' `count`).
     pub faults_delivered: u64,
+    /// `write_fault` events written.
+    pub write_fault_events: u64,
     /// Faults the kernel sent while a region's `--path` verdict was pending and the
     /// agent then filtered out (by choice, not a loss).
     pub faults_filtered_by_agent: u64,

@@ -91,7 +91,14 @@ fn anonymous_writes_are_reported_once_per_page_with_the_writers_stack() {
 
 #[test]
 fn reads_and_read_only_mappings_produce_no_write_faults() {
-    let run = run_agent(&["run", "--", workload().to_str().unwrap(), "anon", "8"]);
+    let run = run_agent(&[
+        "run",
+        "--every-event",
+        "--",
+        workload().to_str().unwrap(),
+        "anon",
+        "8",
+    ]);
     assert!(run.status.success(), "stderr:\n{}", run.stderr);
     let (read_start, read_end) = run.workload_range("read");
     let (ro_start, ro_end) = run.workload_range("readonly");
@@ -120,7 +127,14 @@ fn reads_and_read_only_mappings_produce_no_write_faults() {
 
 #[test]
 fn munmap_reports_the_region_and_a_new_mapping_at_the_same_address_is_a_new_region() {
-    let run = run_agent(&["run", "--", workload().to_str().unwrap(), "anon", "4"]);
+    let run = run_agent(&[
+        "run",
+        "--every-event",
+        "--",
+        workload().to_str().unwrap(),
+        "anon",
+        "4",
+    ]);
     assert!(run.status.success(), "stderr:\n{}", run.stderr);
     let written = run.workload_range("written");
     assert_eq!(
@@ -216,7 +230,14 @@ fn processes_outside_the_scope_produce_nothing() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let run = run_agent(&["run", "--", workload().to_str().unwrap(), "anon", "8"]);
+    let run = run_agent(&[
+        "run",
+        "--every-event",
+        "--",
+        workload().to_str().unwrap(),
+        "anon",
+        "8",
+    ]);
     let outsider_pid = outsider.id();
     let outsider_alive = outsider.try_wait().unwrap().is_none();
     let _ = outsider.kill();
@@ -246,7 +267,14 @@ fn a_running_pid_is_audited_from_its_next_mapping() {
         .spawn()
         .unwrap();
     let pid = target.id();
-    let agent = Agent::start(&["run", "--pid", &pid.to_string(), "--stats-interval", "0"]);
+    let agent = Agent::start(&[
+        "run",
+        "--every-event",
+        "--pid",
+        &pid.to_string(),
+        "--stats-interval",
+        "0",
+    ]);
     agent.wait_for("agent_started", |e| e["event"] == "agent_started");
     target.stdin.take().unwrap().write_all(b"go\n").unwrap();
     let output = target.wait_with_output().unwrap();
@@ -287,7 +315,14 @@ fn a_command_name_brings_matching_processes_into_scope() {
     let comm = format!("comm{}", std::process::id());
     let program = dir.path().join(&comm);
     std::fs::copy(workload(), &program).unwrap();
-    let agent = Agent::start(&["run", "--comm", &comm, "--stats-interval", "0"]);
+    let agent = Agent::start(&[
+        "run",
+        "--every-event",
+        "--comm",
+        &comm,
+        "--stats-interval",
+        "0",
+    ]);
     agent.wait_for("agent_started", |e| e["event"] == "agent_started");
     let outsider = Command::new(workload())
         .args(["anon", "2"])
@@ -318,7 +353,7 @@ fn a_command_name_brings_matching_processes_into_scope() {
 
 #[test]
 fn the_command_exit_status_becomes_the_agents() {
-    let run = run_agent(&["run", "--", "/bin/sh", "-c", "exit 7"]);
+    let run = run_agent(&["run", "--every-event", "--", "/bin/sh", "-c", "exit 7"]);
     assert_eq!(run.status.code(), Some(7), "stderr:\n{}", run.stderr);
     assert_eq!(run.stopped()["command_exit_code"], 7);
 }
@@ -347,7 +382,14 @@ fn kernel_log_shows_the_programs_diagnostics() {
 
 #[test]
 fn without_kernel_log_the_programs_stay_quiet() {
-    let run = run_agent(&["run", "--", workload().to_str().unwrap(), "anon", "1"]);
+    let run = run_agent(&[
+        "run",
+        "--every-event",
+        "--",
+        workload().to_str().unwrap(),
+        "anon",
+        "1",
+    ]);
     assert!(run.status.success());
     assert!(
         !run.stderr.contains("map_audit::sys_mmap"),

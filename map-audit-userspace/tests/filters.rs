@@ -18,7 +18,7 @@ fn faults_in(run: &Run, (start, end): (u64, u64)) -> usize {
 /// The demo workload (4-page anonymous region "written", 2-page shared file "shared")
 /// under the given extra flags.
 fn demo(flags: &[&str]) -> (Run, (u64, u64), (u64, u64)) {
-    let mut args = vec!["run"];
+    let mut args = vec!["run", "--every-event"];
     args.extend_from_slice(flags);
     args.extend(["--", workload().to_str().unwrap(), "demo"]);
     let run = run_agent(&args);
@@ -30,7 +30,13 @@ fn demo(flags: &[&str]) -> (Run, (u64, u64), (u64, u64)) {
 
 #[test]
 fn wx_regions_are_marked_and_wx_only_audits_only_them() {
-    let run = run_agent(&["run", "--", workload().to_str().unwrap(), "wx"]);
+    let run = run_agent(&[
+        "run",
+        "--every-event",
+        "--",
+        workload().to_str().unwrap(),
+        "wx",
+    ]);
     let (rw, rwx) = (run.workload_range("rw"), run.workload_range("rwx"));
     let mapped = |range| {
         run.of_kind("region_mapped")
@@ -45,7 +51,14 @@ fn wx_regions_are_marked_and_wx_only_audits_only_them() {
     );
     assert_eq!(mapped(rw).unwrap()["region"]["wx"], false);
 
-    let run = run_agent(&["run", "--wx-only", "--", workload().to_str().unwrap(), "wx"]);
+    let run = run_agent(&[
+        "run",
+        "--every-event",
+        "--wx-only",
+        "--",
+        workload().to_str().unwrap(),
+        "wx",
+    ]);
     assert!(run.status.success(), "stderr:\n{}", run.stderr);
     let (rw, rwx) = (run.workload_range("rw"), run.workload_range("rwx"));
     assert_eq!(

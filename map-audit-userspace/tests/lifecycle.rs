@@ -78,6 +78,7 @@ fn the_agents_view_of_writable_regions_equals_proc_maps_after_every_operation() 
     let markers = tempfile::tempdir().unwrap();
     let run = run_agent(&[
         "run",
+        "--every-event",
         "--",
         workload().to_str().unwrap(),
         "lifecycle",
@@ -185,6 +186,7 @@ fn the_agents_view_of_writable_regions_equals_proc_maps_after_every_operation() 
 fn a_thousand_short_lived_processes_leave_no_entries_in_the_kernel_tables() {
     let run = run_agent(&[
         "run",
+        "--every-event",
         "--stats-interval",
         "0",
         "--",

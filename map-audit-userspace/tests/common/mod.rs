@@ -130,9 +130,16 @@ impl Run {
             n(&agent["file_records_delivered"]) + n(&kernel["file_records_lost_ringbuf_full"]),
             "mapped-file records: produced != delivered + lost: {counters}"
         );
+        let faults = self.of_kind("write_fault");
+        assert_eq!(n(&agent["write_fault_events"]), faults.len() as u64);
+        let represented: u64 = faults
+            .iter()
+            .map(|e| e.get("count").map_or(1, |c| c.as_u64().unwrap()))
+            .sum();
         assert_eq!(
             n(&agent["faults_delivered"]),
-            self.of_kind("write_fault").len() as u64
+            represented,
+            "delivered = the faults the events stand for"
         );
         assert_eq!(n(&agent["records_undecodable"]), 0);
         assert_eq!(n(&agent["lines_unwritten"]), 0);

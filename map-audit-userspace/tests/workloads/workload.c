@@ -235,6 +235,18 @@ static int spawn(int n) {
     return 0;
 }
 
+/* cycles PAGES N: N times map PAGES pages, write one byte per page, unmap (the
+ * benchmark's fault-heavy loop). */
+static int cycles(size_t pages, int n) {
+    for (int i = 0; i < n; i++) {
+        char *buf = map_anon(pages, PROT_READ | PROT_WRITE, NULL, 0);
+        write_pages(buf, pages);
+        munmap(buf, pages * PAGE);
+    }
+    fprintf(stderr, "workload: cycles %d\n", n);
+    return 0;
+}
+
 /* wx: a read-write region and a read-write-execute one, both written. */
 static int wx(void) {
     char *rw = map_anon(2, PROT_READ | PROT_WRITE, NULL, 0);
@@ -282,6 +294,8 @@ int main(int argc, char **argv) {
     }
     if (argc >= 4 && strcmp(argv[1], "shared") == 0)
         return linger(shared(argv[2], strtoul(argv[3], NULL, 0)));
+    if (argc >= 4 && strcmp(argv[1], "cycles") == 0)
+        return linger(cycles(strtoul(argv[2], NULL, 0), atoi(argv[3])));
     if (argc >= 2 && strcmp(argv[1], "wx") == 0)
         return linger(wx());
     if (argc >= 3 && strcmp(argv[1], "kernel-read") == 0)
