@@ -174,16 +174,19 @@ pub fn run(args: RunArgs) -> Result<i32> {
         .context("starting the async runtime failed")?;
     let stats_interval =
         (args.stats_interval > 0).then(|| Duration::from_secs(args.stats_interval));
-    let exit_code = runtime.block_on(read_until_done(
-        ebpf,
-        ring,
-        &counters,
-        &pipeline,
-        held,
-        stats_interval,
-        (!args.every_event).then_some(args.flush_interval),
-        kernel_logger.as_mut(),
-    ))?;
+    let exit_code = runtime.block_on(
+        ReadLoop {
+            programs: ebpf,
+            ring,
+            counters: &counters,
+            pipeline: &pipeline,
+            held,
+            stats_interval,
+            flush_interval: (!args.every_event).then_some(args.flush_interval),
+            kernel_logger: kernel_logger.as_mut(),
+        }
+        .run(),
+    )?;
 
     let kernel = KernelCounters::read(&counters)?;
     let _ = pipeline.send(Message::Stop {
@@ -197,80 +200,100 @@ pub fn run(args: RunArgs) -> Result<i32> {
     Ok(exit_code.unwrap_or(0))
 }
 
-/// The reader loop; returns the command's exit code when the agent ran one.
-async fn read_until_done(
+/// What the reader loop works with.
+struct ReadLoop<'a> {
+    /// Owned so the loop can detach every program before its final drain.
     programs: aya::Ebpf,
     ring: RingBuf<MapData>,
-    counters: &PerCpuArray<MapData, u64>,
-    pipeline: &std::sync::mpsc::SyncSender<Message>,
+    counters: &'a PerCpuArray<MapData, u64>,
+    pipeline: &'a std::sync::mpsc::SyncSender<Message>,
     held: Option<HeldCommand>,
     stats_interval: Option<Duration>,
+    /// `None` in every-event mode.
     flush_interval: Option<Duration>,
-    mut kernel_logger: Option<&mut KernelLogger>,
-) -> Result<Option<i32>> {
-    // SAFETY: the ring buffer owns its fd and keeps it open for as long as the AsyncFd
-    // that owns the ring buffer exists.
-    let mut ring = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
-        .map_err(|err| err.into_parts().1)
-        .context("polling the ring buffer failed")?;
-    let mut sigint =
-        signal(SignalKind::interrupt()).context("installing the SIGINT handler failed")?;
-    let mut sigterm =
-        signal(SignalKind::terminate()).context("installing the SIGTERM handler failed")?;
-    let mut snapshots = Snapshots::default();
-    let mut drain_tick = tokio::time::interval(DRAIN_INTERVAL);
-    let mut stats_tick = tokio::time::interval(stats_interval.unwrap_or(Duration::from_secs(3600)));
-    stats_tick.tick().await;
-    let mut flush_tick = tokio::time::interval(flush_interval.unwrap_or(Duration::from_secs(3600)));
-    flush_tick.tick().await;
-    let (exit_tx, mut exit_rx) = tokio::sync::oneshot::channel();
-    if let Some(held) = &held {
-        let pid = held.pid;
-        std::thread::Builder::new()
-            .name("command-wait".into())
-            .spawn(move || {
-                let _ = exit_tx.send(target::wait_exit_code(pid));
-            })
-            .context("starting the command waiter failed")?;
-        held.release()?;
-    }
-    let exit_code = loop {
-        tokio::select! {
-            guard = ring.readable_mut() => {
-                let mut guard = guard.context("polling the ring buffer failed")?;
-                if !ringbuf_reader::drain(guard.get_inner_mut(), &mut snapshots, pipeline) {
-                    break None;
-                }
-                guard.clear_ready();
-            }
-            _ = drain_tick.tick() => {
-                if let Some(logger) = kernel_logger.as_deref_mut() {
-                    logger.flush();
-                }
-                if !ringbuf_reader::drain(ring.get_mut(), &mut snapshots, pipeline) {
-                    break None;
-                }
-            }
-            _ = stats_tick.tick(), if stats_interval.is_some() => {
-                let _ = pipeline.send(Message::Stats(KernelCounters::read(counters)?));
-            }
-            _ = flush_tick.tick(), if flush_interval.is_some() => {
-                let _ = pipeline.send(Message::Flush);
-            }
-            _ = sigint.recv() => break None,
-            _ = sigterm.recv() => break None,
-            code = &mut exit_rx, if held.is_some() => {
-                break Some(code.context("the command waiter stopped")??);
-            }
+    kernel_logger: Option<&'a mut KernelLogger>,
+}
+
+impl ReadLoop<'_> {
+    /// Moves records to the pipeline until a signal or the command's exit; returns the
+    /// command's exit code when the agent ran one.
+    async fn run(self) -> Result<Option<i32>> {
+        let ReadLoop {
+            programs,
+            ring,
+            counters,
+            pipeline,
+            held,
+            stats_interval,
+            flush_interval,
+            mut kernel_logger,
+        } = self;
+        // SAFETY: the ring buffer owns its fd and keeps it open for as long as the AsyncFd
+        // that owns the ring buffer exists.
+        let mut ring = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
+            .map_err(|err| err.into_parts().1)
+            .context("polling the ring buffer failed")?;
+        let mut sigint =
+            signal(SignalKind::interrupt()).context("installing the SIGINT handler failed")?;
+        let mut sigterm =
+            signal(SignalKind::terminate()).context("installing the SIGTERM handler failed")?;
+        let mut snapshots = Snapshots::default();
+        let mut drain_tick = tokio::time::interval(DRAIN_INTERVAL);
+        let mut stats_tick =
+            tokio::time::interval(stats_interval.unwrap_or(Duration::from_secs(3600)));
+        stats_tick.tick().await;
+        let mut flush_tick =
+            tokio::time::interval(flush_interval.unwrap_or(Duration::from_secs(3600)));
+        flush_tick.tick().await;
+        let (exit_tx, mut exit_rx) = tokio::sync::oneshot::channel();
+        if let Some(held) = &held {
+            let pid = held.pid;
+            std::thread::Builder::new()
+                .name("command-wait".into())
+                .spawn(move || {
+                    let _ = exit_tx.send(target::wait_exit_code(pid));
+                })
+                .context("starting the command waiter failed")?;
+            held.release()?;
         }
-    };
-    // Detach every program first, so that nothing is produced after the last drain and
-    // the final counts add up exactly; then let in-flight programs finish.
-    drop(programs);
-    tokio::time::sleep(DETACH_GRACE).await;
-    // Everything the kernel committed before we stopped still gets out.
-    ringbuf_reader::drain(ring.get_mut(), &mut snapshots, pipeline);
-    Ok(exit_code)
+        let exit_code = loop {
+            tokio::select! {
+                guard = ring.readable_mut() => {
+                    let mut guard = guard.context("polling the ring buffer failed")?;
+                    if !ringbuf_reader::drain(guard.get_inner_mut(), &mut snapshots, pipeline) {
+                        break None;
+                    }
+                    guard.clear_ready();
+                }
+                _ = drain_tick.tick() => {
+                    if let Some(logger) = kernel_logger.as_deref_mut() {
+                        logger.flush();
+                    }
+                    if !ringbuf_reader::drain(ring.get_mut(), &mut snapshots, pipeline) {
+                        break None;
+                    }
+                }
+                _ = stats_tick.tick(), if stats_interval.is_some() => {
+                    let _ = pipeline.send(Message::Stats(KernelCounters::read(counters)?));
+                }
+                _ = flush_tick.tick(), if flush_interval.is_some() => {
+                    let _ = pipeline.send(Message::Flush);
+                }
+                _ = sigint.recv() => break None,
+                _ = sigterm.recv() => break None,
+                code = &mut exit_rx, if held.is_some() => {
+                    break Some(code.context("the command waiter stopped")??);
+                }
+            }
+        };
+        // Detach every program first, so that nothing is produced after the last drain and
+        // the final counts add up exactly; then let in-flight programs finish.
+        drop(programs);
+        tokio::time::sleep(DETACH_GRACE).await;
+        // Everything the kernel committed before we stopped still gets out.
+        ringbuf_reader::drain(ring.get_mut(), &mut snapshots, pipeline);
+        Ok(exit_code)
+    }
 }
 
 fn take_map(ebpf: &mut aya::Ebpf, name: &str) -> Result<aya::maps::Map> {

@@ -29,6 +29,7 @@ fn anonymous_writes_are_reported_once_per_page_with_the_writers_stack() {
     let pages = 16;
     let run = run_agent(&[
         "run",
+        "--every-event",
         "--",
         workload().to_str().unwrap(),
         "anon",
@@ -196,6 +197,7 @@ fn shared_file_mapping_reports_its_path_and_writes() {
     let file = dir.path().join("shared.dat");
     let run = run_agent(&[
         "run",
+        "--every-event",
         "--",
         workload().to_str().unwrap(),
         "shared",
@@ -362,6 +364,7 @@ fn the_command_exit_status_becomes_the_agents() {
 fn kernel_log_shows_the_programs_diagnostics() {
     let run = run_agent(&[
         "run",
+        "--every-event",
         "--kernel-log",
         "--",
         workload().to_str().unwrap(),
@@ -424,6 +427,7 @@ fn writes_the_kernel_does_for_the_process_are_reported_with_both_stacks() {
     let pages = 4;
     let run = run_agent(&[
         "run",
+        "--every-event",
         "--",
         workload().to_str().unwrap(),
         "kernel-read",

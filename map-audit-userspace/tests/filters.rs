@@ -130,6 +130,7 @@ fn a_cgroup_tree_is_the_scope() {
     std::fs::create_dir(&cgroup).expect("creating a cgroup v2 directory (needs root and cgroup2)");
     let agent = Agent::start(&[
         "run",
+        "--every-event",
         "--cgroup",
         cgroup.to_str().unwrap(),
         "--stats-interval",
@@ -183,6 +184,7 @@ fn a_cgroup_tree_is_the_scope() {
 fn all_audits_every_process_but_the_agent() {
     let agent = Agent::start(&[
         "run",
+        "--every-event",
         "--all",
         "--stats-interval",
         "0",
