@@ -106,8 +106,10 @@ pub struct AgentConfig {
     pub _pad: u32,
     /// `--min-size`: audit only regions at least this many bytes long.
     pub min_size: u64,
+    /// `--rate-limit`: fault records per second per process, 0 for no limit.
+    pub rate_limit: u64,
 }
-const _: () = assert!(core::mem::size_of::<AgentConfig>() == 56);
+const _: () = assert!(core::mem::size_of::<AgentConfig>() == 64);
 
 #[cfg(feature = "user")]
 mod pod {

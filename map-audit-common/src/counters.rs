@@ -37,5 +37,7 @@ pub const FAULTS_MATCHED_VIA_PARENT: u32 = 15;
 /// Write faults in tracked regions that the region filters (`--wx-only`, `--path`,
 /// ...) exclude: not sent, by choice (not a loss).
 pub const FAULTS_FILTERED: u32 = 16;
+/// Faults dropped by the per-process `--rate-limit` (a counted loss).
+pub const FAULTS_RATE_LIMITED: u32 = 17;
 /// Number of counters.
-pub const COUNTER_COUNT: u32 = 17;
+pub const COUNTER_COUNT: u32 = 18;

@@ -98,6 +98,14 @@ pub struct PendingCall {
 }
 const _: () = assert!(core::mem::size_of::<PendingCall>() == 48);
 
+/// A process's `--rate-limit` token bucket, in nano-tokens (1e9 per fault record).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RateBucket {
+    pub nano_tokens: u64,
+    pub last_ns: u64,
+}
+
 /// `PROT_WRITE` (the same value on every Linux architecture).
 pub const PROT_WRITE: u32 = 0x2;
 /// `PROT_EXEC`.

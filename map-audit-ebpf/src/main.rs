@@ -14,6 +14,7 @@ mod maps;
 mod page_fault_kernel;
 mod page_fault_user;
 mod pending;
+mod rate_limit;
 mod records;
 mod region_filter;
 mod region_table;

@@ -3,13 +3,13 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, LpmTrie, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
 };
 use map_audit_common::{
     COMM_LEN,
     config::{AgentConfig, KernelOffsets, TracepointOffsets},
     counters::COUNTER_COUNT,
-    region::{PendingCall, Region, RegionKeyData, ScopeEntry},
+    region::{PendingCall, RateBucket, Region, RegionKeyData, ScopeEntry},
 };
 
 /// Mappings of in-scope processes (writable or not: an mprotect can make any of them
@@ -28,6 +28,10 @@ pub static SCOPE_COMMS: HashMap<[u8; COMM_LEN], u32> = HashMap::with_max_entries
 /// Syscall arguments between entry and exit, by thread id.
 #[map]
 pub static PENDING_CALLS: HashMap<u32, PendingCall> = HashMap::with_max_entries(16_384, 0);
+
+/// `--rate-limit` buckets by tgid (LRU: bounded, and emptied at exit).
+#[map]
+pub static RATE_BUCKETS: LruHashMap<u32, RateBucket> = LruHashMap::with_max_entries(16_384, 0);
 
 /// Records to the agent. Power-of-two size in bytes.
 #[map]

@@ -11,7 +11,7 @@ use map_audit_common::records::{KIND_PROCESS_EXEC, KIND_PROCESS_EXIT, KIND_PROCE
 
 use crate::{
     maps::{SCOPE, kernel_offsets},
-    pending, records, scope,
+    pending, rate_limit, records, scope,
 };
 
 /// TP_PROTO(struct task_struct *parent, struct task_struct *child); runs in the parent.
@@ -66,6 +66,7 @@ pub fn sched_process_exit(_ctx: TracePointContext) -> u32 {
     // The region table's entries of the process are the agent's to delete: it holds the
     // list of them (the kernel cannot iterate an LPM trie).
     let _ = SCOPE.remove(tgid);
+    rate_limit::forget(tgid);
     records::process(KIND_PROCESS_EXIT, tgid, entry.generation);
     0
 }

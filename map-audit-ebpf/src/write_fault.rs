@@ -13,7 +13,7 @@ use map_audit_common::{
     region::Region,
 };
 
-use crate::{counters::bump, records, region_filter, region_table, scope};
+use crate::{counters::bump, rate_limit, records, region_filter, region_table, scope};
 
 /// x86 page-fault error code bit: the access was a write.
 const FAULT_WRITE: u64 = 0x2;
@@ -35,6 +35,9 @@ pub fn audited_region(address: u64, error_code: u64) -> Option<Region> {
         return None;
     }
     bump(FAULTS_MATCHED);
+    if !rate_limit::admit(tgid) {
+        return None;
+    }
     Some(region)
 }
 

@@ -78,6 +78,7 @@ pub fn run(args: RunArgs) -> Result<i32> {
             path_filter: u32::from(args.path.is_some()),
             _pad: 0,
             min_size: args.min_size,
+            rate_limit: args.rate_limit.unwrap_or(0),
         },
 
         ringbuf_bytes: args.ringbuf_size,

@@ -74,6 +74,11 @@ pub struct RunArgs {
     #[arg(long, value_name = "SECONDS", default_value = "1", value_parser = parse_seconds)]
     pub flush_interval: std::time::Duration,
 
+    /// At most this many fault records per second per process, e.g. 1000 or 1000/s
+    /// (meant for --every-event; the rest are counted as `faults_rate_limited`).
+    #[arg(long, value_name = "N/s", value_parser = parse_rate)]
+    pub rate_limit: Option<u64>,
+
     /// Write events to this file (appended, created 0600) instead of stdout.
     #[arg(long, short, value_name = "FILE")]
     pub output: Option<PathBuf>,
@@ -105,6 +110,15 @@ fn parse_seconds(value: &str) -> Result<std::time::Duration, String> {
     match value.parse::<f64>() {
         Ok(secs) if secs > 0.0 && secs.is_finite() => Ok(std::time::Duration::from_secs_f64(secs)),
         _ => Err(format!("`{value}` is not a positive number of seconds")),
+    }
+}
+
+fn parse_rate(value: &str) -> Result<u64, String> {
+    match value.trim_end_matches("/s").parse::<u64>() {
+        Ok(n) if n > 0 && n <= 1_000_000_000 => Ok(n),
+        _ => Err(format!(
+            "`{value}` is not a rate like 1000/s (1 to 10^9 per second)"
+        )),
     }
 }
 

@@ -15,6 +15,8 @@ pub struct KernelCounters {
     /// Audited write faults (produced).
     pub faults_matched: u64,
     pub faults_lost_ringbuf_full: u64,
+    /// Faults held back by `--rate-limit` (a counted loss).
+    pub faults_rate_limited: u64,
     /// Region records produced (mapped, unmapped, protected, ranges handed over).
     pub region_events: u64,
     pub region_events_lost_ringbuf_full: u64,
@@ -52,6 +54,7 @@ impl KernelCounters {
         Ok(Self {
             faults_matched: get(idx::FAULTS_MATCHED)?,
             faults_lost_ringbuf_full: get(idx::FAULTS_LOST_RINGBUF_FULL)?,
+            faults_rate_limited: get(idx::FAULTS_RATE_LIMITED)?,
             region_events: get(idx::REGION_EVENTS)?,
             region_events_lost_ringbuf_full: get(idx::REGION_EVENTS_LOST_RINGBUF_FULL)?,
             process_records: get(idx::PROCESS_RECORDS)?,

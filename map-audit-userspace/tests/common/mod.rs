@@ -115,6 +115,7 @@ impl Run {
             n(&kernel["faults_matched"]),
             n(&agent["faults_delivered"])
                 + n(&kernel["faults_lost_ringbuf_full"])
+                + n(&kernel["faults_rate_limited"])
                 + n(&agent["faults_filtered_by_agent"]),
             "write faults: produced != delivered + lost + filtered: {counters}"
         );
