@@ -1,7 +1,7 @@
 //! `map-audit run`: load and attach the eBPF programs, set the scope, then move records
 //! from the ring buffer through the pipeline until a signal or the command's exit.
 
-use std::time::Duration;
+use std::{sync::OnceLock, time::Duration};
 
 use anyhow::{Context, Result, anyhow};
 use aya::maps::{HashMap, LpmTrie, MapData, PerCpuArray, RingBuf};
@@ -15,6 +15,7 @@ use crate::{
     cgroup::Cgroup,
     cli::RunArgs,
     clock::Clock,
+    correlator::Options,
     events::{AgentStarted, Body, Scope},
     json_writer::JsonWriter,
     kernel_btf::KernelBtf,
@@ -161,8 +162,17 @@ pub fn run(args: RunArgs) -> Result<i32> {
     let counters: PerCpuArray<MapData, u64> =
         PerCpuArray::try_from(take_map(&mut ebpf, "COUNTERS")?)?;
     let ring = RingBuf::try_from(take_map(&mut ebpf, "EVENTS")?)?;
-    let (pipeline, pipeline_thread) =
-        pipeline::start(table, filter, args.every_event, clock, writer)?;
+    let output_closed = writer.closed.clone();
+    let (pipeline, pipeline_thread) = pipeline::start(
+        table,
+        Options {
+            filter,
+            every_event: args.every_event,
+            max_stack_depth: usize::from(args.max_stack_depth),
+        },
+        clock,
+        writer,
+    )?;
     if !seeds.is_empty() {
         pipeline
             .send(Message::Items(seeds))
@@ -185,6 +195,7 @@ pub fn run(args: RunArgs) -> Result<i32> {
             stats_interval,
             flush_interval: (!args.every_event).then_some(args.flush_interval),
             kernel_logger: kernel_logger.as_mut(),
+            output_closed: &output_closed,
         }
         .run(),
     )?;
@@ -198,6 +209,11 @@ pub fn run(args: RunArgs) -> Result<i32> {
     pipeline_thread
         .join()
         .map_err(|_| anyhow!("the pipeline thread panicked"))?;
+    if let Some(reason) = output_closed.get() {
+        return Err(anyhow!(
+            "the output failed ({reason}), so the agent stopped"
+        ));
+    }
     Ok(exit_code.unwrap_or(0))
 }
 
@@ -213,6 +229,8 @@ struct ReadLoop<'a> {
     /// `None` in every-event mode.
     flush_interval: Option<Duration>,
     kernel_logger: Option<&'a mut KernelLogger>,
+    /// Set by the writer when the output fails.
+    output_closed: &'a OnceLock<String>,
 }
 
 impl ReadLoop<'_> {
@@ -228,6 +246,7 @@ impl ReadLoop<'_> {
             stats_interval,
             flush_interval,
             mut kernel_logger,
+            output_closed,
         } = self;
         // SAFETY: the ring buffer owns its fd and keeps it open for as long as the AsyncFd
         // that owns the ring buffer exists.
@@ -238,6 +257,8 @@ impl ReadLoop<'_> {
             signal(SignalKind::interrupt()).context("installing the SIGINT handler failed")?;
         let mut sigterm =
             signal(SignalKind::terminate()).context("installing the SIGTERM handler failed")?;
+        let mut sighup =
+            signal(SignalKind::hangup()).context("installing the SIGHUP handler failed")?;
         let mut snapshots = Snapshots::default();
         let mut drain_tick = tokio::time::interval(DRAIN_INTERVAL);
         let mut stats_tick =
@@ -266,7 +287,13 @@ impl ReadLoop<'_> {
                     }
                     guard.clear_ready();
                 }
+                _ = sighup.recv() => {
+                    let _ = pipeline.send(Message::ReopenOutput);
+                }
                 _ = drain_tick.tick() => {
+                    if output_closed.get().is_some() {
+                        break None;
+                    }
                     if let Some(logger) = kernel_logger.as_deref_mut() {
                         logger.flush();
                     }

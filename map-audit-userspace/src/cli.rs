@@ -79,6 +79,11 @@ pub struct RunArgs {
     #[arg(long, value_name = "N/s", value_parser = parse_rate)]
     pub rate_limit: Option<u64>,
 
+    /// Frames per reported stack (at most 64, what the kernel captures); deeper stacks
+    /// are cut, marked `stack_truncated` and counted, so lines stay under 16 KiB.
+    #[arg(long, value_name = "FRAMES", default_value_t = 64, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub max_stack_depth: u16,
+
     /// Write events to this file (appended, created 0600) instead of stdout.
     #[arg(long, short, value_name = "FILE")]
     pub output: Option<PathBuf>,

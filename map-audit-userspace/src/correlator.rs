@@ -26,6 +26,15 @@ use crate::{
     symbolizer::StackSymbolizer,
 };
 
+/// How the correlator reports.
+pub struct Options {
+    pub filter: RegionFilter,
+    /// One event per fault instead of aggregates.
+    pub every_event: bool,
+    /// Frames per reported stack (`--max-stack-depth`), to keep lines under 16 KiB.
+    pub max_stack_depth: usize,
+}
+
 /// What the reader hands to the pipeline, in ring-buffer order.
 pub enum Item {
     Record(Record),
@@ -61,20 +70,22 @@ pub struct Correlator {
     filter: RegionFilter,
     /// `None` in every-event mode.
     aggregator: Option<Aggregator>,
+    max_stack_depth: usize,
     clock: Clock,
     pub counters: AgentCounters,
 }
 
 impl Correlator {
-    pub fn new(table: RegionTable, filter: RegionFilter, every_event: bool, clock: Clock) -> Self {
+    pub fn new(table: RegionTable, options: Options, clock: Clock) -> Self {
         Self {
             processes: HashMap::new(),
             captured_paths: HashMap::new(),
             mounts: MountPoints::default(),
             symbolizer: StackSymbolizer::new(),
             table,
-            filter,
-            aggregator: (!every_event).then(Aggregator::default),
+            filter: options.filter,
+            aggregator: (!options.every_event).then(Aggregator::default),
+            max_stack_depth: options.max_stack_depth,
             clock,
             counters: AgentCounters::default(),
         }
@@ -471,11 +482,21 @@ impl Correlator {
     /// The `write_fault` event for `fault` (standing for `summary.count` faults when
     /// aggregated): the only place stacks are symbolised.
     fn fault_event(&mut self, fault: RawFault, summary: Option<AggregateSummary>) -> Timed {
-        let stack = self.symbolizer.symbolize(&fault.maps, &fault.user_stack);
+        let mut stack = self.symbolizer.symbolize(&fault.maps, &fault.user_stack);
         self.counters.frames_unsymbolized += stack.unknown_frames;
+        let mut stack_truncated = fault.user_stack_truncated;
+        if stack.frames.len() > self.max_stack_depth {
+            stack.frames.truncate(self.max_stack_depth);
+            stack_truncated = true;
+            self.counters.stacks_cut_for_output += 1;
+        }
         let kernel_stack = fault.kernel_stack.as_deref().map(|addrs| {
-            let stack = self.symbolizer.symbolize_kernel(addrs);
+            let mut stack = self.symbolizer.symbolize_kernel(addrs);
             self.counters.frames_unsymbolized += stack.unknown_frames;
+            if stack.frames.len() > self.max_stack_depth {
+                stack.frames.truncate(self.max_stack_depth);
+                self.counters.stacks_cut_for_output += 1;
+            }
             stack.frames
         });
         self.counters.faults_delivered += summary.as_ref().map_or(1, |s| s.count);
@@ -493,7 +514,7 @@ impl Correlator {
                 },
                 error_code: fault.error_code,
                 stack: stack.frames,
-                stack_truncated: fault.user_stack_truncated,
+                stack_truncated,
                 kernel_stack,
                 aggregate: summary,
             }),

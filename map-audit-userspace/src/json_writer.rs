@@ -1,10 +1,16 @@
 //! Writes events as JSON lines to stdout or a file.
+//!
+//! A file is created 0600, appended to (never truncated), never opened through a
+//! symlink, and reopened on request (SIGHUP after log rotation). When the output
+//! fails (a collector that closed the pipe), the writer says so once, counts every
+//! line it could not write, and raises `closed` so the agent stops.
 
 use std::{
-    fs::OpenOptions,
+    fs::{File, OpenOptions},
     io::{self, BufWriter, Write},
     os::unix::fs::OpenOptionsExt,
-    path::Path,
+    path::{Path, PathBuf},
+    sync::{Arc, OnceLock},
 };
 
 use anyhow::{Context, Result};
@@ -16,26 +22,30 @@ use crate::{
 
 pub struct JsonWriter {
     out: BufWriter<Box<dyn Write + Send>>,
+    path: Option<PathBuf>,
     host: String,
     clock: Clock,
     /// Lines that could not be written.
     pub lines_unwritten: u64,
-    failed: bool,
+    /// Why the output failed, once it has; the agent's loop watches it and stops.
+    pub closed: Arc<OnceLock<String>>,
+}
+
+fn open_file(path: &Path) -> Result<File> {
+    OpenOptions::new()
+        .append(true)
+        .create(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+        .with_context(|| format!("cannot open the output file {}", path.display()))
 }
 
 impl JsonWriter {
-    /// Writes to `path` (created 0600, appended to, never through a symlink) or stdout.
+    /// Writes to `path` or stdout.
     pub fn open(path: Option<&Path>, clock: Clock) -> Result<Self> {
         let out: Box<dyn Write + Send> = match path {
-            Some(path) => Box::new(
-                OpenOptions::new()
-                    .append(true)
-                    .create(true)
-                    .mode(0o600)
-                    .custom_flags(libc::O_NOFOLLOW)
-                    .open(path)
-                    .with_context(|| format!("cannot open the output file {}", path.display()))?,
-            ),
+            Some(path) => Box::new(open_file(path)?),
             None => Box::new(io::stdout()),
         };
         let host = nix::unistd::gethostname()
@@ -43,15 +53,33 @@ impl JsonWriter {
             .unwrap_or_else(|_| "unknown".into());
         Ok(Self {
             out: BufWriter::with_capacity(256 * 1024, out),
+            path: path.map(Path::to_path_buf),
             host,
             clock,
             lines_unwritten: 0,
-            failed: false,
+            closed: Arc::new(OnceLock::new()),
         })
+    }
+
+    /// After log rotation: flushes to the old file, then appends to a new one at the
+    /// same path. Nothing is written twice or lost around it.
+    pub fn reopen(&mut self) {
+        let Some(path) = self.path.clone() else {
+            return;
+        };
+        self.flush();
+        match open_file(&path) {
+            Ok(file) => self.out = BufWriter::with_capacity(256 * 1024, Box::new(file)),
+            Err(err) => log::error!("{err:#}; still writing to the previous file"),
+        }
     }
 
     /// Writes one event stamped with the kernel time `ts_ns` (or now, when `None`).
     pub fn write(&mut self, ts_ns: Option<u64>, body: Body) {
+        if self.closed.get().is_some() {
+            self.lines_unwritten += 1;
+            return;
+        }
         let ts = match ts_ns {
             Some(ns) => self.clock.format_monotonic(ns),
             None => self.clock.now(),
@@ -63,10 +91,6 @@ impl JsonWriter {
             host: &self.host,
             body,
         };
-        if self.failed {
-            self.lines_unwritten += 1;
-            return;
-        }
         let result = serde_json::to_writer(&mut self.out, &event)
             .map_err(io::Error::from)
             .and_then(|()| self.out.write_all(b"\n"));
@@ -76,7 +100,7 @@ impl JsonWriter {
     }
 
     pub fn flush(&mut self) {
-        if !self.failed
+        if self.closed.get().is_none()
             && let Err(err) = self.out.flush()
         {
             self.fail(err);
@@ -84,9 +108,8 @@ impl JsonWriter {
     }
 
     fn fail(&mut self, err: io::Error) {
-        // Keep running (the kernel side must not notice), count what is not written.
-        log::error!("writing events failed, counting them as unwritten from now on: {err}");
-        self.failed = true;
+        // Counted from here on; the lines still buffered are lost with the output.
+        let _ = self.closed.set(err.to_string());
         self.lines_unwritten += 1;
     }
 }

@@ -12,10 +12,9 @@ use anyhow::{Context, Result};
 use crate::{
     aggregator::Aggregator,
     clock::Clock,
-    correlator::{Correlator, Item, Timed},
+    correlator::{Correlator, Item, Options, Timed},
     events::{Body, Stats},
     json_writer::JsonWriter,
-    region_filter::RegionFilter,
     region_table::RegionTable,
     stats::{Counters, KernelCounters},
 };
@@ -27,6 +26,8 @@ pub enum Message {
     Undecodable(u64),
     /// Report the open aggregates (the flush interval passed).
     Flush,
+    /// Reopen the output file (SIGHUP after log rotation).
+    ReopenOutput,
     /// Write `agent_stats` with these kernel counts.
     Stats(KernelCounters),
     /// Write `agent_stopped`, flush, and end the thread.
@@ -44,8 +45,7 @@ const CHANNEL_BATCHES: usize = 64;
 /// on it.
 pub fn start(
     table: RegionTable,
-    filter: RegionFilter,
-    every_event: bool,
+    options: Options,
     clock: Clock,
     mut writer: JsonWriter,
 ) -> Result<(SyncSender<Message>, JoinHandle<()>)> {
@@ -54,7 +54,7 @@ pub fn start(
         .name("pipeline".into())
         .spawn(move || {
             run(
-                &mut Correlator::new(table, filter, every_event, clock),
+                &mut Correlator::new(table, options, clock),
                 &mut writer,
                 receiver,
             )
@@ -75,6 +75,7 @@ fn run(correlator: &mut Correlator, writer: &mut JsonWriter, receiver: Receiver<
                 writer.flush();
             }
             Message::Undecodable(n) => correlator.counters.records_undecodable += n,
+            Message::ReopenOutput => writer.reopen(),
             Message::Flush => {
                 correlator.flush(Aggregator::take_all, &mut events);
                 write_events(writer, &mut events);

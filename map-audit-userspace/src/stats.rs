@@ -93,6 +93,8 @@ pub struct AgentCounters {
     pub file_records_delivered: u64,
     /// Ring-buffer items that could not be decoded.
     pub records_undecodable: u64,
+    /// Stacks cut to `--max-stack-depth` frames for the output.
+    pub stacks_cut_for_output: u64,
     /// Stack frames left without a symbol.
     pub frames_unsymbolized: u64,
     /// File-backed regions reported without a path (neither the kernel's capture nor
