@@ -26,9 +26,12 @@ pub struct TracepointOffsets {
     pub mremap_old_len: u32,
     pub mremap_new_len: u32,
     pub mremap_flags: u32,
+    /// `exceptions:page_fault_*` (the same record for user and kernel faults).
+    pub page_fault_address: u32,
+    pub page_fault_error_code: u32,
     pub _pad: u32,
 }
-const _: () = assert!(core::mem::size_of::<TracepointOffsets>() == 80);
+const _: () = assert!(core::mem::size_of::<TracepointOffsets>() == 88);
 
 /// Byte offsets of kernel struct members, read by the agent from the kernel's BTF, so
 /// the programs can follow an mmap's fd to its file's path on any kernel without CO-RE.

@@ -9,9 +9,12 @@
 #![allow(internal_features)]
 
 mod counters;
+mod handle_mm_fault;
 mod mapped_file;
 mod maps;
+mod page_fault_btf;
 mod page_fault_kernel;
+mod page_fault_tracepoint;
 mod page_fault_user;
 mod pending;
 mod rate_limit;

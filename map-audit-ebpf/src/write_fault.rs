@@ -8,19 +8,28 @@ use aya_ebpf::{
 };
 use map_audit_common::{
     MAX_STACK_DEPTH,
-    counters::{FAULTS_FILTERED, FAULTS_MATCHED, STACKS_FAILED, STACKS_TRUNCATED},
-    records::FaultRecord,
+    counters::{
+        FAULTS_FILTERED, FAULTS_LOST_RINGBUF_FULL, FAULTS_MATCHED, STACKS_FAILED, STACKS_TRUNCATED,
+    },
+    records::{
+        FaultRecord, KIND_KERNEL_WRITE_FAULT, KIND_WRITE_FAULT, KernelFaultRecord,
+        MAX_KERNEL_STACK_DEPTH,
+    },
     region::Region,
 };
 
-use crate::{counters::bump, rate_limit, records, region_filter, region_table, scope};
+use crate::{
+    counters::bump, maps::EVENTS, rate_limit, records, region_filter, region_table, scope,
+};
 
 /// x86 page-fault error code bit: the access was a write.
-const FAULT_WRITE: u64 = 0x2;
+pub const FAULT_WRITE: u64 = 0x2;
+/// x86 page-fault error code bit: the access came from user mode.
+pub const FAULT_USER: u64 = 0x4;
 
 /// The tracked writable region an audited write fault at `address` falls in.
 #[inline(always)]
-pub fn audited_region(address: u64, error_code: u64) -> Option<Region> {
+fn audited_region(address: u64, error_code: u64) -> Option<Region> {
     if error_code & FAULT_WRITE == 0 {
         return None;
     }
@@ -41,10 +50,63 @@ pub fn audited_region(address: u64, error_code: u64) -> Option<Region> {
     Some(region)
 }
 
+/// Reports an audited write fault at `address`: a fault record with the user stack, or
+/// (`kernel`: the kernel wrote for the process) one with the kernel stack as well.
+#[inline(always)]
+pub fn report<C: EbpfContext>(ctx: &C, address: u64, error_code: u64, kernel: bool) {
+    // Kernel faults on kernel addresses (the upper half) are not the process's memory.
+    if kernel && address >> 63 != 0 {
+        return;
+    }
+    let Some(region) = audited_region(address, error_code) else {
+        return;
+    };
+    if !kernel {
+        let Some(mut entry) = EVENTS.reserve::<FaultRecord>(0) else {
+            bump(FAULTS_LOST_RINGBUF_FULL);
+            return;
+        };
+        unsafe {
+            fill(
+                ctx,
+                entry.as_mut_ptr(),
+                KIND_WRITE_FAULT,
+                address,
+                error_code,
+                &region,
+            )
+        };
+        entry.submit(records::batched_wakeup_flags());
+        return;
+    }
+    let Some(mut entry) = EVENTS.reserve::<KernelFaultRecord>(0) else {
+        bump(FAULTS_LOST_RINGBUF_FULL);
+        return;
+    };
+    let record = entry.as_mut_ptr();
+    unsafe {
+        fill(
+            ctx,
+            &raw mut (*record).fault,
+            KIND_KERNEL_WRITE_FAULT,
+            address,
+            error_code,
+            &region,
+        );
+        (*record).kernel_stack_bytes = stack(
+            ctx,
+            (*record).kernel_stack.as_mut_ptr(),
+            MAX_KERNEL_STACK_DEPTH,
+            0,
+        );
+    }
+    entry.submit(records::batched_wakeup_flags());
+}
+
 /// Fills `record` (already reserved in the ring buffer) with the fault and the user
 /// stack.
 #[inline(always)]
-pub unsafe fn fill<C: EbpfContext>(
+unsafe fn fill<C: EbpfContext>(
     ctx: &C,
     record: *mut FaultRecord,
     kind: u32,
@@ -68,7 +130,7 @@ pub unsafe fn fill<C: EbpfContext>(
 
 /// `bpf_get_stack` into `frames`, counting failed and truncated stacks.
 #[inline(always)]
-pub unsafe fn stack<C: EbpfContext>(ctx: &C, frames: *mut u64, depth: usize, flags: u64) -> i64 {
+unsafe fn stack<C: EbpfContext>(ctx: &C, frames: *mut u64, depth: usize, flags: u64) -> i64 {
     let bytes = unsafe { bpf_get_stack(ctx.as_ptr(), frames.cast(), (depth * 8) as u32, flags) };
     if bytes < 0 {
         bump(STACKS_FAILED);

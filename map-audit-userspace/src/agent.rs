@@ -96,7 +96,7 @@ pub fn run(args: RunArgs) -> Result<i32> {
     } else {
         None
     };
-    let hooks = loader::attach(&mut ebpf)?;
+    let hooks = loader::attach(&mut ebpf, args.fault_hook)?;
 
     let regions = LpmTrie::try_from(take_map(&mut ebpf, "REGIONS")?)?;
     let scope = HashMap::try_from(take_map(&mut ebpf, "SCOPE")?)?;

@@ -4,6 +4,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::fault_hooks::FaultHook;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "map-audit",
@@ -83,6 +85,12 @@ pub struct RunArgs {
     /// are cut, marked `stack_truncated` and counted, so lines stay under 16 KiB.
     #[arg(long, value_name = "FRAMES", default_value_t = 64, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub max_stack_depth: u16,
+
+    /// The fault hook: auto picks the cheapest that attaches (raw tracepoint, tp_btf,
+    /// tracepoint, kprobe); naming one forces it, and the agent fails if it cannot
+    /// attach.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub fault_hook: FaultHook,
 
     /// Write events to this file (appended, created 0600) instead of stdout.
     #[arg(long, short, value_name = "FILE")]

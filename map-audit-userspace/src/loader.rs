@@ -8,7 +8,10 @@ use aya::{
 use map_audit_common::config::{AgentConfig, KernelOffsets, TracepointOffsets};
 use serde::Serialize;
 
-use crate::kernel_btf::KernelBtf;
+use crate::{
+    fault_hooks::{self, FaultHook},
+    kernel_btf::KernelBtf,
+};
 
 /// The eBPF object built by `cargo xtask build-ebpf`, embedded at build time.
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(env!("MAP_AUDIT_EBPF_OBJECT"));
@@ -32,7 +35,7 @@ pub struct AttachedHook {
     /// Attach type and point, e.g. "raw_tracepoint:page_fault_user".
     pub hook: String,
     /// Why this hook was chosen.
-    pub reason: &'static str,
+    pub reason: String,
 }
 
 /// Loads the object; maps are created and globals set, nothing attached yet.
@@ -84,7 +87,7 @@ const TRACEPOINTS: [(&str, &str, &str, &str); 12] = [
 ];
 
 /// Attaches every program; links live as long as `ebpf`.
-pub fn attach(ebpf: &mut Ebpf) -> Result<Vec<AttachedHook>> {
+pub fn attach(ebpf: &mut Ebpf, fault_hook: FaultHook) -> Result<Vec<AttachedHook>> {
     let mut hooks = Vec::new();
     for (role, name, category, point) in TRACEPOINTS {
         let program: &mut TracePoint = program(ebpf, name)?.try_into()?;
@@ -101,33 +104,20 @@ pub fn attach(ebpf: &mut Ebpf) -> Result<Vec<AttachedHook>> {
         hooks.push(AttachedHook {
             role,
             hook: format!("tracepoint:{category}:{point}"),
-            reason: "the stable hook for this event; field offsets read from tracefs",
+            reason: "the stable hook for this event; field offsets read from tracefs".into(),
         });
     }
     attach_raw(ebpf, "sched_process_fork", "sched_process_fork")?;
     hooks.push(AttachedHook {
         role: "fork",
         hook: "raw_tracepoint:sched:sched_process_fork".into(),
-        reason: "gives the child task, so new threads are told apart from new processes",
+        reason: "gives the child task, so new threads are told apart from new processes".into(),
     });
-    attach_raw(ebpf, "page_fault_user", "page_fault_user")
-        .context("this kernel lacks exceptions:page_fault_user (x86 only)")?;
-    hooks.push(AttachedHook {
-        role: "fault_user",
-        hook: "raw_tracepoint:exceptions:page_fault_user".into(),
-        reason: "cheapest measured fault hook (47 ns empty, tp_btf 82 ns, tracepoint 140 ns)",
-    });
-    attach_raw(ebpf, "page_fault_kernel", "page_fault_kernel")
-        .context("this kernel lacks exceptions:page_fault_kernel (x86 only)")?;
-    hooks.push(AttachedHook {
-        role: "fault_kernel",
-        hook: "raw_tracepoint:exceptions:page_fault_kernel".into(),
-        reason: "writes the kernel does into user memory (read(), recv()) fault only here",
-    });
+    hooks.extend(fault_hooks::attach(ebpf, fault_hook)?);
     Ok(hooks)
 }
 
-fn attach_raw(ebpf: &mut Ebpf, name: &str, point: &str) -> Result<()> {
+pub fn attach_raw(ebpf: &mut Ebpf, name: &str, point: &str) -> Result<()> {
     let program: &mut RawTracePoint = program(ebpf, name)?.try_into()?;
     program
         .load()
@@ -158,7 +148,7 @@ pub fn kernel_offsets(btf: &KernelBtf) -> Result<KernelOffsets> {
     })
 }
 
-fn program<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut aya::programs::Program> {
+pub fn program<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut aya::programs::Program> {
     ebpf.program_mut(name)
         .ok_or_else(|| anyhow!("the embedded eBPF object has no program `{name}`; rebuild with `cargo xtask build-ebpf`"))
 }

@@ -102,6 +102,10 @@ pub fn tracepoint_offsets(root: &Path) -> Result<TracepointOffsets> {
         mremap_old_len: mremap("old_len")?,
         mremap_new_len: mremap("new_len")?,
         mremap_flags: mremap("flags")?,
+        page_fault_address: field_offset(root, "exceptions", "page_fault_user", "address")
+            .unwrap_or(0),
+        page_fault_error_code: field_offset(root, "exceptions", "page_fault_user", "error_code")
+            .unwrap_or(0),
         _pad: 0,
     };
     let munmap_ret = field_offset(root, "syscalls", "sys_exit_munmap", "ret")?;

@@ -1,0 +1,34 @@
+//! A kprobe on `handle_mm_fault`, the architecture-neutral fault path: for kernels or
+//! architectures without the `exceptions:page_fault_*` tracepoints. One program covers
+//! user and kernel writes (`FAULT_FLAG_USER` tells them apart). Needs CONFIG_KPROBES.
+
+use aya_ebpf::{macros::kprobe, programs::ProbeContext};
+
+use crate::write_fault::{self, FAULT_USER, FAULT_WRITE};
+
+const FAULT_FLAG_WRITE: u32 = 1 << 0;
+/// A retry of a fault already seen once: not a new write.
+const FAULT_FLAG_TRIED: u32 = 1 << 5;
+const FAULT_FLAG_USER: u32 = 1 << 6;
+
+/// vm_fault_t handle_mm_fault(struct vm_area_struct *vma, unsigned long address,
+///                            unsigned int flags, struct pt_regs *regs)
+#[kprobe(function = "handle_mm_fault")]
+pub fn handle_mm_fault(ctx: ProbeContext) -> u32 {
+    let (Some(address), Some(flags)) = (ctx.arg::<u64>(1), ctx.arg::<u32>(2)) else {
+        return 0;
+    };
+    if flags & FAULT_FLAG_TRIED != 0 {
+        return 0;
+    }
+    // The x86 error code the tracepoints carry, rebuilt from the fault flags.
+    let mut error_code = 0;
+    if flags & FAULT_FLAG_WRITE != 0 {
+        error_code |= FAULT_WRITE;
+    }
+    if flags & FAULT_FLAG_USER != 0 {
+        error_code |= FAULT_USER;
+    }
+    write_fault::report(&ctx, address, error_code, flags & FAULT_FLAG_USER == 0);
+    0
+}
