@@ -39,6 +39,10 @@ const _: () = assert!(core::mem::size_of::<TracepointOffsets>() == 88);
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct KernelOffsets {
     pub task_tgid: u32,
+    pub task_mm: u32,
+    pub mm_exe_file: u32,
+    pub mm_start_code: u32,
+    pub mm_end_code: u32,
     pub task_files: u32,
     pub files_fdt: u32,
     pub fdtable_max_fds: u32,
@@ -55,7 +59,7 @@ pub struct KernelOffsets {
     /// `dentry.d_name` plus `qstr.name`.
     pub dentry_name: u32,
 }
-const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 48);
+const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 64);
 
 impl TracepointOffsets {
     /// All zero: the placeholder the agent overwrites at load time.

@@ -22,6 +22,10 @@ pub const KIND_REGION_PROTECTED: u32 = 7;
 pub const KIND_PROTECT_UNRESOLVED: u32 = 8;
 /// An audited write the kernel did for the process (`KernelFaultRecord`).
 pub const KIND_KERNEL_WRITE_FAULT: u32 = 11;
+/// The program an exec loaded: its text, `[start_code, end_code)` as a `RegionRecord`
+/// (the path follows the `KIND_MAPPED_FILE` record sent just before, same id). Lets
+/// the agent symbolise a process that exits before it can read /proc.
+pub const KIND_EXEC_IMAGE: u32 = 12;
 /// An audited process forked a new process (not a thread).
 pub const KIND_PROCESS_FORK: u32 = 9;
 /// An audited process called exec: its old regions are gone.

@@ -8,6 +8,7 @@ use aya_ebpf::{
     helpers::{bpf_get_current_task, bpf_probe_read_kernel, bpf_probe_read_kernel_str_bytes},
 };
 use map_audit_common::{
+    config::KernelOffsets,
     counters::{FILE_RECORDS, FILE_RECORDS_LOST_RINGBUF_FULL},
     records::{KIND_MAPPED_FILE, MAX_PATH_COMPONENTS, MappedFileRecord},
 };
@@ -21,6 +22,34 @@ use crate::{
 /// Sends the path of `fd`'s file for region `region_id` (before its `region_mapped`).
 #[inline(always)]
 pub fn send(fd: i32, region_id: u64) {
+    send_file(region_id, |_| unsafe { fd_file(fd) });
+}
+
+/// Sends the path of the current process's executable (`mm->exe_file`) for the
+/// exec image `image_id`.
+#[inline(always)]
+pub fn send_exe(image_id: u64) {
+    send_file(image_id, |off| unsafe {
+        let mm = read_u64(bpf_get_current_task() + u64::from(off.task_mm))?;
+        read_u64(mm + u64::from(off.mm_exe_file))
+    });
+}
+
+/// Reads `[start_code, end_code)` of the current process.
+#[inline(always)]
+pub fn code_range() -> Result<(u64, u64), i32> {
+    let off = kernel_offsets();
+    unsafe {
+        let mm = read_u64(bpf_get_current_task() + u64::from(off.task_mm))?;
+        Ok((
+            read_u64(mm + u64::from(off.mm_start_code))?,
+            read_u64(mm + u64::from(off.mm_end_code))?,
+        ))
+    }
+}
+
+#[inline(always)]
+fn send_file(region_id: u64, file: impl FnOnce(&KernelOffsets) -> Result<u64, i32>) {
     bump(FILE_RECORDS);
     let Some(mut entry) = EVENTS.reserve::<MappedFileRecord>(0) else {
         bump(FILE_RECORDS_LOST_RINGBUF_FULL);
@@ -38,7 +67,10 @@ pub fn send(fd: i32, region_id: u64) {
         for i in 0..MAX_PATH_COMPONENTS {
             (*record).names[i][0] = 0;
         }
-        if fill(record, fd).is_err() {
+        if file(&kernel_offsets())
+            .and_then(|file| fill(record, file))
+            .is_err()
+        {
             // The agent counts a file record without components as unresolved.
             (*record).depth = 0;
         }
@@ -51,8 +83,9 @@ unsafe fn read_u64(address: u64) -> Result<u64, i32> {
     unsafe { bpf_probe_read_kernel(address as *const u64) }
 }
 
+/// The `struct file *` of the current task's `fd`.
 #[inline(always)]
-unsafe fn fill(record: *mut MappedFileRecord, fd: i32) -> Result<(), i32> {
+unsafe fn fd_file(fd: i32) -> Result<u64, i32> {
     let off = kernel_offsets();
     unsafe {
         let task = bpf_get_current_task();
@@ -64,10 +97,21 @@ unsafe fn fill(record: *mut MappedFileRecord, fd: i32) -> Result<(), i32> {
             return Err(-1);
         }
         let fd_array = read_u64(fdt + u64::from(off.fdtable_fd))?;
-        let file = read_u64(fd_array + 8 * fd as u64)?;
-        if file == 0 {
-            return Err(-1);
+        match read_u64(fd_array + 8 * fd as u64)? {
+            0 => Err(-1),
+            file => Ok(file),
         }
+    }
+}
+
+/// Dentry names (leaf first, up to the mount root) and the mount id of `file`.
+#[inline(always)]
+unsafe fn fill(record: *mut MappedFileRecord, file: u64) -> Result<(), i32> {
+    let off = kernel_offsets();
+    if file == 0 {
+        return Err(-1);
+    }
+    unsafe {
         let mut dentry = read_u64(file + u64::from(off.file_dentry))?;
         let vfsmount = read_u64(file + u64::from(off.file_vfsmount))?;
         let mount_root = read_u64(vfsmount + u64::from(off.vfsmount_mnt_root))?;

@@ -7,11 +7,17 @@ use aya_ebpf::{
     macros::{raw_tracepoint, tracepoint},
     programs::{RawTracePointContext, TracePointContext},
 };
-use map_audit_common::records::{KIND_PROCESS_EXEC, KIND_PROCESS_EXIT, KIND_PROCESS_FORK};
+use map_audit_common::{
+    records::{KIND_EXEC_IMAGE, KIND_PROCESS_EXEC, KIND_PROCESS_EXIT, KIND_PROCESS_FORK},
+    region::{MAP_PRIVATE, PROT_EXEC, Region},
+};
+
+const PROT_READ: u32 = 0x1;
 
 use crate::{
+    mapped_file,
     maps::{SCOPE, kernel_offsets},
-    pending, rate_limit, records, scope,
+    pending, rate_limit, records, region_table, scope,
 };
 
 /// TP_PROTO(struct task_struct *parent, struct task_struct *child); runs in the parent.
@@ -48,6 +54,19 @@ pub fn sched_process_exec(_ctx: TracePointContext) -> u32 {
     // deletes their entries.
     if let Some(entry) = scope::add(tgid, 0, 0) {
         records::process(KIND_PROCESS_EXEC, tgid, entry.generation);
+    }
+    // The new program's text and path, for symbols that outlive the process.
+    if let Ok((start, end)) = mapped_file::code_range() {
+        let image = Region {
+            start,
+            end,
+            id: region_table::next_id(),
+            prot: PROT_READ | PROT_EXEC,
+            flags: MAP_PRIVATE,
+            ..Default::default()
+        };
+        mapped_file::send_exe(image.id);
+        records::region_change(KIND_EXEC_IMAGE, &image, start, end, 0);
     }
     0
 }

@@ -10,7 +10,7 @@ use map_audit_common::{
     PAGE_SIZE,
     counters::PENDING_TABLE_FULL,
     records::ORIGIN_MMAP,
-    region::{MAP_ANONYMOUS, MAP_FIXED, PendingCall, Region},
+    region::{MAP_ANONYMOUS, MAP_FIXED, PROT_EXEC, PendingCall, Region},
 };
 
 use crate::{
@@ -87,7 +87,9 @@ fn try_sys_exit_mmap(ctx: &TracePointContext) -> Result<u32, i32> {
         path_filter: region_filter::initial_path_state(call.flags),
     };
     region_table::insert(tgid, &region);
-    if call.flags & MAP_ANONYMOUS == 0 && region.is_writable() {
+    // Paths for writable regions (reported) and executable ones (symbols, even after
+    // the process is gone).
+    if call.flags & MAP_ANONYMOUS == 0 && (region.is_writable() || region.prot & PROT_EXEC != 0) {
         mapped_file::send(call.fd, region.id);
     }
     records::region_mapped(&region, ORIGIN_MMAP);

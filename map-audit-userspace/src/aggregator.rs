@@ -10,12 +10,13 @@ use std::{
 
 use map_audit_common::{PAGE_SIZE, region::Region};
 
-use crate::{events::ProcessInfo, process_maps::ProcessMaps};
+use crate::{events::ProcessInfo, exec_image::ImageMap, process_maps::ProcessMaps};
 
 /// A fault as the correlator hands it on: stacks still raw addresses.
 pub struct RawFault {
     pub process: ProcessInfo,
     pub maps: Arc<ProcessMaps>,
+    pub image: Arc<ImageMap>,
     pub address: u64,
     pub error_code: u64,
     pub region: Region,

@@ -2,21 +2,22 @@
 //! file paths the kernel cannot give), attaches process details, symbolises stacks,
 //! and makes the region-table changes only the agent can make.
 
-use std::{collections::HashMap, sync::Arc};
+use std::{collections::HashMap, path::PathBuf, sync::Arc};
 
 use map_audit_common::{
     records::{
         FaultRecord, MappedFileRecord, ORIGIN_MREMAP, ProcessRecord, RecordHeader, RegionRecord,
     },
-    region::{PATH_PENDING, Region},
+    region::{PATH_PENDING, PROT_EXEC, Region},
 };
 
 use crate::{
     aggregator::{Aggregate, Aggregator, RawFault},
     clock::Clock,
     events::{AggregateSummary, Body, ProcessInfo, RegionEvent, RegionKind, WriteFault, hex},
+    exec_image::{ImageMap, TextOffsets},
     mount_points::{self, MountPoints},
-    process_maps::ProcessMaps,
+    process_maps::{MapEntry, ProcessMaps},
     records::Record,
     region_filter::RegionFilter,
     region_mirror::{RegionMirror, TrackedRegion, pieces},
@@ -57,6 +58,8 @@ pub struct Timed {
 #[derive(Default)]
 struct ProcessState {
     maps: Arc<ProcessMaps>,
+    /// Executable mappings from the kernel's records (when /proc was too late).
+    image: Arc<ImageMap>,
     regions: RegionMirror,
 }
 
@@ -65,6 +68,7 @@ pub struct Correlator {
     /// Paths the kernel captured, by region id, until the region's `region_mapped`.
     captured_paths: HashMap<u64, Arc<str>>,
     mounts: MountPoints,
+    text_offsets: TextOffsets,
     symbolizer: StackSymbolizer,
     table: RegionTable,
     filter: RegionFilter,
@@ -81,6 +85,7 @@ impl Correlator {
             processes: HashMap::new(),
             captured_paths: HashMap::new(),
             mounts: MountPoints::default(),
+            text_offsets: TextOffsets::default(),
             symbolizer: StackSymbolizer::new(),
             table,
             filter: options.filter,
@@ -123,6 +128,7 @@ impl Correlator {
                     }
                     Record::MappedFile(f) => self.mapped_file(&f),
                     Record::ProcessFork(p) => self.process_fork(&p, out),
+                    Record::ExecImage(r) => self.exec_image(&r),
                     Record::ProcessExec(p) => self.process_gone(&p, out),
                     Record::ProcessExit(p) => {
                         self.process_gone(&p, out);
@@ -173,6 +179,18 @@ impl Correlator {
         } else {
             None
         };
+        if region.prot & PROT_EXEC != 0
+            && let Some(path) = &path
+        {
+            let entry = MapEntry {
+                start: region.start,
+                end: region.end,
+                offset: region.file_offset,
+                path: Some(PathBuf::from(&**path)),
+                executable: true,
+            };
+            Arc::make_mut(&mut state.image).insert(entry);
+        }
         if region.path_filter == PATH_PENDING {
             // The kernel sends this region's faults to us until it has the verdict.
             region.path_filter = self.filter.path_state(path.as_deref());
@@ -282,12 +300,27 @@ impl Correlator {
         }
     }
 
+    /// The program an exec loaded: its text, for symbols.
+    fn exec_image(&mut self, record: &RegionRecord) {
+        let Some(path) = self.captured_paths.remove(&record.region.id) else {
+            return;
+        };
+        if let Some(entry) =
+            self.text_offsets
+                .image_entry(&path, record.range_start, record.range_end)
+        {
+            let state = self.processes.entry(record.header.tgid).or_default();
+            Arc::make_mut(&mut state.image).insert(entry);
+        }
+    }
+
     /// A new process: it gets a copy of its parent's regions (the kernel lets its faults
     /// fall back to the parent's until this copy is in place).
     fn process_fork(&mut self, record: &ProcessRecord, out: &mut Vec<Timed>) {
         let child = record.tgid;
         let parent = self.processes.entry(record.header.tgid).or_default();
         let maps = parent.maps.clone();
+        let image = parent.image.clone();
         let inherited: Vec<TrackedRegion> = parent.regions.iter().cloned().collect();
         let process = ProcessInfo {
             pid: child,
@@ -324,6 +357,7 @@ impl Correlator {
             child,
             ProcessState {
                 maps,
+                image,
                 regions: copy,
             },
         );
@@ -336,6 +370,7 @@ impl Correlator {
             return;
         };
         let regions = std::mem::take(&mut state.regions);
+        state.image = Arc::default();
         let process = ProcessInfo {
             pid: record.tgid,
             tid: record.header.tid,
@@ -427,6 +462,7 @@ impl Correlator {
             .filter(|tracked| tracked.region.id == record.region.id)
             .and_then(|tracked| tracked.path.clone());
         let maps = state.maps.clone();
+        let image = state.image.clone();
         // Faults of a region still awaiting its `--path` verdict come to us.
         if record.region.path_filter == PATH_PENDING
             && !self.filter.audited(&record.region, path.as_deref())
@@ -438,6 +474,7 @@ impl Correlator {
         let fault = RawFault {
             process,
             maps,
+            image,
             address: record.address,
             error_code: record.error_code,
             region: record.region,
@@ -482,7 +519,9 @@ impl Correlator {
     /// The `write_fault` event for `fault` (standing for `summary.count` faults when
     /// aggregated): the only place stacks are symbolised.
     fn fault_event(&mut self, fault: RawFault, summary: Option<AggregateSummary>) -> Timed {
-        let mut stack = self.symbolizer.symbolize(&fault.maps, &fault.user_stack);
+        let mut stack = self
+            .symbolizer
+            .symbolize(&fault.maps, &fault.image, &fault.user_stack);
         self.counters.frames_unsymbolized += stack.unknown_frames;
         let mut stack_truncated = fault.user_stack_truncated;
         if stack.frames.len() > self.max_stack_depth {

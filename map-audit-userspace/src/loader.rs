@@ -134,6 +134,10 @@ pub fn kernel_offsets(btf: &KernelBtf) -> Result<KernelOffsets> {
     let f_path = member("file", "f_path")?;
     Ok(KernelOffsets {
         task_tgid: member("task_struct", "tgid")?,
+        task_mm: member("task_struct", "mm")?,
+        mm_exe_file: member("mm_struct", "exe_file")?,
+        mm_start_code: member("mm_struct", "start_code")?,
+        mm_end_code: member("mm_struct", "end_code")?,
         task_files: member("task_struct", "files")?,
         files_fdt: member("files_struct", "fdt")?,
         fdtable_max_fds: member("fdtable", "max_fds")?,

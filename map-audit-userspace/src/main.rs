@@ -12,6 +12,7 @@ mod cli;
 mod clock;
 mod correlator;
 mod events;
+mod exec_image;
 mod fault_hooks;
 mod json_writer;
 mod kernel_btf;

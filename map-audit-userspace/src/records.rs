@@ -3,10 +3,10 @@
 //! never undefined behaviour.
 
 use map_audit_common::records::{
-    FaultRecord, KIND_KERNEL_WRITE_FAULT, KIND_MAPPED_FILE, KIND_PROCESS_EXEC, KIND_PROCESS_EXIT,
-    KIND_PROCESS_FORK, KIND_PROTECT_UNRESOLVED, KIND_REGION_MAPPED, KIND_REGION_PROTECTED,
-    KIND_REGION_UNMAPPED, KIND_UNMAP_UNRESOLVED, KIND_WRITE_FAULT, KernelFaultRecord,
-    MappedFileRecord, ProcessRecord, RecordHeader, RegionRecord,
+    FaultRecord, KIND_EXEC_IMAGE, KIND_KERNEL_WRITE_FAULT, KIND_MAPPED_FILE, KIND_PROCESS_EXEC,
+    KIND_PROCESS_EXIT, KIND_PROCESS_FORK, KIND_PROTECT_UNRESOLVED, KIND_REGION_MAPPED,
+    KIND_REGION_PROTECTED, KIND_REGION_UNMAPPED, KIND_UNMAP_UNRESOLVED, KIND_WRITE_FAULT,
+    KernelFaultRecord, MappedFileRecord, ProcessRecord, RecordHeader, RegionRecord,
 };
 
 /// A decoded record.
@@ -17,6 +17,7 @@ pub enum Record {
     RegionProtected(RegionRecord),
     UnmapUnresolved(RegionRecord),
     ProtectUnresolved(RegionRecord),
+    ExecImage(RegionRecord),
     WriteFault(Box<FaultRecord>),
     KernelWriteFault(Box<KernelFaultRecord>),
     MappedFile(Box<MappedFileRecord>),
@@ -32,7 +33,8 @@ impl Record {
             | Record::RegionUnmapped(r)
             | Record::RegionProtected(r)
             | Record::UnmapUnresolved(r)
-            | Record::ProtectUnresolved(r) => &r.header,
+            | Record::ProtectUnresolved(r)
+            | Record::ExecImage(r) => &r.header,
             Record::WriteFault(f) => &f.header,
             Record::KernelWriteFault(f) => &f.fault.header,
             Record::MappedFile(f) => &f.header,
@@ -66,6 +68,7 @@ pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
         KIND_UNMAP_UNRESOLVED => Record::UnmapUnresolved(read(bytes, "unmap_unresolved")?),
         KIND_PROTECT_UNRESOLVED => Record::ProtectUnresolved(read(bytes, "protect_unresolved")?),
         KIND_WRITE_FAULT => Record::WriteFault(Box::new(read(bytes, "write_fault")?)),
+        KIND_EXEC_IMAGE => Record::ExecImage(read(bytes, "exec_image")?),
         KIND_KERNEL_WRITE_FAULT => {
             Record::KernelWriteFault(Box::new(read(bytes, "kernel_write_fault")?))
         }

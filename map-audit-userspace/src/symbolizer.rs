@@ -13,6 +13,7 @@ use blazesym::symbolize::{
 
 use crate::{
     events::{Frame, hex},
+    exec_image::ImageMap,
     process_maps::ProcessMaps,
 };
 
@@ -34,13 +35,18 @@ impl StackSymbolizer {
     }
 
     /// Symbolises `addrs` (innermost first) against `maps`.
-    pub fn symbolize(&self, maps: &ProcessMaps, addrs: &[u64]) -> SymbolizedStack {
+    pub fn symbolize(
+        &self,
+        maps: &ProcessMaps,
+        image: &ImageMap,
+        addrs: &[u64],
+    ) -> SymbolizedStack {
         let mut frames = Vec::with_capacity(addrs.len());
         let mut unknown_frames = 0;
         for (i, &addr) in addrs.iter().enumerate() {
             // Outer frames are return addresses: look up the call instruction before them.
             let lookup = if i == 0 { addr } else { addr.saturating_sub(1) };
-            if !self.push_frames(maps, addr, lookup, &mut frames) {
+            if !self.push_frames(maps, image, addr, lookup, &mut frames) {
                 unknown_frames += 1;
             }
         }
@@ -118,11 +124,15 @@ impl StackSymbolizer {
     fn push_frames(
         &self,
         maps: &ProcessMaps,
+        image: &ImageMap,
         addr: u64,
         lookup: u64,
         frames: &mut Vec<Frame>,
     ) -> bool {
-        let entry = maps.find(lookup).filter(|e| e.executable);
+        let entry = maps
+            .find(lookup)
+            .filter(|e| e.executable)
+            .or_else(|| image.find(lookup));
         let path = entry.and_then(|e| e.path.as_ref());
         let module = path.map(|p| p.to_string_lossy().into_owned());
         let unknown = Frame {

@@ -471,3 +471,40 @@ fn writes_the_kernel_does_for_the_process_are_reported_with_both_stacks() {
     }
     run.assert_accounting();
 }
+
+#[test]
+fn a_process_that_exits_right_after_its_write_is_still_symbolised() {
+    // Four at once, so the agents compete for the CPUs and read /proc late.
+    let runs: Vec<_> = (0..4)
+        .map(|_| {
+            std::thread::spawn(|| {
+                run_agent(&[
+                    "run",
+                    "--every-event",
+                    "--",
+                    workload().to_str().unwrap(),
+                    "write-and-exit",
+                ])
+            })
+        })
+        .collect();
+    for run in runs {
+        let run = run.join().unwrap();
+        assert!(run.status.success(), "{}", run.stderr);
+        let write = run
+            .of_kind("write_fault")
+            .into_iter()
+            .find(|e| stack_symbols(e)[0] == "write_pages")
+            .unwrap_or_else(|| {
+                panic!(
+                    "the write is symbolised: {:?}",
+                    run.of_kind("write_fault")
+                        .iter()
+                        .map(|e| stack_symbols(e))
+                        .collect::<Vec<_>>()
+                )
+            });
+        assert!(stack_symbols(write).contains(&"main".to_string()));
+        run.assert_accounting();
+    }
+}

@@ -294,6 +294,12 @@ int main(int argc, char **argv) {
     }
     if (argc >= 4 && strcmp(argv[1], "shared") == 0)
         return linger(shared(argv[2], strtoul(argv[3], NULL, 0)));
+    if (argc >= 2 && strcmp(argv[1], "write-and-exit") == 0) {
+        /* Exits within microseconds of its write: nothing left in /proc to read. */
+        char *buf = map_anon(1, PROT_READ | PROT_WRITE, NULL, 0);
+        write_pages(buf, 1);
+        _exit(0);
+    }
     if (argc >= 4 && strcmp(argv[1], "cycles") == 0)
         return linger(cycles(strtoul(argv[2], NULL, 0), atoi(argv[3])));
     if (argc >= 2 && strcmp(argv[1], "wx") == 0)
