@@ -57,6 +57,10 @@ pub struct RecordHeader {
 }
 const _: () = assert!(core::mem::size_of::<RecordHeader>() == 40);
 
+/// `FaultRecord::error_code` when the hook does not know it (the perf event): such a
+/// fault may be a read of a writable page.
+pub const ERROR_CODE_UNKNOWN: u64 = u64::MAX;
+
 /// `KIND_REGION_MAPPED`, `_UNMAPPED`, `_PROTECTED`, and the `_UNRESOLVED` kinds (whose
 /// `region` is zero).
 #[repr(C)]
@@ -94,7 +98,8 @@ pub struct FaultRecord {
     pub header: RecordHeader,
     /// The faulting user address.
     pub address: u64,
-    /// The architecture's fault error code (x86: 0x2 write, 0x4 user, 0x1 present).
+    /// The architecture's fault error code (x86: 0x2 write, 0x4 user, 0x1 present), or
+    /// `ERROR_CODE_UNKNOWN` (the perf-event hook cannot see it).
     pub error_code: u64,
     pub region: Region,
     /// Bytes of `stack` filled by `bpf_get_stack`, or a negative errno.

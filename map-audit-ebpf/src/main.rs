@@ -16,6 +16,7 @@ mod page_fault_btf;
 mod page_fault_kernel;
 mod page_fault_tracepoint;
 mod page_fault_user;
+mod page_faults_perf_event;
 mod pending;
 mod rate_limit;
 mod records;

@@ -12,8 +12,8 @@ use map_audit_common::{
         FAULTS_FILTERED, FAULTS_LOST_RINGBUF_FULL, FAULTS_MATCHED, STACKS_FAILED, STACKS_TRUNCATED,
     },
     records::{
-        FaultRecord, KIND_KERNEL_WRITE_FAULT, KIND_WRITE_FAULT, KernelFaultRecord,
-        MAX_KERNEL_STACK_DEPTH,
+        ERROR_CODE_UNKNOWN, FaultRecord, KIND_KERNEL_WRITE_FAULT, KIND_WRITE_FAULT,
+        KernelFaultRecord, MAX_KERNEL_STACK_DEPTH,
     },
     region::Region,
 };
@@ -30,7 +30,7 @@ pub const FAULT_USER: u64 = 0x4;
 /// The tracked writable region an audited write fault at `address` falls in.
 #[inline(always)]
 fn audited_region(address: u64, error_code: u64) -> Option<Region> {
-    if error_code & FAULT_WRITE == 0 {
+    if error_code != ERROR_CODE_UNKNOWN && error_code & FAULT_WRITE == 0 {
         return None;
     }
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;

@@ -6,7 +6,8 @@ use std::{collections::HashMap, path::PathBuf, sync::Arc};
 
 use map_audit_common::{
     records::{
-        FaultRecord, MappedFileRecord, ORIGIN_MREMAP, ProcessRecord, RecordHeader, RegionRecord,
+        ERROR_CODE_UNKNOWN, FaultRecord, MappedFileRecord, ORIGIN_MREMAP, ProcessRecord,
+        RecordHeader, RegionRecord,
     },
     region::{PATH_PENDING, PROT_EXEC, Region},
 };
@@ -551,7 +552,7 @@ impl Correlator {
                 } else {
                     "user"
                 },
-                error_code: fault.error_code,
+                error_code: (fault.error_code != ERROR_CODE_UNKNOWN).then_some(fault.error_code),
                 stack: stack.frames,
                 stack_truncated,
                 kernel_stack,

@@ -169,7 +169,8 @@ pub struct WriteFault {
     /// "user": the process's own instruction wrote; "kernel": the kernel wrote for it
     /// (read(), recv(), copy_to_user).
     pub access: &'static str,
-    pub error_code: u64,
+    /// Null when the fault hook cannot see it (the perf-event hook).
+    pub error_code: Option<u64>,
     /// User frames, innermost first.
     pub stack: Vec<Frame>,
     /// True when the stack filled the capture buffer and outer frames were cut.
