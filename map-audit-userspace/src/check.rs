@@ -132,26 +132,31 @@ pub fn run() -> i32 {
         );
     }
     let fault_hook = tracepoint("exceptions", "page_fault_user") && raw_tracepoint_programs;
+    let perf_fallback = perf_page_faults_available();
     let can_run = privileged
         && kernel_support::has_btf()
         && ringbuf
         && needed_tracepoints
         && tracepoint_programs
-        && fault_hook;
+        && (fault_hook || kprobe_events || perf_fallback);
     println!();
     println!("map-audit run would use:");
     println!(
         "  mmap/munmap/fork/exit: tracepoints (syscalls:sys_*_mmap, sys_*_munmap, sched:sched_process_*)"
     );
-    if fault_hook {
-        println!(
-            "  user write faults:     raw_tracepoint:exceptions:page_fault_user (cheapest measured)"
-        );
+    let chosen = if fault_hook {
+        "raw_tracepoint:exceptions:page_fault_{user,kernel} (cheapest measured)"
+    } else if kprobe_events {
+        "kprobe:handle_mm_fault (no usable exceptions:page_fault_* tracepoints)"
+    } else if perf_fallback {
+        "perf_event:software:page-faults (last resort: no error code, reads of writable pages included)"
     } else {
-        println!(
-            "  user write faults:     none available (needs exceptions:page_fault_user and raw tracepoints)"
-        );
-    }
+        "none available"
+    };
+    println!("  write faults:          {chosen}");
+    println!(
+        "  (order: raw-tracepoint, tp-btf, tracepoint, kprobe, perf-event; --fault-hook forces one)"
+    );
     if can_run {
         println!("\nmap-audit can run on this kernel.");
         0

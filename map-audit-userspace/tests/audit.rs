@@ -411,7 +411,8 @@ fn check_reports_the_hooks_it_would_use() {
         "{stdout}"
     );
     assert!(
-        stdout.contains("user write faults:     raw_tracepoint:exceptions:page_fault_user"),
+        stdout
+            .contains("write faults:          raw_tracepoint:exceptions:page_fault_{user,kernel}"),
         "{stdout}"
     );
     // This kernel is built without kprobes (see platform notes): check must say so.
