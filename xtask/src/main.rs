@@ -1,5 +1,6 @@
 //! `cargo xtask`: the one entry point for building, running and testing map-audit.
 
+mod bench;
 mod build_ebpf;
 mod toolchain;
 
@@ -36,6 +37,13 @@ enum Task {
     },
     /// Build everything and run the agent on a small demo workload.
     Demo,
+    /// Measure the cost per page fault against no tracing and the peers; writes
+    /// docs/benchmarks.md (needs root).
+    Bench {
+        /// Rounds of interleaved runs (medians are reported).
+        #[arg(long, default_value_t = 5)]
+        rounds: usize,
+    },
     /// Build everything and run all tests (integration tests need root).
     Test {
         /// Extra arguments for `cargo test` (e.g. a test name filter).
@@ -64,6 +72,10 @@ fn main() -> Result<()> {
                     "demo".into(),
                 ],
             )
+        }
+        Task::Bench { rounds } => {
+            build_all(true)?;
+            bench::bench(rounds)
         }
         Task::Test { args } => {
             build_ebpf::build()?;
