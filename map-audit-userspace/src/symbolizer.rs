@@ -6,6 +6,13 @@
 //! reader's /proc snapshot first, so stacks of processes that have already exited
 //! still resolve as long as their files exist.
 
+use std::{
+    cell::RefCell,
+    collections::HashMap,
+    path::{Path, PathBuf},
+    rc::Rc,
+};
+
 use blazesym::symbolize::{
     CodeInfo, Input, Symbolized, Symbolizer,
     source::{Elf, Kernel, Source},
@@ -19,7 +26,15 @@ use crate::{
 
 pub struct StackSymbolizer {
     inner: Symbolizer,
+    /// Frames by (file, file offset): each code address is symbolised once.
+    cache: RefCell<HashMap<(PathBuf, u64), Option<FrameTemplate>>>,
 }
+
+/// The frames of one code address, `addr` left empty (`None`: no symbol there).
+type FrameTemplate = Rc<Vec<Frame>>;
+
+/// Cached code addresses before the cache starts over (bounds the agent's memory).
+const CACHE_ENTRIES: usize = 100_000;
 
 /// A symbolised stack and how many of its frames stayed unknown.
 pub struct SymbolizedStack {
@@ -31,6 +46,7 @@ impl StackSymbolizer {
     pub fn new() -> Self {
         Self {
             inner: Symbolizer::new(),
+            cache: RefCell::new(HashMap::new()),
         }
     }
 
@@ -152,28 +168,68 @@ impl StackSymbolizer {
             frames.push(unknown);
             return false;
         };
-        let src = Source::Elf(Elf::new(path));
         let file_offset = lookup - entry.start + entry.offset;
+        let key = (path.clone(), file_offset);
+        let cached = self.cache.borrow().get(&key).cloned();
+        let template = match cached {
+            Some(template) => template,
+            None => {
+                let template = self.resolve(path, file_offset, module.clone());
+                let mut cache = self.cache.borrow_mut();
+                if cache.len() >= CACHE_ENTRIES {
+                    cache.clear();
+                }
+                cache.insert(key, template.clone());
+                template
+            }
+        };
+        let Some(template) = template else {
+            frames.push(unknown);
+            return false;
+        };
+        // The template's offsets are relative to `lookup`; a return address is one past.
+        frames.extend(template.iter().map(|f| Frame {
+            addr: hex(addr),
+            offset: f.offset.map(|o| o + (addr - lookup)),
+            ..f.clone()
+        }));
+        true
+    }
+
+    /// The frames (without `addr`) for `file_offset` in `path`, inlined callees first;
+    /// `None` when blazesym finds no symbol.
+    fn resolve(
+        &self,
+        path: &Path,
+        file_offset: u64,
+        module: Option<String>,
+    ) -> Option<Rc<Vec<Frame>>> {
+        let src = Source::Elf(Elf::new(path));
         let sym = match self
             .inner
             .symbolize_single(&src, Input::FileOffset(file_offset))
         {
             Ok(Symbolized::Sym(sym)) => sym,
             Ok(Symbolized::Unknown(reason)) => {
-                log::trace!("no symbol at {addr:#x} in {}: {reason}", path.display());
-                frames.push(unknown);
-                return false;
+                log::trace!(
+                    "no symbol at offset {file_offset:#x} of {}: {reason}",
+                    path.display()
+                );
+                return None;
             }
             Err(err) => {
-                log::debug!("symbolizing {addr:#x} in {} failed: {err}", path.display());
-                frames.push(unknown);
-                return false;
+                log::debug!(
+                    "symbolizing offset {file_offset:#x} of {} failed: {err}",
+                    path.display()
+                );
+                return None;
             }
         };
+        let mut frames = Vec::with_capacity(1 + sym.inlined.len());
         for inlined in sym.inlined.iter().rev() {
             let (file, line) = code_location(inlined.code_info.as_ref());
             frames.push(Frame {
-                addr: hex(addr),
+                addr: String::new(),
                 symbol: Some(inlined.name.to_string()),
                 offset: None,
                 module: module.clone(),
@@ -184,15 +240,15 @@ impl StackSymbolizer {
         }
         let (file, line) = code_location(sym.code_info.as_deref());
         frames.push(Frame {
-            addr: hex(addr),
+            addr: String::new(),
             symbol: Some(sym.name.to_string()),
-            offset: Some(sym.offset as u64 + (addr - lookup)),
+            offset: Some(sym.offset as u64),
             module,
             file,
             line,
             inlined: false,
         });
-        true
+        Some(Rc::new(frames))
     }
 }
 
