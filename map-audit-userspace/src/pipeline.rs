@@ -39,7 +39,7 @@ pub enum Message {
 
 /// Batches in flight between reader and pipeline. When full the reader waits and the
 /// ring buffer absorbs the burst; what it cannot hold the kernel counts as lost.
-const CHANNEL_BATCHES: usize = 64;
+const CHANNEL_BATCHES: usize = 16;
 
 /// Starts the thread. The correlator (and its symbolizer, which is not `Send`) is built
 /// on it.

@@ -16,7 +16,7 @@ use crate::{
 };
 
 /// Items per message to the pipeline.
-const BATCH: usize = 1024;
+const BATCH: usize = 256;
 
 /// Moves everything in the ring buffer to the pipeline. Returns false when the
 /// pipeline has gone (it only stops on request, so this means it failed).
