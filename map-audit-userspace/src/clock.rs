@@ -10,6 +10,12 @@ pub struct Clock {
     realtime_minus_monotonic_ns: i128,
 }
 
+impl Default for Clock {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl Clock {
     pub fn new() -> Self {
         let ns = |id| {

@@ -105,7 +105,7 @@ impl Correlator {
     pub fn handle(&mut self, item: Item, out: &mut Vec<Timed>) {
         match item {
             Item::Maps(pid, maps) => {
-                log::trace!("pid {pid}: {} mappings", maps.len());
+                log::trace!("pid {pid}: {} mappings", maps.entry_count());
                 self.processes.entry(pid).or_default().maps = maps;
             }
             Item::Seed { pid, comm, regions } => self.seed(pid, &comm, regions, out),

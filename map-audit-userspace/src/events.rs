@@ -3,6 +3,8 @@
 //! Addresses are lowercase hex strings: JSON numbers above 2^53 lose precision in most
 //! collectors.
 
+use std::sync::Arc;
+
 use serde::Serialize;
 
 use crate::{loader::AttachedHook, region_names::prot_string, stats::Counters};
@@ -199,12 +201,13 @@ pub struct AggregateSummary {
 #[derive(Debug, Clone, Serialize)]
 pub struct Frame {
     pub addr: String,
-    pub symbol: Option<String>,
+    /// Shared with the symboliser's cache: a frame costs no string copies.
+    pub symbol: Option<Arc<str>>,
     /// Offset of `addr` into `symbol`.
     pub offset: Option<u64>,
     /// Path of the ELF file.
-    pub module: Option<String>,
-    pub file: Option<String>,
+    pub module: Option<Arc<str>>,
+    pub file: Option<Arc<str>>,
     pub line: Option<u32>,
     /// True for a function inlined into the next frame.
     pub inlined: bool,

@@ -61,6 +61,18 @@ impl JsonWriter {
         })
     }
 
+    /// Writes to any writer (benchmarks, tests).
+    pub fn with_writer(out: Box<dyn Write + Send>, clock: Clock) -> Self {
+        Self {
+            out: BufWriter::with_capacity(256 * 1024, out),
+            path: None,
+            host: "bench".into(),
+            clock,
+            lines_unwritten: 0,
+            closed: Arc::new(OnceLock::new()),
+        }
+    }
+
     /// After log rotation: flushes to the old file, then appends to a new one at the
     /// same path. Nothing is written twice or lost around it.
     pub fn reopen(&mut self) {

@@ -1,39 +1,7 @@
-//! map-audit: audits writes into memory mappings with eBPF and prints JSON lines.
-//!
-//! Pipeline, one file per stage: `loader` (eBPF hooks) -> `ringbuf_reader` -> `records`
-//! (checked decoding) -> `correlator` (regions, processes) -> `symbolizer` (blazesym)
-//! -> `json_writer`. `agent` wires them for `run`; `check` reports kernel support.
-
-mod agent;
-mod aggregator;
-mod cgroup;
-mod check;
-mod cli;
-mod clock;
-mod correlator;
-mod events;
-mod exec_image;
-mod fault_hooks;
-mod json_writer;
-mod kernel_btf;
-mod kernel_support;
-mod loader;
-mod mount_points;
-mod pipeline;
-mod proc_seed;
-mod process_maps;
-mod records;
-mod region_filter;
-mod region_mirror;
-mod region_names;
-mod region_table;
-mod ringbuf_reader;
-mod stats;
-mod symbolizer;
-mod target;
-mod tracefs;
+//! The `map-audit` command.
 
 use clap::Parser;
+use map_audit::{agent, check, cli};
 
 fn main() {
     let cli = cli::Cli::parse();

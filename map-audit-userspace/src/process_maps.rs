@@ -81,7 +81,7 @@ impl ProcessMaps {
         (address < entry.end).then_some(entry)
     }
 
-    pub fn len(&self) -> usize {
+    pub fn entry_count(&self) -> usize {
         self.entries.len()
     }
 

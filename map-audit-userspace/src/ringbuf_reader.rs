@@ -45,7 +45,7 @@ pub fn drain(
                 log::trace!(
                     "pid {} inherits the {} mappings of pid {pid}",
                     fork.tgid,
-                    maps.len()
+                    maps.entry_count()
                 );
                 batch.push(Item::Maps(fork.tgid, maps));
             }
@@ -54,7 +54,7 @@ pub fn drain(
             let refresh = matches!(&record, Record::RegionMapped(r) if is_file_backed(&r.region));
             let (maps, fresh) = snapshots.get(pid, refresh);
             if fresh {
-                log::trace!("pid {pid}: snapshot of {} mappings", maps.len());
+                log::trace!("pid {pid}: snapshot of {} mappings", maps.entry_count());
                 batch.push(Item::Maps(pid, maps));
             }
         }

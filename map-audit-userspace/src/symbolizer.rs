@@ -11,6 +11,7 @@ use std::{
     collections::HashMap,
     path::{Path, PathBuf},
     rc::Rc,
+    sync::Arc,
 };
 
 use blazesym::symbolize::{
@@ -27,7 +28,7 @@ use crate::{
 pub struct StackSymbolizer {
     inner: Symbolizer,
     /// Frames by (file, file offset): each code address is symbolised once.
-    cache: RefCell<HashMap<(PathBuf, u64), Option<FrameTemplate>>>,
+    cache: RefCell<HashMap<PathBuf, HashMap<u64, Option<FrameTemplate>>>>,
 }
 
 /// The frames of one code address, `addr` left empty (`None`: no symbol there).
@@ -40,6 +41,12 @@ const CACHE_ENTRIES: usize = 100_000;
 pub struct SymbolizedStack {
     pub frames: Vec<Frame>,
     pub unknown_frames: u64,
+}
+
+impl Default for StackSymbolizer {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl StackSymbolizer {
@@ -105,12 +112,9 @@ impl StackSymbolizer {
             .map(|(i, &addr)| match results.get(i) {
                 Some(Symbolized::Sym(sym)) => Frame {
                     addr: hex(addr),
-                    symbol: Some(sym.name.to_string()),
+                    symbol: Some(sym.name.as_ref().into()),
                     offset: Some(sym.offset as u64),
-                    module: sym
-                        .module
-                        .as_ref()
-                        .map(|m| m.to_string_lossy().into_owned()),
+                    module: sym.module.as_ref().map(|m| m.to_string_lossy().into()),
                     file: None,
                     line: None,
                     inlined: false,
@@ -149,42 +153,47 @@ impl StackSymbolizer {
             .find(lookup)
             .filter(|e| e.executable)
             .or_else(|| image.find(lookup));
-        let path = entry.and_then(|e| e.path.as_ref());
-        let module = path.map(|p| p.to_string_lossy().into_owned());
-        let unknown = Frame {
+        let unknown = |module: Option<Arc<str>>| Frame {
             addr: hex(addr),
             symbol: None,
             offset: None,
-            module: module.clone(),
+            module,
             file: None,
             line: None,
             inlined: false,
         };
-        let (Some(entry), Some(path)) = (entry, path) else {
+        let Some((entry, path)) = entry.and_then(|e| Some((e, e.path.as_ref()?))) else {
             log::trace!(
                 "{addr:#x} is in no executable file mapping ({} entries known)",
-                maps.len()
+                maps.entry_count()
             );
-            frames.push(unknown);
+            frames.push(unknown(None));
             return false;
         };
         let file_offset = lookup - entry.start + entry.offset;
-        let key = (path.clone(), file_offset);
-        let cached = self.cache.borrow().get(&key).cloned();
+        let cached = self
+            .cache
+            .borrow()
+            .get(path.as_path())
+            .and_then(|by_offset| by_offset.get(&file_offset).cloned());
         let template = match cached {
             Some(template) => template,
             None => {
-                let template = self.resolve(path, file_offset, module.clone());
+                let module: Arc<str> = path.to_string_lossy().into();
+                let template = self.resolve(path, file_offset, module);
                 let mut cache = self.cache.borrow_mut();
-                if cache.len() >= CACHE_ENTRIES {
+                if cache.values().map(HashMap::len).sum::<usize>() >= CACHE_ENTRIES {
                     cache.clear();
                 }
-                cache.insert(key, template.clone());
+                cache
+                    .entry(path.clone())
+                    .or_default()
+                    .insert(file_offset, template.clone());
                 template
             }
         };
         let Some(template) = template else {
-            frames.push(unknown);
+            frames.push(unknown(Some(path.to_string_lossy().into())));
             return false;
         };
         // The template's offsets are relative to `lookup`; a return address is one past.
@@ -198,12 +207,7 @@ impl StackSymbolizer {
 
     /// The frames (without `addr`) for `file_offset` in `path`, inlined callees first;
     /// `None` when blazesym finds no symbol.
-    fn resolve(
-        &self,
-        path: &Path,
-        file_offset: u64,
-        module: Option<String>,
-    ) -> Option<Rc<Vec<Frame>>> {
+    fn resolve(&self, path: &Path, file_offset: u64, module: Arc<str>) -> Option<Rc<Vec<Frame>>> {
         let src = Source::Elf(Elf::new(path));
         let sym = match self
             .inner
@@ -230,9 +234,9 @@ impl StackSymbolizer {
             let (file, line) = code_location(inlined.code_info.as_ref());
             frames.push(Frame {
                 addr: String::new(),
-                symbol: Some(inlined.name.to_string()),
+                symbol: Some(inlined.name.as_ref().into()),
                 offset: None,
-                module: module.clone(),
+                module: Some(module.clone()),
                 file,
                 line,
                 inlined: true,
@@ -241,9 +245,9 @@ impl StackSymbolizer {
         let (file, line) = code_location(sym.code_info.as_deref());
         frames.push(Frame {
             addr: String::new(),
-            symbol: Some(sym.name.to_string()),
+            symbol: Some(sym.name.as_ref().into()),
             offset: Some(sym.offset as u64),
-            module,
+            module: Some(module),
             file,
             line,
             inlined: false,
@@ -252,12 +256,9 @@ impl StackSymbolizer {
     }
 }
 
-fn code_location(info: Option<&CodeInfo<'_>>) -> (Option<String>, Option<u32>) {
+fn code_location(info: Option<&CodeInfo<'_>>) -> (Option<Arc<str>>, Option<u32>) {
     match info {
-        Some(info) => (
-            Some(info.to_path().to_string_lossy().into_owned()),
-            info.line,
-        ),
+        Some(info) => (Some(info.to_path().to_string_lossy().into()), info.line),
         None => (None, None),
     }
 }

@@ -1,0 +1,35 @@
+//! map-audit: audits writes into memory mappings with eBPF and prints JSON lines.
+//! The library holds every stage; `main.rs` is the command line.
+//!
+//! Pipeline, one file per stage: `loader` (eBPF hooks) -> `ringbuf_reader` -> `records`
+//! (checked decoding) -> `correlator` (regions, processes) -> `symbolizer` (blazesym)
+//! -> `json_writer`. `agent` wires them for `run`; `check` reports kernel support.
+
+pub mod agent;
+pub mod aggregator;
+pub mod cgroup;
+pub mod check;
+pub mod cli;
+pub mod clock;
+pub mod correlator;
+pub mod events;
+pub mod exec_image;
+pub mod fault_hooks;
+pub mod json_writer;
+pub mod kernel_btf;
+pub mod kernel_support;
+pub mod loader;
+pub mod mount_points;
+pub mod pipeline;
+pub mod proc_seed;
+pub mod process_maps;
+pub mod records;
+pub mod region_filter;
+pub mod region_mirror;
+pub mod region_names;
+pub mod region_table;
+pub mod ringbuf_reader;
+pub mod stats;
+pub mod symbolizer;
+pub mod target;
+pub mod tracefs;
