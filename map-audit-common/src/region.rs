@@ -106,7 +106,9 @@ pub struct RateBucket {
     pub last_ns: u64,
 }
 
-/// `PROT_WRITE` (the same value on every Linux architecture).
+/// `PROT_READ` (the same value on every Linux architecture).
+pub const PROT_READ: u32 = 0x1;
+/// `PROT_WRITE`.
 pub const PROT_WRITE: u32 = 0x2;
 /// `PROT_EXEC`.
 pub const PROT_EXEC: u32 = 0x4;
@@ -128,7 +130,10 @@ impl Region {
 
     /// Mapped `MAP_SHARED` (or `MAP_SHARED_VALIDATE`).
     pub fn is_shared(&self) -> bool {
-        self.flags & (MAP_SHARED | MAP_PRIVATE) == MAP_SHARED || self.flags & 0x3 == 0x3
+        matches!(
+            self.flags & MAP_SHARED_VALIDATE,
+            MAP_SHARED | MAP_SHARED_VALIDATE
+        )
     }
 
     pub fn is_anonymous(&self) -> bool {
@@ -139,6 +144,8 @@ impl Region {
 pub const MAP_SHARED: u32 = 0x01;
 /// `MAP_PRIVATE`.
 pub const MAP_PRIVATE: u32 = 0x02;
+/// `MAP_SHARED_VALIDATE`: `MAP_SHARED` that rejects unknown flags (both bits set).
+pub const MAP_SHARED_VALIDATE: u32 = 0x03;
 /// `MAP_FIXED`.
 pub const MAP_FIXED: u32 = 0x10;
 /// `MAP_ANONYMOUS` (x86, arm64, riscv; differs on mips/parisc/alpha).

@@ -49,6 +49,12 @@ pub fn save_range(
     Ok(0)
 }
 
+/// Whether a syscall's return value is an error (-4095..-1: -errno).
+#[inline(always)]
+pub fn is_error(ret: i64) -> bool {
+    (-4095..0).contains(&ret)
+}
+
 /// At syscall exit: the saved call of the current thread, if the call succeeded
 /// (returned 0) and the process is still in scope.
 #[inline(always)]

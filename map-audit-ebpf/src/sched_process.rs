@@ -9,10 +9,8 @@ use aya_ebpf::{
 };
 use map_audit_common::{
     records::{KIND_EXEC_IMAGE, KIND_PROCESS_EXEC, KIND_PROCESS_EXIT, KIND_PROCESS_FORK},
-    region::{MAP_PRIVATE, PROT_EXEC, Region},
+    region::{MAP_PRIVATE, PROT_EXEC, PROT_READ, Region},
 };
-
-const PROT_READ: u32 = 0x1;
 
 use crate::{
     mapped_file,

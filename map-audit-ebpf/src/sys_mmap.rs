@@ -8,16 +8,14 @@ use aya_ebpf::{
 use aya_log_ebpf::debug;
 use map_audit_common::{
     PAGE_SIZE,
-    counters::PENDING_TABLE_FULL,
     records::ORIGIN_MMAP,
     region::{MAP_ANONYMOUS, MAP_FIXED, PROT_EXEC, PendingCall, Region},
 };
 
 use crate::{
-    counters::bump,
     mapped_file,
-    maps::{PENDING_CALLS, agent_config, tracepoint_offsets},
-    records, region_filter, region_table, scope,
+    maps::{agent_config, tracepoint_offsets},
+    pending, records, region_filter, region_table, scope,
 };
 
 #[tracepoint]
@@ -26,8 +24,7 @@ pub fn sys_enter_mmap(ctx: TracePointContext) -> u32 {
 }
 
 fn try_sys_enter_mmap(ctx: &TracePointContext) -> Result<u32, i32> {
-    let pid_tgid = bpf_get_current_pid_tgid();
-    if scope::get_or_adopt((pid_tgid >> 32) as u32).is_none() {
+    if scope::get_or_adopt((bpf_get_current_pid_tgid() >> 32) as u32).is_none() {
         return Ok(0);
     }
     let off = tracepoint_offsets();
@@ -43,9 +40,7 @@ fn try_sys_enter_mmap(ctx: &TracePointContext) -> Result<u32, i32> {
             _pad: 0,
         }
     };
-    if PENDING_CALLS.insert(pid_tgid as u32, call, 0).is_err() {
-        bump(PENDING_TABLE_FULL);
-    }
+    pending::save(&call);
     Ok(0)
 }
 
@@ -55,18 +50,13 @@ pub fn sys_exit_mmap(ctx: TracePointContext) -> u32 {
 }
 
 fn try_sys_exit_mmap(ctx: &TracePointContext) -> Result<u32, i32> {
-    let pid_tgid = bpf_get_current_pid_tgid();
-    let tid = pid_tgid as u32;
-    let Some(call) = (unsafe { PENDING_CALLS.get(tid) }).copied() else {
+    let Some((tgid, call, ret)) = pending::take(ctx)? else {
         return Ok(0);
     };
-    let _ = PENDING_CALLS.remove(tid);
-    let ret: i64 = unsafe { ctx.read_at(tracepoint_offsets().exit_ret as usize)? };
-    // Failed calls return -errno (-4095..-1) and change nothing.
-    if (-4095..0).contains(&ret) {
+    // Failed calls change nothing.
+    if pending::is_error(ret) {
         return Ok(0);
     }
-    let tgid = (pid_tgid >> 32) as u32;
     let Some(scope) = scope::get(tgid) else {
         return Ok(0);
     };

@@ -44,7 +44,7 @@ fn try_sys_exit_mremap(ctx: &TracePointContext) -> Result<u32, i32> {
     let Some((tgid, call, ret)) = pending::take(ctx)? else {
         return Ok(0);
     };
-    if (-4095..0).contains(&ret) {
+    if pending::is_error(ret) {
         return Ok(0);
     }
     let Some(scope) = scope::get(tgid) else {

@@ -10,7 +10,7 @@ use aya::{
 use crate::{kernel_support, tracefs};
 
 struct Probe {
-    what: &'static str,
+    what: String,
     ok: bool,
     detail: String,
 }
@@ -28,7 +28,7 @@ pub fn run() -> i32 {
     let mut probes = Vec::new();
     let privileged = kernel_support::has_bpf_privileges();
     probes.push(Probe {
-        what: "privileges (root, or CAP_BPF + CAP_PERFMON)",
+        what: "privileges (root, or CAP_BPF + CAP_PERFMON)".into(),
         ok: privileged,
         detail: if privileged {
             "present".into()
@@ -37,7 +37,7 @@ pub fn run() -> i32 {
         },
     });
     probes.push(Probe {
-        what: "BTF (/sys/kernel/btf/vmlinux)",
+        what: "BTF (/sys/kernel/btf/vmlinux)".into(),
         ok: kernel_support::has_btf(),
         detail: if kernel_support::has_btf() {
             "present".into()
@@ -47,7 +47,7 @@ pub fn run() -> i32 {
     });
     let tracefs = tracefs::root();
     probes.push(Probe {
-        what: "tracefs",
+        what: "tracefs".into(),
         ok: tracefs.is_ok(),
         detail: match &tracefs {
             Ok(root) => format!("mounted at {}", root.display()),
@@ -73,7 +73,7 @@ pub fn run() -> i32 {
         let ok = tracepoint(category, name);
         needed_tracepoints &= ok || name == "page_fault_kernel";
         probes.push(Probe {
-            what: Box::leak(format!("tracepoint {category}:{name}").into_boxed_str()),
+            what: format!("tracepoint {category}:{name}"),
             ok,
             detail: if ok {
                 "present".into()
@@ -84,7 +84,7 @@ pub fn run() -> i32 {
     }
     let ringbuf = is_map_supported(MapType::RingBuf).unwrap_or(false);
     probes.push(Probe {
-        what: "ring buffer map (Linux 5.8+)",
+        what: "ring buffer map (Linux 5.8+)".into(),
         ok: ringbuf,
         detail: if ringbuf {
             "supported".into()
@@ -92,9 +92,13 @@ pub fn run() -> i32 {
             "unsupported: needs Linux 5.8+".into()
         },
     });
-    let mut supported = |what, kind| {
+    let mut supported = |what: &str, kind| {
         let (ok, detail) = program_type(kind);
-        probes.push(Probe { what, ok, detail });
+        probes.push(Probe {
+            what: what.into(),
+            ok,
+            detail,
+        });
         ok
     };
     let tracepoint_programs = supported("tracepoint programs", ProgramType::TracePoint);
@@ -109,7 +113,7 @@ pub fn run() -> i32 {
         .as_ref()
         .is_ok_and(|root| root.join("kprobe_events").exists());
     probes.push(Probe {
-        what: "kprobe attach (kprobe_events)",
+        what: "kprobe attach (kprobe_events)".into(),
         ok: kprobe_events,
         detail: if kprobe_events {
             "present".into()
@@ -118,7 +122,7 @@ pub fn run() -> i32 {
         },
     });
     probes.push(Probe {
-        what: "perf software event page-faults",
+        what: "perf software event page-faults".into(),
         ok: perf_page_faults_available(),
         detail: "perf_event_open(PERF_COUNT_SW_PAGE_FAULTS) on this process".into(),
     });

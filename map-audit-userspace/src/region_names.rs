@@ -1,10 +1,11 @@
 //! Rendering of a kernel `Region` for the JSON stream (prot string, flag names).
 
-use map_audit_common::region::{MAP_ANONYMOUS, MAP_FIXED, MAP_PRIVATE, MAP_SHARED, Region};
+use map_audit_common::region::{
+    MAP_ANONYMOUS, MAP_FIXED, MAP_PRIVATE, MAP_SHARED, MAP_SHARED_VALIDATE, Region,
+};
 
 use crate::events::{RegionJson, hex};
 
-const MAP_SHARED_VALIDATE: u32 = 0x03;
 const MAP_NORESERVE: u32 = 0x4000;
 const MAP_POPULATE: u32 = 0x8000;
 const MAP_HUGETLB: u32 = 0x40000;
