@@ -8,7 +8,7 @@ use aya::maps::{HashMap, LpmTrie, MapData, PerCpuArray, RingBuf};
 use map_audit_common::{COMM_LEN, config::AgentConfig};
 use tokio::{
     io::{Interest, unix::AsyncFd},
-    signal::unix::{SignalKind, signal},
+    signal::unix::{Signal, SignalKind, signal},
 };
 
 use crate::{
@@ -142,6 +142,17 @@ pub fn run(args: RunArgs) -> Result<i32> {
         Some(held)
     };
 
+    // Signals are caught from here on: a SIGTERM sent right after `agent_started` must
+    // still flush and emit the final stats.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime failed")?;
+    let signals = {
+        let _runtime = runtime.enter();
+        Signals::install()?
+    };
+
     let clock = Clock::new();
     let mut writer = JsonWriter::open(args.output.as_deref(), clock)?;
     writer.write(
@@ -179,10 +190,6 @@ pub fn run(args: RunArgs) -> Result<i32> {
             .context("the pipeline stopped")?;
     }
 
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime failed")?;
     let stats_interval =
         (args.stats_interval > 0).then(|| Duration::from_secs(args.stats_interval));
     let exit_code = runtime.block_on(
@@ -192,6 +199,7 @@ pub fn run(args: RunArgs) -> Result<i32> {
             counters: &counters,
             pipeline: &pipeline,
             held,
+            signals,
             stats_interval,
             flush_interval: (!args.every_event).then_some(args.flush_interval),
             kernel_logger: kernel_logger.as_mut(),
@@ -225,6 +233,7 @@ struct ReadLoop<'a> {
     counters: &'a PerCpuArray<MapData, u64>,
     pipeline: &'a std::sync::mpsc::SyncSender<Message>,
     held: Option<HeldCommand>,
+    signals: Signals,
     stats_interval: Option<Duration>,
     /// `None` in every-event mode.
     flush_interval: Option<Duration>,
@@ -243,6 +252,7 @@ impl ReadLoop<'_> {
             counters,
             pipeline,
             held,
+            mut signals,
             stats_interval,
             flush_interval,
             mut kernel_logger,
@@ -253,12 +263,6 @@ impl ReadLoop<'_> {
         let mut ring = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
             .map_err(|err| err.into_parts().1)
             .context("polling the ring buffer failed")?;
-        let mut sigint =
-            signal(SignalKind::interrupt()).context("installing the SIGINT handler failed")?;
-        let mut sigterm =
-            signal(SignalKind::terminate()).context("installing the SIGTERM handler failed")?;
-        let mut sighup =
-            signal(SignalKind::hangup()).context("installing the SIGHUP handler failed")?;
         let mut snapshots = Snapshots::default();
         let mut drain_tick = tokio::time::interval(DRAIN_INTERVAL);
         let mut stats_tick =
@@ -287,7 +291,7 @@ impl ReadLoop<'_> {
                     }
                     guard.clear_ready();
                 }
-                _ = sighup.recv() => {
+                _ = signals.hangup.recv() => {
                     let _ = pipeline.send(Message::ReopenOutput);
                 }
                 _ = drain_tick.tick() => {
@@ -307,8 +311,8 @@ impl ReadLoop<'_> {
                 _ = flush_tick.tick(), if flush_interval.is_some() => {
                     let _ = pipeline.send(Message::Flush);
                 }
-                _ = sigint.recv() => break None,
-                _ = sigterm.recv() => break None,
+                _ = signals.interrupt.recv() => break None,
+                _ = signals.terminate.recv() => break None,
                 code = &mut exit_rx, if held.is_some() => {
                     break Some(code.context("the command waiter stopped")??);
                 }
@@ -321,6 +325,26 @@ impl ReadLoop<'_> {
         // Everything the kernel committed before we stopped still gets out.
         ringbuf_reader::drain(ring.get_mut(), &mut snapshots, pipeline);
         Ok(exit_code)
+    }
+}
+
+/// The signals the agent handles: SIGINT and SIGTERM stop it, SIGHUP reopens the output.
+struct Signals {
+    interrupt: Signal,
+    terminate: Signal,
+    hangup: Signal,
+}
+
+impl Signals {
+    /// Must run inside the runtime's context.
+    fn install() -> Result<Self> {
+        Ok(Self {
+            interrupt: signal(SignalKind::interrupt())
+                .context("installing the SIGINT handler failed")?,
+            terminate: signal(SignalKind::terminate())
+                .context("installing the SIGTERM handler failed")?,
+            hangup: signal(SignalKind::hangup()).context("installing the SIGHUP handler failed")?,
+        })
     }
 }
 
