@@ -110,7 +110,9 @@ pub struct AgentConfig {
     /// `--path GLOB` given: new file-backed regions start `PATH_PENDING`, others
     /// `PATH_REJECTED`.
     pub path_filter: u32,
-    pub _pad: u32,
+    /// Default (aggregated) mode: faults are counted in the kernel's `FAULT_TALLIES`
+    /// and only each aggregate's first fault is sent as a record.
+    pub aggregate_in_kernel: u32,
     /// `--min-size`: audit only regions at least this many bytes long.
     pub min_size: u64,
     /// `--rate-limit`: fault records per second per process, 0 for no limit.

@@ -39,5 +39,11 @@ pub const FAULTS_MATCHED_VIA_PARENT: u32 = 15;
 pub const FAULTS_FILTERED: u32 = 16;
 /// Faults dropped by the per-process `--rate-limit` (a counted loss).
 pub const FAULTS_RATE_LIMITED: u32 = 17;
+/// Faults counted in a kernel-side aggregate (default mode) instead of sent as records;
+/// the agent reports them in its aggregates' counts (not a loss).
+pub const FAULTS_COUNTED_IN_KERNEL: u32 = 18;
+/// Faults sent as single records because the kernel's aggregate table was full (not
+/// a loss: slower).
+pub const FAULT_AGGREGATES_FULL: u32 = 19;
 /// Number of counters.
-pub const COUNTER_COUNT: u32 = 18;
+pub const COUNTER_COUNT: u32 = 20;

@@ -10,6 +10,7 @@ pub mod config;
 pub mod counters;
 pub mod records;
 pub mod region;
+pub mod tally;
 
 /// Page size the region table is built on. Regions are page-aligned by the kernel;
 /// arm64 with 16/64 KiB pages still aligns to 4 KiB, so this is the safe granule.

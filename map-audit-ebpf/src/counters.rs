@@ -8,8 +8,17 @@ use crate::maps::COUNTERS;
 pub fn bump(index: u32) {
     if let Some(slot) = COUNTERS.get_ptr_mut(index) {
         // Atomic even per CPU: syscall tracepoints are preemptible on recent kernels, so
-        // another program can run on this CPU between a plain load and store. The result
-        // is unused, so this is a plain BPF atomic add (no fetch, any BPF CPU version).
-        unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(slot, 1) };
+        // another program can run on this CPU between a plain load and store.
+        unsafe { add_one(slot) };
     }
+}
+
+/// Atomically adds one to `*slot`. The result is unused, so this is a plain BPF atomic
+/// add (no fetch, any BPF CPU version).
+///
+/// # Safety
+/// `slot` points into a map value.
+#[inline(always)]
+pub unsafe fn add_one(slot: *mut u64) {
+    unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(slot, 1) };
 }

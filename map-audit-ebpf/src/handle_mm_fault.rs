@@ -29,6 +29,12 @@ pub fn handle_mm_fault(ctx: ProbeContext) -> u32 {
     if flags & FAULT_FLAG_USER != 0 {
         error_code |= FAULT_USER;
     }
-    write_fault::report(&ctx, address, error_code, flags & FAULT_FLAG_USER == 0);
+    write_fault::report(
+        &ctx,
+        address,
+        error_code,
+        flags & FAULT_FLAG_USER == 0,
+        None,
+    );
     0
 }

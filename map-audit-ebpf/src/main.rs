@@ -9,6 +9,7 @@
 #![allow(internal_features)]
 
 mod counters;
+mod fault_tally;
 mod handle_mm_fault;
 mod mapped_file;
 mod maps;
@@ -28,6 +29,7 @@ mod sys_mmap;
 mod sys_mprotect;
 mod sys_mremap;
 mod sys_munmap;
+mod user_stack;
 mod write_fault;
 
 #[cfg(not(test))]

@@ -9,7 +9,9 @@ use map_audit_common::{
     COMM_LEN,
     config::{AgentConfig, KernelOffsets, TracepointOffsets},
     counters::COUNTER_COUNT,
+    records::FaultRecord,
     region::{PendingCall, RateBucket, Region, RegionKeyData, ScopeEntry},
+    tally::{Tally, TallyKey},
 };
 
 /// Mappings of in-scope processes (writable or not: an mprotect can make any of them
@@ -36,6 +38,20 @@ pub static RATE_BUCKETS: LruHashMap<u32, RateBucket> = LruHashMap::with_max_entr
 /// Records to the agent. Power-of-two size in bytes.
 #[map]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(16 * 1024 * 1024, 0);
+
+/// Kernel-side fault aggregates of the default mode (`map_audit_common::tally`).
+#[map]
+pub static FAULT_TALLIES: HashMap<TallyKey, Tally> = HashMap::with_max_entries(65_536, 0);
+
+/// The agent's flush interval number (written by the agent).
+#[map]
+pub static TALLY_EPOCH: Array<u64> = Array::with_max_entries(1, 0);
+
+/// Where a user fault record is built before only its used bytes are copied to
+/// `EVENTS` (a reservation must have a fixed size). Per CPU: a fault program cannot
+/// nest with itself on one CPU.
+#[map]
+pub static FAULT_SCRATCH: PerCpuArray<FaultRecord> = PerCpuArray::with_max_entries(1, 0);
 
 /// Produced and lost counts, per CPU so the hot path never contends.
 #[map]

@@ -4,16 +4,19 @@
 
 use aya_ebpf::{macros::btf_tracepoint, programs::BtfTracePointContext};
 
-use crate::write_fault;
+use aya_ebpf::bindings::pt_regs;
+
+use crate::{user_stack::UserRegs, write_fault};
 
 #[btf_tracepoint(function = "page_fault_user")]
 pub fn page_fault_user_btf(ctx: BtfTracePointContext) -> i32 {
-    write_fault::report(&ctx, ctx.arg(0), ctx.arg(2), false);
+    let regs = UserRegs::read(ctx.arg::<*const pt_regs>(1));
+    write_fault::report(&ctx, ctx.arg(0), ctx.arg(2), false, regs);
     0
 }
 
 #[btf_tracepoint(function = "page_fault_kernel")]
 pub fn page_fault_kernel_btf(ctx: BtfTracePointContext) -> i32 {
-    write_fault::report(&ctx, ctx.arg(0), ctx.arg(2), true);
+    write_fault::report(&ctx, ctx.arg(0), ctx.arg(2), true, None);
     0
 }

@@ -9,6 +9,6 @@ use crate::write_fault;
 /// TP_PROTO(unsigned long address, struct pt_regs *regs, unsigned long error_code).
 #[raw_tracepoint(tracepoint = "page_fault_kernel")]
 pub fn page_fault_kernel(ctx: RawTracePointContext) -> i32 {
-    write_fault::report(&ctx, ctx.arg(0), ctx.arg(2), true);
+    write_fault::report(&ctx, ctx.arg(0), ctx.arg(2), true, None);
     0
 }

@@ -4,11 +4,14 @@
 
 use aya_ebpf::{macros::raw_tracepoint, programs::RawTracePointContext};
 
-use crate::write_fault;
+use aya_ebpf::bindings::pt_regs;
+
+use crate::{user_stack::UserRegs, write_fault};
 
 /// TP_PROTO(unsigned long address, struct pt_regs *regs, unsigned long error_code).
 #[raw_tracepoint(tracepoint = "page_fault_user")]
 pub fn page_fault_user(ctx: RawTracePointContext) -> i32 {
-    write_fault::report(&ctx, ctx.arg(0), ctx.arg(2), false);
+    let regs = UserRegs::read(ctx.arg::<*const pt_regs>(1));
+    write_fault::report(&ctx, ctx.arg(0), ctx.arg(2), false, regs);
     0
 }

@@ -7,7 +7,7 @@
 use aya_ebpf::{macros::perf_event, programs::PerfEventContext};
 use map_audit_common::records::ERROR_CODE_UNKNOWN;
 
-use crate::write_fault;
+use crate::{user_stack::UserRegs, write_fault};
 
 #[perf_event]
 pub fn page_faults_perf_event(ctx: PerfEventContext) -> u32 {
@@ -15,6 +15,11 @@ pub fn page_faults_perf_event(ctx: PerfEventContext) -> u32 {
     // A fault taken in kernel mode (the kernel writing for the process) has a kernel
     // instruction pointer, in the upper half of the address space.
     let kernel = data.regs.rip >> 63 != 0;
-    write_fault::report(&ctx, data.addr, ERROR_CODE_UNKNOWN, kernel);
+    // A user-mode fault carries the user registers: walk from them.
+    let regs = (!kernel).then_some(UserRegs {
+        ip: data.regs.rip,
+        bp: data.regs.rbp,
+    });
+    write_fault::report(&ctx, data.addr, ERROR_CODE_UNKNOWN, kernel, regs);
     0
 }

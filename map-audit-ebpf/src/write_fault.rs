@@ -1,25 +1,32 @@
 //! What the fault hooks share: the filter (a write by an in-scope process inside one
-//! of its tracked writable regions) and filling the fault record with the user stack.
+//! of its tracked writable regions), kernel-side aggregation, and the fault record with
+//! the user stack.
 
 use aya_ebpf::{
     EbpfContext,
     bindings::BPF_F_USER_STACK,
-    helpers::{bpf_get_current_pid_tgid, generated::bpf_get_stack},
+    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns, generated::bpf_get_stack},
 };
 use map_audit_common::{
     MAX_STACK_DEPTH,
     counters::{
-        FAULTS_FILTERED, FAULTS_LOST_RINGBUF_FULL, FAULTS_MATCHED, STACKS_FAILED, STACKS_TRUNCATED,
+        FAULTS_COUNTED_IN_KERNEL, FAULTS_FILTERED, FAULTS_LOST_RINGBUF_FULL, FAULTS_MATCHED,
+        STACKS_FAILED, STACKS_TRUNCATED,
     },
     records::{
         ERROR_CODE_UNKNOWN, FaultRecord, KIND_KERNEL_WRITE_FAULT, KIND_WRITE_FAULT,
         KernelFaultRecord, MAX_KERNEL_STACK_DEPTH,
     },
-    region::Region,
+    region::{PATH_PENDING, Region},
+    tally::TallyKey,
 };
 
 use crate::{
-    counters::bump, maps::EVENTS, rate_limit, records, region_filter, region_table, scope,
+    counters::bump,
+    fault_tally,
+    maps::{EVENTS, FAULT_SCRATCH, agent_config},
+    rate_limit, records, region_filter, region_table, scope,
+    user_stack::{self, UserRegs},
 };
 
 /// x86 page-fault error code bit: the access was a write.
@@ -29,11 +36,10 @@ pub const FAULT_USER: u64 = 0x4;
 
 /// The tracked writable region an audited write fault at `address` falls in.
 #[inline(always)]
-fn audited_region(address: u64, error_code: u64) -> Option<Region> {
+fn audited_region(tgid: u32, address: u64, error_code: u64) -> Option<Region> {
     if error_code != ERROR_CODE_UNKNOWN && error_code & FAULT_WRITE == 0 {
         return None;
     }
-    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
     let scope = scope::get(tgid)?;
     let region = region_table::lookup_for_fault(tgid, &scope, address)?;
     if !region.is_writable() {
@@ -44,93 +50,152 @@ fn audited_region(address: u64, error_code: u64) -> Option<Region> {
         return None;
     }
     bump(FAULTS_MATCHED);
-    if !rate_limit::admit(tgid) {
-        return None;
-    }
     Some(region)
 }
 
-/// Reports an audited write fault at `address`: a fault record with the user stack, or
-/// (`kernel`: the kernel wrote for the process) one with the kernel stack as well.
+/// Reports an audited write fault at `address`: counted in its kernel tally, or a fault
+/// record with the user stack, or (`kernel`: the kernel wrote for the process) one with
+/// the kernel stack as well. The user stack is walked from `user_regs` when the hook
+/// has them, else by `bpf_get_stack`.
 #[inline(always)]
-pub fn report<C: EbpfContext>(ctx: &C, address: u64, error_code: u64, kernel: bool) {
+pub fn report<C: EbpfContext>(
+    ctx: &C,
+    address: u64,
+    error_code: u64,
+    kernel: bool,
+    user_regs: Option<UserRegs>,
+) {
     // Kernel faults on kernel addresses (the upper half) are not the process's memory.
     if kernel && address >> 63 != 0 {
         return;
     }
-    let Some(region) = audited_region(address, error_code) else {
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    let Some(region) = audited_region(tgid, address, error_code) else {
         return;
     };
-    if !kernel {
-        let Some(mut entry) = EVENTS.reserve::<FaultRecord>(0) else {
-            bump(FAULTS_LOST_RINGBUF_FULL);
-            return;
-        };
-        unsafe {
-            fill(
-                ctx,
-                entry.as_mut_ptr(),
-                KIND_WRITE_FAULT,
-                address,
-                error_code,
-                &region,
-            )
-        };
-        entry.submit(records::batched_wakeup_flags());
+    if kernel {
+        report_kernel_write(ctx, tgid, address, error_code, &region);
+        return;
+    }
+    let Some(record) = FAULT_SCRATCH.get_ptr_mut(0) else {
+        return;
+    };
+    let record = unsafe { &mut *record };
+    // Only stacks walked here are hashed; the agent decides a `--path` still pending.
+    let mut stack_hash = 0;
+    match user_regs {
+        Some(regs) => {
+            let walked = user_stack::walk(regs, &mut record.stack);
+            if walked.truncated {
+                bump(STACKS_TRUNCATED);
+            }
+            record.stack_bytes = walked.bytes;
+            if agent_config().aggregate_in_kernel != 0 && region.path_filter != PATH_PENDING {
+                stack_hash = walked.hash;
+            }
+        }
+        None => record.stack_bytes = user_stack_by_helper(ctx, &mut record.stack),
+    }
+    let tally_key = TallyKey {
+        tgid,
+        _pad: 0,
+        region_id: region.id,
+        stack_hash,
+    };
+    let now = unsafe { bpf_ktime_get_ns() };
+    if stack_hash != 0 && fault_tally::count(&tally_key, address, now) {
+        bump(FAULTS_COUNTED_IN_KERNEL);
+        return;
+    }
+    if !rate_limit::admit(tgid) {
+        return;
+    }
+    fill(record, KIND_WRITE_FAULT, address, error_code, &region, now);
+    record.stack_hash = stack_hash;
+    // Only the frames the stack has go to the ring buffer.
+    let len = FaultRecord::wire_len(record.stack_bytes);
+    let bytes =
+        unsafe { core::slice::from_raw_parts((record as *const FaultRecord).cast::<u8>(), len) };
+    if EVENTS
+        .output::<[u8]>(bytes, records::batched_wakeup_flags())
+        .is_err()
+    {
+        bump(FAULTS_LOST_RINGBUF_FULL);
+        return;
+    }
+    if stack_hash != 0 {
+        fault_tally::open(&tally_key, address, now);
+    }
+}
+
+/// A write the kernel did for the process: a record with both stacks (rare; never
+/// aggregated in the kernel).
+#[inline(always)]
+fn report_kernel_write<C: EbpfContext>(
+    ctx: &C,
+    tgid: u32,
+    address: u64,
+    error_code: u64,
+    region: &Region,
+) {
+    if !rate_limit::admit(tgid) {
         return;
     }
     let Some(mut entry) = EVENTS.reserve::<KernelFaultRecord>(0) else {
         bump(FAULTS_LOST_RINGBUF_FULL);
         return;
     };
-    let record = entry.as_mut_ptr();
-    unsafe {
-        fill(
-            ctx,
-            &raw mut (*record).fault,
-            KIND_KERNEL_WRITE_FAULT,
-            address,
-            error_code,
-            &region,
-        );
-        (*record).kernel_stack_bytes = stack(
-            ctx,
-            (*record).kernel_stack.as_mut_ptr(),
-            MAX_KERNEL_STACK_DEPTH,
-            0,
-        );
-    }
+    let record = unsafe { &mut *entry.as_mut_ptr() };
+    let now = unsafe { bpf_ktime_get_ns() };
+    fill(
+        &mut record.fault,
+        KIND_KERNEL_WRITE_FAULT,
+        address,
+        error_code,
+        region,
+        now,
+    );
+    record.fault.stack_hash = 0;
+    record.fault.stack_bytes = user_stack_by_helper(ctx, &mut record.fault.stack);
+    record.kernel_stack_bytes = stack(
+        ctx,
+        record.kernel_stack.as_mut_ptr(),
+        MAX_KERNEL_STACK_DEPTH,
+        0,
+    );
     entry.submit(records::batched_wakeup_flags());
 }
 
-/// Fills `record` (already reserved in the ring buffer) with the fault and the user
-/// stack.
+/// Fills the fixed part of a fault record.
 #[inline(always)]
-unsafe fn fill<C: EbpfContext>(
-    ctx: &C,
-    record: *mut FaultRecord,
+fn fill(
+    record: &mut FaultRecord,
     kind: u32,
     address: u64,
     error_code: u64,
     region: &Region,
+    now: u64,
 ) {
-    unsafe {
-        (*record).header = records::header(kind);
-        (*record).address = address;
-        (*record).error_code = error_code;
-        (*record).region = *region;
-        (*record).stack_bytes = stack(
-            ctx,
-            (*record).stack.as_mut_ptr(),
-            MAX_STACK_DEPTH,
-            BPF_F_USER_STACK.into(),
-        );
-    }
+    record.header = records::header(kind);
+    record.header.ts_ns = now;
+    record.address = address;
+    record.error_code = error_code;
+    record.region = *region;
+}
+
+#[inline(always)]
+fn user_stack_by_helper<C: EbpfContext>(ctx: &C, frames: &mut [u64; MAX_STACK_DEPTH]) -> i64 {
+    stack(
+        ctx,
+        frames.as_mut_ptr(),
+        MAX_STACK_DEPTH,
+        BPF_F_USER_STACK.into(),
+    )
 }
 
 /// `bpf_get_stack` into `frames`, counting failed and truncated stacks.
 #[inline(always)]
-unsafe fn stack<C: EbpfContext>(ctx: &C, frames: *mut u64, depth: usize, flags: u64) -> i64 {
+fn stack<C: EbpfContext>(ctx: &C, frames: *mut u64, depth: usize, flags: u64) -> i64 {
     let bytes = unsafe { bpf_get_stack(ctx.as_ptr(), frames.cast(), (depth * 8) as u32, flags) };
     if bytes < 0 {
         bump(STACKS_FAILED);

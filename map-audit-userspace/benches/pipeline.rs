@@ -123,6 +123,7 @@ fn pipeline(c: &mut Criterion) {
                 user_stack_truncated: false,
                 kernel_stack: None,
                 ts_ns: fault.header.ts_ns,
+                stack_hash: 0,
             });
         })
     });

@@ -4,7 +4,7 @@
 use std::{sync::OnceLock, time::Duration};
 
 use anyhow::{Context, Result, anyhow};
-use aya::maps::{HashMap, LpmTrie, MapData, PerCpuArray, RingBuf};
+use aya::maps::{Array, HashMap, LpmTrie, MapData, PerCpuArray, RingBuf};
 use map_audit_common::{COMM_LEN, config::AgentConfig};
 use tokio::{
     io::{Interest, unix::AsyncFd},
@@ -19,7 +19,9 @@ use crate::{
     events::{AgentStarted, Body, Scope},
     json_writer::JsonWriter,
     kernel_btf::KernelBtf,
-    kernel_support, loader, pipeline,
+    kernel_support,
+    kernel_tallies::KernelTallies,
+    loader, pipeline,
     pipeline::Message,
     proc_seed,
     process_maps::Snapshots,
@@ -77,7 +79,7 @@ pub fn run(args: RunArgs) -> Result<i32> {
             shared_only: u32::from(args.shared_only),
             anon_only: u32::from(args.anon_only),
             path_filter: u32::from(args.path.is_some()),
-            _pad: 0,
+            aggregate_in_kernel: u32::from(!args.every_event),
             min_size: args.min_size,
             rate_limit: args.rate_limit.unwrap_or(0),
         },
@@ -180,6 +182,10 @@ pub fn run(args: RunArgs) -> Result<i32> {
             filter,
             every_event: args.every_event,
             max_stack_depth: usize::from(args.max_stack_depth),
+            kernel_tallies: Some(KernelTallies::new(
+                HashMap::try_from(take_map(&mut ebpf, "FAULT_TALLIES")?)?,
+                Array::try_from(take_map(&mut ebpf, "TALLY_EPOCH")?)?,
+            )),
         },
         clock,
         writer,

@@ -2,17 +2,30 @@
 //! reported as one `write_fault` with `count`, `pages`, `first_ts`, `last_ts`, at each
 //! flush interval, when the region is unmapped and when the process ends. Stacks are
 //! symbolised once per aggregate, not once per fault.
+//!
+//! Most faults never reach the agent: the kernel counts them in a tally and sends only
+//! each tally's first fault, which carries the tally's key. The aggregator remembers
+//! that fault and, when it reports, folds in what the tally counted since the last
+//! report (`KernelTallies`).
 
 use std::{
     collections::{HashMap, HashSet},
     sync::Arc,
 };
 
-use map_audit_common::{PAGE_SIZE, region::Region};
+use map_audit_common::{
+    PAGE_SIZE,
+    region::Region,
+    tally::{Tally, TallyKey},
+};
 
-use crate::{events::ProcessInfo, exec_image::ImageMap, process_maps::ProcessMaps};
+use crate::{
+    events::ProcessInfo, exec_image::ImageMap, kernel_tallies::KernelTallies,
+    process_maps::ProcessMaps,
+};
 
 /// A fault as the correlator hands it on: stacks still raw addresses.
+#[derive(Clone)]
 pub struct RawFault {
     pub process: ProcessInfo,
     pub maps: Arc<ProcessMaps>,
@@ -26,9 +39,11 @@ pub struct RawFault {
     /// Set when the kernel did the write.
     pub kernel_stack: Option<Vec<u64>>,
     pub ts_ns: u64,
+    /// Set when this fault opened a kernel tally (`FaultRecord::stack_hash`).
+    pub stack_hash: u64,
 }
 
-#[derive(PartialEq, Eq, Hash)]
+#[derive(Clone, PartialEq, Eq, Hash)]
 struct Key {
     pid: u32,
     region_id: u64,
@@ -41,17 +56,53 @@ struct Key {
 pub struct Aggregate {
     pub first: RawFault,
     pub count: u64,
-    /// Distinct pages written.
+    /// Distinct pages written, among the faults the agent saw.
     pub pages: HashSet<u64>,
+    /// Pages the kernel's tally counted (`Tally::pages`).
+    pub pages_counted_in_kernel: u64,
     pub last_ts_ns: u64,
+}
+
+impl Aggregate {
+    fn new(first: RawFault) -> Self {
+        Self {
+            last_ts_ns: first.ts_ns,
+            first,
+            count: 0,
+            pages: HashSet::new(),
+            pages_counted_in_kernel: 0,
+        }
+    }
+
+    pub fn pages(&self) -> u64 {
+        self.pages.len() as u64 + self.pages_counted_in_kernel
+    }
+}
+
+/// A kernel tally the aggregator knows, by the fault that opened it.
+struct Tallied {
+    key: Key,
+    opener: RawFault,
+    /// The tally's counts already folded into aggregates.
+    folded: Tally,
 }
 
 #[derive(Default)]
 pub struct Aggregator {
     open: HashMap<Key, Aggregate>,
+    tallied: HashMap<TallyKey, Tallied>,
+    /// `None` when the kernel does not aggregate (benchmarks, tests).
+    kernel: Option<KernelTallies>,
 }
 
 impl Aggregator {
+    pub fn new(kernel: Option<KernelTallies>) -> Self {
+        Self {
+            kernel,
+            ..Self::default()
+        }
+    }
+
     pub fn add(&mut self, fault: RawFault) {
         let key = Key {
             pid: fault.process.pid,
@@ -59,32 +110,86 @@ impl Aggregator {
             user_stack: fault.user_stack.clone(),
             kernel_stack: fault.kernel_stack.clone(),
         };
+        if fault.stack_hash != 0 {
+            let tally_key = TallyKey {
+                tgid: fault.process.pid,
+                _pad: 0,
+                region_id: fault.region.id,
+                stack_hash: fault.stack_hash,
+            };
+            // Two CPUs can both send an opener: the first one stays.
+            self.tallied.entry(tally_key).or_insert_with(|| Tallied {
+                key: key.clone(),
+                opener: fault.clone(),
+                folded: Tally::default(),
+            });
+        }
         let page = fault.address / PAGE_SIZE;
         let ts = fault.ts_ns;
-        let aggregate = self.open.entry(key).or_insert_with(|| Aggregate {
-            first: fault,
-            count: 0,
-            pages: HashSet::new(),
-            last_ts_ns: ts,
-        });
+        let aggregate = self
+            .open
+            .entry(key)
+            .or_insert_with(|| Aggregate::new(fault));
         aggregate.count += 1;
         aggregate.pages.insert(page);
         aggregate.last_ts_ns = aggregate.last_ts_ns.max(ts);
     }
 
-    /// Everything open, oldest first.
+    /// Everything open, oldest first; a new flush interval starts.
     pub fn take_all(&mut self) -> Vec<Aggregate> {
+        if let Some(kernel) = &mut self.kernel
+            && let Err(err) = kernel.next_epoch()
+        {
+            log::warn!("{err:#}");
+        }
+        self.fold_tallies(|_| true, false);
         sorted(self.open.drain().map(|(_, a)| a).collect())
     }
 
     /// The aggregates of one process (it exec'd or exited).
     pub fn take_process(&mut self, pid: u32) -> Vec<Aggregate> {
+        self.fold_tallies(|key| key.tgid == pid, true);
         self.take(|key| key.pid == pid)
     }
 
     /// The aggregates of one region (it is being unmapped).
     pub fn take_region(&mut self, pid: u32, region_id: u64) -> Vec<Aggregate> {
+        self.fold_tallies(|key| key.tgid == pid && key.region_id == region_id, true);
         self.take(|key| key.pid == pid && key.region_id == region_id)
+    }
+
+    /// Adds what the matching kernel tallies counted since the last fold to their
+    /// aggregates (reopening them after a flush); `retire`: their region or process is
+    /// gone, so the tallies are removed.
+    fn fold_tallies(&mut self, matches: impl Fn(&TallyKey) -> bool, retire: bool) {
+        let Some(kernel) = &mut self.kernel else {
+            return;
+        };
+        self.tallied.retain(|tally_key, tallied| {
+            if !matches(tally_key) {
+                return true;
+            }
+            if let Some(tally) = kernel.get(tally_key) {
+                let count = tally.count - tallied.folded.count;
+                if count > 0 {
+                    let aggregate = self.open.entry(tallied.key.clone()).or_insert_with(|| {
+                        // Reopened after a flush: it starts at the interval's first fault.
+                        let mut first = tallied.opener.clone();
+                        first.ts_ns = tally.epoch_first_ts_ns;
+                        first.address = tally.epoch_first_address;
+                        Aggregate::new(first)
+                    });
+                    aggregate.count += count;
+                    aggregate.pages_counted_in_kernel += tally.pages - tallied.folded.pages;
+                    aggregate.last_ts_ns = aggregate.last_ts_ns.max(tally.last_ts_ns);
+                }
+                tallied.folded = tally;
+            }
+            if retire {
+                kernel.remove(tally_key);
+            }
+            !retire
+        });
     }
 
     fn take(&mut self, matches: impl Fn(&Key) -> bool) -> Vec<Aggregate> {

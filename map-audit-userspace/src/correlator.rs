@@ -17,6 +17,7 @@ use crate::{
     clock::Clock,
     events::{AggregateSummary, Body, ProcessInfo, RegionEvent, RegionKind, WriteFault, hex},
     exec_image::{ImageMap, TextOffsets},
+    kernel_tallies::KernelTallies,
     mount_points::{self, MountPoints},
     process_maps::{MapEntry, ProcessMaps},
     records::Record,
@@ -35,6 +36,8 @@ pub struct Options {
     pub every_event: bool,
     /// Frames per reported stack (`--max-stack-depth`), to keep lines under 16 KiB.
     pub max_stack_depth: usize,
+    /// The kernel's fault tallies (aggregated mode).
+    pub kernel_tallies: Option<KernelTallies>,
 }
 
 /// What the reader hands to the pipeline, in ring-buffer order.
@@ -90,7 +93,7 @@ impl Correlator {
             symbolizer: StackSymbolizer::new(),
             table,
             filter: options.filter,
-            aggregator: (!options.every_event).then(Aggregator::default),
+            aggregator: (!options.every_event).then(|| Aggregator::new(options.kernel_tallies)),
             max_stack_depth: options.max_stack_depth,
             clock,
             counters: AgentCounters::default(),
@@ -484,6 +487,7 @@ impl Correlator {
             user_stack_truncated: depth == record.stack.len(),
             kernel_stack: kernel_stack.map(<[u64]>::to_vec),
             ts_ns: record.header.ts_ns,
+            stack_hash: record.stack_hash,
         };
         match &mut self.aggregator {
             Some(aggregator) => {
@@ -507,7 +511,7 @@ impl Correlator {
         for aggregate in take(aggregator) {
             let summary = AggregateSummary {
                 count: aggregate.count,
-                pages: aggregate.pages.len() as u64,
+                pages: aggregate.pages(),
                 first_ts: self.clock.format_monotonic(aggregate.first.ts_ns),
                 last_ts: self.clock.format_monotonic(aggregate.last_ts_ns),
             };

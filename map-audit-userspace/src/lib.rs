@@ -18,6 +18,7 @@ pub mod fault_hooks;
 pub mod json_writer;
 pub mod kernel_btf;
 pub mod kernel_support;
+pub mod kernel_tallies;
 pub mod loader;
 pub mod mount_points;
 pub mod pipeline;

@@ -67,7 +67,7 @@ pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
         KIND_REGION_PROTECTED => Record::RegionProtected(read(bytes, "region_protected")?),
         KIND_UNMAP_UNRESOLVED => Record::UnmapUnresolved(read(bytes, "unmap_unresolved")?),
         KIND_PROTECT_UNRESOLVED => Record::ProtectUnresolved(read(bytes, "protect_unresolved")?),
-        KIND_WRITE_FAULT => Record::WriteFault(Box::new(read(bytes, "write_fault")?)),
+        KIND_WRITE_FAULT => Record::WriteFault(Box::new(read_fault(bytes)?)),
         KIND_EXEC_IMAGE => Record::ExecImage(read(bytes, "exec_image")?),
         KIND_KERNEL_WRITE_FAULT => {
             Record::KernelWriteFault(Box::new(read(bytes, "kernel_write_fault")?))
@@ -78,6 +78,35 @@ pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
         KIND_PROCESS_EXIT => Record::ProcessExit(read(bytes, "process_exit")?),
         other => return Err(DecodeError::UnknownKind(other)),
     })
+}
+
+/// A write-fault record carries only the frames its stack has (`FaultRecord::wire_len`).
+fn read_fault(bytes: &[u8]) -> Result<FaultRecord, DecodeError> {
+    let fixed = FaultRecord::FIXED_BYTES;
+    let invalid = |expected| DecodeError::InvalidSize {
+        kind: "write_fault",
+        size: bytes.len(),
+        expected,
+    };
+    if bytes.len() < fixed {
+        return Err(invalid(fixed));
+    }
+    // SAFETY: `fixed` bytes checked; all-zero is a valid FaultRecord (Pod); the copy
+    // stays inside both the source and the record.
+    let mut record: FaultRecord = unsafe { std::mem::zeroed() };
+    unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), (&raw mut record).cast::<u8>(), fixed) };
+    let len = FaultRecord::wire_len(record.stack_bytes);
+    if bytes.len() < len || bytes.len() > size_of::<FaultRecord>() {
+        return Err(invalid(len));
+    }
+    unsafe {
+        std::ptr::copy_nonoverlapping(
+            bytes.as_ptr().add(fixed),
+            (&raw mut record).cast::<u8>().add(fixed),
+            len - fixed,
+        )
+    };
+    Ok(record)
 }
 
 /// Copies a `T` out of the front of `bytes` after checking the length.
@@ -117,19 +146,46 @@ mod tests {
         assert_eq!(decoded.region.start, 0x7f00_0000_0000);
     }
 
+    fn fault_with_frames(frames: &[u64]) -> FaultRecord {
+        // SAFETY: all-zero is a valid FaultRecord.
+        let mut record: FaultRecord = unsafe { std::mem::zeroed() };
+        record.header.kind = KIND_WRITE_FAULT;
+        record.stack[..frames.len()].copy_from_slice(frames);
+        record.stack_bytes = 8 * frames.len() as i64;
+        record
+    }
+
+    #[test]
+    fn fault_records_carry_only_their_frames() {
+        let record = fault_with_frames(&[0x1000, 0x2000, 0x3000]);
+        let wire = &bytes_of(&record)[..FaultRecord::FIXED_BYTES + 24];
+        let Record::WriteFault(decoded) = decode(wire).unwrap() else {
+            panic!("wrong kind")
+        };
+        assert_eq!(decoded.stack_bytes, 24);
+        assert_eq!(decoded.stack[..4], [0x1000, 0x2000, 0x3000, 0]);
+    }
+
     #[test]
     fn truncated_records_are_errors() {
-        let mut record = RegionRecord::default();
-        record.header.kind = KIND_WRITE_FAULT;
+        let record = fault_with_frames(&[0x1000, 0x2000, 0x3000]);
         let bytes = bytes_of(&record);
+        let short = &bytes[..FaultRecord::FIXED_BYTES + 16];
         assert_eq!(
-            decode(&bytes).unwrap_err(),
+            decode(short).unwrap_err(),
             DecodeError::InvalidSize {
                 kind: "write_fault",
-                size: bytes.len(),
-                expected: size_of::<FaultRecord>()
+                size: short.len(),
+                expected: FaultRecord::FIXED_BYTES + 24
             }
         );
+        assert!(matches!(
+            decode(&bytes[..FaultRecord::FIXED_BYTES - 8]),
+            Err(DecodeError::InvalidSize {
+                kind: "write_fault",
+                ..
+            })
+        ));
         assert!(matches!(
             decode(&bytes[..10]),
             Err(DecodeError::InvalidSize { kind: "header", .. })

@@ -17,6 +17,11 @@ pub struct KernelCounters {
     pub faults_lost_ringbuf_full: u64,
     /// Faults held back by `--rate-limit` (a counted loss).
     pub faults_rate_limited: u64,
+    /// Faults counted in the kernel's tallies rather than sent (aggregated mode; in the
+    /// aggregates' counts, not a loss).
+    pub faults_counted_in_kernel: u64,
+    /// Faults sent as records because the kernel's tally table was full (not a loss).
+    pub fault_aggregates_full: u64,
     /// Region records produced (mapped, unmapped, protected, ranges handed over).
     pub region_events: u64,
     pub region_events_lost_ringbuf_full: u64,
@@ -55,6 +60,8 @@ impl KernelCounters {
             faults_matched: get(idx::FAULTS_MATCHED)?,
             faults_lost_ringbuf_full: get(idx::FAULTS_LOST_RINGBUF_FULL)?,
             faults_rate_limited: get(idx::FAULTS_RATE_LIMITED)?,
+            faults_counted_in_kernel: get(idx::FAULTS_COUNTED_IN_KERNEL)?,
+            fault_aggregates_full: get(idx::FAULT_AGGREGATES_FULL)?,
             region_events: get(idx::REGION_EVENTS)?,
             region_events_lost_ringbuf_full: get(idx::REGION_EVENTS_LOST_RINGBUF_FULL)?,
             process_records: get(idx::PROCESS_RECORDS)?,

@@ -1,0 +1,42 @@
+//! The kernel's fault tallies (default mode; see `map_audit_common::tally`): read at
+//! each flush, retired when their region or process ends. One map lookup (a system
+//! call) per tally per flush.
+
+use anyhow::{Context, Result};
+use aya::maps::{Array, HashMap, MapData};
+use map_audit_common::tally::{Tally, TallyKey};
+
+pub struct KernelTallies {
+    tallies: HashMap<MapData, TallyKey, Tally>,
+    epoch: Array<MapData, u64>,
+    current_epoch: u64,
+}
+
+impl KernelTallies {
+    pub fn new(tallies: HashMap<MapData, TallyKey, Tally>, epoch: Array<MapData, u64>) -> Self {
+        Self {
+            tallies,
+            epoch,
+            current_epoch: 0,
+        }
+    }
+
+    /// Starts a new flush interval: faults from now on record their interval's first
+    /// time and address afresh.
+    pub fn next_epoch(&mut self) -> Result<()> {
+        self.current_epoch += 1;
+        self.epoch
+            .set(0, self.current_epoch, 0)
+            .context("writing the tally epoch failed")
+    }
+
+    /// The tally of `key`, if the kernel has one.
+    pub fn get(&self, key: &TallyKey) -> Option<Tally> {
+        self.tallies.get(key, 0).ok()
+    }
+
+    /// Forgets a tally whose region or process is gone.
+    pub fn remove(&mut self, key: &TallyKey) {
+        let _ = self.tallies.remove(key);
+    }
+}
