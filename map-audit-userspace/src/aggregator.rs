@@ -173,9 +173,10 @@ impl Aggregator {
                 let count = tally.count - tallied.folded.count;
                 if count > 0 {
                     let aggregate = self.open.entry(tallied.key.clone()).or_insert_with(|| {
-                        // Reopened after a flush: it starts at the interval's first fault.
+                        // Reopened after a flush: it starts at the interval's first fault,
+                        // which a fault racing the epoch change may have set early.
                         let mut first = tallied.opener.clone();
-                        first.ts_ns = tally.epoch_first_ts_ns;
+                        first.ts_ns = tally.epoch_first_ts_ns.max(tallied.folded.last_ts_ns);
                         first.address = tally.epoch_first_address;
                         Aggregate::new(first)
                     });
