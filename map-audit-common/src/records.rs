@@ -117,8 +117,7 @@ impl FaultRecord {
     pub const FIXED_BYTES: usize = 120;
 
     /// Bytes a `KIND_WRITE_FAULT` record takes in the ring buffer: the frames the stack
-    /// has, not all `MAX_STACK_DEPTH` (a full record is 7x the usual one, and the memory
-    /// traffic showed as ~400 ns per fault).
+    /// has, not all `MAX_STACK_DEPTH` (a full record is ~7x the usual one).
     pub fn wire_len(stack_bytes: i64) -> usize {
         Self::FIXED_BYTES + (stack_bytes.clamp(0, 8 * MAX_STACK_DEPTH as i64) as usize & !7)
     }

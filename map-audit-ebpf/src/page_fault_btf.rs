@@ -2,16 +2,14 @@
 //! tracepoints, typed by BTF. Chosen with `--fault-hook tp-btf` or when raw
 //! tracepoints are unavailable.
 
-use aya_ebpf::{macros::btf_tracepoint, programs::BtfTracePointContext};
-
-use aya_ebpf::bindings::pt_regs;
+use aya_ebpf::{bindings::pt_regs, macros::btf_tracepoint, programs::BtfTracePointContext};
 
 use crate::{user_stack::UserRegs, write_fault};
 
 #[btf_tracepoint(function = "page_fault_user")]
 pub fn page_fault_user_btf(ctx: BtfTracePointContext) -> i32 {
-    let regs = UserRegs::read(ctx.arg::<*const pt_regs>(1));
-    write_fault::report(&ctx, ctx.arg(0), ctx.arg(2), false, regs);
+    let regs = UserRegs::At(ctx.arg::<*const pt_regs>(1));
+    write_fault::report(&ctx, ctx.arg(0), ctx.arg(2), false, Some(regs));
     0
 }
 

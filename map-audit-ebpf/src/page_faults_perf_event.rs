@@ -16,7 +16,7 @@ pub fn page_faults_perf_event(ctx: PerfEventContext) -> u32 {
     // instruction pointer, in the upper half of the address space.
     let kernel = data.regs.rip >> 63 != 0;
     // A user-mode fault carries the user registers: walk from them.
-    let regs = (!kernel).then_some(UserRegs {
+    let regs = (!kernel).then_some(UserRegs::Known {
         ip: data.regs.rip,
         bp: data.regs.rbp,
     });

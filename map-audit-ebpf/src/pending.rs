@@ -51,7 +51,7 @@ pub fn save_range(
 
 /// Whether a syscall's return value is an error (-4095..-1: -errno).
 #[inline(always)]
-pub fn is_error(ret: i64) -> bool {
+fn is_error(ret: i64) -> bool {
     (-4095..0).contains(&ret)
 }
 
@@ -68,6 +68,22 @@ pub fn take_succeeded(
         return Ok(None);
     }
     Ok(scope::get(tgid).map(|scope| (tgid, scope, call)))
+}
+
+/// At exit of a call that returns an address (mmap, mremap): the saved call of the
+/// current thread and that address, if the call succeeded and the process is still in
+/// scope.
+#[inline(always)]
+pub fn take_mapped(
+    ctx: &TracePointContext,
+) -> Result<Option<(u32, ScopeEntry, PendingCall, u64)>, i32> {
+    let Some((tgid, call, ret)) = take(ctx)? else {
+        return Ok(None);
+    };
+    if is_error(ret) {
+        return Ok(None);
+    }
+    Ok(scope::get(tgid).map(|scope| (tgid, scope, call, ret as u64)))
 }
 
 /// At syscall exit: the current thread's saved call and the syscall's return value.

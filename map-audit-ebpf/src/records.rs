@@ -22,13 +22,19 @@ const WAKEUP_THRESHOLD_BYTES: u64 = 256 * 1024;
 /// Header for a record of `kind` about the current task.
 #[inline(always)]
 pub fn header(kind: u32) -> RecordHeader {
+    header_at(kind, unsafe { bpf_ktime_get_ns() })
+}
+
+/// `header` for a caller that has already read the clock.
+#[inline(always)]
+pub fn header_at(kind: u32, ts_ns: u64) -> RecordHeader {
     let pid_tgid = bpf_get_current_pid_tgid();
     RecordHeader {
         kind,
         tgid: (pid_tgid >> 32) as u32,
         tid: pid_tgid as u32,
         _pad: 0,
-        ts_ns: unsafe { bpf_ktime_get_ns() },
+        ts_ns,
         comm: bpf_get_current_comm().unwrap_or_default(),
     }
 }

@@ -50,17 +50,10 @@ pub fn sys_exit_mmap(ctx: TracePointContext) -> u32 {
 }
 
 fn try_sys_exit_mmap(ctx: &TracePointContext) -> Result<u32, i32> {
-    let Some((tgid, call, ret)) = pending::take(ctx)? else {
-        return Ok(0);
-    };
     // Failed calls change nothing.
-    if pending::is_error(ret) {
-        return Ok(0);
-    }
-    let Some(scope) = scope::get(tgid) else {
+    let Some((tgid, scope, call, start)) = pending::take_mapped(ctx)? else {
         return Ok(0);
     };
-    let start = ret as u64;
     let end = start + call.len.div_ceil(PAGE_SIZE) * PAGE_SIZE;
     if call.flags & MAP_FIXED != 0 {
         // A fixed mapping replaces whatever was there.

@@ -41,13 +41,7 @@ pub fn sys_exit_mremap(ctx: TracePointContext) -> u32 {
 }
 
 fn try_sys_exit_mremap(ctx: &TracePointContext) -> Result<u32, i32> {
-    let Some((tgid, call, ret)) = pending::take(ctx)? else {
-        return Ok(0);
-    };
-    if pending::is_error(ret) {
-        return Ok(0);
-    }
-    let Some(scope) = scope::get(tgid) else {
+    let Some((tgid, scope, call, new_start)) = pending::take_mapped(ctx)? else {
         return Ok(0);
     };
     let Some(old) = region_table::lookup_for_fault(tgid, &scope, call.addr) else {
@@ -55,7 +49,6 @@ fn try_sys_exit_mremap(ctx: &TracePointContext) -> Result<u32, i32> {
         return Ok(0);
     };
     let old_end = call.addr + call.len.div_ceil(PAGE_SIZE) * PAGE_SIZE;
-    let new_start = ret as u64;
     let new_end = new_start + call.new_len.div_ceil(PAGE_SIZE) * PAGE_SIZE;
     if call.flags & MREMAP_DONTUNMAP == 0 {
         region_table::unmap_range(tgid, scope.generation, call.addr, old_end);

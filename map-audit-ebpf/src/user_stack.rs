@@ -15,20 +15,30 @@ use map_audit_common::{
     tally::{STACK_HASH_SEED, stack_hash_step},
 };
 
-/// The registers the walk starts from.
+/// Where the walk starts: the fault's user registers.
 #[derive(Clone, Copy)]
-pub struct UserRegs {
-    pub ip: u64,
-    pub bp: u64,
+pub enum UserRegs {
+    /// The `struct pt_regs *` a fault tracepoint passes, read only once the fault is
+    /// known to be audited (two kernel reads saved on every other fault).
+    At(*const pt_regs),
+    Known {
+        ip: u64,
+        bp: u64,
+    },
 }
 
 impl UserRegs {
-    /// Reads them from the `struct pt_regs *` a fault tracepoint passes.
+    /// (ip, bp).
     #[inline(always)]
-    pub fn read(regs: *const pt_regs) -> Option<Self> {
-        let ip = unsafe { bpf_probe_read_kernel(&raw const (*regs).rip) }.ok()?;
-        let bp = unsafe { bpf_probe_read_kernel(&raw const (*regs).rbp) }.ok()?;
-        Some(Self { ip, bp })
+    fn read(self) -> Option<(u64, u64)> {
+        match self {
+            Self::At(regs) => {
+                let ip = unsafe { bpf_probe_read_kernel(&raw const (*regs).rip) }.ok()?;
+                let bp = unsafe { bpf_probe_read_kernel(&raw const (*regs).rbp) }.ok()?;
+                Some((ip, bp))
+            }
+            Self::Known { ip, bp } => Some((ip, bp)),
+        }
     }
 }
 
@@ -49,17 +59,20 @@ pub struct Walked {
     pub hash: u64,
 }
 
-/// Fills `frames` with the ip and the return addresses, innermost first.
+/// Fills `frames` with the ip and the return addresses, innermost first; `None` when
+/// the registers cannot be read.
 #[inline(always)]
-pub fn walk(regs: UserRegs, frames: &mut [u64; MAX_STACK_DEPTH]) -> Walked {
-    frames[0] = regs.ip;
-    let mut hash = stack_hash_step(STACK_HASH_SEED, regs.ip);
-    let mut bp = regs.bp;
+pub fn walk(regs: UserRegs, frames: &mut [u64; MAX_STACK_DEPTH]) -> Option<Walked> {
+    let (ip, mut bp) = regs.read()?;
+    frames[0] = ip;
+    let mut hash = stack_hash_step(STACK_HASH_SEED, ip);
     let mut depth = 1;
-    let walked = |depth: usize, truncated, hash| Walked {
-        bytes: depth as i64 * 8,
-        truncated,
-        hash,
+    let walked = |depth: usize, truncated, hash| {
+        Some(Walked {
+            bytes: depth as i64 * 8,
+            truncated,
+            hash,
+        })
     };
     while depth < MAX_STACK_DEPTH {
         if bp == 0 || bp & 7 != 0 {

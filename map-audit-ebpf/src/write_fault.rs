@@ -56,7 +56,7 @@ fn audited_region(tgid: u32, address: u64, error_code: u64) -> Option<Region> {
 /// Reports an audited write fault at `address`: counted in its kernel tally, or a fault
 /// record with the user stack, or (`kernel`: the kernel wrote for the process) one with
 /// the kernel stack as well. The user stack is walked from `user_regs` when the hook
-/// has them, else by `bpf_get_stack`.
+/// has them (and they can be read), else by `bpf_get_stack`.
 #[inline(always)]
 pub fn report<C: EbpfContext>(
     ctx: &C,
@@ -83,9 +83,8 @@ pub fn report<C: EbpfContext>(
     let record = unsafe { &mut *record };
     // Only stacks walked here are hashed; the agent decides a `--path` still pending.
     let mut stack_hash = 0;
-    match user_regs {
-        Some(regs) => {
-            let walked = user_stack::walk(regs, &mut record.stack);
+    match user_regs.and_then(|regs| user_stack::walk(regs, &mut record.stack)) {
+        Some(walked) => {
             if walked.truncated {
                 bump(STACKS_TRUNCATED);
             }
@@ -176,8 +175,7 @@ fn fill(
     region: &Region,
     now: u64,
 ) {
-    record.header = records::header(kind);
-    record.header.ts_ns = now;
+    record.header = records::header_at(kind, now);
     record.address = address;
     record.error_code = error_code;
     record.region = *region;

@@ -43,12 +43,23 @@ pub struct RawFault {
     pub stack_hash: u64,
 }
 
-#[derive(Clone, PartialEq, Eq, Hash)]
+#[derive(PartialEq, Eq, Hash)]
 struct Key {
     pid: u32,
     region_id: u64,
     user_stack: Vec<u64>,
     kernel_stack: Option<Vec<u64>>,
+}
+
+impl Key {
+    fn of(fault: &RawFault) -> Self {
+        Self {
+            pid: fault.process.pid,
+            region_id: fault.region.id,
+            user_stack: fault.user_stack.clone(),
+            kernel_stack: fault.kernel_stack.clone(),
+        }
+    }
 }
 
 /// Faults merged under one key; `first` is the first of them (its address, thread and
@@ -81,7 +92,6 @@ impl Aggregate {
 
 /// A kernel tally the aggregator knows, by the fault that opened it.
 struct Tallied {
-    key: Key,
     opener: RawFault,
     /// The tally's counts already folded into aggregates.
     folded: Tally,
@@ -104,12 +114,6 @@ impl Aggregator {
     }
 
     pub fn add(&mut self, fault: RawFault) {
-        let key = Key {
-            pid: fault.process.pid,
-            region_id: fault.region.id,
-            user_stack: fault.user_stack.clone(),
-            kernel_stack: fault.kernel_stack.clone(),
-        };
         if fault.stack_hash != 0 {
             let tally_key = TallyKey {
                 tgid: fault.process.pid,
@@ -119,7 +123,6 @@ impl Aggregator {
             };
             // Two CPUs can both send an opener: the first one stays.
             self.tallied.entry(tally_key).or_insert_with(|| Tallied {
-                key: key.clone(),
                 opener: fault.clone(),
                 folded: Tally::default(),
             });
@@ -128,7 +131,7 @@ impl Aggregator {
         let ts = fault.ts_ns;
         let aggregate = self
             .open
-            .entry(key)
+            .entry(Key::of(&fault))
             .or_insert_with(|| Aggregate::new(fault));
         aggregate.count += 1;
         aggregate.pages.insert(page);
@@ -172,14 +175,18 @@ impl Aggregator {
             if let Some(tally) = kernel.get(tally_key) {
                 let count = tally.count - tallied.folded.count;
                 if count > 0 {
-                    let aggregate = self.open.entry(tallied.key.clone()).or_insert_with(|| {
-                        // Reopened after a flush: it starts at the interval's first fault,
-                        // which a fault racing the epoch change may have set early.
-                        let mut first = tallied.opener.clone();
-                        first.ts_ns = tally.epoch_first_ts_ns.max(tallied.folded.last_ts_ns);
-                        first.address = tally.epoch_first_address;
-                        Aggregate::new(first)
-                    });
+                    let aggregate =
+                        self.open
+                            .entry(Key::of(&tallied.opener))
+                            .or_insert_with(|| {
+                                // Reopened after a flush: it starts at the interval's first fault,
+                                // which a fault racing the epoch change may have set early.
+                                let mut first = tallied.opener.clone();
+                                first.ts_ns =
+                                    tally.epoch_first_ts_ns.max(tallied.folded.last_ts_ns);
+                                first.address = tally.epoch_first_address;
+                                Aggregate::new(first)
+                            });
                     aggregate.count += count;
                     aggregate.pages_counted_in_kernel += tally.pages - tallied.folded.pages;
                     aggregate.last_ts_ns = aggregate.last_ts_ns.max(tally.last_ts_ns);

@@ -82,30 +82,22 @@ pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
 
 /// A write-fault record carries only the frames its stack has (`FaultRecord::wire_len`).
 fn read_fault(bytes: &[u8]) -> Result<FaultRecord, DecodeError> {
-    let fixed = FaultRecord::FIXED_BYTES;
     let invalid = |expected| DecodeError::InvalidSize {
         kind: "write_fault",
         size: bytes.len(),
         expected,
     };
-    if bytes.len() < fixed {
-        return Err(invalid(fixed));
+    if bytes.len() < FaultRecord::FIXED_BYTES {
+        return Err(invalid(FaultRecord::FIXED_BYTES));
     }
-    // SAFETY: `fixed` bytes checked; all-zero is a valid FaultRecord (Pod); the copy
-    // stays inside both the source and the record.
+    let len = bytes.len().min(size_of::<FaultRecord>());
+    // SAFETY: all-zero is a valid FaultRecord (Pod), and `len` bytes fit in both.
     let mut record: FaultRecord = unsafe { std::mem::zeroed() };
-    unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), (&raw mut record).cast::<u8>(), fixed) };
-    let len = FaultRecord::wire_len(record.stack_bytes);
-    if bytes.len() < len || bytes.len() > size_of::<FaultRecord>() {
-        return Err(invalid(len));
+    unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), (&raw mut record).cast::<u8>(), len) };
+    let expected = FaultRecord::wire_len(record.stack_bytes);
+    if bytes.len() != len || len < expected {
+        return Err(invalid(expected));
     }
-    unsafe {
-        std::ptr::copy_nonoverlapping(
-            bytes.as_ptr().add(fixed),
-            (&raw mut record).cast::<u8>().add(fixed),
-            len - fixed,
-        )
-    };
     Ok(record)
 }
 
