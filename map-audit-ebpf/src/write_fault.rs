@@ -116,7 +116,7 @@ pub fn report<C: EbpfContext>(
     let bytes =
         unsafe { core::slice::from_raw_parts((record as *const FaultRecord).cast::<u8>(), len) };
     if EVENTS
-        .output::<[u8]>(bytes, records::batched_wakeup_flags())
+        .output::<[u8]>(bytes, records::batched_wakeup_flags(len as u64))
         .is_err()
     {
         bump(FAULTS_LOST_RINGBUF_FULL);
@@ -162,7 +162,9 @@ fn report_kernel_write<C: EbpfContext>(
         MAX_KERNEL_STACK_DEPTH,
         0,
     );
-    entry.submit(records::batched_wakeup_flags());
+    entry.submit(records::batched_wakeup_flags(
+        size_of::<KernelFaultRecord>() as u64,
+    ));
 }
 
 /// Fills the fixed part of a fault record.
