@@ -1,7 +1,7 @@
 //! Throughput of the agent's userspace pipeline per event, on one core: checked
-//! decoding of a ring-buffer record, symbolisation of its user stack with a warm cache,
-//! and JSON serialisation (every-event mode); and decoding plus aggregation (the default
-//! mode's per-fault work). The stack is this benchmark's own code, so blazesym reads a
+//! decoding of a ring-buffer record, its user stack (seen before: rendered once; or new:
+//! symbolised with a warm symbol cache and rendered) and JSON serialisation
+//! (every-event mode); and decoding plus aggregation (the default mode's per-fault work). The stack is this benchmark's own code, so blazesym reads a
 //! real ELF with DWARF. Run: `cargo bench -p map-audit --bench pipeline`.
 
 use std::{hint::black_box, io, sync::Arc};
@@ -16,12 +16,14 @@ use map_audit::{
     process_maps::ProcessMaps,
     records::{self, Record},
     region_names::region_json,
+    rendered_stacks::RenderedStacks,
     symbolizer::StackSymbolizer,
 };
 use map_audit_common::{
     records::{FaultRecord, KIND_WRITE_FAULT},
     region::Region,
 };
+use serde_json::value::RawValue;
 
 #[inline(never)]
 fn leaf() -> u64 {
@@ -78,32 +80,41 @@ fn pipeline(c: &mut Criterion) {
         exe: None,
     };
 
+    let maps = Arc::new(maps);
+    let image = Arc::new(image);
+    let mut rendered = RenderedStacks::default();
+    let max_depth = 64;
+
     let mut group = c.benchmark_group("pipeline");
     group.throughput(Throughput::Elements(1));
-    group.bench_function("every_event: decode + symbolise (warm) + JSON", |b| {
+    // The correlator's path: a repeated stack is symbolised and rendered once.
+    group.bench_function("every_event: decode + stack (seen before) + JSON", |b| {
+        b.iter(|| {
+            let Ok(Record::WriteFault(fault)) = records::decode(black_box(&bytes)) else {
+                unreachable!()
+            };
+            let depth = fault.stack_bytes as usize / 8;
+            let addrs = &fault.stack[..depth];
+            let stack = rendered.get(&maps, &image, addrs, max_depth, || {
+                let stack = symbolizer.symbolize(&maps, &image, addrs);
+                (stack.frames, stack.unknown_frames)
+            });
+            write_event(&mut writer, &fault, &process, stack.json.clone());
+        })
+    });
+    // A stack never seen before (symbol cache warm): symbolised and rendered per event.
+    group.bench_function("every_event, new stack: decode + symbolise + JSON", |b| {
         b.iter(|| {
             let Ok(Record::WriteFault(fault)) = records::decode(black_box(&bytes)) else {
                 unreachable!()
             };
             let depth = fault.stack_bytes as usize / 8;
             let stack = symbolizer.symbolize(&maps, &image, &fault.stack[..depth]);
-            let event = WriteFault {
-                process: process.clone(),
-                address: hex(fault.address),
-                region: region_json(&fault.region, None),
-                access: "user",
-                error_code: Some(fault.error_code),
-                stack: stack.frames,
-                stack_truncated: false,
-                kernel_stack: None,
-                aggregate: None,
-            };
-            writer.write(Some(fault.header.ts_ns), Body::WriteFault(event));
+            let json = serde_json::value::to_raw_value(&stack.frames).unwrap();
+            write_event(&mut writer, &fault, &process, Arc::from(json));
         })
     });
 
-    let maps = Arc::new(maps);
-    let image = Arc::new(image);
     let mut aggregator = Aggregator::default();
     group.bench_function("aggregated: decode + aggregate", |b| {
         b.iter(|| {
@@ -129,6 +140,26 @@ fn pipeline(c: &mut Criterion) {
     });
     group.finish();
     black_box(aggregator.take_all().len());
+}
+
+fn write_event(
+    writer: &mut JsonWriter,
+    fault: &FaultRecord,
+    process: &ProcessInfo,
+    stack: Arc<RawValue>,
+) {
+    let event = WriteFault {
+        process: process.clone(),
+        address: hex(fault.address),
+        region: region_json(&fault.region, None),
+        access: "user",
+        error_code: Some(fault.error_code),
+        stack,
+        stack_truncated: false,
+        kernel_stack: None,
+        aggregate: None,
+    };
+    writer.write(Some(fault.header.ts_ns), Body::WriteFault(event));
 }
 
 criterion_group!(benches, pipeline);

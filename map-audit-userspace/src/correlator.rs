@@ -25,6 +25,7 @@ use crate::{
     region_mirror::{RegionMirror, TrackedRegion, pieces},
     region_names::{is_file_backed, region_json},
     region_table::RegionTable,
+    rendered_stacks::RenderedStacks,
     stats::AgentCounters,
     symbolizer::StackSymbolizer,
 };
@@ -74,6 +75,7 @@ pub struct Correlator {
     mounts: MountPoints,
     text_offsets: TextOffsets,
     symbolizer: StackSymbolizer,
+    rendered_stacks: RenderedStacks,
     table: RegionTable,
     filter: RegionFilter,
     /// `None` in every-event mode.
@@ -91,6 +93,7 @@ impl Correlator {
             mounts: MountPoints::default(),
             text_offsets: TextOffsets::default(),
             symbolizer: StackSymbolizer::new(),
+            rendered_stacks: RenderedStacks::default(),
             table,
             filter: options.filter,
             aggregator: (!options.every_event).then(|| Aggregator::new(options.kernel_tallies)),
@@ -524,14 +527,20 @@ impl Correlator {
     /// The `write_fault` event for `fault` (standing for `summary.count` faults when
     /// aggregated): the only place stacks are symbolised.
     fn fault_event(&mut self, fault: RawFault, summary: Option<AggregateSummary>) -> Timed {
-        let mut stack = self
-            .symbolizer
-            .symbolize(&fault.maps, &fault.image, &fault.user_stack);
+        let symbolizer = &self.symbolizer;
+        let stack = self.rendered_stacks.get(
+            &fault.maps,
+            &fault.image,
+            &fault.user_stack,
+            self.max_stack_depth,
+            || {
+                let stack = symbolizer.symbolize(&fault.maps, &fault.image, &fault.user_stack);
+                (stack.frames, stack.unknown_frames)
+            },
+        );
         self.counters.frames_unsymbolized += stack.unknown_frames;
-        let mut stack_truncated = fault.user_stack_truncated;
-        if stack.frames.len() > self.max_stack_depth {
-            stack.frames.truncate(self.max_stack_depth);
-            stack_truncated = true;
+        let stack_truncated = fault.user_stack_truncated || stack.cut;
+        if stack.cut {
             self.counters.stacks_cut_for_output += 1;
         }
         let kernel_stack = fault.kernel_stack.as_deref().map(|addrs| {
@@ -557,7 +566,7 @@ impl Correlator {
                     "user"
                 },
                 error_code: (fault.error_code != ERROR_CODE_UNKNOWN).then_some(fault.error_code),
-                stack: stack.frames,
+                stack: stack.json.clone(),
                 stack_truncated,
                 kernel_stack,
                 aggregate: summary,

@@ -6,6 +6,7 @@
 use std::sync::Arc;
 
 use serde::Serialize;
+use serde_json::value::RawValue;
 
 use crate::{loader::AttachedHook, region_names::prot_string, stats::Counters};
 
@@ -173,8 +174,9 @@ pub struct WriteFault {
     pub access: &'static str,
     /// Null when the fault hook cannot see it (the perf-event hook).
     pub error_code: Option<u64>,
-    /// User frames, innermost first.
-    pub stack: Vec<Frame>,
+    /// User frames (`Frame`s), innermost first, rendered once per distinct stack
+    /// (`rendered_stacks.rs`).
+    pub stack: Arc<RawValue>,
     /// True when the stack filled the capture buffer and outer frames were cut.
     pub stack_truncated: bool,
     /// `access: "kernel"` only: the kernel's frames, innermost first.

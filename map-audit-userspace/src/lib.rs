@@ -29,6 +29,7 @@ pub mod region_filter;
 pub mod region_mirror;
 pub mod region_names;
 pub mod region_table;
+pub mod rendered_stacks;
 pub mod ringbuf_reader;
 pub mod stats;
 pub mod symbolizer;
