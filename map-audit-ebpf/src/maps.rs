@@ -53,6 +53,14 @@ pub static TALLY_EPOCH: Array<u64> = Array::with_max_entries(1, 0);
 #[map]
 pub static FAULT_SCRATCH: PerCpuArray<FaultRecord> = PerCpuArray::with_max_entries(1, 0);
 
+/// Words of user stack the stack walk copies at once (`user_stack::StackWindow`).
+pub const WINDOW_WORDS: usize = 128;
+
+/// The stack walk's copy of the user stack. Per CPU: a fault program cannot nest with
+/// itself on one CPU.
+#[map]
+pub static STACK_WINDOW: PerCpuArray<[u64; WINDOW_WORDS]> = PerCpuArray::with_max_entries(1, 0);
+
 /// Produced and lost counts, per CPU so the hot path never contends.
 #[map]
 pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_COUNT, 0);

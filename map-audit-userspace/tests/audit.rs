@@ -91,6 +91,33 @@ fn anonymous_writes_are_reported_once_per_page_with_the_writers_stack() {
 }
 
 #[test]
+fn a_deep_stack_with_large_frames_is_walked_to_main() {
+    // 20 nested calls with 1.5 KiB frames: frame pointers far apart, so the walk must
+    // move its copy of the stack along.
+    let run = run_agent(&[
+        "run",
+        "--every-event",
+        "--",
+        workload().to_str().unwrap(),
+        "deep",
+        "20",
+    ]);
+    assert!(run.status.success(), "stderr:\n{}", run.stderr);
+    let (start, end) = run.workload_range("written");
+    let faults = faults_in(&run, start, end);
+    assert_eq!(faults.len(), 1, "one page written");
+    let symbols = stack_symbols(faults[0]);
+    let descents = symbols.iter().filter(|s| *s == "descend").count();
+    assert_eq!(
+        (symbols[0].as_str(), descents),
+        ("write_pages", 20),
+        "{symbols:?}"
+    );
+    assert!(symbols.contains(&"main".to_string()), "{symbols:?}");
+    assert_eq!(faults[0]["stack_truncated"], false);
+}
+
+#[test]
 fn reads_and_read_only_mappings_produce_no_write_faults() {
     let run = run_agent(&[
         "run",

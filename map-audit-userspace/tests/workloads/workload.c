@@ -74,6 +74,23 @@ static int anon(size_t pages) {
     return 0;
 }
 
+/* deep N: N nested calls with 1.5 KiB frames, then one page written: the stack walk
+   must follow frame pointers that lie far apart. */
+__attribute__((noinline)) int descend(volatile char *buf, int depth) {
+    volatile char frame[1536];
+    frame[0] = (char)depth;
+    if (depth > 1)
+        return descend(buf, depth - 1) + frame[0];
+    write_pages(buf, 1);
+    return frame[0];
+}
+
+static int deep(int depth) {
+    char *buf = map_anon(1, PROT_READ | PROT_WRITE, NULL, 0);
+    report("written", buf, 1);
+    return descend(buf, depth) > 0 ? 0 : 1;
+}
+
 /* shared FILE PAGES: MAP_SHARED mapping of FILE, written page by page. */
 static int shared(const char *path, size_t pages) {
     int fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0600);
@@ -303,6 +320,8 @@ static int linger(int rc) {
 int main(int argc, char **argv) {
     if (argc >= 3 && strcmp(argv[1], "anon") == 0)
         return linger(anon(strtoul(argv[2], NULL, 0)));
+    if (argc >= 3 && strcmp(argv[1], "deep") == 0)
+        return linger(deep(atoi(argv[2])));
     if (argc >= 3 && strcmp(argv[1], "wait-anon") == 0) {
         /* Started before the agent: wait for a line on stdin, then behave like anon. */
         char line[16];
@@ -344,6 +363,6 @@ int main(int argc, char **argv) {
         unlink(path);
         return linger(rc);
     }
-    fprintf(stderr, "usage: workload anon PAGES | wait-anon PAGES | shared FILE PAGES | loop PAGES MS | demo\n");
+    fprintf(stderr, "usage: workload anon PAGES | wait-anon PAGES | deep N | shared FILE PAGES | loop PAGES MS | demo\n");
     return 64;
 }
