@@ -158,3 +158,9 @@ mod pod {
     unsafe impl aya::Pod for super::PendingCall {}
     unsafe impl aya::Pod for super::ScopeEntry {}
 }
+
+/// Slots of the table-version map: each counts the edits of the region table and the
+/// scope map made by one writer, bumped after the edits (see the fault path's cache).
+pub const TABLE_VERSION_KERNEL: u32 = 0;
+pub const TABLE_VERSION_AGENT: u32 = 1;
+pub const TABLE_VERSION_SLOTS: u32 = 2;

@@ -21,6 +21,7 @@ mod page_faults_perf_event;
 mod pending;
 mod rate_limit;
 mod records;
+mod region_cache;
 mod region_filter;
 mod region_table;
 mod sched_process;

@@ -1,6 +1,7 @@
 //! Every BPF map and read-only global of the programs, in one place. Sizes here are
 //! defaults; the agent resizes them at load time (`EbpfLoader::map_max_entries`).
 
+use crate::region_cache::RegionCache;
 use aya_ebpf::{
     macros::map,
     maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
@@ -10,7 +11,7 @@ use map_audit_common::{
     config::{AgentConfig, KernelOffsets, TracepointOffsets},
     counters::COUNTER_COUNT,
     records::FaultRecord,
-    region::{PendingCall, RateBucket, Region, RegionKeyData, ScopeEntry},
+    region::{PendingCall, RateBucket, Region, RegionKeyData, ScopeEntry, TABLE_VERSION_SLOTS},
     tally::{Tally, TallyKey},
 };
 
@@ -22,6 +23,16 @@ pub static REGIONS: LpmTrie<RegionKeyData, Region> = LpmTrie::with_max_entries(2
 /// Processes whose faults are audited, by tgid. The fault path's first check.
 #[map]
 pub static SCOPE: HashMap<u32, ScopeEntry> = HashMap::with_max_entries(16_384, 0);
+
+/// Edits of `REGIONS` and `SCOPE` so far, one slot per writer
+/// (`map_audit_common::region::TABLE_VERSION_*`): the fault path's memo is valid while
+/// they are unchanged.
+#[map]
+pub static TABLE_VERSIONS: Array<u64> = Array::with_max_entries(TABLE_VERSION_SLOTS, 0);
+
+/// The fault path's last scope and region lookups, per CPU (`region_cache`).
+#[map]
+pub static REGION_CACHE: PerCpuArray<RegionCache> = PerCpuArray::with_max_entries(1, 0);
 
 /// `--comm` names; a process whose comm matches joins `SCOPE` at its next mmap.
 #[map]

@@ -18,7 +18,7 @@ use map_audit_common::{
 use crate::{
     counters::bump,
     maps::{ID_SEQUENCE, REGIONS},
-    records,
+    records, region_cache,
 };
 
 /// Steps of one range walk (regions handled plus gap blocks skipped); beyond it the
@@ -62,19 +62,20 @@ fn lookup_current(tgid: u32, generation: u32, address: u64) -> Option<Region> {
         .copied()
 }
 
-/// The region a fault at `address` falls in: the process's own or, right after a fork
-/// the agent has not caught up with, its parent's (the child's copy as of the fork).
+/// The region a fault at `address` falls in, and whether it is the process's own: else,
+/// right after a fork the agent has not caught up with, it is its parent's (the child's
+/// copy as of the fork).
 #[inline(always)]
-pub fn lookup_for_fault(tgid: u32, scope: &ScopeEntry, address: u64) -> Option<Region> {
+pub fn lookup_for_fault(tgid: u32, scope: &ScopeEntry, address: u64) -> Option<(Region, bool)> {
     if let Some(region) = lookup_current(tgid, scope.generation, address) {
-        return Some(region);
+        return Some((region, true));
     }
     if scope.parent_tgid == 0 {
         return None;
     }
     let region = lookup_current(scope.parent_tgid, scope.parent_generation, address)?;
     bump(FAULTS_MATCHED_VIA_PARENT);
-    Some(region)
+    Some((region, false))
 }
 
 /// One change to the table: the blocks of `[start, end)`, removed or inserted (as a
@@ -143,6 +144,7 @@ impl TableEdit {
                 0,
             );
         }
+        region_cache::tables_changed();
     }
 }
 

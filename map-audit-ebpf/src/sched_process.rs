@@ -15,7 +15,7 @@ use map_audit_common::{
 use crate::{
     mapped_file,
     maps::{SCOPE, kernel_offsets},
-    pending, rate_limit, records, region_table, scope,
+    pending, rate_limit, records, region_cache, region_table, scope,
 };
 
 /// TP_PROTO(struct task_struct *parent, struct task_struct *child); runs in the parent.
@@ -83,6 +83,7 @@ pub fn sched_process_exit(_ctx: TracePointContext) -> u32 {
     // The region table's entries of the process are the agent's to delete: it holds the
     // list of them (the kernel cannot iterate an LPM trie).
     let _ = SCOPE.remove(tgid);
+    region_cache::tables_changed();
     rate_limit::forget(tgid);
     records::process(KIND_PROCESS_EXIT, tgid, entry.generation);
     0

@@ -7,7 +7,7 @@ use map_audit_common::{
     region::ScopeEntry,
 };
 
-use crate::{counters::bump, maps, region_table::next_id};
+use crate::{counters::bump, maps, region_cache, region_table::next_id};
 
 /// The scope entry of `tgid`, if audited. The first check of every hook.
 #[inline(always)]
@@ -27,6 +27,7 @@ pub fn add(tgid: u32, parent_tgid: u32, parent_generation: u32) -> Option<ScopeE
     };
     match maps::SCOPE.insert(tgid, entry, 0) {
         Ok(()) => {
+            region_cache::tables_changed();
             bump(SCOPE_ADDED);
             Some(entry)
         }

@@ -44,7 +44,7 @@ fn try_sys_exit_mremap(ctx: &TracePointContext) -> Result<u32, i32> {
     let Some((tgid, scope, call, new_start)) = pending::take_mapped(ctx)? else {
         return Ok(0);
     };
-    let Some(old) = region_table::lookup_for_fault(tgid, &scope, call.addr) else {
+    let Some((old, _)) = region_table::lookup_for_fault(tgid, &scope, call.addr) else {
         // Not a tracked region: nothing to move; the new range may still replace some.
         return Ok(0);
     };

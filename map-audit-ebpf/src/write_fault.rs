@@ -25,7 +25,7 @@ use crate::{
     counters::bump,
     fault_tally,
     maps::{EVENTS, FAULT_SCRATCH, agent_config},
-    rate_limit, records, region_filter, region_table, scope,
+    rate_limit, records, region_cache, region_filter,
     user_stack::{self, UserRegs},
 };
 
@@ -40,8 +40,7 @@ fn audited_region(tgid: u32, address: u64, error_code: u64) -> Option<Region> {
     if error_code != ERROR_CODE_UNKNOWN && error_code & FAULT_WRITE == 0 {
         return None;
     }
-    let scope = scope::get(tgid)?;
-    let region = region_table::lookup_for_fault(tgid, &scope, address)?;
+    let region = region_cache::region_for_fault(tgid, address)?;
     if !region.is_writable() {
         return None;
     }

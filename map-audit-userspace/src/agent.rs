@@ -103,7 +103,8 @@ pub fn run(args: RunArgs) -> Result<i32> {
     let regions = LpmTrie::try_from(take_map(&mut ebpf, "REGIONS")?)?;
     let scope = HashMap::try_from(take_map(&mut ebpf, "SCOPE")?)?;
     let pending = HashMap::try_from(take_map(&mut ebpf, "PENDING_CALLS")?)?;
-    let mut table = RegionTable::new(regions, scope, pending);
+    let versions = Array::try_from(take_map(&mut ebpf, "TABLE_VERSIONS")?)?;
+    let mut table = RegionTable::new(regions, scope, pending, versions);
     let mut comms: HashMap<_, [u8; COMM_LEN], u32> =
         HashMap::try_from(take_map(&mut ebpf, "SCOPE_COMMS")?)?;
     for name in &args.comms {

@@ -4,12 +4,15 @@
 //! Keys are made exactly as the kernel makes them (`map_audit_common::blocks`).
 
 use aya::maps::{
-    HashMap, MapData,
+    Array, HashMap, MapData,
     lpm_trie::{Key, LpmTrie},
 };
 use map_audit_common::{
     blocks::block_order,
-    region::{PendingCall, Region, RegionKeyData, ScopeEntry, block_prefix_len, region_key_data},
+    region::{
+        PendingCall, Region, RegionKeyData, ScopeEntry, TABLE_VERSION_AGENT, block_prefix_len,
+        region_key_data,
+    },
 };
 
 /// `BPF_NOEXIST`: insert only where the kernel has put nothing since.
@@ -33,6 +36,9 @@ pub struct RegionTable {
     regions: LpmTrie<MapData, RegionKeyData, Region>,
     scope: HashMap<MapData, u32, ScopeEntry>,
     pending: HashMap<MapData, u32, PendingCall>,
+    /// The kernel's table versions; the agent owns slot `TABLE_VERSION_AGENT`.
+    versions: Array<MapData, u64>,
+    agent_edits: u64,
     next_region_id: u64,
     next_generation: u32,
 }
@@ -42,11 +48,14 @@ impl RegionTable {
         regions: LpmTrie<MapData, RegionKeyData, Region>,
         scope: HashMap<MapData, u32, ScopeEntry>,
         pending: HashMap<MapData, u32, PendingCall>,
+        versions: Array<MapData, u64>,
     ) -> Self {
         Self {
             regions,
             scope,
             pending,
+            versions,
+            agent_edits: 0,
             next_region_id: AGENT_REGION_IDS,
             next_generation: AGENT_GENERATIONS,
         }
@@ -75,6 +84,7 @@ impl RegionTable {
             ..Default::default()
         };
         self.scope.insert(tgid, entry, 0)?;
+        self.tables_changed();
         Ok(entry.generation)
     }
 
@@ -93,6 +103,7 @@ impl RegionTable {
                 },
                 0,
             );
+            self.tables_changed();
         }
     }
 
@@ -108,6 +119,7 @@ impl RegionTable {
                 let _ = self.regions.remove(&key);
             }
         }
+        self.tables_changed();
     }
 
     /// Gives `region`'s entries its `--path` verdict (`region.path_filter`), where
@@ -121,6 +133,7 @@ impl RegionTable {
                 let _ = self.regions.insert(&key, found, 0);
             }
         }
+        self.tables_changed();
     }
 
     /// Adds `region`'s entries, replacing what is there (a piece the kernel's walk
@@ -142,6 +155,17 @@ impl RegionTable {
                 Err(_) if flags == NO_EXIST => {} // the kernel's newer entry wins
                 Err(err) => log::warn!("region table update failed for pid {tgid}: {err}"),
             }
+        }
+        self.tables_changed();
+    }
+
+    /// Tells the fault path's per-CPU memo that the tables changed. Called after the
+    /// edits: a fault that looked the tables up in between is memoised under the old
+    /// version and dropped at its next fault.
+    fn tables_changed(&mut self) {
+        self.agent_edits += 1;
+        if let Err(err) = self.versions.set(TABLE_VERSION_AGENT, self.agent_edits, 0) {
+            log::warn!("table version update failed: {err}");
         }
     }
 }
