@@ -58,8 +58,10 @@ pub struct KernelOffsets {
     pub dentry_parent: u32,
     /// `dentry.d_name` plus `qstr.name`.
     pub dentry_name: u32,
+    /// `dentry.d_name` plus `qstr.len`.
+    pub dentry_name_len: u32,
 }
-const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 64);
+const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 68);
 
 impl TracepointOffsets {
     /// All zero: the placeholder the agent overwrites at load time.

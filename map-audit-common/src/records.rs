@@ -155,7 +155,8 @@ pub struct MappedFileRecord {
     pub depth: u32,
     /// Non-zero when the walk stopped before the mount root (path too deep).
     pub truncated: u32,
-    pub _pad: u32,
+    /// Bit `i` set: `names[i]` was longer than `PATH_COMPONENT_LEN - 1` bytes and is cut.
+    pub cut_names: u32,
     /// NUL-terminated names, leaf first.
     pub names: [[u8; PATH_COMPONENT_LEN]; MAX_PATH_COMPONENTS],
 }

@@ -10,7 +10,7 @@ use aya_ebpf::{
 use map_audit_common::{
     config::KernelOffsets,
     counters::{FILE_RECORDS, FILE_RECORDS_LOST_RINGBUF_FULL},
-    records::{KIND_MAPPED_FILE, MAX_PATH_COMPONENTS, MappedFileRecord},
+    records::{KIND_MAPPED_FILE, MAX_PATH_COMPONENTS, MappedFileRecord, PATH_COMPONENT_LEN},
 };
 
 use crate::{
@@ -62,7 +62,7 @@ fn send_file(region_id: u64, file: impl FnOnce(&KernelOffsets) -> Result<u64, i3
         (*record).mount_id = 0;
         (*record).depth = 0;
         (*record).truncated = 0;
-        (*record)._pad = 0;
+        (*record).cut_names = 0;
         // Unread names must not leak old ring-buffer bytes: mark each one empty.
         for i in 0..MAX_PATH_COMPONENTS {
             (*record).names[i][0] = 0;
@@ -128,6 +128,11 @@ unsafe fn fill(record: *mut MappedFileRecord, file: u64) -> Result<(), i32> {
             }
             let name = read_u64(dentry + u64::from(off.dentry_name))?;
             let _ = bpf_probe_read_kernel_str_bytes(name as *const u8, &mut (*record).names[i]);
+            let len: u32 =
+                bpf_probe_read_kernel((dentry + u64::from(off.dentry_name_len)) as *const u32)?;
+            if len as usize >= PATH_COMPONENT_LEN {
+                (*record).cut_names |= 1 << i;
+            }
             (*record).depth = i as u32 + 1;
             dentry = parent;
         }

@@ -163,15 +163,25 @@ impl Correlator {
         if depth == 0 {
             return;
         }
+        // A name the kernel cut to its buffer ends in "...".
         let names: Vec<String> = record.names[..depth]
             .iter()
-            .map(|n| kernel_string(n))
+            .enumerate()
+            .map(|(i, n)| {
+                let mut name = kernel_string(n);
+                if record.cut_names & (1 << i) != 0 {
+                    name.push_str("...");
+                }
+                name
+            })
             .collect();
         let names: Vec<&str> = names.iter().map(String::as_str).collect();
         let mut path = mount_points::join(self.mounts.get(record.mount_id), &names);
         if record.truncated != 0 {
-            self.counters.paths_truncated += 1;
             path.insert_str(0, "...");
+        }
+        if record.truncated != 0 || record.cut_names != 0 {
+            self.counters.paths_truncated += 1;
         }
         self.captured_paths.insert(record.region_id, path.into());
     }

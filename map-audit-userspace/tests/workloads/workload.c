@@ -4,12 +4,14 @@
  * Built with frame pointers (-O0 -fno-omit-frame-pointer) so user stacks are complete.
  */
 #define _GNU_SOURCE
+#include <errno.h>
 #include <fcntl.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <sys/syscall.h>
@@ -91,8 +93,8 @@ static int deep(int depth) {
     return descend(buf, depth) > 0 ? 0 : 1;
 }
 
-/* shared FILE PAGES: MAP_SHARED mapping of FILE, written page by page. */
-static int shared(const char *path, size_t pages) {
+/* Maps PATH shared, reports it as KEY, writes it page by page and unmaps it. */
+static int map_shared_file(const char *path, size_t pages, const char *key) {
     int fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0600);
     if (fd < 0 || ftruncate(fd, pages * PAGE) != 0) {
         perror("workload: open/ftruncate");
@@ -103,15 +105,79 @@ static int shared(const char *path, size_t pages) {
         perror("workload: mmap shared");
         return 2;
     }
-    report("shared", buf, pages);
+    report(key, buf, pages);
     write_shared_pages(buf, pages);
     munmap(buf, pages * PAGE);
     close(fd);
     return 0;
 }
 
-/* loop PAGES MILLISECONDS: map, write and unmap PAGES pages until the time is up. */
-static int loop(size_t pages, long millis) {
+/* shared FILE PAGES: MAP_SHARED mapping of FILE, written page by page. */
+static int shared(const char *path, size_t pages) {
+    return map_shared_file(path, pages, "shared");
+}
+
+static volatile char *trampoline_target;
+
+__attribute__((noinline)) void written_through_foreign_code(void) {
+    trampoline_target[0] = 1;
+}
+
+/* Runs written_through_foreign_code() from code in a mapped file that is not an ELF
+ * (push rbp; mov rbp, rsp; call rdi; pop rbp; ret): a frame no symboliser can name. */
+static int call_through_foreign_code(void) {
+    static const unsigned char code[] = {0x55, 0x48, 0x89, 0xe5, 0xff, 0xd7, 0x5d, 0xc3};
+    int fd = open("foreign-code", O_RDWR | O_CREAT | O_TRUNC, 0700);
+    if (fd < 0 || write(fd, code, sizeof code) != sizeof code) {
+        perror("workload: foreign-code");
+        return 2;
+    }
+    void *text = mmap(NULL, PAGE, PROT_READ | PROT_EXEC, MAP_PRIVATE, fd, 0);
+    if (text == MAP_FAILED) {
+        perror("workload: mmap foreign-code");
+        return 2;
+    }
+    close(fd);
+    trampoline_target = map_anon(1, PROT_READ | PROT_WRITE, NULL, 0);
+    report("foreign-code", (void *)trampoline_target, 1);
+    ((void (*)(void (*)(void)))text)(written_through_foreign_code);
+    return 0;
+}
+
+/* hostile DIR: in DIR, files whose names a log must escape (a newline,
+ * a quote and a backslash, invalid UTF-8) and one under 19 nested directories with
+ * 200-byte names (~3.9 KiB of path), each mapped shared and written (reported as
+ * hostile-0..3); then a write called through code in a mapped non-ELF file. */
+static int hostile(const char *dir) {
+    if (chdir(dir) != 0) {
+        perror("workload: chdir");
+        return 2;
+    }
+    const char *names[] = {"new\nline", "quo\"te\\back", "bad\xff\xfeutf8"};
+    char key[32];
+    for (int i = 0; i < 3; i++) {
+        snprintf(key, sizeof key, "hostile-%d", i);
+        if (map_shared_file(names[i], 1, key) != 0)
+            return 2;
+    }
+    char level[201];
+    memset(level, 'd', 200);
+    level[200] = 0;
+    int top = open(".", O_RDONLY | O_DIRECTORY);
+    for (int i = 0; i < 19; i++) {
+        if ((mkdir(level, 0700) != 0 && errno != EEXIST) || chdir(level) != 0) {
+            perror("workload: nested directories");
+            return 2;
+        }
+    }
+    if (map_shared_file("deep-file", 1, "hostile-3") != 0 || fchdir(top) != 0)
+        return 2;
+    return call_through_foreign_code();
+}
+
+/* loop PAGES MILLISECONDS [PAUSE_US]: map, write and unmap PAGES pages until the time is
+ * up, pausing PAUSE_US microseconds after each round. */
+static int loop(size_t pages, long millis, long pause_us) {
     struct timespec start, now;
     clock_gettime(CLOCK_MONOTONIC, &start);
     fprintf(stderr, "workload: looping\n");
@@ -119,6 +185,8 @@ static int loop(size_t pages, long millis) {
         char *buf = map_anon(pages, PROT_READ | PROT_WRITE, NULL, 0);
         write_pages(buf, pages);
         munmap(buf, pages * PAGE);
+        if (pause_us > 0)
+            usleep(pause_us);
         clock_gettime(CLOCK_MONOTONIC, &now);
     } while ((now.tv_sec - start.tv_sec) * 1000 + (now.tv_nsec - start.tv_nsec) / 1000000 < millis);
     return 0;
@@ -330,6 +398,8 @@ int main(int argc, char **argv) {
             return 3;
         return linger(anon(strtoul(argv[2], NULL, 0)));
     }
+    if (argc >= 3 && strcmp(argv[1], "hostile") == 0)
+        return hostile(argv[2]);
     if (argc >= 4 && strcmp(argv[1], "shared") == 0)
         return linger(shared(argv[2], strtoul(argv[3], NULL, 0)));
     if (argc >= 2 && strcmp(argv[1], "write-and-exit") == 0) {
@@ -353,7 +423,8 @@ int main(int argc, char **argv) {
     if (argc >= 3 && strcmp(argv[1], "after-exec") == 0)
         return linger(after_exec(argv[2]));
     if (argc >= 4 && strcmp(argv[1], "loop") == 0)
-        return loop(strtoul(argv[2], NULL, 0), strtol(argv[3], NULL, 0));
+        return loop(strtoul(argv[2], NULL, 0), strtol(argv[3], NULL, 0),
+                    argc >= 5 ? strtol(argv[4], NULL, 0) : 0);
     if (argc >= 2 && strcmp(argv[1], "demo") == 0) {
         char path[] = "/tmp/map-audit-demo-XXXXXX";
         int fd = mkstemp(path);
@@ -363,6 +434,6 @@ int main(int argc, char **argv) {
         unlink(path);
         return linger(rc);
     }
-    fprintf(stderr, "usage: workload anon PAGES | wait-anon PAGES | deep N | shared FILE PAGES | loop PAGES MS | demo\n");
+    fprintf(stderr, "usage: workload anon PAGES | wait-anon PAGES | deep N | shared FILE PAGES | hostile DIR | loop PAGES MS [PAUSE_US] | demo\n");
     return 64;
 }
