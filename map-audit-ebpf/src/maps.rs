@@ -1,7 +1,7 @@
 //! Every BPF map and read-only global of the programs, in one place. Sizes here are
 //! defaults; the agent resizes them at load time (`EbpfLoader::map_max_entries`).
 
-use crate::region_cache::RegionCache;
+use crate::{region_cache::RegionCache, region_table::TableEdit};
 use aya_ebpf::{
     macros::map,
     maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
@@ -29,6 +29,10 @@ pub static SCOPE: HashMap<u32, ScopeEntry> = HashMap::with_max_entries(16_384, 0
 /// they are unchanged.
 #[map]
 pub static TABLE_VERSIONS: Array<u64> = Array::with_max_entries(TABLE_VERSION_SLOTS, 0);
+
+/// The region-table edit in progress on each CPU (`region_table::TableEdit`).
+#[map]
+pub static TABLE_EDIT: PerCpuArray<TableEdit> = PerCpuArray::with_max_entries(1, 0);
 
 /// The fault path's last scope and region lookups, per CPU (`region_cache`).
 #[map]

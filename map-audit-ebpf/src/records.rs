@@ -63,23 +63,24 @@ pub fn region_mapped(region: &Region, origin: u32) {
 /// for an mprotect).
 #[inline(always)]
 pub fn region_change(kind: u32, region: &Region, range_start: u64, range_end: u64, detail: u32) {
-    let record = RegionRecord {
-        header: header(kind),
-        region: *region,
-        range_start,
-        range_end,
-        detail,
-        _pad: 0,
-    };
     bump(REGION_EVENTS);
+    // Written in place, not built on the stack: the table walks that call this run
+    // inside `bpf_loop` callbacks, and older kernels (6.1) cap the whole call chain's
+    // stack at 512 bytes.
+    let Some(mut entry) = EVENTS.reserve::<RegionRecord>(0) else {
+        bump(REGION_EVENTS_LOST_RINGBUF_FULL);
+        return;
+    };
+    let record = unsafe { &mut *entry.as_mut_ptr() };
+    record.header = header(kind);
+    record.region = *region;
+    record.range_start = range_start;
+    record.range_end = range_end;
+    record.detail = detail;
+    record._pad = 0;
     // Region records are rare and the agent reads /proc for them while the process
     // lives: wake it now.
-    if EVENTS
-        .output::<RegionRecord>(&record, BPF_RB_FORCE_WAKEUP.into())
-        .is_err()
-    {
-        bump(REGION_EVENTS_LOST_RINGBUF_FULL);
-    }
+    entry.submit(BPF_RB_FORCE_WAKEUP.into());
 }
 
 /// Hands `[range_start, range_end)` to the agent: the kernel's walk may have missed

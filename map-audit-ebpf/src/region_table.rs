@@ -17,7 +17,7 @@ use map_audit_common::{
 
 use crate::{
     counters::bump,
-    maps::{ID_SEQUENCE, REGIONS},
+    maps::{ID_SEQUENCE, REGIONS, TABLE_EDIT},
     records, region_cache,
 };
 
@@ -90,9 +90,14 @@ struct BlockOp {
 }
 
 /// Up to four block operations on one region, applied by a single `bpf_loop`: every
-/// table change goes through this one callback, which keeps verification cheap.
+/// table change goes through this one callback, which keeps verification cheap. It
+/// lives in the per-CPU `TABLE_EDIT` scratch, not on the stack: 6.1 caps the stack of
+/// a program and its nested callbacks at 512 bytes together. Only syscall tracepoint
+/// programs edit the table, and one CPU never runs two of them at once (the kernel
+/// skips a tracepoint program while another is active on its CPU), so no edit sees
+/// another's half.
 #[repr(C)]
-struct TableEdit {
+pub struct TableEdit {
     tgid: u32,
     ops_len: u32,
     op: u32,
@@ -103,35 +108,35 @@ struct TableEdit {
 }
 
 impl TableEdit {
+    /// This CPU's edit, emptied, for `region` of `tgid`.
     #[inline(always)]
-    fn new(tgid: u32, region: &Region) -> Self {
-        Self {
-            tgid,
-            ops_len: 0,
-            op: 0,
-            _pad: 0,
-            cursor: 0,
-            region: *region,
-            ops: [BlockOp::default(); 4],
-        }
+    fn start(tgid: u32, region: &Region) -> Option<&'static mut Self> {
+        // Index 0 of a per-CPU array always exists.
+        let edit = unsafe { &mut *TABLE_EDIT.get_ptr_mut(0)? };
+        edit.tgid = tgid;
+        edit.ops_len = 0;
+        edit.op = 0;
+        edit.cursor = 0;
+        edit.region = *region;
+        Some(edit)
     }
 
     #[inline(always)]
     fn push(&mut self, start: u64, end: u64, prot: u32, insert: bool) {
-        let i = self.ops_len as usize;
-        if i < self.ops.len() {
-            self.ops[i] = BlockOp {
-                start,
-                end,
-                prot,
-                insert: u32::from(insert),
-            };
-            self.ops_len += 1;
+        if self.ops_len as usize >= self.ops.len() {
+            return;
         }
+        self.ops[op_index(self.ops_len)] = BlockOp {
+            start,
+            end,
+            prot,
+            insert: u32::from(insert),
+        };
+        self.ops_len += 1;
     }
 
     #[inline(always)]
-    fn apply(mut self) {
+    fn apply(&mut self) {
         if self.ops_len == 0 {
             return;
         }
@@ -140,7 +145,7 @@ impl TableEdit {
             bpf_loop(
                 4 * MAX_BLOCKS as u32,
                 edit_step as *mut c_void,
-                (&raw mut self).cast(),
+                core::ptr::null_mut(),
                 0,
             );
         }
@@ -148,19 +153,30 @@ impl TableEdit {
     }
 }
 
+/// `i` as an index into `TableEdit::ops`, masked: callers check the bound, but the 6.1
+/// verifier loses a checked bound on the way to a map-value access.
+#[inline(always)]
+fn op_index(i: u32) -> usize {
+    (i & 3) as usize
+}
+
 #[inline(never)]
-extern "C" fn edit_step(_index: u64, ctx: *mut c_void) -> i64 {
-    let edit = unsafe { &mut *ctx.cast::<TableEdit>() };
-    let i = edit.op as usize;
-    if i >= edit.ops.len() || edit.op >= edit.ops_len {
+extern "C" fn edit_step(_index: u64, _ctx: *mut c_void) -> i64 {
+    let Some(edit) = TABLE_EDIT.get_ptr_mut(0) else {
+        return 1;
+    };
+    let edit = unsafe { &mut *edit };
+    if edit.op as usize >= edit.ops.len() || edit.op >= edit.ops_len {
         return 1;
     }
-    let op = edit.ops[i];
+    let op = edit.ops[op_index(edit.op)];
     if edit.cursor >= op.end {
         edit.op += 1;
-        let next = edit.op as usize;
-        if next < edit.ops.len() {
-            edit.cursor = edit.ops[next].start;
+        // Read back: the compiler would otherwise index with `op + 1`, whose bound the
+        // 6.1 verifier cannot tie to the check on `op`.
+        let next = unsafe { core::ptr::read_volatile(&edit.op) };
+        if (next as usize) < edit.ops.len() {
+            edit.cursor = edit.ops[op_index(next)].start;
         }
         return 0;
     }
@@ -191,7 +207,9 @@ extern "C" fn edit_step(_index: u64, ctx: *mut c_void) -> i64 {
 /// Adds `region` for `tgid`. Blocks that do not fit are counted, not silently lost.
 #[inline(always)]
 pub fn insert(tgid: u32, region: &Region) {
-    let mut edit = TableEdit::new(tgid, region);
+    let Some(edit) = TableEdit::start(tgid, region) else {
+        return;
+    };
     edit.push(region.start, region.end, region.prot, true);
     edit.apply();
 }
@@ -290,7 +308,9 @@ fn change_region(walk: &RangeWalk, region: &Region) {
     } else {
         walk.end
     };
-    let mut edit = TableEdit::new(walk.tgid, region);
+    let Some(edit) = TableEdit::start(walk.tgid, region) else {
+        return;
+    };
     edit.push(region.start, region.end, region.prot, false);
     if region.start < cut_start {
         edit.push(region.start, cut_start, region.prot, true);
