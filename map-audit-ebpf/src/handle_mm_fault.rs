@@ -2,7 +2,7 @@
 //! architectures without the `exceptions:page_fault_*` tracepoints. One program covers
 //! user and kernel writes (`FAULT_FLAG_USER` tells them apart). Needs CONFIG_KPROBES.
 
-use aya_ebpf::{macros::kprobe, programs::ProbeContext};
+use aya_ebpf::{EbpfContext, macros::kprobe, programs::ProbeContext};
 
 use crate::write_fault::{self, FAULT_USER, FAULT_WRITE};
 
@@ -15,11 +15,18 @@ const FAULT_FLAG_USER: u32 = 1 << 6;
 ///                            unsigned int flags, struct pt_regs *regs)
 #[kprobe(function = "handle_mm_fault")]
 pub fn handle_mm_fault(ctx: ProbeContext) -> u32 {
-    let (Some(address), Some(flags)) = (ctx.arg::<u64>(1), ctx.arg::<u32>(2)) else {
-        return 0;
-    };
+    if let (Some(address), Some(flags)) = (ctx.arg::<u64>(1), ctx.arg::<u32>(2)) {
+        report(&ctx, address, flags);
+    }
+    0
+}
+
+/// A `handle_mm_fault` call as a write fault, from its `address` and fault `flags`
+/// (shared with the fentry hook).
+#[inline(always)]
+pub fn report<C: EbpfContext>(ctx: &C, address: u64, flags: u32) {
     if flags & FAULT_FLAG_TRIED != 0 {
-        return 0;
+        return;
     }
     // The x86 error code the tracepoints carry, rebuilt from the fault flags.
     let mut error_code = 0;
@@ -29,12 +36,5 @@ pub fn handle_mm_fault(ctx: ProbeContext) -> u32 {
     if flags & FAULT_FLAG_USER != 0 {
         error_code |= FAULT_USER;
     }
-    write_fault::report(
-        &ctx,
-        address,
-        error_code,
-        flags & FAULT_FLAG_USER == 0,
-        None,
-    );
-    0
+    write_fault::report(ctx, address, error_code, flags & FAULT_FLAG_USER == 0, None);
 }

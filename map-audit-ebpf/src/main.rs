@@ -11,6 +11,7 @@
 mod counters;
 mod fault_tally;
 mod handle_mm_fault;
+mod handle_mm_fault_fentry;
 mod mapped_file;
 mod maps;
 mod page_fault_btf;

@@ -159,7 +159,7 @@ pub fn run() -> i32 {
     };
     println!("  write faults:          {chosen}");
     println!(
-        "  (order: raw-tracepoint, tp-btf, tracepoint, kprobe, perf-event; --fault-hook forces one)"
+        "  (order: raw-tracepoint, tp-btf, tracepoint, fentry, kprobe, perf-event; --fault-hook forces one)"
     );
     if can_run {
         println!("\nmap-audit can run on this kernel.");

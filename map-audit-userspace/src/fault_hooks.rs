@@ -1,14 +1,15 @@
 //! The fault hook, chosen at start-up: the first that attaches of raw tracepoint (47 ns
 //! per fault for an empty program here), tp_btf (82 ns), perf tracepoint (140 ns) on
-//! `exceptions:page_fault_{user,kernel}`, then a kprobe on `handle_mm_fault` (any
-//! architecture; needs CONFIG_KPROBES), then the perf software event page-faults
+//! `exceptions:page_fault_{user,kernel}`, then fentry on `handle_mm_fault` (any
+//! architecture; needs ftrace direct calls and no lockdown), then a kprobe on it (needs
+//! CONFIG_KPROBES), then the perf software event page-faults
 //! (any architecture; cannot tell writes from reads). `--fault-hook` forces one.
 
 use anyhow::{Context, Result, anyhow, bail};
 use aya::{
     Btf, Ebpf,
     programs::{
-        BtfTracePoint, KProbe, PerfEvent, Program, TracePoint,
+        BtfTracePoint, FEntry, KProbe, PerfEvent, Program, TracePoint,
         perf_event::{PerfEventConfig, PerfEventScope, SamplePolicy, SoftwareEvent},
     },
 };
@@ -23,6 +24,7 @@ pub enum FaultHook {
     RawTracepoint,
     TpBtf,
     Tracepoint,
+    Fentry,
     Kprobe,
     /// The perf software event page-faults: any architecture, but no error code
     /// (reads of writable pages are reported too; error_code is null).
@@ -30,10 +32,11 @@ pub enum FaultHook {
 }
 
 /// Auto's order: cheapest measured first.
-const PREFERENCE: [FaultHook; 4] = [
+const PREFERENCE: [FaultHook; 5] = [
     FaultHook::RawTracepoint,
     FaultHook::TpBtf,
     FaultHook::Tracepoint,
+    FaultHook::Fentry,
     FaultHook::Kprobe,
 ];
 
@@ -44,6 +47,7 @@ impl FaultHook {
             FaultHook::RawTracepoint => "raw-tracepoint",
             FaultHook::TpBtf => "tp-btf",
             FaultHook::Tracepoint => "tracepoint",
+            FaultHook::Fentry => "fentry",
             FaultHook::Kprobe => "kprobe",
             FaultHook::PerfEvent => "perf-event",
         }
@@ -67,6 +71,10 @@ impl FaultHook {
             FaultHook::Tracepoint => vec![
                 ("fault_user", "tracepoint:exceptions:page_fault_user"),
                 ("fault_kernel", "tracepoint:exceptions:page_fault_kernel"),
+            ],
+            FaultHook::Fentry => vec![
+                ("fault_user", "fentry:handle_mm_fault"),
+                ("fault_kernel", "fentry:handle_mm_fault"),
             ],
             FaultHook::Kprobe => vec![
                 ("fault_user", "kprobe:handle_mm_fault"),
@@ -96,7 +104,7 @@ pub fn attach(ebpf: &mut Ebpf, choice: FaultHook) -> Result<Vec<AttachedHook>> {
     for hook in PREFERENCE {
         match attach_one(ebpf, hook) {
             Ok(()) => {
-                let mut reason = "first available, cheapest first: raw tracepoint 47 ns, tp_btf 82 ns, tracepoint 140 ns per fault (empty program), then kprobe".to_string();
+                let mut reason = "first available, cheapest first: raw tracepoint 47 ns, tp_btf 82 ns, tracepoint 140 ns per fault (empty program), then fentry, then kprobe".to_string();
                 if !skipped.is_empty() {
                     reason.push_str(&format!("; unavailable: {}", skipped.join("; ")));
                 }
@@ -143,6 +151,17 @@ fn attach_one(ebpf: &mut Ebpf, hook: FaultHook) -> Result<()> {
         }
         FaultHook::PerfEvent => {
             attach_perf_event(ebpf).inspect_err(|_| unload(ebpf, "page_faults_perf_event"))
+        }
+        FaultHook::Fentry => {
+            let btf = Btf::from_sys_fs().context("reading the kernel's BTF failed")?;
+            let program: &mut FEntry = program(ebpf, "handle_mm_fault_fentry")?.try_into()?;
+            program
+                .load("handle_mm_fault", &btf)
+                .context("the kernel rejected the fentry program")?;
+            program.attach().context(
+                "attaching fentry to handle_mm_fault failed (kernels without ftrace direct calls, or under lockdown, cannot)",
+            )?;
+            Ok(())
         }
         FaultHook::Kprobe => {
             let program: &mut KProbe = program(ebpf, "handle_mm_fault")?.try_into()?;
