@@ -253,9 +253,9 @@ fn shared_file_mapping_reports_its_path_and_writes() {
 #[test]
 fn processes_outside_the_scope_produce_nothing() {
     // The same kind of writes, at the same time, by a process the agent was not asked
-    // to audit.
+    // to audit (until it is killed below; slow VM guests need the margin).
     let mut outsider = Command::new(workload())
-        .args(["loop", "8", "4000"])
+        .args(["loop", "8", "120000", "100"])
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
@@ -442,11 +442,14 @@ fn check_reports_the_hooks_it_would_use() {
             .contains("write faults:          raw_tracepoint:exceptions:page_fault_{user,kernel}"),
         "{stdout}"
     );
-    // This kernel is built without kprobes (see platform notes): check must say so.
-    assert!(
-        stdout.contains("no   kprobe attach (kprobe_events)"),
-        "{stdout}"
-    );
+    // This project's CI kernel is built without kprobes (see platform notes), the VM
+    // guests' kernels with: check must say which.
+    let kprobes = if common::kernel_has_kprobes() {
+        "yes  kprobe attach (kprobe_events)"
+    } else {
+        "no   kprobe attach (kprobe_events)"
+    };
+    assert!(stdout.contains(kprobes), "{stdout}");
     assert!(stdout.contains("map-audit can run on this kernel."));
 }
 

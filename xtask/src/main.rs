@@ -3,6 +3,7 @@
 mod bench;
 mod build_ebpf;
 mod toolchain;
+mod vm_test;
 
 use std::{
     path::{Path, PathBuf},
@@ -44,6 +45,13 @@ enum Task {
         #[arg(long, default_value_t = 5)]
         rounds: usize,
     },
+    /// Run the fault-hook and audit tests on Debian kernels under qemu (TCG) and print
+    /// a table of kernel x fault hook (needs root: the guests load eBPF).
+    VmTest {
+        /// Only these kernels (6.1, 6.12); all by default.
+        #[arg(long = "kernel")]
+        kernels: Vec<String>,
+    },
     /// Build everything and run all tests (integration tests need root).
     Test {
         /// Extra arguments for `cargo test` (e.g. a test name filter).
@@ -77,6 +85,7 @@ fn main() -> Result<()> {
             build_all(true)?;
             bench::bench(rounds)
         }
+        Task::VmTest { kernels } => vm_test::vm_test(&kernels),
         Task::Test { args } => {
             build_ebpf::build()?;
             let mut test = cargo();
@@ -94,7 +103,7 @@ pub fn workspace_root() -> PathBuf {
         .to_path_buf()
 }
 
-fn cargo() -> Command {
+pub fn cargo() -> Command {
     let mut command = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
     command.current_dir(workspace_root());
     command
@@ -149,7 +158,7 @@ fn build_demo() -> Result<PathBuf> {
     Ok(output)
 }
 
-fn nix_is_root() -> bool {
+pub fn nix_is_root() -> bool {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {

@@ -19,10 +19,15 @@ pub const AGENT: &str = env!("CARGO_BIN_EXE_map-audit");
 /// How long any one agent run may take before the test fails.
 const RUN_TIMEOUT: Duration = Duration::from_secs(90);
 
-/// The C workload, compiled once per test binary with frame pointers.
+/// The C workload, compiled once per test binary with frame pointers, or the one
+/// `MAP_AUDIT_TEST_WORKLOAD` names (prebuilt: `cargo xtask vm-test` has no compiler in
+/// its guests).
 pub fn workload() -> &'static Path {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
     BUILT.get_or_init(|| {
+        if let Some(prebuilt) = std::env::var_os("MAP_AUDIT_TEST_WORKLOAD") {
+            return PathBuf::from(prebuilt);
+        }
         let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
         let out = dir.join(format!("workload-{}", std::process::id()));
         let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/workloads/workload.c");
@@ -37,12 +42,18 @@ pub fn workload() -> &'static Path {
     })
 }
 
+/// Whether this kernel has kprobes (its kprobe PMU): not on this project's CI host, yes
+/// in the VM guests of `cargo xtask vm-test`.
+pub fn kernel_has_kprobes() -> bool {
+    Path::new("/sys/bus/event_source/devices/kprobe").exists()
+}
+
 fn schema() -> &'static jsonschema::Validator {
     static VALIDATOR: OnceLock<jsonschema::Validator> = OnceLock::new();
     VALIDATOR.get_or_init(|| {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../schema/map-audit-v1.schema.json");
+        // Compiled in: the tests also run in VM guests without the source tree.
         let schema: Value =
-            serde_json::from_str(&std::fs::read_to_string(&path).expect("schema file"))
+            serde_json::from_str(include_str!("../../../schema/map-audit-v1.schema.json"))
                 .expect("schema is JSON");
         jsonschema::validator_for(&schema).expect("schema compiles")
     })

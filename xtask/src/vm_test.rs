@@ -1,0 +1,450 @@
+//! `cargo xtask vm-test`: the fault-hook and audit integration tests on other kernels.
+//! Downloads Debian cloud kernels (cached in target/vm/kernels), builds the agent, the
+//! tests and the C workload statically, packs them with busybox into an initramfs, and
+//! boots each kernel under qemu's TCG: never `-enable-kvm`, since /dev/kvm on these
+//! machines is not hardware virtualisation (see platform notes). Prints a table of
+//! kernel x fault hook.
+
+use std::{
+    fs,
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result, bail};
+
+use crate::{run, workspace_root};
+
+/// A Debian kernel: the apt package name is `prefix` + a number + `suffix`; the newest
+/// one Debian's package lists hold is used.
+struct KernelSource {
+    label: &'static str,
+    prefix: &'static str,
+    suffix: &'static str,
+}
+
+const KERNELS: [KernelSource; 2] = [
+    KernelSource {
+        label: "6.1",
+        prefix: "linux-image-6.1.0-",
+        suffix: "-cloud-amd64",
+    },
+    KernelSource {
+        label: "6.12",
+        prefix: "linux-image-6.12.",
+        suffix: "+deb12-cloud-amd64",
+    },
+];
+
+/// Integration-test binaries run in each guest.
+const SUITES: [&str; 2] = ["fault_hooks", "audit"];
+
+/// Fault hooks in the table, with the test that proves each. The raw tracepoint is
+/// the reference of every fault-hook test and the default hook of the audit suite.
+const HOOK_TESTS: [(&str, &str); 6] = [
+    ("raw-tracepoint", "audit"),
+    (
+        "tp-btf",
+        "fault_hooks::tp_btf_gives_the_raw_tracepoints_events",
+    ),
+    (
+        "tracepoint",
+        "fault_hooks::tracepoint_gives_the_raw_tracepoints_events",
+    ),
+    (
+        "perf-event",
+        "fault_hooks::perf_event_gives_the_raw_tracepoints_events",
+    ),
+    (
+        "fentry",
+        "fault_hooks::fentry_gives_the_raw_tracepoints_events_or_one_sentence_where_ftrace_cannot",
+    ),
+    (
+        "kprobe",
+        "fault_hooks::kprobe_gives_the_raw_tracepoints_events_or_one_sentence_without_kprobes",
+    ),
+];
+
+/// How long one guest may run (boot, tests, power-off) before it is killed.
+const GUEST_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+
+const STATIC_TARGET: &str = "x86_64-unknown-linux-gnu";
+
+pub fn vm_test(only: &[String]) -> Result<()> {
+    ensure_host_tools()?;
+    let vm_dir = workspace_root().join("target/vm");
+    let binaries = build_static(&vm_dir)?;
+    let initramfs = pack_initramfs(&vm_dir, &binaries)?;
+    let mut rows = Vec::new();
+    let mut failed = false;
+    for source in KERNELS
+        .iter()
+        .filter(|k| only.is_empty() || only.iter().any(|o| o == k.label))
+    {
+        let vmlinuz = fetch_kernel(&vm_dir.join("kernels"), source)?;
+        let log = vm_dir.join(format!("guest-{}.log", source.label));
+        eprintln!(
+            "xtask vm-test: booting {} ({}) under TCG; serial log in {}",
+            source.label,
+            vmlinuz.display(),
+            log.display()
+        );
+        let started = Instant::now();
+        boot(&vmlinuz, &initramfs, &log)?;
+        let guest = GuestReport::parse(&fs::read_to_string(&log)?);
+        failed |= !guest.all_passed();
+        rows.push(guest.row(source.label, started.elapsed()));
+    }
+    if rows.is_empty() {
+        bail!("no kernel matches {only:?}; known: 6.1, 6.12");
+    }
+    print_table(&rows);
+    if failed {
+        bail!("some tests failed in a guest; see target/vm/guest-*.log");
+    }
+    Ok(())
+}
+
+fn ensure_host_tools() -> Result<()> {
+    let missing: Vec<&str> = [
+        ("qemu-system-x86_64", "qemu-system-x86"),
+        ("busybox", "busybox-static"),
+    ]
+    .into_iter()
+    .filter(|(tool, _)| !Path::new("/usr/bin").join(tool).exists())
+    .map(|(_, package)| package)
+    .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    if !crate::nix_is_root() {
+        bail!(
+            "vm-test needs {}; install them as root with: apt-get install -y {}",
+            missing.join(", "),
+            missing.join(" ")
+        );
+    }
+    run(Command::new("apt-get")
+        .args(["install", "-y", "-q"])
+        .args(&missing))
+}
+
+/// Paths of what goes into the guest.
+struct StaticBinaries {
+    agent: PathBuf,
+    tests: Vec<(String, PathBuf)>,
+    workload: PathBuf,
+}
+
+/// Builds the agent and the test suites statically (no libraries in the guest) and
+/// the workload with frame pointers.
+fn build_static(vm_dir: &Path) -> Result<StaticBinaries> {
+    crate::build_ebpf::build()?;
+    let target_dir = vm_dir.to_path_buf();
+    let mut cargo = crate::cargo();
+    cargo
+        .env("RUSTFLAGS", "-C target-feature=+crt-static")
+        .env("CARGO_PROFILE_DEV_DEBUG", "0")
+        .args(["test", "--no-run", "--package", "map-audit", "--target"])
+        .arg(STATIC_TARGET)
+        .arg("--target-dir")
+        .arg(&target_dir)
+        .args(["--message-format", "json"]);
+    for suite in SUITES {
+        cargo.args(["--test", suite]);
+    }
+    let output = cargo
+        .stderr(Stdio::inherit())
+        .output()
+        .context("cannot start cargo")?;
+    if !output.status.success() {
+        bail!("the static test build failed");
+    }
+    let mut tests = Vec::new();
+    for line in String::from_utf8_lossy(&output.stdout).lines() {
+        let Ok(message) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        let name = message["target"]["name"].as_str().unwrap_or_default();
+        if let (Some(exe), true) = (
+            message["executable"].as_str(),
+            SUITES.contains(&name) && message["profile"]["test"] == true,
+        ) {
+            tests.push((name.to_string(), PathBuf::from(exe)));
+        }
+    }
+    if tests.len() != SUITES.len() {
+        bail!("expected test binaries for {SUITES:?}, cargo reported {tests:?}");
+    }
+    let workload = vm_dir.join("workload");
+    let source = workspace_root().join("map-audit-userspace/tests/workloads/workload.c");
+    run(Command::new("gcc")
+        .args(["-static", "-O0", "-g", "-fno-omit-frame-pointer", "-o"])
+        .arg(&workload)
+        .arg(&source))?;
+    Ok(StaticBinaries {
+        // Where the tests look for it (CARGO_BIN_EXE_map-audit).
+        agent: target_dir.join(STATIC_TARGET).join("debug/map-audit"),
+        tests,
+        workload,
+    })
+}
+
+/// The guest's /init: mounts what the agent needs, runs each suite, powers off.
+/// Every line meant for the host starts with "@@".
+const INIT: &str = r#"#!/bin/busybox sh
+/bin/busybox --install -s /bin
+export PATH=/bin
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+mount -t tracefs tracefs /sys/kernel/tracing
+mount -t debugfs debugfs /sys/kernel/debug
+mount -t bpf bpf /sys/fs/bpf
+mount -t tmpfs tmpfs /tmp
+export MAP_AUDIT_TEST_WORKLOAD=/bin/workload
+echo "@@ kernel $(uname -r)"
+[ -e /sys/bus/event_source/devices/kprobe ] && echo "@@ kprobes yes" || echo "@@ kprobes no"
+grep -qx handle_mm_fault /sys/kernel/tracing/available_filter_functions && echo "@@ fentry yes" || echo "@@ fentry no"
+AGENT check > /tmp/check 2>&1
+sed 's/^/@@ check /' /tmp/check
+for suite in /tests/*; do
+    name=$(basename "$suite")
+    "$suite" --test-threads=1 > /tmp/out 2>&1
+    rc=$?
+    sed "s/^/@@ $name /" /tmp/out
+    echo "@@ $name exit $rc"
+done
+echo "@@ done"
+poweroff -f
+"#;
+
+fn pack_initramfs(vm_dir: &Path, binaries: &StaticBinaries) -> Result<PathBuf> {
+    let root = vm_dir.join("initramfs");
+    if root.exists() {
+        fs::remove_dir_all(&root)?;
+    }
+    for dir in [
+        "bin", "dev", "proc", "sys", "tmp", "tests", "root", "etc", "run",
+    ] {
+        fs::create_dir_all(root.join(dir))?;
+    }
+    fs::copy("/usr/bin/busybox", root.join("bin/busybox"))?;
+    fs::copy(&binaries.workload, root.join("bin/workload"))?;
+    // `/bin/true` for the tests; busybox --install adds the rest at boot.
+    std::os::unix::fs::symlink("busybox", root.join("bin/true"))?;
+    let agent_in_guest = root.join(binaries.agent.strip_prefix("/")?);
+    fs::create_dir_all(agent_in_guest.parent().unwrap())?;
+    fs::copy(&binaries.agent, &agent_in_guest)?;
+    for (name, path) in &binaries.tests {
+        fs::copy(path, root.join("tests").join(name))?;
+    }
+    let init = root.join("init");
+    fs::write(
+        &init,
+        INIT.replace("AGENT", &binaries.agent.display().to_string()),
+    )?;
+    run(Command::new("chmod").arg("755").arg(&init))?;
+    let archive = vm_dir.join("initramfs.cpio");
+    let status = Command::new("sh")
+        .arg("-c")
+        .arg("find . | busybox cpio -o -H newc > \"$0\" 2>/dev/null")
+        .arg(&archive)
+        .current_dir(&root)
+        .status()?;
+    if !status.success() {
+        bail!("packing the initramfs failed");
+    }
+    Ok(archive)
+}
+
+/// The newest kernel package matching `source`, downloaded and unpacked once.
+fn fetch_kernel(cache: &Path, source: &KernelSource) -> Result<PathBuf> {
+    fs::create_dir_all(cache)?;
+    let listing = Command::new("apt-cache")
+        .args(["search", "--names-only"])
+        .arg(format!("^{}", source.prefix.replace('.', "\\.")))
+        .output()?;
+    let package = String::from_utf8_lossy(&listing.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter_map(|name| {
+            let number = name
+                .strip_prefix(source.prefix)?
+                .strip_suffix(source.suffix)?;
+            Some((number.parse::<u32>().ok()?, name.to_string()))
+        })
+        .max()
+        .map(|(_, name)| name)
+        .with_context(|| {
+            format!(
+                "no {}N{} package in apt's lists (run apt-get update)",
+                source.prefix, source.suffix
+            )
+        })?;
+    let unpacked = cache.join(&package);
+    let release = package.trim_start_matches("linux-image-");
+    let vmlinuz = unpacked.join(format!("boot/vmlinuz-{release}"));
+    if vmlinuz.exists() {
+        return Ok(vmlinuz);
+    }
+    run(Command::new("apt-get")
+        .args(["download", "-q"])
+        .arg(&package)
+        .current_dir(cache))?;
+    let deb = fs::read_dir(cache)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with(&format!("{package}_")))
+        })
+        .with_context(|| format!("apt-get download left no .deb for {package}"))?;
+    run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&unpacked))?;
+    if !vmlinuz.exists() {
+        bail!("{} has no {}", deb.display(), vmlinuz.display());
+    }
+    Ok(vmlinuz)
+}
+
+fn boot(vmlinuz: &Path, initramfs: &Path, log: &Path) -> Result<()> {
+    let mut qemu = Command::new("qemu-system-x86_64")
+        .args(["-m", "2048", "-smp", "2", "-cpu", "max"])
+        .args(["-nographic", "-no-reboot", "-kernel"])
+        .arg(vmlinuz)
+        .arg("-initrd")
+        .arg(initramfs)
+        .args([
+            "-append",
+            "console=ttyS0 rdinit=/init quiet loglevel=1 panic=-1",
+        ])
+        .stdin(Stdio::null())
+        .stdout(fs::File::create(log)?)
+        .stderr(Stdio::inherit())
+        .spawn()
+        .context("cannot start qemu-system-x86_64")?;
+    let deadline = Instant::now() + GUEST_TIMEOUT;
+    loop {
+        if let Some(status) = qemu.try_wait()? {
+            if !status.success() {
+                bail!("qemu exited with {status}; see {}", log.display());
+            }
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            let _ = qemu.kill();
+            bail!(
+                "the guest did not power off in {GUEST_TIMEOUT:?}; see {}",
+                log.display()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// What a guest printed: its kernel, the default hook `map-audit check` chose, and
+/// each test's result.
+struct GuestReport {
+    kernel: String,
+    default_hook: String,
+    has_kprobes: bool,
+    has_fentry: bool,
+    /// ("suite::test", passed)
+    tests: Vec<(String, bool)>,
+    /// (suite, exit status)
+    suites: Vec<(String, String)>,
+    done: bool,
+}
+
+impl GuestReport {
+    fn parse(log: &str) -> Self {
+        let mut report = Self {
+            kernel: "?".into(),
+            default_hook: "?".into(),
+            has_kprobes: false,
+            has_fentry: false,
+            tests: Vec::new(),
+            suites: Vec::new(),
+            done: false,
+        };
+        // The console's escape codes can precede a marker on its line.
+        let marked = log
+            .lines()
+            .filter_map(|l| l.find("@@ ").map(|at| l[at + 3..].trim_end()));
+        for line in marked {
+            if let Some(kernel) = line.strip_prefix("kernel ") {
+                report.kernel = kernel.to_string();
+            } else if line == "kprobes yes" {
+                report.has_kprobes = true;
+            } else if line == "fentry yes" {
+                report.has_fentry = true;
+            } else if let Some(hook) = line
+                .strip_prefix("check ")
+                .and_then(|l| l.trim_start().strip_prefix("write faults:"))
+            {
+                report.default_hook = hook.trim().to_string();
+            } else if line == "done" {
+                report.done = true;
+            } else if let Some((suite, rest)) = line.split_once(' ') {
+                if let Some(status) = rest.strip_prefix("exit ") {
+                    report.suites.push((suite.into(), status.into()));
+                } else if let Some(test) = rest.strip_prefix("test ")
+                    && let Some((name, result)) = test.split_once(" ... ")
+                {
+                    report
+                        .tests
+                        .push((format!("{suite}::{name}"), result.starts_with("ok")));
+                }
+            }
+        }
+        report
+    }
+
+    fn all_passed(&self) -> bool {
+        self.done
+            && self.suites.len() == SUITES.len()
+            && self.suites.iter().all(|(_, status)| status == "0")
+    }
+
+    fn hook_status(&self, hook: &str, test: &str) -> String {
+        if (hook == "kprobe" && !self.has_kprobes) || (hook == "fentry" && !self.has_fentry) {
+            return "unavailable".into();
+        }
+        let results: Vec<bool> = self
+            .tests
+            .iter()
+            .filter(|(name, _)| name == test || name.starts_with(&format!("{test}::")))
+            .map(|(_, passed)| *passed)
+            .collect();
+        match (results.is_empty(), results.iter().all(|&p| p)) {
+            (true, _) => "not run".into(),
+            (false, true) => "pass".into(),
+            (false, false) => "FAIL".into(),
+        }
+    }
+
+    fn row(&self, label: &str, took: Duration) -> Vec<String> {
+        let mut row = vec![format!("{label} ({})", self.kernel)];
+        row.extend(
+            HOOK_TESTS
+                .iter()
+                .map(|(hook, test)| self.hook_status(hook, test)),
+        );
+        let passed = self.tests.iter().filter(|(_, p)| *p).count();
+        row.push(format!("{passed}/{}", self.tests.len()));
+        row.push(self.default_hook.clone());
+        row.push(format!("{:.0} s", took.as_secs_f64()));
+        row
+    }
+}
+
+fn print_table(rows: &[Vec<String>]) {
+    let mut header = vec!["kernel".to_string()];
+    header.extend(HOOK_TESTS.iter().map(|(hook, _)| hook.to_string()));
+    header.extend(["tests passed", "default fault hook", "time"].map(String::from));
+    println!("| {} |", header.join(" | "));
+    println!("|{}", "---|".repeat(header.len()));
+    for row in rows {
+        println!("| {} |", row.join(" | "));
+    }
+}
