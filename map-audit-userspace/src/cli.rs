@@ -92,6 +92,11 @@ pub struct RunArgs {
     #[arg(long, value_enum, default_value = "auto")]
     pub fault_hook: FaultHook,
 
+    /// Print addresses as offsets into their region or mapped file, not as absolute
+    /// addresses (which give away the ASLR layout in logs shared beyond the host).
+    #[arg(long)]
+    pub redact_addresses: bool,
+
     /// Write events to this file (appended, created 0600) instead of stdout.
     #[arg(long, short, value_name = "FILE")]
     pub output: Option<PathBuf>,

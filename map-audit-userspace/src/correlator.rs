@@ -13,9 +13,10 @@ use map_audit_common::{
 };
 
 use crate::{
+    addresses,
     aggregator::{Aggregate, Aggregator, RawFault},
     clock::Clock,
-    events::{AggregateSummary, Body, ProcessInfo, RegionEvent, RegionKind, WriteFault, hex},
+    events::{AggregateSummary, Body, ProcessInfo, Range, RegionEvent, RegionKind, WriteFault},
     exec_image::{ImageMap, TextOffsets},
     kernel_tallies::KernelTallies,
     mount_points::{self, MountPoints},
@@ -568,7 +569,7 @@ impl Correlator {
             ts_ns: Some(fault.ts_ns),
             body: Body::WriteFault(WriteFault {
                 process: fault.process,
-                address: hex(fault.address),
+                address: addresses::in_region(fault.address, fault.region.start),
                 region: region_json(&fault.region, fault.path.as_deref()),
                 access: if kernel_stack.is_some() {
                     "kernel"
@@ -600,7 +601,10 @@ fn region_event(
             kind,
             process,
             region_json(region, path.as_deref()),
-            cut,
+            cut.map(|(start, end)| Range {
+                start: addresses::in_region(start, region.start),
+                end: addresses::in_region(end, region.start),
+            }),
             new_prot,
         )),
     }

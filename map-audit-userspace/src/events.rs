@@ -137,7 +137,7 @@ impl RegionEvent {
         kind: RegionKind,
         process: ProcessInfo,
         region: RegionJson,
-        cut: Option<(u64, u64)>,
+        range: Option<Range>,
         new_prot: Option<u32>,
     ) -> Self {
         Self {
@@ -148,10 +148,7 @@ impl RegionEvent {
                 RegionKind::Mapped(origin) => Some(origin),
                 _ => None,
             },
-            range: cut.map(|(start, end)| Range {
-                start: hex(start),
-                end: hex(end),
-            }),
+            range,
             new_prot: new_prot.map(prot_string),
         }
     }

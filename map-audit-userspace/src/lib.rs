@@ -5,6 +5,7 @@
 //! (checked decoding) -> `correlator` (regions, processes) -> `symbolizer` (blazesym)
 //! -> `json_writer`. `agent` wires them for `run`; `check` reports kernel support.
 
+pub mod addresses;
 pub mod agent;
 pub mod aggregator;
 pub mod cgroup;

@@ -4,7 +4,7 @@ use map_audit_common::region::{
     MAP_ANONYMOUS, MAP_FIXED, MAP_PRIVATE, MAP_SHARED, MAP_SHARED_VALIDATE, Region,
 };
 
-use crate::events::{RegionJson, hex};
+use crate::{addresses, events::RegionJson};
 
 const MAP_NORESERVE: u32 = 0x4000;
 const MAP_POPULATE: u32 = 0x8000;
@@ -51,11 +51,12 @@ pub fn is_file_backed(region: &Region) -> bool {
 
 /// The JSON form of `region`, with its resolved `path`.
 pub fn region_json(region: &Region, path: Option<&str>) -> RegionJson {
+    let (start, end) = addresses::region_bounds(region.start, region.end);
     RegionJson {
         wx: region.is_wx(),
         id: region.id,
-        start: hex(region.start),
-        end: hex(region.end),
+        start,
+        end,
         prot: prot_string(region.prot),
         flags: flag_names(region.flags),
         path: path.map(str::to_string),

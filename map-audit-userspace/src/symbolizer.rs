@@ -15,11 +15,7 @@ use blazesym::symbolize::{
 
 use foldhash::HashMap as FoldHashMap;
 
-use crate::{
-    events::{Frame, hex},
-    exec_image::ImageMap,
-    process_maps::ProcessMaps,
-};
+use crate::{addresses, events::Frame, exec_image::ImageMap, process_maps::ProcessMaps};
 
 pub struct StackSymbolizer {
     inner: Symbolizer,
@@ -109,7 +105,7 @@ impl StackSymbolizer {
             .enumerate()
             .map(|(i, &addr)| match results.get(i) {
                 Some(Symbolized::Sym(sym)) => Frame {
-                    addr: hex(addr),
+                    addr: addresses::kernel_frame(addr),
                     symbol: Some(sym.name.as_ref().into()),
                     offset: Some(sym.offset as u64),
                     module: sym.module.as_ref().map(|m| m.to_string_lossy().into()),
@@ -120,7 +116,7 @@ impl StackSymbolizer {
                 _ => {
                     unknown_frames += 1;
                     Frame {
-                        addr: hex(addr),
+                        addr: addresses::kernel_frame(addr),
                         symbol: None,
                         offset: None,
                         module: None,
@@ -151,8 +147,8 @@ impl StackSymbolizer {
             .find(lookup)
             .filter(|e| e.executable)
             .or_else(|| image.find(lookup));
-        let unknown = |module: Option<Arc<str>>| Frame {
-            addr: hex(addr),
+        let unknown = |module: Option<Arc<str>>, file_offset: Option<u64>| Frame {
+            addr: addresses::user_frame(addr, file_offset),
             symbol: None,
             offset: None,
             module,
@@ -165,10 +161,11 @@ impl StackSymbolizer {
                 "{addr:#x} is in no executable file mapping ({} entries known)",
                 maps.entry_count()
             );
-            frames.push(unknown(None));
+            frames.push(unknown(None, None));
             return false;
         };
         let file_offset = lookup - entry.start + entry.offset;
+        let addr_offset = addr - entry.start + entry.offset;
         let cached = self
             .cache
             .borrow()
@@ -191,12 +188,15 @@ impl StackSymbolizer {
             }
         };
         let Some(template) = template else {
-            frames.push(unknown(Some(path.to_string_lossy().into())));
+            frames.push(unknown(
+                Some(path.to_string_lossy().into()),
+                Some(addr_offset),
+            ));
             return false;
         };
         // The template's offsets are relative to `lookup`; a return address is one past.
         frames.extend(template.iter().map(|f| Frame {
-            addr: hex(addr),
+            addr: addresses::user_frame(addr, Some(addr_offset)),
             offset: f.offset.map(|o| o + (addr - lookup)),
             ..f.clone()
         }));

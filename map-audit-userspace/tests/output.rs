@@ -196,3 +196,52 @@ fn stacks_are_capped_at_max_stack_depth_and_counted() {
     );
     run.assert_accounting();
 }
+
+#[test]
+fn redacted_addresses_are_offsets_into_their_region_or_file() {
+    let run = run_agent(&[
+        "run",
+        "--every-event",
+        "--redact-addresses",
+        "--",
+        workload().to_str().unwrap(),
+        "anon",
+        "4",
+    ]);
+    assert!(run.status.success(), "stderr:\n{}", run.stderr);
+    let written: Vec<&Value> = run
+        .of_kind("write_fault")
+        .into_iter()
+        .filter(|e| stack_symbols(e)[0] == "write_pages")
+        .collect();
+    let offsets: Vec<&str> = written
+        .iter()
+        .map(|e| e["address"].as_str().unwrap())
+        .collect();
+    assert_eq!(offsets, ["0x0", "0x1000", "0x2000", "0x3000"]);
+    for fault in &written {
+        assert_eq!(fault["region"]["start"], "0x0");
+        assert_eq!(fault["region"]["end"], "0x4000");
+    }
+    // Every frame in a file: an offset inside that file, not a load address.
+    for frame in run
+        .of_kind("write_fault")
+        .iter()
+        .flat_map(|e| e["stack"].as_array().unwrap())
+    {
+        let Some(module) = frame["module"].as_str() else {
+            continue;
+        };
+        let size = std::fs::metadata(module).unwrap().len();
+        let addr = common::hex(frame["addr"].as_str().unwrap());
+        assert!(addr < size, "{frame} is not an offset into {module}");
+    }
+    let unmapped = run
+        .of_kind("region_unmapped")
+        .into_iter()
+        .find(|e| e["region"]["id"] == written[0]["region"]["id"])
+        .expect("the written region is unmapped");
+    assert_eq!(unmapped["range"]["start"], "0x0");
+    assert_eq!(unmapped["range"]["end"], "0x4000");
+    run.assert_accounting();
+}
