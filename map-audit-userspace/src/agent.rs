@@ -12,10 +12,11 @@ use tokio::{
 };
 
 use crate::{
+    addresses,
     cgroup::Cgroup,
     cli::RunArgs,
     clock::Clock,
-    correlator::Options,
+    correlator::{Item, Options},
     events::{AgentStarted, Body, Scope},
     json_writer::JsonWriter,
     kernel_btf::KernelBtf,
@@ -56,6 +57,7 @@ pub fn run(args: RunArgs) -> Result<i32> {
     }
     kernel_support::require_run_prerequisites()?;
     target::check_pids(&args.pids)?;
+    addresses::set_redacted(args.redact_addresses);
     let cgroup = args.cgroup.as_deref().map(Cgroup::resolve).transpose()?;
     let tracefs = tracefs::root()?;
     let offsets = tracefs::tracepoint_offsets(&tracefs)?;
@@ -128,9 +130,15 @@ pub fn run(args: RunArgs) -> Result<i32> {
     running.retain(|&pid| pid != std::process::id());
     running.sort_unstable();
     running.dedup();
+    // Their maps are read now: the first record of a process that is about to exit may
+    // only be drained after it has gone, when /proc has nothing left to read.
+    let mut snapshots = Snapshots::default();
     for pid in running {
         match proc_seed::load_running(&mut table, &filter, pid) {
-            Ok(seed) => seeds.push(seed),
+            Ok(seed) => {
+                seeds.push(Item::Maps(pid, snapshots.get(pid, true).0));
+                seeds.push(seed);
+            }
             Err(err) if args.pids.contains(&pid) => return Err(err),
             Err(err) => log::debug!("skipping a process that matched the scope: {err:#}"),
         }
@@ -203,6 +211,7 @@ pub fn run(args: RunArgs) -> Result<i32> {
         ReadLoop {
             programs: ebpf,
             ring,
+            snapshots,
             counters: &counters,
             pipeline: &pipeline,
             held,
@@ -237,6 +246,8 @@ struct ReadLoop<'a> {
     /// Owned so the loop can detach every program before its final drain.
     programs: aya::Ebpf,
     ring: RingBuf<MapData>,
+    /// /proc/PID/maps snapshots, seeded with the processes running at start.
+    snapshots: Snapshots,
     counters: &'a PerCpuArray<MapData, u64>,
     pipeline: &'a std::sync::mpsc::SyncSender<Message>,
     held: Option<HeldCommand>,
@@ -256,6 +267,7 @@ impl ReadLoop<'_> {
         let ReadLoop {
             programs,
             ring,
+            mut snapshots,
             counters,
             pipeline,
             held,
@@ -270,7 +282,6 @@ impl ReadLoop<'_> {
         let mut ring = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
             .map_err(|err| err.into_parts().1)
             .context("polling the ring buffer failed")?;
-        let mut snapshots = Snapshots::default();
         let mut drain_tick = tokio::time::interval(DRAIN_INTERVAL);
         let mut stats_tick =
             tokio::time::interval(stats_interval.unwrap_or(Duration::from_secs(3600)));

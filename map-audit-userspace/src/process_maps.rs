@@ -26,7 +26,8 @@ pub struct ProcessMaps {
 }
 
 impl ProcessMaps {
-    /// Reads `pid`'s map; `None` when the process is gone or unreadable.
+    /// Reads `pid`'s map; `None` when the process is gone or unreadable, or has no
+    /// mappings left (an exited process not yet reaped).
     pub fn read(pid: u32) -> Option<Self> {
         let process = Process::new(pid as i32).ok()?;
         let maps = match process.maps() {
@@ -49,6 +50,9 @@ impl ProcessMaps {
                 executable: m.perms.contains(MMPermissions::EXECUTE),
             })
             .collect();
+        if entries.is_empty() {
+            return None;
+        }
         entries.sort_by_key(|e| e.start);
         let exe = process.exe().ok().map(|p| p.to_string_lossy().into_owned());
         Some(Self { exe, entries })

@@ -5,7 +5,7 @@
 mod common;
 
 use std::{
-    io::Write,
+    io::{BufRead, BufReader, Write},
     process::{Command, Stdio},
 };
 
@@ -334,6 +334,75 @@ fn a_running_pid_is_audited_from_its_next_mapping() {
         "4 pages written, then re-mapped and written again"
     );
     assert!(faults.iter().all(|e| e["pid"] == pid));
+    run.assert_accounting();
+}
+
+#[test]
+fn an_agent_restarted_while_the_target_runs_reloads_its_regions_from_proc() {
+    let mut target = Command::new(workload())
+        .args(["map-then-wait", "4"])
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = target.id();
+    let mut target_stderr = BufReader::new(target.stderr.take().unwrap()).lines();
+    let mapped = target_stderr
+        .find_map(|l| {
+            l.unwrap()
+                .strip_prefix("workload: mapped ")
+                .map(|range| range.to_string())
+        })
+        .expect("the workload reports its region");
+    let mut bounds = mapped.split_whitespace().map(hex);
+    let (start, end) = (bounds.next().unwrap(), bounds.next().unwrap());
+    let audit = || {
+        Agent::start(&[
+            "run",
+            "--every-event",
+            "--pid",
+            &pid.to_string(),
+            "--stats-interval",
+            "0",
+        ])
+    };
+
+    let first = audit();
+    first.wait_for("agent_started", |e| e["event"] == "agent_started");
+    let first = first.stop();
+    assert!(first.status.success(), "stderr:\n{}", first.stderr);
+
+    let second = audit();
+    second.wait_for("agent_started", |e| e["event"] == "agent_started");
+    target.stdin.take().unwrap().write_all(b"go\n").unwrap();
+    assert!(target.wait().unwrap().success());
+    second.wait_for("the target's exit", |e| {
+        e["event"] == "region_unmapped" && e["pid"] == pid
+    });
+    let run = second.stop();
+    assert!(run.status.success(), "stderr:\n{}", run.stderr);
+    // /proc shows the kernel's VMA, which may have merged with a neighbour.
+    let holds_the_mapping = |e: &&Value| {
+        let (first, last) = region_range(e);
+        e["origin"] == "proc" && first <= start && end <= last
+    };
+    let loaded = first.of_kind("region_mapped").into_iter();
+    assert_eq!(loaded.filter(holds_the_mapping).count(), 1);
+    let reloaded: Vec<&Value> = run
+        .of_kind("region_mapped")
+        .into_iter()
+        .filter(holds_the_mapping)
+        .collect();
+    assert_eq!(reloaded.len(), 1, "the region is loaded from /proc again");
+    let region_id = &reloaded[0]["region"]["id"];
+    let faults = faults_in(&run, start, end);
+    assert_eq!(faults.len(), 3, "the pages written after the restart");
+    for fault in faults {
+        assert_eq!(&fault["region"]["id"], region_id, "{fault}");
+        assert_eq!(fault["pid"], pid);
+        assert_eq!(stack_symbols(fault)[0], "rewrite_pages", "{fault}");
+        assert_eq!(fault["exe"], workload().to_str().unwrap());
+    }
     run.assert_accounting();
 }
 

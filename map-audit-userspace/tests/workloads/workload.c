@@ -76,6 +76,20 @@ static int anon(size_t pages) {
     return 0;
 }
 
+/* map-then-wait PAGES: map PAGES pages and write the first, report them as "mapped",
+ * then wait for a line on stdin and write the others with no new mapping (an agent
+ * restarted in between knows the region only from /proc). */
+static int map_then_wait(size_t pages) {
+    char *buf = map_anon(pages, PROT_READ | PROT_WRITE, NULL, 0);
+    write_pages(buf, 1);
+    report("mapped", buf, pages);
+    char line[16];
+    if (!fgets(line, sizeof line, stdin))
+        return 3;
+    rewrite_pages(buf + PAGE, pages - 1);
+    return 0;
+}
+
 /* deep N: N nested calls with 1.5 KiB frames, then one page written: the stack walk
    must follow frame pointers that lie far apart. */
 __attribute__((noinline)) int descend(volatile char *buf, int depth) {
@@ -398,6 +412,8 @@ int main(int argc, char **argv) {
             return 3;
         return linger(anon(strtoul(argv[2], NULL, 0)));
     }
+    if (argc >= 3 && strcmp(argv[1], "map-then-wait") == 0)
+        return map_then_wait(strtoul(argv[2], NULL, 0));
     if (argc >= 3 && strcmp(argv[1], "hostile") == 0)
         return hostile(argv[2]);
     if (argc >= 4 && strcmp(argv[1], "shared") == 0)
@@ -434,6 +450,6 @@ int main(int argc, char **argv) {
         unlink(path);
         return linger(rc);
     }
-    fprintf(stderr, "usage: workload anon PAGES | wait-anon PAGES | deep N | shared FILE PAGES | hostile DIR | loop PAGES MS [PAUSE_US] | demo\n");
+    fprintf(stderr, "usage: workload anon PAGES | wait-anon PAGES | map-then-wait PAGES | deep N | shared FILE PAGES | hostile DIR | loop PAGES MS [PAUSE_US] | demo\n");
     return 64;
 }
