@@ -19,12 +19,12 @@ use crate::{
     events::{AggregateSummary, Body, ProcessInfo, Range, RegionEvent, RegionKind, WriteFault},
     exec_image::{ImageMap, TextOffsets},
     kernel_tallies::KernelTallies,
-    mount_points::{self, MountPoints},
+    mount_points::MountPoints,
     process_maps::{MapEntry, ProcessMaps},
     records::Record,
     region_filter::RegionFilter,
     region_mirror::{RegionMirror, TrackedRegion, pieces},
-    region_names::{is_file_backed, region_json},
+    region_names::{captured_path, is_file_backed, region_json},
     region_table::RegionTable,
     rendered_stacks::RenderedStacks,
     stats::AgentCounters,
@@ -160,31 +160,14 @@ impl Correlator {
     /// Keeps the kernel's capture of a file's path for the `region_mapped` that follows.
     fn mapped_file(&mut self, record: &MappedFileRecord) {
         self.counters.file_records_delivered += 1;
-        let depth = (record.depth as usize).min(record.names.len());
-        if depth == 0 {
+        let Some(captured) = captured_path(record, self.mounts.get(record.mount_id)) else {
             return;
-        }
-        // A name the kernel cut to its buffer ends in "...".
-        let names: Vec<String> = record.names[..depth]
-            .iter()
-            .enumerate()
-            .map(|(i, n)| {
-                let mut name = kernel_string(n);
-                if record.cut_names & (1 << i) != 0 {
-                    name.push_str("...");
-                }
-                name
-            })
-            .collect();
-        let names: Vec<&str> = names.iter().map(String::as_str).collect();
-        let mut path = mount_points::join(self.mounts.get(record.mount_id), &names);
-        if record.truncated != 0 {
-            path.insert_str(0, "...");
-        }
-        if record.truncated != 0 || record.cut_names != 0 {
+        };
+        if captured.cut {
             self.counters.paths_truncated += 1;
         }
-        self.captured_paths.insert(record.region_id, path.into());
+        self.captured_paths
+            .insert(record.region_id, captured.path.into());
     }
 
     fn region_mapped(&mut self, record: &RegionRecord, out: &mut Vec<Timed>) {

@@ -1,10 +1,13 @@
-//! Rendering of a kernel `Region` for the JSON stream (prot string, flag names).
+//! Rendering of a kernel `Region` for the JSON stream (prot string, flag names, the
+//! path the kernel captured).
 
 use map_audit_common::region::{
     MAP_ANONYMOUS, MAP_FIXED, MAP_PRIVATE, MAP_SHARED, MAP_SHARED_VALIDATE, Region,
 };
 
-use crate::{addresses, events::RegionJson};
+use map_audit_common::records::MappedFileRecord;
+
+use crate::{addresses, correlator::kernel_string, events::RegionJson, mount_points};
 
 const MAP_NORESERVE: u32 = 0x4000;
 const MAP_POPULATE: u32 = 0x8000;
@@ -62,6 +65,43 @@ pub fn region_json(region: &Region, path: Option<&str>) -> RegionJson {
         path: path.map(str::to_string),
         offset: region.file_offset,
     }
+}
+
+/// A file's path as the kernel captured it at mmap time.
+pub struct CapturedPath {
+    pub path: String,
+    /// Cut short: deeper than the kernel walks (a leading "..."), or a name longer
+    /// than its buffer (ending in "...").
+    pub cut: bool,
+}
+
+/// The path in `record` under `mount_point`; `None` when the kernel captured no name.
+/// The record's bytes come from the kernel and are only trusted as far as checked here.
+pub fn captured_path(record: &MappedFileRecord, mount_point: Option<&str>) -> Option<CapturedPath> {
+    let depth = (record.depth as usize).min(record.names.len());
+    if depth == 0 {
+        return None;
+    }
+    let names: Vec<String> = record.names[..depth]
+        .iter()
+        .enumerate()
+        .map(|(i, n)| {
+            let mut name = kernel_string(n);
+            if record.cut_names & (1 << i) != 0 {
+                name.push_str("...");
+            }
+            name
+        })
+        .collect();
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    let mut path = mount_points::join(mount_point, &names);
+    if record.truncated != 0 {
+        path.insert_str(0, "...");
+    }
+    Some(CapturedPath {
+        path,
+        cut: record.truncated != 0 || record.cut_names != 0,
+    })
 }
 
 #[cfg(test)]

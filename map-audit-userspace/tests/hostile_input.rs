@@ -70,36 +70,30 @@ fn file_names_with_newlines_quotes_invalid_utf8_and_4k_paths_come_out_as_valid_j
 }
 
 #[test]
-fn a_frame_in_a_mapped_file_that_is_not_an_elf_counts_as_unsymbolized() {
+fn frames_in_mapped_files_that_are_not_elf_or_truncated_elf_count_as_unsymbolized() {
     let dir = tempfile::tempdir().unwrap();
     let run = run_hostile_workload(dir.path().to_str().unwrap());
-    let written = run.workload_range("foreign-code");
-    let faults: Vec<&Value> = run
-        .of_kind("write_fault")
-        .into_iter()
-        .filter(|e| {
-            let address = common::hex(e["address"].as_str().unwrap());
-            written.0 <= address && address < written.1
-        })
-        .collect();
-    assert_eq!(faults.len(), 1, "one write through the foreign code");
-    assert_eq!(region_range(&faults[0].clone()).0, written.0);
-    let symbols = stack_symbols(faults[0]);
-    assert_eq!(symbols[0], "written_through_foreign_code");
-    assert_eq!(
-        symbols[1], "?",
-        "the non-ELF code has no symbol: {symbols:?}"
-    );
-    let foreign = &faults[0]["stack"][1];
-    assert_eq!(
-        foreign["module"],
-        format!("{}/foreign-code", dir.path().to_str().unwrap())
-    );
-    assert_eq!(
-        symbols[2], "call_through_foreign_code",
-        "the walk goes on past it"
-    );
-    assert!(symbols.contains(&"main".to_string()));
-    assert!(counter(&run, "frames_unsymbolized") >= 1);
+    for key in ["foreign-code", "truncated-elf"] {
+        let written = run.workload_range(key);
+        let faults: Vec<&Value> = run
+            .of_kind("write_fault")
+            .into_iter()
+            .filter(|e| region_range(e) == written)
+            .collect();
+        assert_eq!(faults.len(), 1, "one write through {key}");
+        let symbols = stack_symbols(faults[0]);
+        assert_eq!(symbols[0], "written_through_foreign_code");
+        assert_eq!(symbols[1], "?", "{key} has no symbol: {symbols:?}");
+        assert_eq!(
+            faults[0]["stack"][1]["module"],
+            format!("{}/{key}", dir.path().to_str().unwrap())
+        );
+        assert_eq!(
+            symbols[2], "call_through_file_code",
+            "the walk goes on past it"
+        );
+        assert!(symbols.contains(&"main".to_string()));
+    }
+    assert!(counter(&run, "frames_unsymbolized") >= 2);
     run.assert_accounting();
 }

@@ -137,31 +137,37 @@ __attribute__((noinline)) void written_through_foreign_code(void) {
     trampoline_target[0] = 1;
 }
 
-/* Runs written_through_foreign_code() from code in a mapped file that is not an ELF
- * (push rbp; mov rbp, rsp; call rdi; pop rbp; ret): a frame no symboliser can name. */
-static int call_through_foreign_code(void) {
+/* Runs written_through_foreign_code() from code at byte 64 of FILE, which holds
+ * HEADER padded to 64 bytes, then push rbp; mov rbp, rsp; call rdi; pop rbp; ret:
+ * a frame no symboliser can name. The write lands in a fresh page reported as KEY. */
+static int call_through_file_code(const char *file, const char *header, size_t header_len,
+                                  const char *key) {
     static const unsigned char code[] = {0x55, 0x48, 0x89, 0xe5, 0xff, 0xd7, 0x5d, 0xc3};
-    int fd = open("foreign-code", O_RDWR | O_CREAT | O_TRUNC, 0700);
-    if (fd < 0 || write(fd, code, sizeof code) != sizeof code) {
-        perror("workload: foreign-code");
+    unsigned char bytes[64 + sizeof code] = {0};
+    memcpy(bytes, header, header_len);
+    memcpy(bytes + 64, code, sizeof code);
+    int fd = open(file, O_RDWR | O_CREAT | O_TRUNC, 0700);
+    if (fd < 0 || write(fd, bytes, sizeof bytes) != (ssize_t)sizeof bytes) {
+        perror("workload: code file");
         return 2;
     }
-    void *text = mmap(NULL, PAGE, PROT_READ | PROT_EXEC, MAP_PRIVATE, fd, 0);
+    char *text = mmap(NULL, PAGE, PROT_READ | PROT_EXEC, MAP_PRIVATE, fd, 0);
     if (text == MAP_FAILED) {
-        perror("workload: mmap foreign-code");
+        perror("workload: mmap code file");
         return 2;
     }
     close(fd);
     trampoline_target = map_anon(1, PROT_READ | PROT_WRITE, NULL, 0);
-    report("foreign-code", (void *)trampoline_target, 1);
-    ((void (*)(void (*)(void)))text)(written_through_foreign_code);
+    report(key, (void *)trampoline_target, 1);
+    ((void (*)(void (*)(void)))(text + 64))(written_through_foreign_code);
     return 0;
 }
 
 /* hostile DIR: in DIR, files whose names a log must escape (a newline,
  * a quote and a backslash, invalid UTF-8) and one under 19 nested directories with
  * 200-byte names (~3.9 KiB of path), each mapped shared and written (reported as
- * hostile-0..3); then a write called through code in a mapped non-ELF file. */
+ * hostile-0..3); then writes called through code in a mapped file that is not an
+ * ELF, and in one that is a truncated ELF. */
 static int hostile(const char *dir) {
     if (chdir(dir) != 0) {
         perror("workload: chdir");
@@ -186,7 +192,10 @@ static int hostile(const char *dir) {
     }
     if (map_shared_file("deep-file", 1, "hostile-3") != 0 || fchdir(top) != 0)
         return 2;
-    return call_through_foreign_code();
+    /* Not an ELF at all, and an ELF header cut short after its identification. */
+    if (call_through_file_code("foreign-code", "", 0, "foreign-code") != 0)
+        return 2;
+    return call_through_file_code("truncated-elf", "\x7f" "ELF\x02\x01\x01", 7, "truncated-elf");
 }
 
 /* loop PAGES MILLISECONDS [PAUSE_US]: map, write and unmap PAGES pages until the time is
