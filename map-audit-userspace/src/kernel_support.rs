@@ -40,14 +40,31 @@ pub fn kernel_release() -> String {
         .unwrap_or_else(|_| "unknown".into())
 }
 
-/// The checks that stop a run before anything is loaded, each with what to do.
-pub fn require_run_prerequisites() -> Result<()> {
-    check_prerequisites(has_bpf_privileges(), has_btf())
+/// The oldest kernel the programs load on: they use `bpf_loop` (5.17), and the ring
+/// buffer (5.8) and BTF-enabled tracing before that.
+const MIN_KERNEL: (u32, u32) = (5, 17);
+
+/// `major.minor` of a release string such as "6.1.0-56-cloud-amd64".
+fn major_minor(release: &str) -> Option<(u32, u32)> {
+    let mut parts = release.split(|c: char| !c.is_ascii_digit());
+    Some((parts.next()?.parse().ok()?, parts.next()?.parse().ok()?))
 }
 
-fn check_prerequisites(privileged: bool, btf: bool) -> Result<()> {
+/// The checks that stop a run before anything is loaded, each with what to do.
+pub fn require_run_prerequisites() -> Result<()> {
+    check_prerequisites(has_bpf_privileges(), has_btf(), &kernel_release())
+}
+
+fn check_prerequisites(privileged: bool, btf: bool, release: &str) -> Result<()> {
     if !privileged {
         bail!("map-audit needs root or the CAP_BPF and CAP_PERFMON capabilities; run it with sudo");
+    }
+    if major_minor(release).is_some_and(|version| version < MIN_KERNEL) {
+        bail!(
+            "this kernel is {release}; map-audit needs Linux {}.{}+ (its programs use bpf_loop), so it cannot run here",
+            MIN_KERNEL.0,
+            MIN_KERNEL.1
+        );
     }
     if !btf {
         bail!(
@@ -62,15 +79,30 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_kernel_older_than_5_17_is_one_sentence() {
+        let err = check_prerequisites(true, true, "5.10.0-30-cloud-amd64")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "this kernel is 5.10.0-30-cloud-amd64; map-audit needs Linux 5.17+ (its programs use bpf_loop), so it cannot run here"
+        );
+        assert!(check_prerequisites(true, true, "5.17.0").is_ok());
+        assert!(check_prerequisites(true, true, "6.1.0-56-cloud-amd64").is_ok());
+    }
+
+    #[test]
     fn a_kernel_without_btf_is_one_sentence() {
-        let err = check_prerequisites(true, false).unwrap_err().to_string();
+        let err = check_prerequisites(true, false, "6.1.0")
+            .unwrap_err()
+            .to_string();
         assert_eq!(
             err,
             "this kernel has no BTF (/sys/kernel/btf/vmlinux is missing); map-audit needs Linux 5.17+ built with CONFIG_DEBUG_INFO_BTF=y"
         );
-        assert!(check_prerequisites(true, true).is_ok());
+        assert!(check_prerequisites(true, true, "6.1.0").is_ok());
         assert!(
-            check_prerequisites(false, true)
+            check_prerequisites(false, true, "6.1.0")
                 .unwrap_err()
                 .to_string()
                 .contains("run it with sudo")
