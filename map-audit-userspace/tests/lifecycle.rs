@@ -7,7 +7,7 @@ mod common;
 
 use std::collections::BTreeSet;
 
-use common::{hex, run_agent, stack_symbols, workload};
+use common::{Agent, hex, run_agent, stack_symbols, workload};
 use serde_json::Value;
 
 const PAGE: u64 = 4096;
@@ -217,4 +217,38 @@ fn a_thousand_short_lived_processes_leave_no_entries_in_the_kernel_tables() {
         "every writing child's copy-on-write fault is reported"
     );
     run.assert_accounting();
+}
+
+#[test]
+fn a_target_sigkilled_mid_write_is_accounted_and_leaves_the_tables_empty() {
+    let agent = Agent::start(&[
+        "run",
+        "--every-event",
+        "--stats-interval",
+        "0",
+        "--",
+        workload().to_str().unwrap(),
+        "loop",
+        "8",
+        "60000",
+        "200",
+    ]);
+    let write = agent.first("its writes", |e| e["event"] == "write_fault");
+    let pid = write["pid"].as_i64().unwrap() as i32;
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
+    let mut agent = agent;
+    let run = agent.wait();
+    assert_eq!(
+        run.status.code(),
+        Some(128 + libc::SIGKILL),
+        "the agent ends with the command's status; stderr:\n{}",
+        run.stderr
+    );
+    assert_eq!(run.stopped()["command_exit_code"], 128 + libc::SIGKILL);
+    run.assert_accounting();
+    assert_eq!(
+        run.stopped()["counters"]["table_entries"],
+        serde_json::json!({"regions": 0, "scope": 0, "pending_calls": 0}),
+        "a killed process leaves nothing in the kernel tables"
+    );
 }

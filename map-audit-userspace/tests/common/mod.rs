@@ -241,16 +241,22 @@ impl Agent {
 
     /// Waits until a printed event satisfies `pred`.
     pub fn wait_for(&self, what: &str, pred: impl Fn(&Value) -> bool) {
+        self.first(what, pred);
+    }
+
+    /// The first printed event that satisfies `pred`, once there is one.
+    pub fn first(&self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
         let deadline = Instant::now() + RUN_TIMEOUT;
         loop {
-            if self
+            let found = self
                 .lines
                 .lock()
                 .unwrap()
                 .iter()
-                .any(|l| pred(&parse_event(l)))
-            {
-                return;
+                .map(|l| parse_event(l))
+                .find(|e| pred(e));
+            if let Some(event) = found {
+                return event;
             }
             assert!(
                 Instant::now() < deadline,
