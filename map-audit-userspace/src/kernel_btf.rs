@@ -169,24 +169,33 @@ impl KernelBtf {
             .get(name)
             .ok_or_else(|| anyhow!("the kernel's BTF has no struct {name}"))?;
         let ty = &self.types[id as usize];
-        self.find_member(ty, member)
+        self.find_member(ty, member, 0)
             .map(|bits| bits / 8)
             .ok_or_else(|| anyhow!("the kernel's struct {name} has no member {member}"))
     }
 
-    fn find_member(&self, ty: &Type, member: &str) -> Option<u32> {
+    /// `member` of `ty`, looking inside anonymous structs and unions down to
+    /// `MAX_ANONYMOUS_NESTING` levels (crafted BTF can make them contain themselves).
+    fn find_member(&self, ty: &Type, member: &str, depth: u32) -> Option<u32> {
         ty.members.iter().find_map(|m| {
             if m.name != 0 {
                 return (self.name(m.name) == member).then_some(m.bit_offset);
             }
             let inner = self.resolve(m.type_id)?;
-            if inner.kind != KIND_STRUCT && inner.kind != KIND_UNION {
+            if (inner.kind != KIND_STRUCT && inner.kind != KIND_UNION)
+                || depth >= MAX_ANONYMOUS_NESTING
+            {
                 return None;
             }
-            Some(m.bit_offset + self.find_member(inner, member)?)
+            m.bit_offset
+                .checked_add(self.find_member(inner, member, depth + 1)?)
         })
     }
 }
+
+/// Anonymous structs and unions nested deeper than this are not searched (the kernel
+/// nests a few levels).
+const MAX_ANONYMOUS_NESTING: u32 = 8;
 
 #[cfg(test)]
 mod tests {
@@ -198,10 +207,23 @@ mod tests {
         assert_eq!(btf.member_offset("path", "mnt").unwrap(), 0);
         assert_eq!(btf.member_offset("path", "dentry").unwrap(), 8);
         assert_eq!(btf.member_offset("qstr", "name").unwrap(), 8);
+        // In an anonymous struct in an anonymous union: the high half of `hash_len`.
+        assert_eq!(btf.member_offset("qstr", "len").unwrap(), 4);
         assert!(btf.member_offset("file", "f_path").unwrap() > 0);
         assert!(btf.member_offset("task_struct", "files").unwrap() > 0);
         assert!(btf.member_offset("task_struct", "no_such_member").is_err());
         assert!(btf.member_offset("no_such_struct", "x").is_err());
+    }
+
+    #[test]
+    fn self_containing_anonymous_members_end_the_search() {
+        // Found by `cargo fuzz run kernel_btf_parse` (a stack overflow before the
+        // nesting limit).
+        let crash = include_bytes!("../../fuzz/regressions/kernel_btf_parse-self-nesting");
+        if let Ok(btf) = KernelBtf::parse(crash) {
+            let _ = btf.member_offset("task_struct", "tgid");
+            let _ = btf.member_offset("dentry", "d_name");
+        }
     }
 
     #[test]

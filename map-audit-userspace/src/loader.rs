@@ -149,9 +149,7 @@ pub fn kernel_offsets(btf: &KernelBtf) -> Result<KernelOffsets> {
         mount_mnt_id: member("mount", "mnt_id")?,
         dentry_parent: member("dentry", "d_parent")?,
         dentry_name: member("dentry", "d_name")? + member("qstr", "name")?,
-        // `qstr.len` sits in an anonymous struct (not found by name): the high half of
-        // `hash_len` on little-endian x86-64.
-        dentry_name_len: member("dentry", "d_name")? + 4,
+        dentry_name_len: member("dentry", "d_name")? + member("qstr", "len")?,
     })
 }
 
