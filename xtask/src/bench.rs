@@ -22,7 +22,7 @@ const PAGES: u64 = 65_536;
 const CYCLES: u64 = 4;
 const FAULTS: u64 = PAGES * CYCLES;
 /// Program name of the workload (its comm, for --comm and the peers' filters).
-const WORKLOAD: &str = "mapaudit-bench";
+pub const WORKLOAD: &str = "mapaudit-bench";
 
 #[derive(Clone, Copy, PartialEq)]
 enum Scenario {
@@ -142,7 +142,7 @@ pub fn bench(rounds: usize) -> Result<()> {
     Ok(())
 }
 
-fn build_workload(root: &Path) -> Result<PathBuf> {
+pub fn build_workload(root: &Path) -> Result<PathBuf> {
     let out = root.join("target").join(WORKLOAD);
     run(Command::new("gcc")
         .args([
@@ -296,7 +296,7 @@ fn measure_agent(
     })
 }
 
-fn stop(child: &mut Child) {
+pub fn stop(child: &mut Child) {
     unsafe_kill(child.id());
     let _ = child.wait();
 }
@@ -307,7 +307,7 @@ fn unsafe_kill(pid: u32) {
         .status();
 }
 
-fn wait_for(output: &Path, event: &str) -> Result<()> {
+pub fn wait_for(output: &Path, event: &str) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(30);
     while Instant::now() < deadline {
         if fs::read_to_string(output).is_ok_and(|s| s.contains(event)) {
@@ -318,7 +318,7 @@ fn wait_for(output: &Path, event: &str) -> Result<()> {
     bail!("the agent did not start within 30 s")
 }
 
-fn last_event(output: &Path) -> Result<Value> {
+pub fn last_event(output: &Path) -> Result<Value> {
     let text = fs::read_to_string(output)?;
     let last = text.lines().last().context("the agent wrote nothing")?;
     Ok(serde_json::from_str(last)?)

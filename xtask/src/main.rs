@@ -2,6 +2,7 @@
 
 mod bench;
 mod build_ebpf;
+mod soak;
 mod toolchain;
 mod vm_test;
 
@@ -52,6 +53,12 @@ enum Task {
         #[arg(long = "kernel")]
         kernels: Vec<String>,
     },
+    /// Run the release agent for N minutes under process churn and faults; report RSS,
+    /// table fill, events/s and losses over time to docs/soak.md (needs root).
+    Soak {
+        #[arg(long, default_value_t = 10)]
+        minutes: u64,
+    },
     /// Build everything and run all tests (integration tests need root).
     Test {
         /// Extra arguments for `cargo test` (e.g. a test name filter).
@@ -86,6 +93,10 @@ fn main() -> Result<()> {
             bench::bench(rounds)
         }
         Task::VmTest { kernels } => vm_test::vm_test(&kernels),
+        Task::Soak { minutes } => {
+            build_all(true)?;
+            soak::soak(minutes)
+        }
         Task::Test { args } => {
             build_ebpf::build()?;
             let mut test = cargo();
