@@ -287,15 +287,18 @@ fn processes_outside_the_scope_produce_nothing() {
     run.assert_accounting();
 }
 
-#[test]
-fn a_running_pid_is_audited_from_its_next_mapping() {
-    let mut target = Command::new(workload())
-        .args(["wait-anon", "4"])
+/// A workload in `mode` (one that waits for a line on stdin), stdin and stderr piped.
+fn waiting_workload(mode: &[&str]) -> std::process::Child {
+    Command::new(workload())
+        .args(mode)
         .stdin(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .unwrap();
-    let pid = target.id();
+        .unwrap()
+}
+
+/// An agent auditing the running `pid` event by event, once it has started.
+fn started_agent_for(pid: u32) -> Agent {
     let agent = Agent::start(&[
         "run",
         "--every-event",
@@ -305,6 +308,14 @@ fn a_running_pid_is_audited_from_its_next_mapping() {
         "0",
     ]);
     agent.wait_for("agent_started", |e| e["event"] == "agent_started");
+    agent
+}
+
+#[test]
+fn a_running_pid_is_audited_from_its_next_mapping() {
+    let mut target = waiting_workload(&["wait-anon", "4"]);
+    let pid = target.id();
+    let agent = started_agent_for(pid);
     target.stdin.take().unwrap().write_all(b"go\n").unwrap();
     let output = target.wait_with_output().unwrap();
     assert!(output.status.success());
@@ -339,12 +350,7 @@ fn a_running_pid_is_audited_from_its_next_mapping() {
 
 #[test]
 fn an_agent_restarted_while_the_target_runs_reloads_its_regions_from_proc() {
-    let mut target = Command::new(workload())
-        .args(["map-then-wait", "4"])
-        .stdin(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut target = waiting_workload(&["map-then-wait", "4"]);
     let pid = target.id();
     let mut target_stderr = BufReader::new(target.stderr.take().unwrap()).lines();
     let mapped = target_stderr
@@ -356,24 +362,10 @@ fn an_agent_restarted_while_the_target_runs_reloads_its_regions_from_proc() {
         .expect("the workload reports its region");
     let mut bounds = mapped.split_whitespace().map(hex);
     let (start, end) = (bounds.next().unwrap(), bounds.next().unwrap());
-    let audit = || {
-        Agent::start(&[
-            "run",
-            "--every-event",
-            "--pid",
-            &pid.to_string(),
-            "--stats-interval",
-            "0",
-        ])
-    };
-
-    let first = audit();
-    first.wait_for("agent_started", |e| e["event"] == "agent_started");
-    let first = first.stop();
+    let first = started_agent_for(pid).stop();
     assert!(first.status.success(), "stderr:\n{}", first.stderr);
 
-    let second = audit();
-    second.wait_for("agent_started", |e| e["event"] == "agent_started");
+    let second = started_agent_for(pid);
     target.stdin.take().unwrap().write_all(b"go\n").unwrap();
     assert!(target.wait().unwrap().success());
     second.wait_for("the target's exit", |e| {

@@ -202,11 +202,7 @@ fn a_thousand_short_lived_processes_leave_no_entries_in_the_kernel_tables() {
         "{counters}"
     );
     assert_eq!(counters["kernel"]["scope_table_full"], 0);
-    assert_eq!(
-        counters["table_entries"],
-        serde_json::json!({"regions": 0, "scope": 0, "pending_calls": 0}),
-        "the kernel tables are empty once every process is gone"
-    );
+    run.assert_kernel_tables_empty();
     let child_writes = run
         .of_kind("write_fault")
         .into_iter()
@@ -246,9 +242,5 @@ fn a_target_sigkilled_mid_write_is_accounted_and_leaves_the_tables_empty() {
     );
     assert_eq!(run.stopped()["command_exit_code"], 128 + libc::SIGKILL);
     run.assert_accounting();
-    assert_eq!(
-        run.stopped()["counters"]["table_entries"],
-        serde_json::json!({"regions": 0, "scope": 0, "pending_calls": 0}),
-        "a killed process leaves nothing in the kernel tables"
-    );
+    run.assert_kernel_tables_empty();
 }

@@ -117,6 +117,15 @@ impl Run {
         (parts.next().unwrap(), parts.next().unwrap())
     }
 
+    /// Checks that the kernel's tables were empty at the end (every process gone).
+    pub fn assert_kernel_tables_empty(&self) {
+        assert_eq!(
+            self.stopped()["counters"]["table_entries"],
+            serde_json::json!({"regions": 0, "scope": 0, "pending_calls": 0}),
+            "the kernel tables are empty once every audited process is gone"
+        );
+    }
+
     /// Checks produced = delivered + lost for write faults and region records.
     pub fn assert_accounting(&self) {
         let counters = &self.stopped()["counters"];
