@@ -160,7 +160,8 @@ impl Correlator {
     /// Keeps the kernel's capture of a file's path for the `region_mapped` that follows.
     fn mapped_file(&mut self, record: &MappedFileRecord) {
         self.counters.file_records_delivered += 1;
-        let Some(captured) = captured_path(record, self.mounts.get(record.mount_id)) else {
+        let mount_point = self.mounts.get(record.header.tgid, record.mount_id);
+        let Some(captured) = captured_path(record, mount_point) else {
             return;
         };
         if captured.cut {

@@ -1,5 +1,8 @@
-//! Mount ids to mount points, from /proc/self/mountinfo (the agent's mount namespace),
-//! to turn the kernel's (mount id, dentry names) into a path.
+//! Mount ids to mount points, to turn the kernel's (mount id, dentry names) into a
+//! path. Mount ids are unique across mount namespaces, so each is looked up where it
+//! lives: in the agent's own /proc/self/mountinfo, else in the mapping process's
+//! /proc/PID/mountinfo (a container, or the host when the agent runs in a private mount
+//! namespace), which gives the path as that process names it.
 
 use std::collections::HashMap;
 
@@ -11,28 +14,27 @@ pub struct MountPoints {
 }
 
 impl MountPoints {
-    /// The mount point of `mount_id`, re-reading mountinfo once if it is new.
-    pub fn get(&mut self, mount_id: u32) -> Option<&str> {
+    /// The mount point of `mount_id` for process `pid`, re-reading the agent's and then
+    /// `pid`'s mountinfo once if it is new.
+    pub fn get(&mut self, pid: u32, mount_id: u32) -> Option<&str> {
         if !self.by_id.contains_key(&mount_id) {
-            self.reload();
+            self.load(Process::myself(), "self");
+        }
+        if !self.by_id.contains_key(&mount_id) {
+            self.load(Process::new(pid as i32), &pid.to_string());
         }
         self.by_id.get(&mount_id).map(String::as_str)
     }
 
-    fn reload(&mut self) {
-        match Process::myself().and_then(|p| p.mountinfo()) {
-            Ok(infos) => {
-                self.by_id = infos
-                    .into_iter()
-                    .map(|m| {
-                        (
-                            m.mnt_id as u32,
-                            m.mount_point.to_string_lossy().into_owned(),
-                        )
-                    })
-                    .collect();
-            }
-            Err(err) => log::warn!("reading /proc/self/mountinfo failed: {err}"),
+    fn load(&mut self, process: procfs::ProcResult<Process>, which: &str) {
+        match process.and_then(|p| p.mountinfo()) {
+            Ok(infos) => self.by_id.extend(infos.into_iter().map(|m| {
+                (
+                    m.mnt_id as u32,
+                    m.mount_point.to_string_lossy().into_owned(),
+                )
+            })),
+            Err(err) => log::debug!("reading /proc/{which}/mountinfo failed: {err}"),
         }
     }
 }

@@ -251,6 +251,44 @@ fn shared_file_mapping_reports_its_path_and_writes() {
 }
 
 #[test]
+fn a_file_on_a_mount_only_the_process_sees_gets_the_path_it_sees() {
+    // A tmpfs mounted in the workload's own mount namespace (as in a container): the
+    // agent's mountinfo does not have it, the process's does.
+    let dir = tempfile::tempdir().unwrap();
+    let mount_point = dir.path().to_str().unwrap();
+    let script = format!(
+        "mount -t tmpfs map-audit-test {mount_point} && exec {} shared {mount_point}/private.dat 2",
+        workload().display()
+    );
+    let run = run_agent(&[
+        "run",
+        "--every-event",
+        "--",
+        "unshare",
+        "--mount",
+        "sh",
+        "-c",
+        &script,
+    ]);
+    assert!(run.status.success(), "stderr:\n{}", run.stderr);
+    let (start, end) = run.workload_range("shared");
+    let faults = faults_in(&run, start, end);
+    assert_eq!(faults.len(), 2);
+    for fault in faults {
+        assert_eq!(
+            fault["region"]["path"],
+            format!("{mount_point}/private.dat"),
+            "{fault}"
+        );
+    }
+    assert!(
+        !std::path::Path::new(&format!("{mount_point}/private.dat")).exists(),
+        "the file is only in the workload's mount namespace"
+    );
+    run.assert_accounting();
+}
+
+#[test]
 fn processes_outside_the_scope_produce_nothing() {
     // The same kind of writes, at the same time, by a process the agent was not asked
     // to audit (until it is killed below; slow VM guests need the margin).
