@@ -28,6 +28,7 @@ fn a_tiny_ring_buffer_loses_records_and_counts_every_one() {
         "a 4 KiB ring buffer overflows"
     );
     run.assert_accounting();
+    run.assert_kernel_tables_empty();
 }
 
 #[test]
@@ -47,6 +48,7 @@ fn a_tiny_region_table_counts_what_did_not_fit() {
         "16 entries are not enough for a process"
     );
     run.assert_accounting();
+    run.assert_kernel_tables_empty();
 }
 
 #[test]
