@@ -22,7 +22,9 @@ use crate::{
     kernel_btf::KernelBtf,
     kernel_support,
     kernel_tallies::KernelTallies,
-    loader, pipeline,
+    loader,
+    mount_points::MountPoints,
+    pipeline,
     pipeline::Message,
     proc_seed,
     process_maps::Snapshots,
@@ -264,6 +266,7 @@ impl ReadLoop<'_> {
     /// Moves records to the pipeline until a signal or the command's exit; returns the
     /// command's exit code when the agent ran one.
     async fn run(self) -> Result<Option<i32>> {
+        let mut mounts = MountPoints::default();
         let ReadLoop {
             programs,
             ring,
@@ -304,7 +307,7 @@ impl ReadLoop<'_> {
             tokio::select! {
                 guard = ring.readable_mut() => {
                     let mut guard = guard.context("polling the ring buffer failed")?;
-                    if !ringbuf_reader::drain(guard.get_inner_mut(), &mut snapshots, pipeline) {
+                    if !ringbuf_reader::drain(guard.get_inner_mut(), &mut snapshots, &mut mounts, pipeline) {
                         break None;
                     }
                     guard.clear_ready();
@@ -319,7 +322,7 @@ impl ReadLoop<'_> {
                     if let Some(logger) = kernel_logger.as_deref_mut() {
                         logger.flush();
                     }
-                    if !ringbuf_reader::drain(ring.get_mut(), &mut snapshots, pipeline) {
+                    if !ringbuf_reader::drain(ring.get_mut(), &mut snapshots, &mut mounts, pipeline) {
                         break None;
                     }
                 }
@@ -341,7 +344,7 @@ impl ReadLoop<'_> {
         drop(programs);
         tokio::time::sleep(DETACH_GRACE).await;
         // Everything the kernel committed before we stopped still gets out.
-        ringbuf_reader::drain(ring.get_mut(), &mut snapshots, pipeline);
+        ringbuf_reader::drain(ring.get_mut(), &mut snapshots, &mut mounts, pipeline);
         Ok(exit_code)
     }
 }

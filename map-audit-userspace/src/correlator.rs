@@ -5,9 +5,10 @@
 use std::{collections::HashMap, path::PathBuf, sync::Arc};
 
 use map_audit_common::{
+    COMM_LEN,
     records::{
-        ERROR_CODE_UNKNOWN, FaultRecord, MappedFileRecord, ORIGIN_MREMAP, ProcessRecord,
-        RecordHeader, RegionRecord,
+        ERROR_CODE_UNKNOWN, FaultRecord, KIND_PROCESS_EXIT, MappedFileRecord, ORIGIN_MREMAP,
+        ProcessRecord, RecordHeader, RegionRecord,
     },
     region::{PATH_PENDING, PROT_EXEC, Region},
 };
@@ -19,7 +20,6 @@ use crate::{
     events::{AggregateSummary, Body, ProcessInfo, Range, RegionEvent, RegionKind, WriteFault},
     exec_image::{ImageMap, TextOffsets},
     kernel_tallies::KernelTallies,
-    mount_points::MountPoints,
     process_maps::{MapEntry, ProcessMaps},
     records::Record,
     region_filter::RegionFilter,
@@ -47,6 +47,9 @@ pub enum Item {
     Record(Record),
     /// A fresh /proc/PID/maps snapshot, sent before the records that need it.
     Maps(u32, Arc<ProcessMaps>),
+    /// Where a mount id is mounted, read by the reader while the mapping process lived;
+    /// sent before its file record.
+    MountPoint(u32, Arc<str>),
     /// A process that ran before the agent started: its mappings, from /proc.
     Seed {
         pid: u32,
@@ -73,7 +76,7 @@ pub struct Correlator {
     processes: HashMap<u32, ProcessState>,
     /// Paths the kernel captured, by region id, until the region's `region_mapped`.
     captured_paths: HashMap<u64, Arc<str>>,
-    mounts: MountPoints,
+    mount_points: HashMap<u32, Arc<str>>,
     text_offsets: TextOffsets,
     symbolizer: StackSymbolizer,
     rendered_stacks: RenderedStacks,
@@ -91,7 +94,7 @@ impl Correlator {
         Self {
             processes: HashMap::new(),
             captured_paths: HashMap::new(),
-            mounts: MountPoints::default(),
+            mount_points: HashMap::new(),
             text_offsets: TextOffsets::default(),
             symbolizer: StackSymbolizer::new(),
             rendered_stacks: RenderedStacks::default(),
@@ -111,6 +114,9 @@ impl Correlator {
     /// The events for one item (several when an exit or an unmap closes regions).
     pub fn handle(&mut self, item: Item, out: &mut Vec<Timed>) {
         match item {
+            Item::MountPoint(id, point) => {
+                self.mount_points.insert(id, point);
+            }
             Item::Maps(pid, maps) => {
                 log::trace!("pid {pid}: {} mappings", maps.entry_count());
                 self.processes.entry(pid).or_default().maps = maps;
@@ -160,7 +166,7 @@ impl Correlator {
     /// Keeps the kernel's capture of a file's path for the `region_mapped` that follows.
     fn mapped_file(&mut self, record: &MappedFileRecord) {
         self.counters.file_records_delivered += 1;
-        let mount_point = self.mounts.get(record.header.tgid, record.mount_id);
+        let mount_point = self.mount_points.get(&record.mount_id).map(|p| &**p);
         let Some(captured) = captured_path(record, mount_point) else {
             return;
         };
@@ -394,6 +400,44 @@ impl Correlator {
                     None,
                 ));
             }
+        }
+    }
+
+    /// What records lost to a full ring buffer (counted there) would leave in the
+    /// kernel's table until the agent stops: processes gone without an exit record
+    /// (their regions are closed as at an exit; a pid already reused is left alone), and
+    /// entries of regions the agent never heard of. Run at each stats period and before
+    /// the final stats.
+    pub fn reclaim_after_losses(&mut self, out: &mut Vec<Timed>) {
+        let gone: Vec<u32> = self
+            .processes
+            .keys()
+            .copied()
+            .filter(|pid| !std::path::Path::new(&format!("/proc/{pid}")).exists())
+            .collect();
+        let now_ns = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+            .map(|t| t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64)
+            .unwrap_or(0);
+        for pid in gone {
+            log::debug!("pid {pid} is gone without an exit record: reaping its regions");
+            let record = ProcessRecord {
+                header: RecordHeader {
+                    kind: KIND_PROCESS_EXIT,
+                    tgid: pid,
+                    tid: pid,
+                    _pad: 0,
+                    ts_ns: now_ns,
+                    comm: [0; COMM_LEN],
+                },
+                tgid: pid,
+                generation: 0,
+            };
+            self.process_gone(&record, out);
+            self.processes.remove(&pid);
+        }
+        let swept = self.table.sweep_orphans();
+        if swept > 0 {
+            log::debug!("removed {swept} region table entries no live process owns");
         }
     }
 

@@ -2,7 +2,8 @@
 //! path. Mount ids are unique across mount namespaces, so each is looked up where it
 //! lives: in the agent's own /proc/self/mountinfo, else in the mapping process's
 //! /proc/PID/mountinfo (a container, or the host when the agent runs in a private mount
-//! namespace), which gives the path as that process names it.
+//! namespace), which gives the path as that process names it. The ring-buffer reader
+//! does the lookup, while the mapping process still exists.
 
 use std::collections::HashMap;
 
@@ -76,6 +77,7 @@ mod tests {
             .find(|m| m.mount_point.as_os_str() == "/")
             .unwrap()
             .mnt_id;
-        assert_eq!(mounts.get(root_id as u32), Some("/"));
+        assert_eq!(mounts.get(std::process::id(), root_id as u32), Some("/"));
+        assert_eq!(mounts.get(std::process::id(), u32::MAX), None);
     }
 }

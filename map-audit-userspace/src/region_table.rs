@@ -70,6 +70,34 @@ impl RegionTable {
         }
     }
 
+    /// Removes entries no live process owns: their process has left the scope map, or
+    /// exec'd since (another generation). They come from records lost to a full ring
+    /// buffer (counted there): a region the agent never heard of, or an exit it never
+    /// saw. Walks the table (milliseconds when full). Returns how many went.
+    pub fn sweep_orphans(&mut self) -> usize {
+        let orphans: Vec<Key<RegionKeyData>> = self
+            .regions
+            .iter()
+            .filter_map(Result::ok)
+            .filter(|(key, region)| {
+                let data = key.data();
+                let tgid = u32::from_be_bytes([data[0], data[1], data[2], data[3]]);
+                !self
+                    .scope
+                    .get(&tgid, 0)
+                    .is_ok_and(|scope| scope.generation == region.generation)
+            })
+            .map(|(key, _)| key)
+            .collect();
+        for key in &orphans {
+            let _ = self.regions.remove(key);
+        }
+        if !orphans.is_empty() {
+            self.tables_changed();
+        }
+        orphans.len()
+    }
+
     /// A region id for a region the agent creates.
     pub fn new_region_id(&mut self) -> u64 {
         self.next_region_id += 1;

@@ -9,6 +9,7 @@ use aya::maps::{MapData, RingBuf};
 
 use crate::{
     correlator::Item,
+    mount_points::MountPoints,
     pipeline::Message,
     process_maps::Snapshots,
     records::{self, Record},
@@ -23,6 +24,7 @@ const BATCH: usize = 256;
 pub fn drain(
     ring: &mut RingBuf<MapData>,
     snapshots: &mut Snapshots,
+    mounts: &mut MountPoints,
     pipeline: &SyncSender<Message>,
 ) -> bool {
     let mut batch: Vec<Item> = Vec::with_capacity(BATCH);
@@ -50,6 +52,12 @@ pub fn drain(
                 batch.push(Item::Maps(fork.tgid, maps));
             }
         } else {
+            // Resolved now, while the process (and its mount namespace) exists.
+            if let Record::MappedFile(file) = &record
+                && let Some(point) = mounts.get(pid, file.mount_id)
+            {
+                batch.push(Item::MountPoint(file.mount_id, point.into()));
+            }
             // A new file mapping may be a new library or the region's own path.
             let refresh = matches!(&record, Record::RegionMapped(r) if is_file_backed(&r.region));
             let (maps, fresh) = snapshots.get(pid, refresh);

@@ -149,8 +149,7 @@ fn sigterm_mid_stream_prints_final_stats_and_leaves_nothing_in_the_kernel() {
 fn sigkill_mid_stream_leaves_nothing_in_the_kernel() {
     let (mut target, mut agent, held) = agent_mid_stream();
     unsafe { libc::kill(agent.pid() as i32, libc::SIGKILL) };
-    let run = agent.wait();
-    assert_eq!(run.status.signal(), Some(libc::SIGKILL));
+    assert_eq!(agent.wait_status().signal(), Some(libc::SIGKILL));
     assert_all_released(&held);
     let _ = target.kill();
     let _ = target.wait();

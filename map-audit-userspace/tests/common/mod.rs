@@ -282,6 +282,12 @@ impl Agent {
         self.wait()
     }
 
+    /// Waits for the agent to exit and returns only its status: for a run cut short by
+    /// SIGKILL, which can stop it in the middle of a line.
+    pub fn wait_status(&mut self) -> ExitStatus {
+        self.child.wait().expect("waiting for the agent")
+    }
+
     /// Waits for the agent to exit by itself and collects the run.
     pub fn wait(&mut self) -> Run {
         let deadline = Instant::now() + RUN_TIMEOUT;
