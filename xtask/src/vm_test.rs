@@ -192,7 +192,8 @@ fn build_static(vm_dir: &Path) -> Result<StaticBinaries> {
 }
 
 /// The guest's /init: mounts what the agent needs, runs each suite, powers off.
-/// Every line meant for the host starts with "@@".
+/// Every line meant for the host starts with "@@". /tmp stays the initramfs's own
+/// (writable): a tmpfs over it would hide a checkout that lives under /tmp.
 const INIT: &str = r#"#!/bin/busybox sh
 /bin/busybox --install -s /bin
 export PATH=/bin
@@ -202,7 +203,6 @@ mount -t devtmpfs devtmpfs /dev
 mount -t tracefs tracefs /sys/kernel/tracing
 mount -t debugfs debugfs /sys/kernel/debug
 mount -t bpf bpf /sys/fs/bpf
-mount -t tmpfs tmpfs /tmp
 export MAP_AUDIT_TEST_WORKLOAD=/bin/workload
 echo "@@ kernel $(uname -r)"
 [ -e /sys/bus/event_source/devices/kprobe ] && echo "@@ kprobes yes" || echo "@@ kprobes no"
