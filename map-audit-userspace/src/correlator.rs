@@ -28,6 +28,7 @@ use crate::{
     region_table::RegionTable,
     rendered_stacks::RenderedStacks,
     stats::AgentCounters,
+    stats::KernelCounters,
     symbolizer::StackSymbolizer,
 };
 
@@ -407,8 +408,12 @@ impl Correlator {
     /// kernel's table until the agent stops: processes gone without an exit record
     /// (their regions are closed as at an exit; a pid already reused is left alone), and
     /// entries of regions the agent never heard of. Run at each stats period and before
-    /// the final stats.
-    pub fn reclaim_after_losses(&mut self, out: &mut Vec<Timed>) {
+    /// the final stats, and only once region or process records have been lost: it
+    /// checks /proc for every known process and walks the whole table.
+    pub fn reclaim_after_losses(&mut self, kernel: &KernelCounters, out: &mut Vec<Timed>) {
+        if kernel.region_events_lost_ringbuf_full + kernel.process_records_lost_ringbuf_full == 0 {
+            return;
+        }
         let gone: Vec<u32> = self
             .processes
             .keys()

@@ -82,7 +82,7 @@ fn run(correlator: &mut Correlator, writer: &mut JsonWriter, receiver: Receiver<
                 writer.flush();
             }
             Message::Stats(kernel) => {
-                correlator.reclaim_after_losses(&mut events);
+                correlator.reclaim_after_losses(&kernel, &mut events);
                 write_events(writer, &mut events);
                 write_stats(correlator, writer, kernel, false, None);
                 writer.flush();
@@ -92,7 +92,7 @@ fn run(correlator: &mut Correlator, writer: &mut JsonWriter, receiver: Receiver<
                 command_exit_code,
             } => {
                 correlator.flush(Aggregator::take_all, &mut events);
-                correlator.reclaim_after_losses(&mut events);
+                correlator.reclaim_after_losses(&kernel, &mut events);
                 write_events(writer, &mut events);
                 write_stats(correlator, writer, kernel, true, command_exit_code);
                 writer.flush();

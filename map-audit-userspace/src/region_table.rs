@@ -75,6 +75,8 @@ impl RegionTable {
     /// buffer (counted there): a region the agent never heard of, or an exit it never
     /// saw. Walks the table (milliseconds when full). Returns how many went.
     pub fn sweep_orphans(&mut self) -> usize {
+        // One scope lookup per process, not per block.
+        let mut generations: std::collections::HashMap<u32, Option<u32>> = Default::default();
         let orphans: Vec<Key<RegionKeyData>> = self
             .regions
             .iter()
@@ -82,10 +84,10 @@ impl RegionTable {
             .filter(|(key, region)| {
                 let data = key.data();
                 let tgid = u32::from_be_bytes([data[0], data[1], data[2], data[3]]);
-                !self
-                    .scope
-                    .get(&tgid, 0)
-                    .is_ok_and(|scope| scope.generation == region.generation)
+                let generation = *generations
+                    .entry(tgid)
+                    .or_insert_with(|| self.scope.get(&tgid, 0).ok().map(|s| s.generation));
+                generation != Some(region.generation)
             })
             .map(|(key, _)| key)
             .collect();

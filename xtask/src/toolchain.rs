@@ -54,18 +54,23 @@ fn debian_toolchain_present() -> bool {
 }
 
 fn install_apt_packages() -> Result<()> {
+    apt_install("Debian's BPF toolchain", &APT_PACKAGES)
+}
+
+/// Installs Debian `packages` (what they are for: `what`) as root, or says how to.
+pub fn apt_install(what: &str, packages: &[&str]) -> Result<()> {
     let can_apt = crate::nix_is_root() && std::path::Path::new("/usr/bin/apt-get").exists();
     if !can_apt {
         bail!(
-            "Debian's BPF toolchain is missing; install it as root with:\n  apt-get update && apt-get install -y {}",
-            APT_PACKAGES.join(" ")
+            "{what} is missing; install it as root with:\n  apt-get update && apt-get install -y {}",
+            packages.join(" ")
         );
     }
-    eprintln!("xtask: installing {} with apt-get", APT_PACKAGES.join(" "));
+    eprintln!("xtask: installing {} with apt-get", packages.join(" "));
     run(Command::new("apt-get").arg("update").arg("-q"))?;
     run(Command::new("apt-get")
         .args(["install", "-y", "-q"])
-        .args(APT_PACKAGES)
+        .args(packages)
         .env("DEBIAN_FRONTEND", "noninteractive"))
 }
 

@@ -118,16 +118,7 @@ fn ensure_host_tools() -> Result<()> {
     if missing.is_empty() {
         return Ok(());
     }
-    if !crate::nix_is_root() {
-        bail!(
-            "vm-test needs {}; install them as root with: apt-get install -y {}",
-            missing.join(", "),
-            missing.join(" ")
-        );
-    }
-    run(Command::new("apt-get")
-        .args(["install", "-y", "-q"])
-        .args(&missing))
+    crate::toolchain::apt_install("vm-test's qemu and busybox", &missing)
 }
 
 /// Paths of what goes into the guest.
