@@ -8,6 +8,7 @@
 pub mod blocks;
 pub mod config;
 pub mod counters;
+pub mod go_maps;
 pub mod records;
 pub mod region;
 pub mod tally;

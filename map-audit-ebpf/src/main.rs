@@ -3,6 +3,8 @@
 //! for processes in `scope` (`sched_process` adds forked children and reports execs and
 //! exits); `page_fault_user` and `page_fault_kernel` look each write fault up in the
 //! table (`write_fault`) and send matches through `maps::EVENTS` (`records`).
+//! Go mode (`map-audit go-maps`) is separate: uprobes on the Go runtime's map writes
+//! (`go_map_write`, `go_runtime_crash`) over the tables in `go_writers`.
 #![no_std]
 #![no_main]
 #![feature(core_intrinsics, asm_experimental_arch)]
@@ -10,6 +12,9 @@
 
 mod counters;
 mod fault_tally;
+mod go_map_write;
+mod go_runtime_crash;
+mod go_writers;
 mod handle_mm_fault;
 mod handle_mm_fault_fentry;
 mod mapped_file;

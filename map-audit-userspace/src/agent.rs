@@ -350,15 +350,15 @@ impl ReadLoop<'_> {
 }
 
 /// The signals the agent handles: SIGINT and SIGTERM stop it, SIGHUP reopens the output.
-struct Signals {
-    interrupt: Signal,
-    terminate: Signal,
-    hangup: Signal,
+pub(crate) struct Signals {
+    pub(crate) interrupt: Signal,
+    pub(crate) terminate: Signal,
+    pub(crate) hangup: Signal,
 }
 
 impl Signals {
     /// Must run inside the runtime's context.
-    fn install() -> Result<Self> {
+    pub(crate) fn install() -> Result<Self> {
         Ok(Self {
             interrupt: signal(SignalKind::interrupt())
                 .context("installing the SIGINT handler failed")?,
@@ -369,7 +369,7 @@ impl Signals {
     }
 }
 
-fn take_map(ebpf: &mut aya::Ebpf, name: &str) -> Result<aya::maps::Map> {
+pub(crate) fn take_map(ebpf: &mut aya::Ebpf, name: &str) -> Result<aya::maps::Map> {
     ebpf.take_map(name).ok_or_else(|| {
         anyhow!(
             "the embedded eBPF object has no map `{name}`; rebuild with `cargo xtask build-ebpf`"
@@ -378,7 +378,7 @@ fn take_map(ebpf: &mut aya::Ebpf, name: &str) -> Result<aya::maps::Map> {
 }
 
 /// Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK.
-fn raise_memlock_limit() {
+pub(crate) fn raise_memlock_limit() {
     let unlimited = libc::rlimit {
         rlim_cur: libc::RLIM_INFINITY,
         rlim_max: libc::RLIM_INFINITY,

@@ -23,6 +23,43 @@ pub enum Command {
     Run(Box<RunArgs>),
     /// Show which hooks this kernel offers and which ones the agent would use.
     Check,
+    /// Go mode: report goroutines that write one Go map at once, with both stacks,
+    /// in one running Go program. A diagnostic: each map write costs two uprobe hits.
+    GoMaps(GoMapsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct GoMapsArgs {
+    /// Audit this running Go process.
+    #[arg(long, value_name = "PID")]
+    pub pid: Option<u32>,
+
+    /// Stop after this many seconds (default: when the process ends, or on a signal).
+    #[arg(long, value_name = "SECONDS", value_parser = parse_seconds)]
+    pub duration: Option<std::time::Duration>,
+
+    /// A write still open after this many milliseconds is taken as a missed return and
+    /// never reported as a race.
+    #[arg(long = "ttl-ms", value_name = "MS", default_value = "1000", value_parser = parse_millis)]
+    pub ttl: std::time::Duration,
+
+    /// Seconds between `go_maps_stats` events, which also list the races not printed
+    /// again in that interval (one report per map and pair of call sites).
+    #[arg(long, value_name = "SECONDS", default_value = "10", value_parser = parse_seconds)]
+    pub stats_interval: std::time::Duration,
+
+    /// Write events to this file (appended, created 0600) instead of stdout.
+    #[arg(long, short, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+
+    /// Ring buffer size in bytes: a power of two of at least 4096.
+    #[arg(long, value_name = "BYTES", default_value_t = 4 * 1024 * 1024, value_parser = parse_ringbuf_size)]
+    pub ringbuf_size: u32,
+
+    /// Run COMMAND (a Go program) and audit it until it exits; map-audit then exits
+    /// with its status.
+    #[arg(last = true, value_name = "COMMAND")]
+    pub command: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -128,6 +165,13 @@ fn parse_seconds(value: &str) -> Result<std::time::Duration, String> {
     match value.parse::<f64>() {
         Ok(secs) if secs > 0.0 && secs.is_finite() => Ok(std::time::Duration::from_secs_f64(secs)),
         _ => Err(format!("`{value}` is not a positive number of seconds")),
+    }
+}
+
+fn parse_millis(value: &str) -> Result<std::time::Duration, String> {
+    match value.parse::<u64>() {
+        Ok(ms) if ms > 0 => Ok(std::time::Duration::from_millis(ms)),
+        _ => Err(format!("`{value}` is not a positive number of milliseconds")),
     }
 }
 

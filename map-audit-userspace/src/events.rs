@@ -32,6 +32,7 @@ pub enum Body {
     Region(RegionEvent),
     WriteFault(WriteFault),
     Stats(Stats),
+    Go(crate::go_maps::events::GoEvent),
 }
 
 impl Body {
@@ -43,6 +44,7 @@ impl Body {
             Body::WriteFault(_) => "write_fault",
             Body::Stats(s) if s.final_totals => "agent_stopped",
             Body::Stats(_) => "agent_stats",
+            Body::Go(event) => event.name(),
         }
     }
 }

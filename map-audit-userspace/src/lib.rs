@@ -16,6 +16,7 @@ pub mod correlator;
 pub mod events;
 pub mod exec_image;
 pub mod fault_hooks;
+pub mod go_maps;
 pub mod json_writer;
 pub mod kernel_btf;
 pub mod kernel_support;

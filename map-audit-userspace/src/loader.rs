@@ -14,7 +14,7 @@ use crate::{
 };
 
 /// The eBPF object built by `cargo xtask build-ebpf`, embedded at build time.
-static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(env!("MAP_AUDIT_EBPF_OBJECT"));
+pub(crate) static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(env!("MAP_AUDIT_EBPF_OBJECT"));
 
 /// What the loader needs from the command line and the kernel.
 pub struct LoadOptions {

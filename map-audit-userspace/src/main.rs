@@ -1,7 +1,7 @@
 //! The `map-audit` command.
 
 use clap::Parser;
-use map_audit::{agent, check, cli};
+use map_audit::{agent, check, cli, go_maps};
 
 fn main() {
     let cli = cli::Cli::parse();
@@ -17,13 +17,15 @@ fn main() {
         .init();
     let code = match cli.command {
         cli::Command::Check => check::run(),
-        cli::Command::Run(args) => match agent::run(*args) {
-            Ok(code) => code,
-            Err(err) => {
-                eprintln!("map-audit: {err:#}");
-                1
-            }
-        },
+        cli::Command::Run(args) => exit_code(agent::run(*args)),
+        cli::Command::GoMaps(args) => exit_code(go_maps::run::run(args)),
     };
     std::process::exit(code);
+}
+
+fn exit_code(result: anyhow::Result<i32>) -> i32 {
+    result.unwrap_or_else(|err| {
+        eprintln!("map-audit: {err:#}");
+        1
+    })
 }

@@ -102,7 +102,7 @@ fn read_fault(bytes: &[u8]) -> Result<FaultRecord, DecodeError> {
 }
 
 /// Copies a `T` out of the front of `bytes` after checking the length.
-fn read<T: aya::Pod>(bytes: &[u8], kind: &'static str) -> Result<T, DecodeError> {
+pub(crate) fn read<T: aya::Pod>(bytes: &[u8], kind: &'static str) -> Result<T, DecodeError> {
     let expected = size_of::<T>();
     if bytes.len() < expected {
         return Err(DecodeError::InvalidSize {

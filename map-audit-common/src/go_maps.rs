@@ -1,0 +1,163 @@
+//! Go mode (`map-audit go-maps`): the configuration, table entries, records and counters
+//! shared by the Go runtime uprobes and the agent.
+
+use crate::{MAX_STACK_DEPTH, records::RecordHeader};
+
+/// Two goroutines were inside a write to one map at once (`GoRaceRecord`).
+pub const KIND_GO_MAP_RACE: u32 = 20;
+/// A goroutine reached `runtime.fatal`/`throw`, or panicked inside a map write
+/// (`GoCrashRecord`).
+pub const KIND_GO_CRASH: u32 = 21;
+
+/// `GoCrashRecord::crash` values.
+pub const CRASH_FATAL: u32 = 1;
+pub const CRASH_PANIC: u32 = 2;
+
+/// Bytes of the fatal error's message kept (`runtime.fatal(s string)`).
+pub const CRASH_MESSAGE_LEN: usize = 64;
+
+/// What the agent tells the programs at load time.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GoConfig {
+    /// The audited process; the uprobes are attached for it alone, this guards them.
+    pub tgid: u32,
+    /// Byte offset of `goid` in `runtime.g` (from DWARF or the built-in table).
+    pub goid_offset: u32,
+    /// An open write older than this is treated as missed and replaced, never reported.
+    pub ttl_ns: u64,
+}
+const _: () = assert!(core::mem::size_of::<GoConfig>() == 16);
+
+/// `GO_WRITERS` key: one map of one process.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GoMapKey {
+    pub tgid: u32,
+    pub _pad: u32,
+    /// The `hmap`/`maps.Map` pointer (RBX at the write's entry).
+    pub map: u64,
+}
+const _: () = assert!(core::mem::size_of::<GoMapKey>() == 16);
+
+/// `GO_GOROUTINES` key: one goroutine of one process.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GoroutineKey {
+    pub tgid: u32,
+    pub _pad: u32,
+    pub goid: u64,
+}
+const _: () = assert!(core::mem::size_of::<GoroutineKey>() == 16);
+
+/// A goroutine inside a map write, as seen at the write's entry.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct GoWriter {
+    pub goid: u64,
+    pub tid: u32,
+    /// Index of the hooked function in the agent's hook list (the uprobe's cookie).
+    pub hook: u32,
+    /// The hooked function's entry address (the first frame).
+    pub entry_ip: u64,
+    /// `bpf_ktime_get_ns` at entry.
+    pub start_ns: u64,
+    /// Bytes of `stack` filled, or a negative errno.
+    pub stack_bytes: i64,
+    /// Non-zero when frames beyond `MAX_STACK_DEPTH` were cut.
+    pub stack_truncated: u32,
+    pub _pad: u32,
+    /// The caller's return address (*RSP) then the frame-pointer chain, innermost first.
+    pub stack: [u64; MAX_STACK_DEPTH],
+}
+const _: () = assert!(core::mem::size_of::<GoWriter>() == 48 + 8 * MAX_STACK_DEPTH);
+
+impl GoWriter {
+    pub const fn zeroed() -> Self {
+        Self {
+            goid: 0,
+            tid: 0,
+            hook: 0,
+            entry_ip: 0,
+            start_ns: 0,
+            stack_bytes: 0,
+            stack_truncated: 0,
+            _pad: 0,
+            stack: [0; MAX_STACK_DEPTH],
+        }
+    }
+}
+
+/// `KIND_GO_MAP_RACE`: `current` entered a write to `map` while `holder` was in one.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct GoRaceRecord {
+    pub header: RecordHeader,
+    pub map: u64,
+    pub holder: GoWriter,
+    pub current: GoWriter,
+}
+const _: () = assert!(core::mem::size_of::<GoRaceRecord>() == 48 + 2 * (48 + 8 * MAX_STACK_DEPTH));
+
+/// `KIND_GO_CRASH`: the crashing goroutine, and the map write it was in (if any).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct GoCrashRecord {
+    pub header: RecordHeader,
+    /// `CRASH_FATAL` or `CRASH_PANIC`.
+    pub crash: u32,
+    /// Bytes of `message` filled.
+    pub message_len: u32,
+    pub message: [u8; CRASH_MESSAGE_LEN],
+    /// The map of the open write, 0 when the goroutine was in none.
+    pub map: u64,
+    /// The open write's hook index (valid when `map` is non-zero).
+    pub map_hook: u32,
+    pub _pad: u32,
+    /// The crashing goroutine at `runtime.fatal`/`gopanic` (`entry_ip` is that
+    /// function; `hook` its index).
+    pub writer: GoWriter,
+}
+const _: () = assert!(core::mem::size_of::<GoCrashRecord>() == 40 + 8 + 64 + 16 + 48 + 8 * MAX_STACK_DEPTH);
+
+/// Indices of the per-CPU `GO_COUNTERS`.
+pub mod counters {
+    /// Map writes entered (entry uprobe hits of the audited process).
+    pub const WRITES_ENTERED: u32 = 0;
+    /// Map writes whose return was seen.
+    pub const WRITES_RETURNED: u32 = 1;
+    /// Entries of a goroutine already inside a write to the same map (stack growth
+    /// restarts the function): not a race.
+    pub const REENTRIES: u32 = 2;
+    /// Races found (each sends a `GoRaceRecord`).
+    pub const RACES: u32 = 3;
+    /// Race records that did not fit in the ring buffer (a loss).
+    pub const RACES_LOST_RINGBUF_FULL: u32 = 4;
+    /// Open writes older than the TTL, replaced without a report.
+    pub const WRITERS_EXPIRED: u32 = 5;
+    /// Writes that could not be recorded: writer or goroutine table full (a loss:
+    /// a race with them goes unseen).
+    pub const WRITER_TABLE_FULL: u32 = 6;
+    /// Entries whose goroutine id could not be read (a loss).
+    pub const GOID_UNREADABLE: u32 = 7;
+    /// Stacks cut at `MAX_STACK_DEPTH` frames.
+    pub const STACKS_TRUNCATED: u32 = 8;
+    /// Crash records sent (fatal, or a panic inside a map write).
+    pub const CRASHES: u32 = 9;
+    /// Crash records that did not fit in the ring buffer (a loss).
+    pub const CRASHES_LOST_RINGBUF_FULL: u32 = 10;
+    /// Panics that closed an open map write.
+    pub const WRITES_CLOSED_BY_PANIC: u32 = 11;
+    pub const COUNT: u32 = 12;
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: plain `repr(C)` integers with explicit padding (sizes asserted above).
+    unsafe impl aya::Pod for super::GoConfig {}
+    unsafe impl aya::Pod for super::GoMapKey {}
+    unsafe impl aya::Pod for super::GoroutineKey {}
+    unsafe impl aya::Pod for super::GoWriter {}
+    unsafe impl aya::Pod for super::GoRaceRecord {}
+    unsafe impl aya::Pod for super::GoCrashRecord {}
+}

@@ -1,0 +1,107 @@
+//! Where `goid` sits in `runtime.g`: from the binary's DWARF when it has some (gimli),
+//! else from a table of releases checked here. The field moves between releases (152
+//! in Go 1.17-1.22, 160 in 1.23-1.24), so a wrong guess reads another field.
+
+use std::borrow::Cow;
+
+use anyhow::{Context, Result, anyhow, bail};
+use object::{Object, ObjectSection};
+
+use super::go_binary::GoBinary;
+
+/// The offset and where it came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GoidOffset {
+    pub offset: u32,
+    /// "dwarf" or "table".
+    pub source: &'static str,
+}
+
+pub fn find(binary: &GoBinary) -> Result<GoidOffset> {
+    match from_dwarf(binary) {
+        Ok(offset) => Ok(GoidOffset {
+            offset,
+            source: "dwarf",
+        }),
+        Err(err) => {
+            log::debug!("goid offset not read from DWARF: {err:#}");
+            let offset = from_table(binary.info.release).ok_or_else(|| {
+                anyhow!(
+                    "{} has no DWARF and go-maps knows the goid offset of Go 1.17-1.24 only; rebuild without -ldflags=-w",
+                    binary.info.go_version
+                )
+            })?;
+            Ok(GoidOffset {
+                offset,
+                source: "table",
+            })
+        }
+    }
+}
+
+/// The releases checked on this machine kind (1.19, 1.21, 1.23, 1.24) and those
+/// between them with the same `runtime.g` layout.
+pub fn from_table(release: (u32, u32)) -> Option<u32> {
+    match release {
+        (1, 17..=22) => Some(152),
+        (1, 23..=24) => Some(160),
+        _ => None,
+    }
+}
+
+fn from_dwarf(binary: &GoBinary) -> Result<u32> {
+    let elf = binary.elf();
+    let load = |id: gimli::SectionId| -> Result<Cow<'_, [u8]>, gimli::Error> {
+        Ok(elf
+            .section_by_name(id.name())
+            .and_then(|s| s.uncompressed_data().ok())
+            .unwrap_or(Cow::Borrowed(&[])))
+    };
+    let sections = gimli::DwarfSections::load(load)?;
+    let dwarf = sections.borrow(|s| gimli::EndianSlice::new(s, gimli::LittleEndian));
+    let mut units = dwarf.units();
+    while let Some(header) = units.next()? {
+        let unit = dwarf.unit(header)?;
+        let mut entries = unit.entries();
+        let mut in_g = false;
+        let mut g_depth = 0;
+        while let Some(entry) = entries.next_dfs()? {
+            let depth = entry.depth();
+            if in_g && depth <= g_depth {
+                in_g = false;
+            }
+            let name = match entry.attr_value(gimli::DW_AT_name) {
+                Some(value) => dwarf.attr_string(&unit, value)?,
+                None => continue,
+            };
+            if entry.tag() == gimli::DW_TAG_structure_type && name.slice() == b"runtime.g" {
+                in_g = true;
+                g_depth = depth;
+            } else if in_g && entry.tag() == gimli::DW_TAG_member && name.slice() == b"goid" {
+                let location = entry
+                    .attr_value(gimli::DW_AT_data_member_location)
+                    .context("runtime.g.goid has no location")?;
+                return location
+                    .udata_value()
+                    .and_then(|v| u32::try_from(v).ok())
+                    .context("runtime.g.goid has a location that is not a constant");
+            }
+        }
+    }
+    bail!("the DWARF has no runtime.g.goid")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_covers_the_checked_releases() {
+        assert_eq!(from_table((1, 19)), Some(152));
+        assert_eq!(from_table((1, 22)), Some(152));
+        assert_eq!(from_table((1, 23)), Some(160));
+        assert_eq!(from_table((1, 24)), Some(160));
+        assert_eq!(from_table((1, 25)), None);
+        assert_eq!(from_table((1, 16)), None);
+    }
+}

@@ -1,0 +1,33 @@
+//! Loads the eBPF object for Go mode: the same object as `run`, with the Go
+//! configuration set and the tables Go mode does not use shrunk to almost nothing
+//! (they are created with the object but never attached to).
+
+use anyhow::{Context, Result};
+use aya::{Ebpf, EbpfLoader};
+use map_audit_common::go_maps::GoConfig;
+
+use crate::loader::EBPF_OBJECT;
+
+/// Maps only `run` uses, and the entries each keeps here.
+const UNUSED_MAPS: [(&str, u32); 7] = [
+    ("REGIONS", 16),
+    ("SCOPE", 1),
+    ("PENDING_CALLS", 1),
+    ("RATE_BUCKETS", 1),
+    ("FAULT_TALLIES", 1),
+    ("SCOPE_COMMS", 1),
+    ("TABLE_VERSIONS", 2),
+];
+
+pub fn load(config: &GoConfig, ringbuf_bytes: u32) -> Result<Ebpf> {
+    let mut loader = EbpfLoader::new();
+    loader
+        .override_global("GO_CONFIG", config, true)
+        .map_max_entries("EVENTS", ringbuf_bytes);
+    for (map, entries) in UNUSED_MAPS {
+        loader.map_max_entries(map, entries);
+    }
+    loader
+        .load(EBPF_OBJECT)
+        .context("loading the eBPF object failed; run as root (or with CAP_BPF and CAP_PERFMON) on Linux 5.17+ with BTF")
+}

@@ -1,0 +1,24 @@
+//! Go mode, `map-audit go-maps`: finds goroutines writing one Go map at once in a
+//! running, unmodified Go program, with both goroutines' stacks, before the runtime
+//! kills the process with "concurrent map writes". Data flow:
+//! `go_binary` (is it Go? which version?) -> `pclntab` (its functions) ->
+//! `goid_offset` and `hooks` (+ `return_sites`) -> uprobes (`map-audit-ebpf`'s
+//! `go_map_write`, `go_runtime_crash`) -> ring buffer -> `records` -> `race_reports`
+//! (+ `go_symbols`) -> `events` -> the JSON writer. `run` wires them.
+//!
+//! Cost: every map write of the audited process takes two uprobe hits (entry and
+//! return), ~10-14 us each on the VMs this was measured on. A diagnostic mode, opt-in
+//! per process, not an always-on audit.
+
+pub mod counters;
+pub mod events;
+pub mod go_binary;
+pub mod go_symbols;
+pub mod goid_offset;
+pub mod hooks;
+pub mod load;
+pub mod pclntab;
+pub mod race_reports;
+pub mod records;
+pub mod return_sites;
+pub mod run;

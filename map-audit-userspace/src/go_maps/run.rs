@@ -1,0 +1,277 @@
+//! `map-audit go-maps`: checks the program is Go, attaches the uprobes for its one
+//! process, and turns records into events until the process ends, `--duration`
+//! passes, or a signal; then prints the final `go_maps_stopped` counts.
+
+use std::{path::PathBuf, time::Duration};
+
+use anyhow::{Context, Result, anyhow, bail};
+use aya::maps::{MapData, PerCpuArray, RingBuf};
+use map_audit_common::go_maps::GoConfig;
+use object::{Object, ObjectSection, ObjectSegment};
+use tokio::io::{Interest, unix::AsyncFd};
+
+use super::{
+    counters::{GoCounters, GoKernelCounters},
+    events::{GoEvent, Program, Started, Stats},
+    go_binary::GoBinary,
+    go_symbols::GoSymbols,
+    goid_offset,
+    hooks::Hooks,
+    load,
+    pclntab::FunctionTable,
+    race_reports::RaceReports,
+    records::{self, GoRecord},
+};
+use crate::{
+    agent::{Signals, raise_memlock_limit, take_map},
+    cli::GoMapsArgs,
+    clock::Clock,
+    events::Body,
+    json_writer::JsonWriter,
+    kernel_support,
+    target::{self, HeldCommand},
+};
+
+/// How often the ring buffer is drained and the process checked.
+const TICK: Duration = Duration::from_millis(20);
+
+pub fn run(args: GoMapsArgs) -> Result<i32> {
+    let (pid, path, shown) = match (args.pid, args.command.first()) {
+        (Some(_), Some(_)) => bail!("give either --pid PID or -- COMMAND, not both"),
+        (None, None) => bail!("nothing to audit: give --pid PID or -- COMMAND [ARGS]"),
+        (Some(pid), None) => {
+            target::check_pids(&[pid])?;
+            let exe = std::fs::read_link(format!("/proc/{pid}/exe"))
+                .with_context(|| format!("cannot see pid {pid}'s program"))?;
+            (Some(pid), PathBuf::from(format!("/proc/{pid}/exe")), format!("pid {pid}'s program {}", exe.display()))
+        }
+        (None, Some(name)) => {
+            let path = target::program_path(name)?;
+            let shown = path.display().to_string();
+            (None, path, shown)
+        }
+    };
+    kernel_support::require_run_prerequisites()?;
+    let binary = GoBinary::open(&path, &shown)?;
+    if binary.info.goarch != "amd64" {
+        bail!("{shown} is a GOARCH={} build; go-maps reads amd64 registers only", binary.info.goarch);
+    }
+    let functions = {
+        let elf = binary.elf();
+        let section = elf
+            .section_by_name(".gopclntab")
+            .ok_or_else(|| anyhow!("{shown} has no .gopclntab section, so go-maps cannot find its functions"))?;
+        FunctionTable::parse(section.data()?).with_context(|| format!("reading the function table of {shown} failed"))?
+    };
+    let hooks = Hooks::find(&binary, &functions)?;
+    let goid = goid_offset::find(&binary)?;
+    raise_memlock_limit();
+
+    let held = if args.command.is_empty() { None } else { Some(HeldCommand::spawn(&args.command)?) };
+    let pid = pid.or(held.as_ref().map(|h| h.pid)).expect("a pid or a command");
+    let mut ebpf = load::load(
+        &GoConfig {
+            tgid: pid,
+            goid_offset: goid.offset,
+            ttl_ns: args.ttl.as_nanos() as u64,
+        },
+        args.ringbuf_size,
+    )?;
+    let uprobes = hooks.attach(&mut ebpf, &binary, &path, pid)?;
+
+    let clock = Clock::new();
+    let mut writer = JsonWriter::open(args.output.as_deref(), clock)?;
+    let program = Program {
+        pid,
+        exe: binary.path.display().to_string(),
+        go_version: binary.info.go_version.clone(),
+        build_id: binary.build_id.clone(),
+        experiments: binary.info.experiments.clone(),
+        stripped: binary.stripped,
+    };
+    writer.write(
+        None,
+        Body::Go(GoEvent::Started(Started {
+            version: env!("CARGO_PKG_VERSION"),
+            kernel_release: kernel_support::kernel_release(),
+            program,
+            command: (!args.command.is_empty()).then(|| args.command.clone()),
+            goid_offset: goid.offset,
+            goid_offset_source: goid.source,
+            hooks: hooks.list.clone(),
+            uprobes,
+            ttl_ms: args.ttl.as_millis() as u64,
+            cost_note: "each map write of this process takes two uprobe hits (~10-14 us each here): a diagnostic mode",
+        })),
+    );
+    writer.flush();
+
+    let bias = if binary.pie { None } else { Some(0) };
+    let symbols = GoSymbols::new(functions, &binary.path.display().to_string(), bias.unwrap_or(0));
+    let reports = RaceReports::new(symbols, hooks, binary.info.go_version.clone(), clock);
+    let counters = PerCpuArray::try_from(take_map(&mut ebpf, "GO_COUNTERS")?)?;
+    let ring = RingBuf::try_from(take_map(&mut ebpf, "EVENTS")?)?;
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime failed")?;
+    let signals = {
+        let _runtime = runtime.enter();
+        Signals::install()?
+    };
+    let mut session = Session {
+        pid,
+        binary: &binary,
+        load_bias_known: bias.is_some(),
+        reports,
+        writer,
+    };
+    let exit_code = runtime.block_on(session.read_loop(ring, &counters, held, signals, &args))?;
+    drop(ebpf);
+    let kernel = GoKernelCounters::read(&counters)?;
+    session.stats(kernel, true, exit_code);
+    session.writer.flush();
+    if let Some(reason) = session.writer.closed.get() {
+        bail!("the output failed ({reason}), so the agent stopped");
+    }
+    Ok(exit_code.unwrap_or(0))
+}
+
+struct Session<'a> {
+    pid: u32,
+    binary: &'a GoBinary,
+    load_bias_known: bool,
+    reports: RaceReports,
+    writer: JsonWriter,
+}
+
+impl Session<'_> {
+    async fn read_loop(
+        &mut self,
+        ring: RingBuf<MapData>,
+        counters: &PerCpuArray<MapData, u64>,
+        held: Option<HeldCommand>,
+        mut signals: Signals,
+        args: &GoMapsArgs,
+    ) -> Result<Option<i32>> {
+        let mut ring = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
+            .map_err(|err| err.into_parts().1)
+            .context("polling the ring buffer failed")?;
+        let mut tick = tokio::time::interval(TICK);
+        let mut stats_tick = tokio::time::interval(args.stats_interval);
+        stats_tick.tick().await;
+        let deadline = tokio::time::sleep(args.duration.unwrap_or(Duration::from_secs(u64::MAX / 4)));
+        tokio::pin!(deadline);
+        let (exit_tx, mut exit_rx) = tokio::sync::oneshot::channel();
+        if let Some(held) = &held {
+            let pid = held.pid;
+            std::thread::Builder::new()
+                .name("command-wait".into())
+                .spawn(move || {
+                    let _ = exit_tx.send(target::wait_exit_code(pid));
+                })
+                .context("starting the command waiter failed")?;
+            held.release()?;
+        }
+        let exit_code = loop {
+            tokio::select! {
+                guard = ring.readable_mut() => {
+                    let mut guard = guard.context("polling the ring buffer failed")?;
+                    self.drain(guard.get_inner_mut());
+                    guard.clear_ready();
+                }
+                _ = tick.tick() => {
+                    self.drain(ring.get_mut());
+                    self.find_load_bias();
+                    if held.is_none() && !std::path::Path::new(&format!("/proc/{}", self.pid)).exists() {
+                        break None;
+                    }
+                    if self.writer.closed.get().is_some() {
+                        break None;
+                    }
+                }
+                _ = stats_tick.tick() => self.stats(GoKernelCounters::read(counters)?, false, None),
+                _ = signals.hangup.recv() => self.writer.reopen(),
+                _ = signals.interrupt.recv() => break None,
+                _ = signals.terminate.recv() => break None,
+                _ = &mut deadline => break None,
+                code = &mut exit_rx, if held.is_some() => {
+                    break Some(code.context("the command waiter stopped")??);
+                }
+            }
+        };
+        self.drain(ring.get_mut());
+        Ok(exit_code)
+    }
+
+    fn drain(&mut self, ring: &mut RingBuf<MapData>) {
+        let mut wrote = false;
+        while let Some(bytes) = ring.next() {
+            let record = records::decode(&bytes);
+            drop(bytes);
+            let (ts_ns, event) = match record {
+                Ok(GoRecord::Race(race)) => match self.reports.race(&race) {
+                    Some(event) => (race.header.ts_ns, GoEvent::ConcurrentWrite(event)),
+                    None => continue,
+                },
+                Ok(GoRecord::Crash(crash)) => (crash.header.ts_ns, GoEvent::Crash(self.reports.crash(&crash))),
+                Err(err) => {
+                    self.reports.counters.records_undecodable += 1;
+                    log::warn!("{err}");
+                    continue;
+                }
+            };
+            self.writer.write(Some(ts_ns), Body::Go(event));
+            wrote = true;
+        }
+        if wrote {
+            // A race is often the process's last act: out now, not at the next flush.
+            self.writer.flush();
+        }
+    }
+
+    /// A PIE binary's load address, once the process has mapped it.
+    fn find_load_bias(&mut self) {
+        if self.load_bias_known {
+            return;
+        }
+        if let Some(bias) = load_bias(self.pid, self.binary) {
+            self.reports.symbols.set_load_bias(bias);
+            self.load_bias_known = true;
+        }
+    }
+
+    fn stats(&mut self, kernel: GoKernelCounters, final_totals: bool, command_exit_code: Option<i32>) {
+        let suppressed = self.reports.take_suppressed();
+        self.writer.write(
+            None,
+            Body::Go(GoEvent::Stats(Stats {
+                final_totals,
+                counters: GoCounters {
+                    kernel,
+                    agent: self.reports.counters,
+                },
+                suppressed,
+                command_exit_code,
+            })),
+        );
+        self.writer.flush();
+    }
+}
+
+/// Where the process mapped the start of the binary, minus its link address.
+fn load_bias(pid: u32, binary: &GoBinary) -> Option<u64> {
+    let exe = std::fs::read_link(format!("/proc/{pid}/exe")).ok()?;
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).ok()?;
+    let start = maps.lines().find_map(|line| {
+        let mut fields = line.split_whitespace();
+        let range = fields.next()?;
+        let offset = fields.nth(1)?;
+        let path = fields.nth(2)?;
+        (offset.trim_start_matches('0').is_empty() && std::path::Path::new(path) == exe)
+            .then(|| u64::from_str_radix(range.split('-').next()?, 16).ok())?
+    })?;
+    let first = binary.elf().segments().map(|s| s.address()).min()?;
+    Some(start.wrapping_sub(first & !0xfff))
+}

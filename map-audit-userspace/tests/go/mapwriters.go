@@ -1,0 +1,117 @@
+// Workloads for map-audit's Go mode tests and benchmark. Usage: mapwriters MODE [N]
+//
+//	race      two goroutines write one map until the runtime throws
+//	mutex N   four goroutines write one map N times each under a sync.Mutex
+//	syncmap N four goroutines store N times each into one sync.Map
+//	local N   four goroutines write N times each into maps of their own
+//	serial N  one goroutine writes N times into one map (the benchmark's workload)
+package main
+
+import (
+	"fmt"
+	"os"
+	"strconv"
+	"sync"
+)
+
+const workers = 4
+
+var shared = map[string]int{}
+
+//go:noinline
+func raceWriterA(keys []string) {
+	for i := 0; ; i++ {
+		shared[keys[i%len(keys)]] = i
+	}
+}
+
+//go:noinline
+func raceWriterB(keys []string) {
+	for i := 0; ; i++ {
+		delete(shared, keys[i%len(keys)])
+		shared[keys[(i+1)%len(keys)]] = i
+	}
+}
+
+func keys(n int) []string {
+	out := make([]string, n)
+	for i := range out {
+		out[i] = "key-" + strconv.Itoa(i)
+	}
+	return out
+}
+
+//go:noinline
+func mutexWriter(m map[int]int, mu *sync.Mutex, base, n int) {
+	for i := 0; i < n; i++ {
+		mu.Lock()
+		m[base+i%1024] = i
+		mu.Unlock()
+	}
+}
+
+//go:noinline
+func syncMapWriter(m *sync.Map, base, n int) {
+	for i := 0; i < n; i++ {
+		m.Store(base+i%1024, i)
+	}
+}
+
+//go:noinline
+func localWriter(n int) int {
+	m := map[int]int{}
+	for i := 0; i < n; i++ {
+		m[i%1024] = i
+	}
+	return len(m)
+}
+
+//go:noinline
+func serialWriter(m map[int]int, n int) {
+	for i := 0; i < n; i++ {
+		m[i%4096] = i
+	}
+}
+
+func parallel(work func(w int)) {
+	var wg sync.WaitGroup
+	for w := 0; w < workers; w++ {
+		wg.Add(1)
+		go func(w int) {
+			defer wg.Done()
+			work(w)
+		}(w)
+	}
+	wg.Wait()
+}
+
+func main() {
+	if len(os.Args) < 2 {
+		fmt.Fprintln(os.Stderr, "usage: mapwriters race|mutex|syncmap|local|serial [N]")
+		os.Exit(2)
+	}
+	n := 0
+	if len(os.Args) > 2 {
+		n, _ = strconv.Atoi(os.Args[2])
+	}
+	switch os.Args[1] {
+	case "race":
+		ks := keys(64)
+		go raceWriterA(ks)
+		raceWriterB(ks)
+	case "mutex":
+		m, mu := map[int]int{}, &sync.Mutex{}
+		parallel(func(w int) { mutexWriter(m, mu, w*1024, n) })
+	case "syncmap":
+		var m sync.Map
+		parallel(func(w int) { syncMapWriter(&m, w*1024, n) })
+	case "local":
+		parallel(func(w int) { localWriter(n) })
+	case "serial":
+		serialWriter(map[int]int{}, n)
+	default:
+		fmt.Fprintln(os.Stderr, "unknown mode", os.Args[1])
+		os.Exit(2)
+	}
+	fmt.Println("done")
+}
