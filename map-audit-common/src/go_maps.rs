@@ -109,16 +109,18 @@ pub struct GoCrashRecord {
     /// Bytes of `message` filled.
     pub message_len: u32,
     pub message: [u8; CRASH_MESSAGE_LEN],
-    /// The map of the open write, 0 when the goroutine was in none.
+    /// The map of the open write (valid when `in_map_write` is 1; a nil map is 0).
     pub map: u64,
-    /// The open write's hook index (valid when `map` is non-zero).
+    /// The open write's hook index, `u32::MAX` when another goroutine held the map.
     pub map_hook: u32,
-    pub _pad: u32,
+    /// 1 when the goroutine was inside a map write.
+    pub in_map_write: u32,
     /// The crashing goroutine at `runtime.fatal`/`gopanic` (`entry_ip` is that
     /// function; `hook` its index).
     pub writer: GoWriter,
 }
-const _: () = assert!(core::mem::size_of::<GoCrashRecord>() == 40 + 8 + 64 + 16 + 48 + 8 * MAX_STACK_DEPTH);
+const _: () =
+    assert!(core::mem::size_of::<GoCrashRecord>() == 40 + 8 + 64 + 16 + 48 + 8 * MAX_STACK_DEPTH);
 
 /// Indices of the per-CPU `GO_COUNTERS`.
 pub mod counters {

@@ -5,7 +5,7 @@
 
 use aya_ebpf::{
     bindings::BPF_RB_FORCE_WAKEUP,
-    helpers::{bpf_probe_read_user_buf, bpf_ktime_get_ns},
+    helpers::{bpf_ktime_get_ns, bpf_probe_read_user_buf},
     macros::uprobe,
     programs::ProbeContext,
 };
@@ -67,14 +67,17 @@ fn report(ctx: &ProbeContext, crash: u32) {
         let (map, hook) = open.unwrap_or((0, u32::MAX));
         (*record).map = map;
         (*record).map_hook = hook;
-        (*record)._pad = 0;
+        (*record).in_map_write = u32::from(open.is_some());
         (*record).message = [0; CRASH_MESSAGE_LEN];
         (*record).message_len = 0;
         if crash == CRASH_FATAL {
             let len = (message_len as usize).min(CRASH_MESSAGE_LEN);
             if len > 0
-                && bpf_probe_read_user_buf(message_ptr as *const u8, &mut (&mut (*record).message)[..len])
-                    .is_ok()
+                && bpf_probe_read_user_buf(
+                    message_ptr as *const u8,
+                    &mut (&mut (*record).message)[..len],
+                )
+                .is_ok()
             {
                 (*record).message_len = len as u32;
             }

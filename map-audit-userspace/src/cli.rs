@@ -171,7 +171,9 @@ fn parse_seconds(value: &str) -> Result<std::time::Duration, String> {
 fn parse_millis(value: &str) -> Result<std::time::Duration, String> {
     match value.parse::<u64>() {
         Ok(ms) if ms > 0 => Ok(std::time::Duration::from_millis(ms)),
-        _ => Err(format!("`{value}` is not a positive number of milliseconds")),
+        _ => Err(format!(
+            "`{value}` is not a positive number of milliseconds"
+        )),
     }
 }
 

@@ -85,7 +85,9 @@ pub fn wait_exit_code(pid: u32) -> Result<i32> {
 /// The file `name` would run, searched in PATH like a shell when it has no '/'.
 pub fn program_path(name: &str) -> Result<std::path::PathBuf> {
     let program = resolve_program(name)?;
-    Ok(std::path::PathBuf::from(std::ffi::OsStr::from_bytes(program.as_bytes())))
+    Ok(std::path::PathBuf::from(std::ffi::OsStr::from_bytes(
+        program.as_bytes(),
+    )))
 }
 
 /// The executable `name` refers to, searched in PATH like a shell when it has no '/'.

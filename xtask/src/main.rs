@@ -2,6 +2,7 @@
 
 mod bench;
 mod build_ebpf;
+mod go_toolchains;
 mod soak;
 mod toolchain;
 mod vm_test;
@@ -99,6 +100,7 @@ fn main() -> Result<()> {
         }
         Task::Test { args } => {
             build_ebpf::build()?;
+            go_toolchains::ensure()?;
             let mut test = cargo();
             test.args(["test", "--workspace"]).args(&args);
             run(&mut test)

@@ -92,7 +92,11 @@ impl GoBinary {
     }
 }
 
-fn read_virtual<'d>(elf: &ElfFile64<'d, object::Endianness>, addr: u64, len: u64) -> Option<&'d [u8]> {
+fn read_virtual<'d>(
+    elf: &ElfFile64<'d, object::Endianness>,
+    addr: u64,
+    len: u64,
+) -> Option<&'d [u8]> {
     elf.segments()
         .find_map(|segment| segment.data_range(addr, len).ok().flatten())
 }
@@ -132,7 +136,10 @@ pub fn parse_build_info<'d>(
         .ok_or_else(|| anyhow!("`{go_version}` is not a Go release version"))?;
     let setting = |key: &str| -> Option<String> {
         String::from_utf8_lossy(modinfo).lines().find_map(|line| {
-            let value = line.strip_prefix("build\t")?.strip_prefix(key)?.strip_prefix('=')?;
+            let value = line
+                .strip_prefix("build\t")?
+                .strip_prefix(key)?
+                .strip_prefix('=')?;
             Some(value.to_string())
         })
     };
@@ -140,7 +147,12 @@ pub fn parse_build_info<'d>(
         go_version,
         release,
         experiments: setting("GOEXPERIMENT")
-            .map(|v| v.split(',').filter(|e| !e.is_empty()).map(String::from).collect())
+            .map(|v| {
+                v.split(',')
+                    .filter(|e| !e.is_empty())
+                    .map(String::from)
+                    .collect()
+            })
             .unwrap_or_default(),
         goarch: setting("GOARCH").unwrap_or_else(|| "amd64".into()),
     })
@@ -171,7 +183,8 @@ pub fn parse_release(version: &str) -> Option<(u32, u32)> {
 
 /// The ELF note `Go` type 4 holds the build id string.
 fn parse_build_id_note(bytes: &[u8]) -> Option<String> {
-    let word = |at: usize| Some(u32::from_le_bytes(bytes.get(at..at + 4)?.try_into().ok()?) as usize);
+    let word =
+        |at: usize| Some(u32::from_le_bytes(bytes.get(at..at + 4)?.try_into().ok()?) as usize);
     let (name_size, desc_size, kind) = (word(0)?, word(4)?, word(8)?);
     let desc_at = 12 + name_size.next_multiple_of(4);
     if kind != 4 || !b"Go\0\0".starts_with(bytes.get(12..12 + name_size)?) {

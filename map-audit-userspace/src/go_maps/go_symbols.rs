@@ -57,11 +57,22 @@ impl GoSymbols {
     fn frame(&mut self, addr: u64, return_address: bool) -> Frame {
         let link = addr.wrapping_sub(self.load_bias);
         // A return address follows its call: look up the call itself.
-        let lookup = if return_address { link.saturating_sub(1) } else { link };
-        let function = self.functions.at(lookup).map(|f| (f.entry, f.name.as_str()));
+        let lookup = if return_address {
+            link.saturating_sub(1)
+        } else {
+            link
+        };
+        let function = self
+            .functions
+            .at(lookup)
+            .map(|f| (f.entry, f.name.as_str()));
         let (symbol, offset) = match function {
             Some((entry, name)) => {
-                let symbol = self.names.entry(entry).or_insert_with(|| name.into()).clone();
+                let symbol = self
+                    .names
+                    .entry(entry)
+                    .or_insert_with(|| name.into())
+                    .clone();
                 (Some(symbol), Some(link - entry))
             }
             None => (None, None),

@@ -85,7 +85,9 @@ impl Hooks {
                     .with_context(|| format!("the code of {name} is not in the file"))?;
                 let returns = return_sites::find(code, function.entry);
                 if returns.is_empty() {
-                    bail!("{name} has no return instruction go-maps can find; its writes could never close");
+                    bail!(
+                        "{name} has no return instruction go-maps can find; its writes could never close"
+                    );
                 }
                 returns
             };
@@ -113,7 +115,13 @@ impl Hooks {
     /// Attaches every uprobe for `pid` alone. `target` is the path the kernel resolves
     /// to the binary's inode (for a running process, /proc/PID/exe: it works across
     /// mount namespaces).
-    pub fn attach(&self, ebpf: &mut Ebpf, binary: &GoBinary, target: &Path, pid: u32) -> Result<usize> {
+    pub fn attach(
+        &self,
+        ebpf: &mut Ebpf,
+        binary: &GoBinary,
+        target: &Path,
+        pid: u32,
+    ) -> Result<usize> {
         let pid = NonZeroU32::new(pid).ok_or_else(|| anyhow!("pid 0 cannot be audited"))?;
         let mut probes = 0;
         for (index, hook) in self.list.iter().enumerate() {
@@ -128,9 +136,12 @@ impl Hooks {
                     .flat_map(|p| hook.returns.iter().map(move |&r| (p, r))),
             );
             for (program, address) in sites {
-                let offset = binary
-                    .file_offset(address)
-                    .with_context(|| format!("{} at {address:#x} is not in a loaded segment", hook.function))?;
+                let offset = binary.file_offset(address).with_context(|| {
+                    format!(
+                        "{} at {address:#x} is not in a loaded segment",
+                        hook.function
+                    )
+                })?;
                 let uprobe: &mut UProbe = loader::program(ebpf, program)?.try_into()?;
                 if uprobe.fd().is_err() {
                     uprobe

@@ -32,7 +32,11 @@ impl FunctionTable {
         }
         let nfunc = read.u64(8)? as usize;
         let (text_start, names, pcln) = if go118 {
-            (read.u64(24)?, read.u64(32)? as usize, read.u64(64)? as usize)
+            (
+                read.u64(24)?,
+                read.u64(32)? as usize,
+                read.u64(64)? as usize,
+            )
         } else {
             (0, read.u64(24)? as usize, read.u64(56)? as usize)
         };
@@ -45,16 +49,16 @@ impl FunctionTable {
                 let end = text_start + u64::from(read.u32(at + 8)?);
                 (entry, read.u32(at + 4)? as usize, end)
             } else {
-                (read.u64(at)?, read.u64(at + 8)? as usize, read.u64(at + 16)?)
+                (
+                    read.u64(at)?,
+                    read.u64(at + 8)? as usize,
+                    read.u64(at + 16)?,
+                )
             };
             let name_field = pcln + func_offset + if go118 { 4 } else { 8 };
             let name_offset = read.u32(name_field)? as i32;
             let name = read.c_string(names.wrapping_add(name_offset as isize as usize))?;
-            functions.push(GoFunction {
-                name,
-                entry,
-                end,
-            });
+            functions.push(GoFunction { name, entry, end });
         }
         functions.sort_by_key(|f| f.entry);
         Ok(Self { functions })

@@ -57,7 +57,10 @@ impl RaceReports {
             comm: comm(&record.header.comm),
             go_version: self.go_version.clone(),
             map: record.map,
-            overlap_ns: record.current.start_ns.saturating_sub(record.holder.start_ns),
+            overlap_ns: record
+                .current
+                .start_ns
+                .saturating_sub(record.holder.start_ns),
             writers: [self.writer(&record.holder), self.writer(&record.current)],
         })
     }
@@ -65,7 +68,7 @@ impl RaceReports {
     pub fn crash(&mut self, record: &GoCrashRecord) -> RuntimeCrash {
         self.counters.crashes_reported += 1;
         let message = &record.message[..record.message_len as usize];
-        let open = (record.map != 0).then(|| {
+        let open = (record.in_map_write != 0).then(|| {
             let hook = self.hooks.get(record.map_hook);
             OpenWrite {
                 map: record.map,
@@ -79,7 +82,11 @@ impl RaceReports {
             tid: record.writer.tid,
             comm: comm(&record.header.comm),
             goid: record.writer.goid,
-            kind: if record.crash == CRASH_FATAL { "fatal" } else { "panic" },
+            kind: if record.crash == CRASH_FATAL {
+                "fatal"
+            } else {
+                "panic"
+            },
             message: (!message.is_empty()).then(|| String::from_utf8_lossy(message).into_owned()),
             in_map_write: open,
             stack,
@@ -99,7 +106,7 @@ impl RaceReports {
                 });
             }
         }
-        out.sort_by(|x, y| y.count.cmp(&x.count));
+        out.sort_by_key(|s| std::cmp::Reverse(s.count));
         out
     }
 

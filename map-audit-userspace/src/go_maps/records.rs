@@ -3,7 +3,9 @@
 
 use map_audit_common::{
     MAX_STACK_DEPTH,
-    go_maps::{CRASH_MESSAGE_LEN, GoCrashRecord, GoRaceRecord, GoWriter, KIND_GO_CRASH, KIND_GO_MAP_RACE},
+    go_maps::{
+        CRASH_MESSAGE_LEN, GoCrashRecord, GoRaceRecord, GoWriter, KIND_GO_CRASH, KIND_GO_MAP_RACE,
+    },
 };
 
 use crate::records::{DecodeError, read};
@@ -16,7 +18,13 @@ pub enum GoRecord {
 pub fn decode(bytes: &[u8]) -> Result<GoRecord, DecodeError> {
     let kind = match bytes.get(..4) {
         Some(kind) => u32::from_le_bytes(kind.try_into().expect("4 bytes")),
-        None => return Err(DecodeError::InvalidSize { kind: "go", size: bytes.len(), expected: 4 }),
+        None => {
+            return Err(DecodeError::InvalidSize {
+                kind: "go",
+                size: bytes.len(),
+                expected: 4,
+            });
+        }
     };
     match kind {
         KIND_GO_MAP_RACE => {
@@ -105,6 +113,9 @@ mod tests {
         assert!(decode(&bytes_of(&bad)).is_err());
         let mut unknown = race();
         unknown.header.kind = 99;
-        assert!(matches!(decode(&bytes_of(&unknown)), Err(DecodeError::UnknownKind(99))));
+        assert!(matches!(
+            decode(&bytes_of(&unknown)),
+            Err(DecodeError::UnknownKind(99))
+        ));
     }
 }

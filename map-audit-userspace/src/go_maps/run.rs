@@ -43,7 +43,11 @@ pub fn run(args: GoMapsArgs) -> Result<i32> {
             target::check_pids(&[pid])?;
             let exe = std::fs::read_link(format!("/proc/{pid}/exe"))
                 .with_context(|| format!("cannot see pid {pid}'s program"))?;
-            (Some(pid), PathBuf::from(format!("/proc/{pid}/exe")), format!("pid {pid}'s program {}", exe.display()))
+            (
+                Some(pid),
+                PathBuf::from(format!("/proc/{pid}/exe")),
+                format!("pid {pid}'s program {}", exe.display()),
+            )
         }
         (None, Some(name)) => {
             let path = target::program_path(name)?;
@@ -54,21 +58,31 @@ pub fn run(args: GoMapsArgs) -> Result<i32> {
     kernel_support::require_run_prerequisites()?;
     let binary = GoBinary::open(&path, &shown)?;
     if binary.info.goarch != "amd64" {
-        bail!("{shown} is a GOARCH={} build; go-maps reads amd64 registers only", binary.info.goarch);
+        bail!(
+            "{shown} is a GOARCH={} build; go-maps reads amd64 registers only",
+            binary.info.goarch
+        );
     }
     let functions = {
         let elf = binary.elf();
-        let section = elf
-            .section_by_name(".gopclntab")
-            .ok_or_else(|| anyhow!("{shown} has no .gopclntab section, so go-maps cannot find its functions"))?;
-        FunctionTable::parse(section.data()?).with_context(|| format!("reading the function table of {shown} failed"))?
+        let section = elf.section_by_name(".gopclntab").ok_or_else(|| {
+            anyhow!("{shown} has no .gopclntab section, so go-maps cannot find its functions")
+        })?;
+        FunctionTable::parse(section.data()?)
+            .with_context(|| format!("reading the function table of {shown} failed"))?
     };
     let hooks = Hooks::find(&binary, &functions)?;
     let goid = goid_offset::find(&binary)?;
     raise_memlock_limit();
 
-    let held = if args.command.is_empty() { None } else { Some(HeldCommand::spawn(&args.command)?) };
-    let pid = pid.or(held.as_ref().map(|h| h.pid)).expect("a pid or a command");
+    let held = if args.command.is_empty() {
+        None
+    } else {
+        Some(HeldCommand::spawn(&args.command)?)
+    };
+    let pid = pid
+        .or(held.as_ref().map(|h| h.pid))
+        .expect("a pid or a command");
     let mut ebpf = load::load(
         &GoConfig {
             tgid: pid,
@@ -107,7 +121,11 @@ pub fn run(args: GoMapsArgs) -> Result<i32> {
     writer.flush();
 
     let bias = if binary.pie { None } else { Some(0) };
-    let symbols = GoSymbols::new(functions, &binary.path.display().to_string(), bias.unwrap_or(0));
+    let symbols = GoSymbols::new(
+        functions,
+        &binary.path.display().to_string(),
+        bias.unwrap_or(0),
+    );
     let reports = RaceReports::new(symbols, hooks, binary.info.go_version.clone(), clock);
     let counters = PerCpuArray::try_from(take_map(&mut ebpf, "GO_COUNTERS")?)?;
     let ring = RingBuf::try_from(take_map(&mut ebpf, "EVENTS")?)?;
@@ -161,7 +179,8 @@ impl Session<'_> {
         let mut tick = tokio::time::interval(TICK);
         let mut stats_tick = tokio::time::interval(args.stats_interval);
         stats_tick.tick().await;
-        let deadline = tokio::time::sleep(args.duration.unwrap_or(Duration::from_secs(u64::MAX / 4)));
+        let deadline =
+            tokio::time::sleep(args.duration.unwrap_or(Duration::from_secs(u64::MAX / 4)));
         tokio::pin!(deadline);
         let (exit_tx, mut exit_rx) = tokio::sync::oneshot::channel();
         if let Some(held) = &held {
@@ -215,7 +234,10 @@ impl Session<'_> {
                     Some(event) => (race.header.ts_ns, GoEvent::ConcurrentWrite(event)),
                     None => continue,
                 },
-                Ok(GoRecord::Crash(crash)) => (crash.header.ts_ns, GoEvent::Crash(self.reports.crash(&crash))),
+                Ok(GoRecord::Crash(crash)) => (
+                    crash.header.ts_ns,
+                    GoEvent::Crash(self.reports.crash(&crash)),
+                ),
                 Err(err) => {
                     self.reports.counters.records_undecodable += 1;
                     log::warn!("{err}");
@@ -242,7 +264,12 @@ impl Session<'_> {
         }
     }
 
-    fn stats(&mut self, kernel: GoKernelCounters, final_totals: bool, command_exit_code: Option<i32>) {
+    fn stats(
+        &mut self,
+        kernel: GoKernelCounters,
+        final_totals: bool,
+        command_exit_code: Option<i32>,
+    ) {
         let suppressed = self.reports.take_suppressed();
         self.writer.write(
             None,

@@ -1,6 +1,8 @@
 // Workloads for map-audit's Go mode tests and benchmark. Usage: mapwriters MODE [N]
 //
 //	race      two goroutines write one map until the runtime throws
+//	race-on-input  the same, once a line arrives on stdin (for --pid tests)
+//	nilpanic N N goroutines in turn assign to a nil map and recover from the panic
 //	mutex N   four goroutines write one map N times each under a sync.Mutex
 //	syncmap N four goroutines store N times each into one sync.Map
 //	local N   four goroutines write N times each into maps of their own
@@ -8,6 +10,7 @@
 package main
 
 import (
+	"bufio"
 	"fmt"
 	"os"
 	"strconv"
@@ -73,6 +76,20 @@ func serialWriter(m map[int]int, n int) {
 	}
 }
 
+//go:noinline
+func nilMapWriter() (recovered bool) {
+	defer func() { recovered = recover() != nil }()
+	var m map[string]int
+	m["nil"] = 1
+	return false
+}
+
+func race() {
+	ks := keys(64)
+	go raceWriterA(ks)
+	raceWriterB(ks)
+}
+
 func parallel(work func(w int)) {
 	var wg sync.WaitGroup
 	for w := 0; w < workers; w++ {
@@ -96,9 +113,18 @@ func main() {
 	}
 	switch os.Args[1] {
 	case "race":
-		ks := keys(64)
-		go raceWriterA(ks)
-		raceWriterB(ks)
+		race()
+	case "race-on-input":
+		bufio.NewReader(os.Stdin).ReadString('\n')
+		race()
+	case "nilpanic":
+		for i := 0; i < n; i++ {
+			done := make(chan bool)
+			go func() { done <- nilMapWriter() }()
+			if !<-done {
+				os.Exit(3)
+			}
+		}
 	case "mutex":
 		m, mu := map[int]int{}, &sync.Mutex{}
 		parallel(func(w int) { mutexWriter(m, mu, w*1024, n) })
@@ -113,5 +139,4 @@ func main() {
 		fmt.Fprintln(os.Stderr, "unknown mode", os.Args[1])
 		os.Exit(2)
 	}
-	fmt.Println("done")
 }

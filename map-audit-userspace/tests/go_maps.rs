@@ -1,0 +1,362 @@
+//! Go mode (`map-audit go-maps`) against real Go programs built here by Debian's Go
+//! 1.19 (classic maps) and 1.24 (Swiss-table maps) from `tests/go/mapwriters.go`.
+//! `cargo xtask test` installs both toolchains; without one, its tests fail and say
+//! how to install it.
+
+mod common;
+
+use std::{
+    collections::{BTreeSet, HashMap},
+    io::Write,
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    sync::{Mutex, OnceLock},
+};
+
+use common::{AGENT, Agent, Run, hex, run_agent, workload};
+use serde_json::Value;
+
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+enum Go {
+    V1_19,
+    V1_24,
+}
+
+impl Go {
+    fn binary(self) -> PathBuf {
+        let path = match self {
+            Go::V1_19 => PathBuf::from("/usr/lib/go-1.19/bin/go"),
+            Go::V1_24 => Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../target/toolchains/go-1.24/usr/lib/go-1.24/bin/go"),
+        };
+        assert!(
+            path.exists(),
+            "{} is missing: `cargo xtask test` installs the Go toolchains (golang-1.19-go from apt, golang-1.24-go unpacked from trixie)",
+            path.display()
+        );
+        path
+    }
+}
+
+/// `mapwriters` built by `go` (stripped with -ldflags=-s -w when asked), once per test
+/// binary.
+fn mapwriters(go: Go, stripped: bool) -> PathBuf {
+    static BUILT: OnceLock<Mutex<HashMap<(Go, bool), PathBuf>>> = OnceLock::new();
+    let mut built = BUILT.get_or_init(Default::default).lock().unwrap();
+    built
+        .entry((go, stripped))
+        .or_insert_with(|| {
+            let tmp = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+            let out = tmp.join(format!(
+                "mapwriters-{go:?}-{stripped}-{}",
+                std::process::id()
+            ));
+            let toolchain = go.binary();
+            let goroot = toolchain.parent().unwrap().parent().unwrap();
+            let mut build = Command::new(&toolchain);
+            build
+                .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/go"))
+                .env("GOROOT", goroot)
+                .env("GOTOOLCHAIN", "local")
+                .env("GOCACHE", tmp.join("gocache"))
+                .env("GOPATH", tmp.join("gopath"))
+                .env("HOME", &tmp)
+                .args(["build", "-o"])
+                .arg(&out);
+            if stripped {
+                build.arg("-ldflags=-s -w");
+            }
+            let status = build.arg("mapwriters.go").status().expect("go runs");
+            assert!(status.success(), "building mapwriters with {go:?} failed");
+            out
+        })
+        .clone()
+}
+
+fn go_maps(program: &Path, args: &[&str]) -> Run {
+    let mut all = vec!["go-maps", "--", program.to_str().unwrap()];
+    all.extend_from_slice(args);
+    run_agent(&all)
+}
+
+fn counter(run: &Run, name: &str) -> u64 {
+    let stopped = run.events.last().expect("events");
+    assert_eq!(
+        stopped["event"], "go_maps_stopped",
+        "the last event is go_maps_stopped"
+    );
+    stopped["counters"]["kernel"][name].as_u64().unwrap()
+}
+
+/// The symbol of each frame.
+fn symbols(stack: &Value) -> Vec<&str> {
+    stack
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["symbol"].as_str().unwrap_or("?"))
+        .collect()
+}
+
+/// Two goroutines race on one map until the runtime throws: the agent names both
+/// writers' functions, before the crash, and ties the crash to the map.
+fn reports_a_race_before_the_crash(program: &Path) -> Run {
+    let run = go_maps(program, &["race"]);
+    assert_eq!(
+        run.status.code(),
+        Some(2),
+        "Go's fatal error exit code passes through; stderr:\n{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("fatal error: concurrent map writes"),
+        "{}",
+        run.stderr
+    );
+    let races = run.of_kind("go_map_concurrent_write");
+    assert!(
+        !races.is_empty(),
+        "no race reported; stderr:\n{}",
+        run.stderr
+    );
+    let race = races[0];
+    let writers = race["writers"].as_array().unwrap();
+    assert_ne!(writers[0]["goid"], writers[1]["goid"], "two goroutines");
+    let callers: BTreeSet<&str> = writers.iter().map(|w| symbols(&w["stack"])[1]).collect();
+    assert_eq!(
+        callers,
+        BTreeSet::from(["main.raceWriterA", "main.raceWriterB"]),
+        "both writers' functions are named: {race}"
+    );
+    for writer in writers {
+        let stack = symbols(&writer["stack"]);
+        assert_eq!(
+            Some(stack[0]),
+            writer["function"].as_str(),
+            "the stack starts in the hooked runtime function"
+        );
+        assert!(stack[0].starts_with("runtime.map"), "{stack:?}");
+        assert!(
+            stack.contains(&"runtime.goexit") || stack.contains(&"runtime.main"),
+            "the walk reaches the goroutine's start: {stack:?}"
+        );
+    }
+    let map = hex(race["map"].as_str().unwrap());
+    assert_ne!(map, 0);
+    let crash = run
+        .of_kind("go_runtime_crash")
+        .into_iter()
+        .find(|c| c["kind"] == "fatal")
+        .expect("the fatal error is reported");
+    assert_eq!(crash["message"], "concurrent map writes");
+    assert_eq!(
+        hex(crash["in_map_write"]["map"].as_str().unwrap()),
+        map,
+        "the crash is tied to the raced map"
+    );
+    assert!(
+        race["ts"].as_str() < crash["ts"].as_str(),
+        "the race is reported before the runtime's crash"
+    );
+    let reported = run.of_kind("go_map_concurrent_write").len() as u64;
+    let stopped = run.events.last().unwrap();
+    let agent = &stopped["counters"]["agent"];
+    assert_eq!(
+        counter(&run, "races") - counter(&run, "races_lost_ringbuf_full"),
+        reported + agent["races_suppressed"].as_u64().unwrap(),
+        "every race is printed or counted as suppressed: {stopped}"
+    );
+    assert_eq!(stopped["command_exit_code"], 2);
+    run
+}
+
+#[test]
+fn reports_both_goroutines_of_a_map_race_before_the_crash_go1_19() {
+    let run = reports_a_race_before_the_crash(&mapwriters(Go::V1_19, false));
+    let started = &run.events[0];
+    assert_eq!(started["event"], "go_maps_started");
+    assert_eq!(started["go_version"], "go1.19.8");
+    assert_eq!(
+        (
+            started["goid_offset"].as_u64(),
+            started["goid_offset_source"].as_str()
+        ),
+        (Some(152), Some("dwarf"))
+    );
+}
+
+#[test]
+fn reports_both_goroutines_of_a_swiss_map_race_before_the_crash_go1_24() {
+    let run = reports_a_race_before_the_crash(&mapwriters(Go::V1_24, false));
+    let started = &run.events[0];
+    assert_eq!(started["go_version"], "go1.24.4");
+    assert_eq!(
+        (
+            started["goid_offset"].as_u64(),
+            started["goid_offset_source"].as_str()
+        ),
+        (Some(160), Some("dwarf"))
+    );
+}
+
+#[test]
+fn a_stripped_binary_is_named_from_gopclntab_go1_19() {
+    let run = reports_a_race_before_the_crash(&mapwriters(Go::V1_19, true));
+    let started = &run.events[0];
+    assert_eq!(started["stripped"], true);
+    assert_eq!(
+        (
+            started["goid_offset"].as_u64(),
+            started["goid_offset_source"].as_str()
+        ),
+        (Some(152), Some("table"))
+    );
+}
+
+/// Correct programs with a million map writes each: not one report.
+fn correct_programs_get_no_reports(go: Go) {
+    let program = mapwriters(go, false);
+    for (mode, min_writes) in [
+        ("mutex", 1_000_000),
+        ("local", 1_000_000),
+        ("syncmap", 4096),
+    ] {
+        let run = go_maps(&program, &[mode, "250000"]);
+        assert_eq!(run.status.code(), Some(0), "{mode}: {}", run.stderr);
+        assert!(
+            run.of_kind("go_map_concurrent_write").is_empty(),
+            "{mode}: a false report"
+        );
+        assert!(
+            run.of_kind("go_runtime_crash").is_empty(),
+            "{mode}: a false crash"
+        );
+        let entered = counter(&run, "writes_entered");
+        assert!(
+            entered >= min_writes,
+            "{mode}: only {entered} writes were seen"
+        );
+        assert_eq!(counter(&run, "races"), 0, "{mode}");
+        assert_eq!(
+            counter(&run, "writers_expired"),
+            0,
+            "{mode}: no write outlived the TTL"
+        );
+        assert_eq!(
+            entered,
+            counter(&run, "writes_returned") + counter(&run, "reentries"),
+            "{mode}: every write entered returned (stack growth re-enters without returning twice)"
+        );
+    }
+}
+
+#[test]
+fn mutex_sync_map_and_local_maps_get_no_reports_go1_19() {
+    correct_programs_get_no_reports(Go::V1_19);
+}
+
+#[test]
+fn mutex_sync_map_and_local_maps_get_no_reports_go1_24() {
+    correct_programs_get_no_reports(Go::V1_24);
+}
+
+/// A panic inside a map write (assignment to a nil map) unwinds past its return
+/// instructions: the gopanic hook closes it, so the next goroutine's write to the
+/// same (nil) map is no race.
+#[test]
+fn a_panic_inside_a_map_write_closes_it_go1_19() {
+    let run = go_maps(&mapwriters(Go::V1_19, false), &["nilpanic", "5"]);
+    assert_eq!(run.status.code(), Some(0), "{}", run.stderr);
+    let panics = run.of_kind("go_runtime_crash");
+    assert_eq!(panics.len(), 5);
+    for panic in panics {
+        assert_eq!(panic["kind"], "panic");
+        assert_eq!(panic["in_map_write"]["map"], "0x0");
+        assert_eq!(panic["in_map_write"]["operation"], "assign");
+        assert_eq!(
+            symbols(&panic["stack"])[..3],
+            [
+                "runtime.gopanic",
+                "runtime.mapassign_faststr",
+                "main.nilMapWriter"
+            ]
+        );
+    }
+    assert!(run.of_kind("go_map_concurrent_write").is_empty());
+    assert_eq!(counter(&run, "writes_closed_by_panic"), 5);
+}
+
+/// `--pid`: attach to a Go program that is already running (through /proc/PID/exe).
+#[test]
+fn attaches_to_a_running_go_process_by_pid_go1_24() {
+    let mut program = Command::new(mapwriters(Go::V1_24, false))
+        .arg("race-on-input")
+        .stdin(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = program.id().to_string();
+    let mut agent = Agent::start(&["go-maps", "--pid", &pid]);
+    let started = agent.first("go_maps_started", |e| e["event"] == "go_maps_started");
+    assert_eq!(started["pid"].as_u64(), Some(u64::from(program.id())));
+    assert!(started["command"].is_null());
+    writeln!(program.stdin.as_mut().unwrap()).unwrap();
+    assert_eq!(program.wait().unwrap().code(), Some(2));
+    let run = agent.wait();
+    assert_eq!(
+        run.status.code(),
+        Some(0),
+        "the agent ends with its target: {}",
+        run.stderr
+    );
+    let race = run.of_kind("go_map_concurrent_write");
+    assert!(!race.is_empty(), "{}", run.stderr);
+    assert!(
+        run.of_kind("go_runtime_crash")
+            .iter()
+            .any(|c| c["message"] == "concurrent map writes")
+    );
+}
+
+#[test]
+fn refuses_a_program_that_is_not_go() {
+    let out = Command::new(AGENT)
+        .args(["go-maps", "--"])
+        .arg(workload())
+        .arg("mmap")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(out.stdout.is_empty());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.lines().count(), 1, "one sentence: {stderr}");
+    assert!(
+        stderr.contains(
+            "is not a Go program (it has no .go.buildinfo section); go-maps audits Go binaries only"
+        ),
+        "{stderr}"
+    );
+    // --pid of a running process that is not Go: this test binary.
+    let out = Command::new(AGENT)
+        .args(["go-maps", "--pid", &std::process::id().to_string()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is not a Go program"));
+}
+
+#[test]
+fn go_maps_needs_exactly_one_target() {
+    for args in [
+        &["go-maps"][..],
+        &["go-maps", "--pid", "1", "--", "/bin/true"],
+    ] {
+        let out = Command::new(AGENT).args(args).output().unwrap();
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.starts_with("map-audit: ") && stderr.lines().count() == 1,
+            "{stderr}"
+        );
+    }
+}
