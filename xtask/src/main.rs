@@ -1,6 +1,7 @@
 //! `cargo xtask`: the one entry point for building, running and testing map-audit.
 
 mod bench;
+mod bench_go;
 mod build_ebpf;
 mod go_toolchains;
 mod soak;
@@ -46,6 +47,9 @@ enum Task {
         /// Rounds of interleaved runs (medians are reported).
         #[arg(long, default_value_t = 5)]
         rounds: usize,
+        /// Measure Go mode's cost per map write instead (docs/benchmarks-go.md).
+        #[arg(long)]
+        go: bool,
     },
     /// Run the fault-hook and audit tests on Debian kernels under qemu (TCG) and print
     /// a table of kernel x fault hook (needs root: the guests load eBPF).
@@ -89,9 +93,13 @@ fn main() -> Result<()> {
                 ],
             )
         }
-        Task::Bench { rounds } => {
+        Task::Bench { rounds, go } => {
             build_all(true)?;
-            bench::bench(rounds)
+            if go {
+                bench_go::bench(rounds)
+            } else {
+                bench::bench(rounds)
+            }
         }
         Task::VmTest { kernels } => vm_test::vm_test(&kernels),
         Task::Soak { minutes } => {
