@@ -38,17 +38,26 @@ impl Go {
     }
 }
 
-/// `mapwriters` built by `go` (stripped with -ldflags=-s -w when asked), once per test
-/// binary.
-fn mapwriters(go: Go, stripped: bool) -> PathBuf {
-    static BUILT: OnceLock<Mutex<HashMap<(Go, bool), PathBuf>>> = OnceLock::new();
+/// How `mapwriters` is built.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+enum Build {
+    Plain,
+    /// -ldflags=-s -w: no symbol table, no DWARF.
+    Stripped,
+    /// -buildmode=pie: loaded at a random base.
+    Pie,
+}
+
+/// `mapwriters` built by `go`, once per test binary.
+fn mapwriters(go: Go, how: Build) -> PathBuf {
+    static BUILT: OnceLock<Mutex<HashMap<(Go, Build), PathBuf>>> = OnceLock::new();
     let mut built = BUILT.get_or_init(Default::default).lock().unwrap();
     built
-        .entry((go, stripped))
+        .entry((go, how))
         .or_insert_with(|| {
             let tmp = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
             let out = tmp.join(format!(
-                "mapwriters-{go:?}-{stripped}-{}",
+                "mapwriters-{go:?}-{how:?}-{}",
                 std::process::id()
             ));
             let toolchain = go.binary();
@@ -63,8 +72,14 @@ fn mapwriters(go: Go, stripped: bool) -> PathBuf {
                 .env("HOME", &tmp)
                 .args(["build", "-o"])
                 .arg(&out);
-            if stripped {
-                build.arg("-ldflags=-s -w");
+            match how {
+                Build::Plain => {}
+                Build::Stripped => {
+                    build.arg("-ldflags=-s -w");
+                }
+                Build::Pie => {
+                    build.arg("-buildmode=pie");
+                }
             }
             let status = build.arg("mapwriters.go").status().expect("go runs");
             assert!(status.success(), "building mapwriters with {go:?} failed");
@@ -172,7 +187,7 @@ fn reports_a_race_before_the_crash(program: &Path) -> Run {
 
 #[test]
 fn reports_both_goroutines_of_a_map_race_before_the_crash_go1_19() {
-    let run = reports_a_race_before_the_crash(&mapwriters(Go::V1_19, false));
+    let run = reports_a_race_before_the_crash(&mapwriters(Go::V1_19, Build::Plain));
     let started = &run.events[0];
     assert_eq!(started["event"], "go_maps_started");
     assert_eq!(started["go_version"], "go1.19.8");
@@ -187,7 +202,7 @@ fn reports_both_goroutines_of_a_map_race_before_the_crash_go1_19() {
 
 #[test]
 fn reports_both_goroutines_of_a_swiss_map_race_before_the_crash_go1_24() {
-    let run = reports_a_race_before_the_crash(&mapwriters(Go::V1_24, false));
+    let run = reports_a_race_before_the_crash(&mapwriters(Go::V1_24, Build::Plain));
     let started = &run.events[0];
     assert_eq!(started["go_version"], "go1.24.4");
     assert_eq!(
@@ -201,7 +216,7 @@ fn reports_both_goroutines_of_a_swiss_map_race_before_the_crash_go1_24() {
 
 #[test]
 fn a_stripped_binary_is_named_from_gopclntab_go1_19() {
-    let run = reports_a_race_before_the_crash(&mapwriters(Go::V1_19, true));
+    let run = reports_a_race_before_the_crash(&mapwriters(Go::V1_19, Build::Stripped));
     let started = &run.events[0];
     assert_eq!(started["stripped"], true);
     assert_eq!(
@@ -213,9 +228,27 @@ fn a_stripped_binary_is_named_from_gopclntab_go1_19() {
     );
 }
 
+#[test]
+fn a_pie_binary_is_symbolised_at_its_load_address_go1_24() {
+    let run = reports_a_race_before_the_crash(&mapwriters(Go::V1_24, Build::Pie));
+    let race = run.of_kind("go_map_concurrent_write")[0];
+    let entry = hex(race["writers"][0]["stack"][0]["addr"].as_str().unwrap());
+    let hook = run.events[0]["hooks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h["function"] == race["writers"][0]["function"])
+        .unwrap();
+    assert_ne!(
+        entry,
+        hex(hook["entry"].as_str().unwrap()),
+        "the binary was loaded away from its link address"
+    );
+}
+
 /// Correct programs with a million map writes each: not one report.
 fn correct_programs_get_no_reports(go: Go) {
-    let program = mapwriters(go, false);
+    let program = mapwriters(go, Build::Plain);
     for (mode, min_writes) in [
         ("mutex", 1_000_000),
         ("local", 1_000_000),
@@ -265,7 +298,7 @@ fn mutex_sync_map_and_local_maps_get_no_reports_go1_24() {
 /// same (nil) map is no race.
 #[test]
 fn a_panic_inside_a_map_write_closes_it_go1_19() {
-    let run = go_maps(&mapwriters(Go::V1_19, false), &["nilpanic", "5"]);
+    let run = go_maps(&mapwriters(Go::V1_19, Build::Plain), &["nilpanic", "5"]);
     assert_eq!(run.status.code(), Some(0), "{}", run.stderr);
     let panics = run.of_kind("go_runtime_crash");
     assert_eq!(panics.len(), 5);
@@ -289,7 +322,7 @@ fn a_panic_inside_a_map_write_closes_it_go1_19() {
 /// `--pid`: attach to a Go program that is already running (through /proc/PID/exe).
 #[test]
 fn attaches_to_a_running_go_process_by_pid_go1_24() {
-    let mut program = Command::new(mapwriters(Go::V1_24, false))
+    let mut program = Command::new(mapwriters(Go::V1_24, Build::Plain))
         .arg("race-on-input")
         .stdin(Stdio::piped())
         .stderr(Stdio::null())

@@ -56,7 +56,8 @@ pub fn bench(rounds: usize) -> Result<()> {
         traced / bare,
     );
     println!("{report}");
-    fs::write(root.join("docs/benchmarks-go.md"), report).context("writing docs/benchmarks-go.md failed")
+    fs::write(root.join("docs/benchmarks-go.md"), report)
+        .context("writing docs/benchmarks-go.md failed")
 }
 
 fn build_program(root: &Path) -> Result<PathBuf> {

@@ -14,9 +14,6 @@ pub struct GoBinary {
     data: Vec<u8>,
     pub info: BuildInfo,
     pub build_id: Option<String>,
-    /// Position-independent (ET_DYN): addresses in the process are shifted by the load
-    /// base.
-    pub pie: bool,
     /// Has no `.symtab` (built with `-ldflags=-s`): names come from `.gopclntab` alone.
     pub stripped: bool,
 }
@@ -60,7 +57,6 @@ impl GoBinary {
             .section_by_name(".note.go.buildid")
             .and_then(|s| s.data().ok())
             .and_then(parse_build_id_note);
-        let pie = elf.elf_header().e_type.get(elf.endian()) == elf::ET_DYN;
         let stripped = elf.section_by_name(".symtab").is_none();
         drop(elf);
         Ok(Self {
@@ -68,7 +64,6 @@ impl GoBinary {
             data,
             info,
             build_id,
-            pie,
             stripped,
         })
     }

@@ -10,17 +10,18 @@ use crate::events::{Frame, hex};
 pub struct GoSymbols {
     functions: FunctionTable,
     module: Arc<str>,
-    /// Runtime address minus link-time address (non-zero for PIE binaries).
+    /// Runtime address minus link-time address (non-zero for PIE binaries), learnt
+    /// from each record: its first frame is a hook whose link address is known.
     load_bias: u64,
     names: HashMap<u64, Arc<str>>,
 }
 
 impl GoSymbols {
-    pub fn new(functions: FunctionTable, module: &str, load_bias: u64) -> Self {
+    pub fn new(functions: FunctionTable, module: &str) -> Self {
         Self {
             functions,
             module: module.into(),
-            load_bias,
+            load_bias: 0,
             names: HashMap::new(),
         }
     }

@@ -126,6 +126,11 @@ impl RaceReports {
 
     /// The hooked function's entry, then the caller and its callers.
     fn stack(&mut self, writer: &GoWriter) -> (Vec<crate::events::Frame>, bool) {
+        if let Some(hook) = self.hooks.get(writer.hook) {
+            // The uprobe fired at the hook's entry: that gives a PIE binary's load bias.
+            self.symbols
+                .set_load_bias(writer.entry_ip.wrapping_sub(hook.entry));
+        }
         let mut addrs = vec![writer.entry_ip];
         addrs.extend_from_slice(frames(writer));
         let (stack, unknown) = self.symbols.frames(&addrs);

@@ -7,7 +7,7 @@ use std::{path::PathBuf, time::Duration};
 use anyhow::{Context, Result, anyhow, bail};
 use aya::maps::{MapData, PerCpuArray, RingBuf};
 use map_audit_common::go_maps::GoConfig;
-use object::{Object, ObjectSection, ObjectSegment};
+use object::{Object, ObjectSection};
 use tokio::io::{Interest, unix::AsyncFd};
 
 use super::{
@@ -65,9 +65,13 @@ pub fn run(args: GoMapsArgs) -> Result<i32> {
     }
     let functions = {
         let elf = binary.elf();
-        let section = elf.section_by_name(".gopclntab").ok_or_else(|| {
-            anyhow!("{shown} has no .gopclntab section, so go-maps cannot find its functions")
-        })?;
+        // PIE builds keep it in RELRO, as .data.rel.ro.gopclntab.
+        let section = elf
+            .section_by_name(".gopclntab")
+            .or_else(|| elf.section_by_name(".data.rel.ro.gopclntab"))
+            .ok_or_else(|| {
+                anyhow!("{shown} has no .gopclntab section, so go-maps cannot find its functions")
+            })?;
         FunctionTable::parse(section.data()?)
             .with_context(|| format!("reading the function table of {shown} failed"))?
     };
@@ -120,12 +124,7 @@ pub fn run(args: GoMapsArgs) -> Result<i32> {
     );
     writer.flush();
 
-    let bias = if binary.pie { None } else { Some(0) };
-    let symbols = GoSymbols::new(
-        functions,
-        &binary.path.display().to_string(),
-        bias.unwrap_or(0),
-    );
+    let symbols = GoSymbols::new(functions, &binary.path.display().to_string());
     let reports = RaceReports::new(symbols, hooks, binary.info.go_version.clone(), clock);
     let counters = PerCpuArray::try_from(take_map(&mut ebpf, "GO_COUNTERS")?)?;
     let ring = RingBuf::try_from(take_map(&mut ebpf, "EVENTS")?)?;
@@ -140,8 +139,6 @@ pub fn run(args: GoMapsArgs) -> Result<i32> {
     };
     let mut session = Session {
         pid,
-        binary: &binary,
-        load_bias_known: bias.is_some(),
         reports,
         writer,
     };
@@ -156,15 +153,13 @@ pub fn run(args: GoMapsArgs) -> Result<i32> {
     Ok(exit_code.unwrap_or(0))
 }
 
-struct Session<'a> {
+struct Session {
     pid: u32,
-    binary: &'a GoBinary,
-    load_bias_known: bool,
     reports: RaceReports,
     writer: JsonWriter,
 }
 
-impl Session<'_> {
+impl Session {
     async fn read_loop(
         &mut self,
         ring: RingBuf<MapData>,
@@ -202,7 +197,6 @@ impl Session<'_> {
                 }
                 _ = tick.tick() => {
                     self.drain(ring.get_mut());
-                    self.find_load_bias();
                     if held.is_none() && !std::path::Path::new(&format!("/proc/{}", self.pid)).exists() {
                         break None;
                     }
@@ -253,17 +247,6 @@ impl Session<'_> {
         }
     }
 
-    /// A PIE binary's load address, once the process has mapped it.
-    fn find_load_bias(&mut self) {
-        if self.load_bias_known {
-            return;
-        }
-        if let Some(bias) = load_bias(self.pid, self.binary) {
-            self.reports.symbols.set_load_bias(bias);
-            self.load_bias_known = true;
-        }
-    }
-
     fn stats(
         &mut self,
         kernel: GoKernelCounters,
@@ -285,20 +268,4 @@ impl Session<'_> {
         );
         self.writer.flush();
     }
-}
-
-/// Where the process mapped the start of the binary, minus its link address.
-fn load_bias(pid: u32, binary: &GoBinary) -> Option<u64> {
-    let exe = std::fs::read_link(format!("/proc/{pid}/exe")).ok()?;
-    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).ok()?;
-    let start = maps.lines().find_map(|line| {
-        let mut fields = line.split_whitespace();
-        let range = fields.next()?;
-        let offset = fields.nth(1)?;
-        let path = fields.nth(2)?;
-        (offset.trim_start_matches('0').is_empty() && std::path::Path::new(path) == exe)
-            .then(|| u64::from_str_radix(range.split('-').next()?, 16).ok())?
-    })?;
-    let first = binary.elf().segments().map(|s| s.address()).min()?;
-    Some(start.wrapping_sub(first & !0xfff))
 }
