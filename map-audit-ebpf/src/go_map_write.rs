@@ -5,7 +5,9 @@
 //! both are sent, each with its stack as of its own entry.
 
 use aya_ebpf::{
-    bindings::BPF_RB_FORCE_WAKEUP, helpers::bpf_ktime_get_ns, macros::uprobe,
+    bindings::{BPF_NOEXIST, BPF_RB_FORCE_WAKEUP},
+    helpers::bpf_ktime_get_ns,
+    macros::uprobe,
     programs::ProbeContext,
 };
 use map_audit_common::go_maps::{
@@ -41,39 +43,54 @@ pub fn go_map_write_entry(ctx: ProbeContext) -> u32 {
         return 0;
     };
     let key = map_key(tgid, map);
-    if let Some(holder) = GO_WRITERS.get_ptr_mut(&key) {
-        let holder = unsafe { &mut *holder };
-        if holder.goid == goid {
-            // The same goroutine again: stack growth restarts the function at entry.
-            bump(REENTRIES);
-            return 0;
-        }
-        let now = unsafe { bpf_ktime_get_ns() };
-        if now.saturating_sub(holder.start_ns) < go_writers::config().ttl_ns {
-            bump(RACES);
-            match EVENTS.reserve::<GoRaceRecord>(0) {
-                Some(mut entry) => {
-                    let record = entry.as_mut_ptr();
-                    unsafe {
-                        (*record).header = records::header_at(KIND_GO_MAP_RACE, now);
-                        (*record).map = map;
-                        core::ptr::copy_nonoverlapping(holder, &raw mut (*record).holder, 1);
-                        core::ptr::copy_nonoverlapping(current, &raw mut (*record).current, 1);
-                    }
-                    entry.submit(BPF_RB_FORCE_WAKEUP.into());
-                }
-                None => bump(RACES_LOST_RINGBUF_FULL),
-            }
-            // The holder keeps the map: its return closes it.
+    let mut holder = GO_WRITERS.get_ptr_mut(&key);
+    if holder.is_none() {
+        // NOEXIST: of two goroutines entering at once on two CPUs, the second to insert
+        // finds the first here.
+        if GO_WRITERS
+            .insert(&key, &*current, BPF_NOEXIST.into())
+            .is_ok()
+        {
             remember_goroutine(tgid, goid, map);
             return 0;
         }
-        bump(WRITERS_EXPIRED);
+        holder = GO_WRITERS.get_ptr_mut(&key);
     }
-    if GO_WRITERS.insert(&key, current, 0).is_err() {
+    let Some(holder) = holder else {
         bump(WRITER_TABLE_FULL);
         return 0;
+    };
+    let holder = unsafe { &mut *holder };
+    if holder.goid == goid {
+        // The same goroutine again: stack growth restarts the function at entry.
+        bump(REENTRIES);
+        return 0;
     }
+    let now = unsafe { bpf_ktime_get_ns() };
+    if now.saturating_sub(holder.start_ns) >= go_writers::config().ttl_ns {
+        bump(WRITERS_EXPIRED);
+        if GO_WRITERS.insert(&key, &*current, 0).is_err() {
+            bump(WRITER_TABLE_FULL);
+            return 0;
+        }
+        remember_goroutine(tgid, goid, map);
+        return 0;
+    }
+    bump(RACES);
+    match EVENTS.reserve::<GoRaceRecord>(0) {
+        Some(mut entry) => {
+            let record = entry.as_mut_ptr();
+            unsafe {
+                (*record).header = records::header_at(KIND_GO_MAP_RACE, now);
+                (*record).map = map;
+                core::ptr::copy_nonoverlapping(holder, &raw mut (*record).holder, 1);
+                core::ptr::copy_nonoverlapping(current, &raw mut (*record).current, 1);
+            }
+            entry.submit(BPF_RB_FORCE_WAKEUP.into());
+        }
+        None => bump(RACES_LOST_RINGBUF_FULL),
+    }
+    // The holder keeps the map: its return closes it.
     remember_goroutine(tgid, goid, map);
     0
 }

@@ -95,7 +95,11 @@ pub fn capture_at_entry(ctx: &ProbeContext, goid: u64, tid: u32) -> Option<&'sta
     writer.start_ns = unsafe { bpf_ktime_get_ns() };
     writer.stack_truncated = 0;
     writer.stack_bytes = -14; // EFAULT until walked
-    let caller = unsafe { bpf_probe_read_user(regs.rsp as *const u64) }.ok()?;
+    // An unreadable *RSP leaves the stack empty (an errno in `stack_bytes`), the write
+    // still tracked.
+    let Ok(caller) = (unsafe { bpf_probe_read_user(regs.rsp as *const u64) }) else {
+        return Some(writer);
+    };
     let from = UserRegs::Known {
         ip: caller,
         bp: regs.rbp,

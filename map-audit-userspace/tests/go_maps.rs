@@ -56,10 +56,7 @@ fn mapwriters(go: Go, how: Build) -> PathBuf {
         .entry((go, how))
         .or_insert_with(|| {
             let tmp = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
-            let out = tmp.join(format!(
-                "mapwriters-{go:?}-{how:?}-{}",
-                std::process::id()
-            ));
+            let out = tmp.join(format!("mapwriters-{go:?}-{how:?}-{}", std::process::id()));
             let toolchain = go.binary();
             let goroot = toolchain.parent().unwrap().parent().unwrap();
             let mut build = Command::new(&toolchain);
