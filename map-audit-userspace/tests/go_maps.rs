@@ -246,10 +246,12 @@ fn a_pie_binary_is_symbolised_at_its_load_address_go1_24() {
 /// Correct programs with a million map writes each: not one report.
 fn correct_programs_get_no_reports(go: Go) {
     let program = mapwriters(go, Build::Plain);
+    // sync.Map keeps new keys in a Go map until 1.24, where it became a hash trie.
+    let sync_map_writes = if go == Go::V1_19 { 4096 } else { 0 };
     for (mode, min_writes) in [
         ("mutex", 1_000_000),
         ("local", 1_000_000),
-        ("syncmap", 4096),
+        ("syncmap", sync_map_writes),
     ] {
         let run = go_maps(&program, &[mode, "250000"]);
         assert_eq!(run.status.code(), Some(0), "{mode}: {}", run.stderr);
