@@ -84,6 +84,11 @@ pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_CO
 #[map]
 pub static ID_SEQUENCE: Array<u64> = Array::with_max_entries(1, 0);
 
+/// The most bytes seen waiting in `EVENTS` (the agent reads and resets it for its
+/// metrics; a racy max is fine for a high-water mark).
+#[map]
+pub static RINGBUF_HIGH_WATER: Array<u64> = Array::with_max_entries(1, 0);
+
 /// Tracepoint field offsets, read by the agent from tracefs `format` files.
 #[unsafe(no_mangle)]
 static TRACEPOINT_OFFSETS: TracepointOffsets = TracepointOffsets::zeroed();

@@ -13,7 +13,10 @@ use map_audit_common::{
     region::Region,
 };
 
-use crate::{counters::bump, maps::EVENTS};
+use crate::{
+    counters::bump,
+    maps::{EVENTS, RINGBUF_HIGH_WATER},
+};
 
 /// Wake the agent once this much data waits; below it, fault records ride along
 /// without a wake-up (the agent also drains on a timer).
@@ -46,10 +49,22 @@ pub fn header_at(kind: u32, ts_ns: u64) -> RecordHeader {
 #[inline(always)]
 pub fn batched_wakeup_flags(len: u64) -> u64 {
     let waiting = EVENTS.query(BPF_RB_AVAIL_DATA.into());
+    note_fill(waiting + len);
     if waiting < WAKEUP_THRESHOLD_BYTES && waiting + len >= WAKEUP_THRESHOLD_BYTES {
         BPF_RB_FORCE_WAKEUP.into()
     } else {
         BPF_RB_NO_WAKEUP.into()
+    }
+}
+
+/// Raises the ring buffer's high-water mark to `filled` bytes (racy across CPUs: a
+/// mark for the agent's metrics, not an account).
+#[inline(always)]
+pub fn note_fill(filled: u64) {
+    if let Some(high) = RINGBUF_HIGH_WATER.get_ptr_mut(0)
+        && unsafe { *high } < filled
+    {
+        unsafe { *high = filled };
     }
 }
 
@@ -64,6 +79,7 @@ pub fn region_mapped(region: &Region, origin: u32) {
 #[inline(always)]
 pub fn region_change(kind: u32, region: &Region, range_start: u64, range_end: u64, detail: u32) {
     bump(REGION_EVENTS);
+    note_fill(EVENTS.query(BPF_RB_AVAIL_DATA.into()) + size_of::<RegionRecord>() as u64);
     // Written in place, not built on the stack: the table walks that call this run
     // inside `bpf_loop` callbacks, and older kernels (6.1) cap the whole call chain's
     // stack at 512 bytes.

@@ -14,7 +14,7 @@ use tokio::{
 use crate::{
     addresses,
     cgroup::Cgroup,
-    cli::RunArgs,
+    cli::{OutputFormat, RunArgs},
     clock::Clock,
     correlator::{Item, Options},
     events::{AgentStarted, Body, Scope},
@@ -22,7 +22,7 @@ use crate::{
     kernel_btf::KernelBtf,
     kernel_support,
     kernel_tallies::KernelTallies,
-    loader,
+    loader, metrics, metrics_server,
     mount_points::MountPoints,
     pipeline,
     pipeline::Message,
@@ -67,6 +67,10 @@ pub fn run(args: RunArgs) -> Result<i32> {
         "this kernel's structs differ from what map-audit reads to find mapped files' paths",
     )?;
     raise_memlock_limit();
+    if let Some(addr) = &args.metrics_addr {
+        let bound = metrics_server::start(addr)?;
+        log::info!("serving metrics on http://{bound}/metrics");
+    }
 
     let log_enabled = args.kernel_log || std::env::var_os("RUST_LOG").is_some();
     let mut ebpf = loader::load(&loader::LoadOptions {
@@ -103,6 +107,11 @@ pub fn run(args: RunArgs) -> Result<i32> {
         None
     };
     let hooks = loader::attach(&mut ebpf, args.fault_hook)?;
+    if let Some(metrics) = metrics::get() {
+        metrics.hooks_attached(&hooks);
+        metrics.table_capacity("regions", u64::from(args.region_table_size));
+        metrics.ringbuf(u64::from(args.ringbuf_size), 0);
+    }
 
     let regions = LpmTrie::try_from(take_map(&mut ebpf, "REGIONS")?)?;
     let scope = HashMap::try_from(take_map(&mut ebpf, "SCOPE")?)?;
@@ -168,6 +177,7 @@ pub fn run(args: RunArgs) -> Result<i32> {
 
     let clock = Clock::new();
     let mut writer = JsonWriter::open(args.output.as_deref(), clock)?;
+    writer.pretty = args.format == OutputFormat::Pretty;
     writer.write(
         None,
         Body::AgentStarted(AgentStarted {
@@ -209,8 +219,10 @@ pub fn run(args: RunArgs) -> Result<i32> {
 
     let stats_interval =
         (args.stats_interval > 0).then(|| Duration::from_secs(args.stats_interval));
+    let high_water = Array::try_from(take_map(&mut ebpf, "RINGBUF_HIGH_WATER")?)?;
     let exit_code = runtime.block_on(
         ReadLoop {
+            high_water,
             programs: ebpf,
             ring,
             snapshots,
@@ -260,6 +272,8 @@ struct ReadLoop<'a> {
     kernel_logger: Option<&'a mut KernelLogger>,
     /// Set by the writer when the output fails.
     output_closed: &'a OnceLock<String>,
+    /// `RINGBUF_HIGH_WATER`, read and reset per stats interval for the metrics.
+    high_water: Array<MapData, u64>,
 }
 
 impl ReadLoop<'_> {
@@ -279,6 +293,7 @@ impl ReadLoop<'_> {
             flush_interval,
             mut kernel_logger,
             output_closed,
+            mut high_water,
         } = self;
         // SAFETY: the ring buffer owns its fd and keeps it open for as long as the AsyncFd
         // that owns the ring buffer exists.
@@ -327,6 +342,11 @@ impl ReadLoop<'_> {
                     }
                 }
                 _ = stats_tick.tick(), if stats_interval.is_some() => {
+                    if let Some(metrics) = metrics::get() {
+                        let bytes = high_water.get(&0, 0).unwrap_or(0);
+                        let _ = high_water.set(0, 0, 0);
+                        metrics.ringbuf_high_water(bytes);
+                    }
                     let _ = pipeline.send(Message::Stats(KernelCounters::read(counters)?));
                 }
                 _ = flush_tick.tick(), if flush_interval.is_some() => {

@@ -6,8 +6,15 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::fault_hooks::FaultHook;
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OutputFormat {
+    Json,
+    Pretty,
+}
+
 #[derive(Debug, Parser)]
 #[command(
+    args_override_self = true,
     name = "map-audit",
     version,
     about = "Audit writes into memory mappings with eBPF; JSON lines out."
@@ -26,6 +33,36 @@ pub enum Command {
     /// Go mode: report goroutines that write one Go map at once, with both stacks,
     /// in one running Go program. A diagnostic: each map write costs two uprobe hits.
     GoMaps(GoMapsArgs),
+    /// Summarise a map-audit JSON stream: top writers by process, region and stack, or
+    /// a flame graph of write stacks.
+    Report(ReportArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// The stream to read (JSON lines as `run` prints them); `-` or nothing: stdin.
+    #[arg(value_name = "FILE|-")]
+    pub input: Option<String>,
+
+    /// Write an SVG flame graph of the write stacks, widths by write count.
+    #[arg(long, value_name = "OUT.svg")]
+    pub flamegraph: Option<PathBuf>,
+
+    /// Write collapsed stacks ("root;...;leaf COUNT" lines) for other flame-graph tools.
+    #[arg(long, value_name = "OUT.folded")]
+    pub folded: Option<PathBuf>,
+
+    /// Root the flame graph's stacks at their process or region.
+    #[arg(long, value_enum, default_value = "none")]
+    pub group_by: crate::report::write_stream::GroupBy,
+
+    /// Rows per table.
+    #[arg(long, value_name = "N", default_value_t = 10)]
+    pub top: usize,
+
+    /// Print the tables too when writing a flame graph or folded stacks.
+    #[arg(long)]
+    pub table: bool,
 }
 
 #[derive(Debug, Args)]
@@ -64,6 +101,20 @@ pub struct GoMapsArgs {
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
+    /// Read options from this TOML file (keys are the long option names, with `_` or
+    /// `-`); options given here override it (list options add to it).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// json (default: one JSON object per line, for machines) or pretty (one readable
+    /// line per event, for a terminal).
+    #[arg(long, value_enum, default_value = "json")]
+    pub format: OutputFormat,
+
+    /// Serve Prometheus metrics (the agent's health) at http://HOST:PORT/metrics.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub metrics_addr: Option<String>,
+
     /// Audit this process and the children it forks from now on (repeatable).
     #[arg(long = "pid", value_name = "PID")]
     pub pids: Vec<u32>,

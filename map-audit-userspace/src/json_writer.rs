@@ -18,6 +18,7 @@ use anyhow::{Context, Result};
 use crate::{
     clock::Clock,
     events::{Body, Event, SCHEMA},
+    metrics, pretty_format,
 };
 
 pub struct JsonWriter {
@@ -29,6 +30,8 @@ pub struct JsonWriter {
     pub lines_unwritten: u64,
     /// Why the output failed, once it has; the agent's loop watches it and stops.
     pub closed: Arc<OnceLock<String>>,
+    /// `--format pretty`: a readable line per event instead of JSON.
+    pub pretty: bool,
 }
 
 fn open_file(path: &Path) -> Result<File> {
@@ -58,6 +61,7 @@ impl JsonWriter {
             clock,
             lines_unwritten: 0,
             closed: Arc::new(OnceLock::new()),
+            pretty: false,
         })
     }
 
@@ -70,6 +74,7 @@ impl JsonWriter {
             clock,
             lines_unwritten: 0,
             closed: Arc::new(OnceLock::new()),
+            pretty: false,
         }
     }
 
@@ -96,6 +101,12 @@ impl JsonWriter {
             Some(ns) => self.clock.format_monotonic(ns),
             None => self.clock.now(),
         };
+        if let Some(metrics) = metrics::get() {
+            metrics.event_written(body.name());
+            if let Body::Stats(stats) = &body {
+                metrics.counters(&stats.counters);
+            }
+        }
         let event = Event {
             schema: SCHEMA,
             event: body.name(),
@@ -103,9 +114,16 @@ impl JsonWriter {
             host: &self.host,
             body,
         };
-        let result = serde_json::to_writer(&mut self.out, &event)
-            .map_err(io::Error::from)
-            .and_then(|()| self.out.write_all(b"\n"));
+        let result = if self.pretty {
+            serde_json::to_value(&event)
+                .map(|value| pretty_format::line(&value))
+                .map_err(io::Error::from)
+                .and_then(|line| writeln!(self.out, "{line}"))
+        } else {
+            serde_json::to_writer(&mut self.out, &event)
+                .map_err(io::Error::from)
+                .and_then(|()| self.out.write_all(b"\n"))
+        };
         if let Err(err) = result {
             self.fail(err);
         }

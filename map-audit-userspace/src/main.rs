@@ -1,10 +1,17 @@
 //! The `map-audit` command.
 
 use clap::Parser;
-use map_audit::{agent, check, cli, go_maps};
+use map_audit::{agent, check, cli, config_file, go_maps, report};
 
 fn main() {
-    let cli = cli::Cli::parse();
+    let argv = match config_file::expand(std::env::args_os().collect()) {
+        Ok(argv) => argv,
+        Err(err) => {
+            eprintln!("map-audit: {err:#}");
+            std::process::exit(1);
+        }
+    };
+    let cli = cli::Cli::parse_from(argv);
     // --kernel-log shows the eBPF programs' records (their target is the eBPF crate's
     // module path, `map_audit::...`) unless RUST_LOG says otherwise.
     let kernel_log = matches!(&cli.command, cli::Command::Run(args) if args.kernel_log);
@@ -19,6 +26,7 @@ fn main() {
         cli::Command::Check => check::run(),
         cli::Command::Run(args) => exit_code(agent::run(*args)),
         cli::Command::GoMaps(args) => exit_code(go_maps::run::run(args)),
+        cli::Command::Report(args) => exit_code(report::run(&args)),
     };
     std::process::exit(code);
 }

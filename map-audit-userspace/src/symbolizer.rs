@@ -58,6 +58,7 @@ impl StackSymbolizer {
         image: &ImageMap,
         addrs: &[u64],
     ) -> SymbolizedStack {
+        let started = crate::metrics::get().map(|_| std::time::Instant::now());
         let mut frames = Vec::with_capacity(addrs.len());
         let mut unknown_frames = 0;
         for (i, &addr) in addrs.iter().enumerate() {
@@ -66,6 +67,9 @@ impl StackSymbolizer {
             if !self.push_frames(maps, image, addr, lookup, &mut frames) {
                 unknown_frames += 1;
             }
+        }
+        if let (Some(metrics), Some(started)) = (crate::metrics::get(), started) {
+            metrics.symbolized(started.elapsed().as_secs_f64());
         }
         SymbolizedStack {
             frames,

@@ -109,6 +109,10 @@ fn main() -> Result<()> {
         Task::Test { args } => {
             build_ebpf::build()?;
             go_toolchains::ensure()?;
+            // The log-collector test runs Debian's rsyslog.
+            if !Path::new("/usr/sbin/rsyslogd").exists() {
+                toolchain::apt_install("rsyslog (the log-collector test)", &["rsyslog"])?;
+            }
             let mut test = cargo();
             test.args(["test", "--workspace"]).args(&args);
             run(&mut test)

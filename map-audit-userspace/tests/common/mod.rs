@@ -276,6 +276,16 @@ impl Agent {
         }
     }
 
+    /// The events printed so far.
+    pub fn events(&self) -> Vec<Value> {
+        self.lines
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|l| parse_event(l))
+            .collect()
+    }
+
     /// Asks the agent to stop (SIGINT) and collects the run.
     pub fn stop(mut self) -> Run {
         unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };

@@ -1,0 +1,162 @@
+//! Reads `write_fault` events out of a map-audit stream. Other events are counted and
+//! passed over; lines that are not JSON objects, or `write_fault`s missing a field the
+//! report needs, are counted as malformed and skipped.
+
+use std::io::BufRead;
+
+use anyhow::{Context, Result};
+use serde::Deserialize;
+
+/// How flame-graph stacks are rooted (`--group-by`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum GroupBy {
+    /// One graph for everything.
+    None,
+    /// A root frame per process: "comm (pid)".
+    Process,
+    /// A root frame per region: its path, or "[anon rw- 64 KiB]".
+    Region,
+}
+
+/// One `write_fault` event: one write (every-event) or an aggregate of `count`.
+#[derive(Debug, Clone)]
+pub struct Write {
+    pub pid: u32,
+    pub comm: String,
+    pub exe: Option<String>,
+    pub region: RegionLabel,
+    /// Frame labels, innermost first.
+    pub stack: Vec<String>,
+    pub count: u64,
+    pub pages: u64,
+    pub first_ts: String,
+    pub last_ts: String,
+}
+
+/// What identifies a region in the report: path (or anonymous), prot and size.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RegionLabel {
+    pub path: Option<String>,
+    pub prot: String,
+    pub size: u64,
+}
+
+impl std::fmt::Display for RegionLabel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let path = self.path.as_deref().unwrap_or("[anon]");
+        write!(f, "{path} {} {}", self.prot, human_size(self.size))
+    }
+}
+
+pub fn human_size(bytes: u64) -> String {
+    match bytes {
+        b if b >= 1 << 30 && b % (1 << 30) == 0 => format!("{} GiB", b >> 30),
+        b if b >= 1 << 20 && b % (1 << 20) == 0 => format!("{} MiB", b >> 20),
+        b if b >= 1 << 10 && b % (1 << 10) == 0 => format!("{} KiB", b >> 10),
+        b => format!("{b} B"),
+    }
+}
+
+pub struct Stream {
+    pub writes: Vec<Write>,
+    pub malformed_lines: u64,
+    pub first_malformed_line: Option<u64>,
+    /// Lines of other kinds (region events, stats...).
+    pub other_events: u64,
+}
+
+#[derive(Deserialize)]
+struct Event {
+    event: String,
+}
+
+#[derive(Deserialize)]
+struct WriteFault {
+    pid: u32,
+    comm: String,
+    exe: Option<String>,
+    ts: String,
+    region: Region,
+    stack: Vec<Frame>,
+    count: Option<u64>,
+    pages: Option<u64>,
+    first_ts: Option<String>,
+    last_ts: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Region {
+    start: String,
+    end: String,
+    prot: String,
+    path: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Frame {
+    addr: String,
+    symbol: Option<String>,
+    module: Option<String>,
+}
+
+pub fn read(input: impl BufRead) -> Result<Stream> {
+    let mut stream = Stream {
+        writes: Vec::new(),
+        malformed_lines: 0,
+        first_malformed_line: None,
+        other_events: 0,
+    };
+    for (number, line) in input.lines().enumerate() {
+        let line = line.context("reading the stream failed")?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        match parse(&line) {
+            Ok(Some(write)) => stream.writes.push(write),
+            Ok(None) => stream.other_events += 1,
+            Err(()) => {
+                stream.malformed_lines += 1;
+                stream.first_malformed_line.get_or_insert(number as u64 + 1);
+            }
+        }
+    }
+    Ok(stream)
+}
+
+fn parse(line: &str) -> Result<Option<Write>, ()> {
+    let kind: Event = serde_json::from_str(line).map_err(|_| ())?;
+    if kind.event != "write_fault" {
+        return Ok(None);
+    }
+    let event: WriteFault = serde_json::from_str(line).map_err(|_| ())?;
+    let address =
+        |text: &str| u64::from_str_radix(text.trim_start_matches("0x"), 16).map_err(|_| ());
+    let size = address(&event.region.end)?.saturating_sub(address(&event.region.start)?);
+    Ok(Some(Write {
+        pid: event.pid,
+        comm: event.comm,
+        exe: event.exe,
+        region: RegionLabel {
+            path: event.region.path,
+            prot: event.region.prot,
+            size,
+        },
+        stack: event.stack.iter().map(frame_label).collect(),
+        count: event.count.unwrap_or(1),
+        pages: event.pages.unwrap_or(1),
+        first_ts: event.first_ts.unwrap_or_else(|| event.ts.clone()),
+        last_ts: event.last_ts.unwrap_or(event.ts),
+    }))
+}
+
+/// The symbol, or "module+addr" (file name only) when the frame has none.
+fn frame_label(frame: &Frame) -> String {
+    match (&frame.symbol, &frame.module) {
+        (Some(symbol), _) => symbol.clone(),
+        (None, Some(module)) => {
+            let name = module.rsplit('/').next().unwrap_or(module);
+            format!("{name}+{}", frame.addr)
+        }
+        (None, None) => format!("[unknown {}]", frame.addr),
+    }
+}
