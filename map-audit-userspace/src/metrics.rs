@@ -61,6 +61,11 @@ struct Table {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Cache {
+    cache: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct Hook {
     role: String,
     hook: String,
@@ -75,6 +80,7 @@ pub struct Metrics {
     table_entries: Family<Table, Gauge>,
     table_capacity: Family<Table, Gauge>,
     hooks: Family<Hook, Gauge>,
+    evictions: Family<Cache, Counter>,
     ringbuf_capacity: Gauge<u64, AtomicU64>,
     ringbuf_high_water: Gauge<u64, AtomicU64>,
     symbolization: Histogram,
@@ -103,6 +109,7 @@ impl Metrics {
             table_entries: Family::default(),
             table_capacity: Family::default(),
             hooks: Family::default(),
+            evictions: Family::default(),
             ringbuf_capacity: Gauge::default(),
             ringbuf_high_water: Gauge::default(),
             symbolization: Histogram::new(exponential_buckets(1e-6, 4.0, 10)),
@@ -142,6 +149,11 @@ impl Metrics {
             "hook",
             "The attached hooks (value 1), by role",
             metrics.hooks.clone(),
+        );
+        registry.register(
+            "cache_evictions",
+            "Entries the agent's bounded caches dropped when full (symbols, rendered stacks): later lookups redo the work",
+            metrics.evictions.clone(),
         );
         registry.register(
             "ringbuf_capacity_bytes",
@@ -197,6 +209,14 @@ impl Metrics {
 
     pub fn ringbuf_high_water(&self, bytes: u64) {
         self.ringbuf_high_water.set(bytes);
+    }
+
+    pub fn cache_evicted(&self, cache: &str, entries: u64) {
+        self.evictions
+            .get_or_create(&Cache {
+                cache: cache.into(),
+            })
+            .inc_by(entries);
     }
 
     pub fn symbolized(&self, seconds: f64) {

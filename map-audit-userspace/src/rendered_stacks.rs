@@ -82,6 +82,9 @@ impl RenderedStacks {
             cut,
         });
         if self.cache.len() >= CACHE_ENTRIES {
+            if let Some(metrics) = crate::metrics::get() {
+                metrics.cache_evicted("rendered_stacks", self.cache.len() as u64);
+            }
             self.cache.clear();
         }
         self.cache.insert(key, rendered.clone());

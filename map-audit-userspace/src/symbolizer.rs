@@ -181,7 +181,11 @@ impl StackSymbolizer {
                 let module: Arc<str> = path.to_string_lossy().into();
                 let template = self.resolve(path, file_offset, module);
                 let mut cache = self.cache.borrow_mut();
-                if cache.values().map(FoldHashMap::len).sum::<usize>() >= CACHE_ENTRIES {
+                let entries = cache.values().map(FoldHashMap::len).sum::<usize>();
+                if entries >= CACHE_ENTRIES {
+                    if let Some(metrics) = crate::metrics::get() {
+                        metrics.cache_evicted("symbols", entries as u64);
+                    }
                     cache.clear();
                 }
                 cache
