@@ -93,9 +93,11 @@ fn line_of(text: &str, key: &str) -> usize {
 /// The process's arguments with `--config FILE`'s settings spliced in after `run`,
 /// or unchanged when there is no `--config`.
 pub fn expand(argv: Vec<OsString>) -> Result<Vec<OsString>> {
-    let Some(run_at) = argv.iter().position(|a| a == "run") else {
+    // `run` is the first argument (the CLI has no global options before it).
+    let run_at = 1;
+    if argv.get(run_at).is_none_or(|a| a != "run") {
         return Ok(argv);
-    };
+    }
     let mut config = None;
     let mut rest = Vec::new();
     let mut iter = argv[run_at + 1..].iter();
