@@ -153,6 +153,27 @@ fn reports_a_race_before_the_crash(program: &Path) -> Run {
             "the walk reaches the goroutine's start: {stack:?}"
         );
     }
+    // The writers' frames carry the source line of the map write (from .gopclntab).
+    let source = include_str!("go/mapwriters.go");
+    let writing_lines: Vec<u64> = (1..)
+        .zip(source.lines())
+        .filter(|(_, l)| l.contains("shared[") || l.contains("delete(shared"))
+        .map(|(n, _)| n)
+        .collect();
+    for writer in writers {
+        let caller = &writer["stack"][1];
+        assert!(
+            caller["file"]
+                .as_str()
+                .unwrap()
+                .ends_with("tests/go/mapwriters.go"),
+            "{caller}"
+        );
+        assert!(
+            writing_lines.contains(&caller["line"].as_u64().unwrap()),
+            "{caller} is not a map write of {writing_lines:?}"
+        );
+    }
     let map = hex(race["map"].as_str().unwrap());
     assert_ne!(map, 0);
     let crash = run

@@ -1,6 +1,7 @@
 //! Names for Go stack frames from the binary's `.gopclntab` function table: it covers
 //! every Go function, stripped binaries included, and needs no DWARF. Frames get the
-//! function and offset; file and line stay null (not decoded from the pc tables).
+//! function, offset, file and line (of the innermost inlined code at that address; the
+//! name is the function the code was inlined into).
 
 use std::{collections::HashMap, sync::Arc};
 
@@ -14,6 +15,8 @@ pub struct GoSymbols {
     /// from each record: its first frame is a hook whose link address is known.
     load_bias: u64,
     names: HashMap<u64, Arc<str>>,
+    /// (file, line) by looked-up address.
+    lines: HashMap<u64, Option<(Arc<str>, u32)>>,
 }
 
 impl GoSymbols {
@@ -23,6 +26,7 @@ impl GoSymbols {
             module: module.into(),
             load_bias: 0,
             names: HashMap::new(),
+            lines: HashMap::new(),
         }
     }
 
@@ -63,28 +67,40 @@ impl GoSymbols {
         } else {
             link
         };
-        let function = self
-            .functions
-            .at(lookup)
-            .map(|f| (f.entry, f.name.as_str()));
-        let (symbol, offset) = match function {
-            Some((entry, name)) => {
-                let symbol = self
-                    .names
-                    .entry(entry)
-                    .or_insert_with(|| name.into())
-                    .clone();
-                (Some(symbol), Some(link - entry))
-            }
-            None => (None, None),
+        let Some(function) = self.functions.at(lookup) else {
+            return Frame {
+                addr: hex(addr),
+                module: None,
+                symbol: None,
+                offset: None,
+                file: None,
+                line: None,
+                inlined: false,
+            };
         };
+        let entry = function.entry;
+        let symbol = self
+            .names
+            .entry(entry)
+            .or_insert_with(|| function.name.as_str().into())
+            .clone();
+        let functions = &self.functions;
+        let (file, line) = self
+            .lines
+            .entry(lookup)
+            .or_insert_with(|| {
+                let (file, line) = functions.source_line(function, lookup)?;
+                Some((file.into(), line))
+            })
+            .clone()
+            .unzip();
         Frame {
             addr: hex(addr),
-            module: symbol.is_some().then(|| self.module.clone()),
-            symbol,
-            offset,
-            file: None,
-            line: None,
+            module: Some(self.module.clone()),
+            symbol: Some(symbol),
+            offset: Some(link - entry),
+            file,
+            line,
             inlined: false,
         }
     }

@@ -1,7 +1,8 @@
 //! The Go function table from `.gopclntab`, which even stripped Go binaries keep (the
-//! runtime needs it for tracebacks): each function's name and address range. Go mode
-//! finds its hooks and names stack frames with it. Formats: Go 1.16-1.17 (magic
-//! 0xfffffffa) and 1.18+ (0xfffffff0, 0xfffffff1); every read is bounds-checked.
+//! runtime needs it for tracebacks): each function's name and address range, and the
+//! source file and line of an address (its pcfile and pcln tables). Go mode finds its
+//! hooks and names stack frames with it. Formats: Go 1.16-1.17 (magic 0xfffffffa) and
+//! 1.18+ (0xfffffff0, 0xfffffff1); every read is bounds-checked.
 
 use anyhow::{Result, bail};
 
@@ -11,11 +12,20 @@ pub struct GoFunction {
     pub name: String,
     pub entry: u64,
     pub end: u64,
+    /// Where its `_func` record starts in the table.
+    record: usize,
 }
 
-/// Functions sorted by entry.
+/// Functions sorted by entry, and the table for their line numbers.
 pub struct FunctionTable {
     functions: Vec<GoFunction>,
+    table: Vec<u8>,
+    /// Offset of the entry field's end in a `_func` (4 in 1.18+, 8 before).
+    entry_size: usize,
+    min_lc: u64,
+    cutab: usize,
+    filetab: usize,
+    pctab: usize,
 }
 
 impl FunctionTable {
@@ -31,15 +41,28 @@ impl FunctionTable {
             bail!(".gopclntab is not from a 64-bit binary");
         }
         let nfunc = read.u64(8)? as usize;
-        let (text_start, names, pcln) = if go118 {
+        // (textStart, funcnametab, cutab, filetab, pctab, pclntab)
+        let (text_start, names, cutab, filetab, pctab, pcln) = if go118 {
             (
                 read.u64(24)?,
-                read.u64(32)? as usize,
-                read.u64(64)? as usize,
+                read.u64(32)?,
+                read.u64(40)?,
+                read.u64(48)?,
+                read.u64(56)?,
+                read.u64(64)?,
             )
         } else {
-            (0, read.u64(24)? as usize, read.u64(56)? as usize)
+            (
+                0,
+                read.u64(24)?,
+                read.u64(32)?,
+                read.u64(40)?,
+                read.u64(48)?,
+                read.u64(56)?,
+            )
         };
+        let [names, cutab, filetab, pctab, pcln] =
+            [names, cutab, filetab, pctab, pcln].map(|o| o as usize);
         let entry_size = if go118 { 8 } else { 16 };
         let mut functions = Vec::with_capacity(nfunc.min(1 << 20));
         for i in 0..nfunc {
@@ -58,10 +81,67 @@ impl FunctionTable {
             let name_field = pcln + func_offset + if go118 { 4 } else { 8 };
             let name_offset = read.u32(name_field)? as i32;
             let name = read.c_string(names.wrapping_add(name_offset as isize as usize))?;
-            functions.push(GoFunction { name, entry, end });
+            functions.push(GoFunction {
+                name,
+                entry,
+                end,
+                record: pcln + func_offset,
+            });
         }
         functions.sort_by_key(|f| f.entry);
-        Ok(Self { functions })
+        Ok(Self {
+            functions,
+            table: table.to_vec(),
+            entry_size: if go118 { 4 } else { 8 },
+            min_lc: u64::from(read.byte(6)?.max(1)),
+            cutab,
+            filetab,
+            pctab,
+        })
+    }
+
+    /// The source (file, line) of `addr` inside `function`.
+    pub fn source_line(&self, function: &GoFunction, addr: u64) -> Option<(String, u32)> {
+        let read = Reader(&self.table);
+        // After the entry: nameoff, args, deferreturn, pcsp, pcfile, pcln, npcdata, cuOffset.
+        let fields = function.record + self.entry_size;
+        let pcfile = read.u32(fields + 16).ok()?;
+        let pcln = read.u32(fields + 20).ok()?;
+        let cu = read.u32(fields + 28).ok()? as usize;
+        let file_number = usize::try_from(self.pc_value(pcfile, function.entry, addr)?).ok()?;
+        let line = u32::try_from(self.pc_value(pcln, function.entry, addr)?).ok()?;
+        let file_offset = read.u32(self.cutab + (cu + file_number) * 4).ok()?;
+        if file_offset == u32::MAX {
+            return None;
+        }
+        let file = read.c_string(self.filetab + file_offset as usize).ok()?;
+        Some((file, line))
+    }
+
+    /// The value a pc-value table (deltas as zig-zag varints, pc steps as varints of
+    /// instruction quanta) holds at `target`.
+    fn pc_value(&self, offset: u32, entry: u64, target: u64) -> Option<i64> {
+        if offset == 0 {
+            return None;
+        }
+        let mut at = self.pctab.checked_add(offset as usize)?;
+        let (mut value, mut pc) = (-1i64, entry);
+        for step in 0.. {
+            let delta = varint(&self.table, &mut at)?;
+            if delta == 0 && step > 0 {
+                return None; // the table ended before `target`
+            }
+            value += if delta & 1 != 0 {
+                !((delta >> 1) as i64)
+            } else {
+                (delta >> 1) as i64
+            };
+            pc = pc.checked_add(varint(&self.table, &mut at)? * self.min_lc)?;
+            if target < pc {
+                return Some(value);
+            }
+        }
+        None
     }
 
     pub fn by_name(&self, name: &str) -> Option<&GoFunction> {
@@ -82,6 +162,20 @@ impl FunctionTable {
     pub fn is_empty(&self) -> bool {
         self.functions.is_empty()
     }
+}
+
+/// An unsigned LEB128 varint at `*at`, which moves past it.
+fn varint(bytes: &[u8], at: &mut usize) -> Option<u64> {
+    let mut value = 0u64;
+    for shift in (0..64).step_by(7) {
+        let byte = *bytes.get(*at)?;
+        *at += 1;
+        value |= u64::from(byte & 0x7f) << shift;
+        if byte & 0x80 == 0 {
+            return Some(value);
+        }
+    }
+    None
 }
 
 struct Reader<'a>(&'a [u8]);
@@ -144,6 +238,28 @@ mod tests {
         assert_eq!(functions.at(0x401000).unwrap().name, "main.a");
         assert!(functions.at(0x401090).is_none());
         assert!(functions.at(0x400fff).is_none());
+    }
+
+    #[test]
+    fn decodes_pc_value_tables() {
+        // At offset 1: value -1+5 for 4 bytes of code, then +1 for 4 more, then the end.
+        let table = FunctionTable {
+            functions: Vec::new(),
+            table: vec![0, 10, 4, 2, 4, 0],
+            entry_size: 4,
+            min_lc: 1,
+            cutab: 0,
+            filetab: 0,
+            pctab: 0,
+        };
+        assert_eq!(table.pc_value(1, 0x1000, 0x1003), Some(4));
+        assert_eq!(table.pc_value(1, 0x1000, 0x1004), Some(5));
+        assert_eq!(table.pc_value(1, 0x1000, 0x1008), None);
+        assert_eq!(table.pc_value(0, 0x1000, 0x1000), None, "no table");
+        assert_eq!(table.pc_value(5, 0x1000, 0x1000), None, "cut short");
+        let mut at = 0;
+        assert_eq!(varint(&[0xe5, 0x8e, 0x26], &mut at), Some(624_485));
+        assert_eq!(at, 3);
     }
 
     #[test]
