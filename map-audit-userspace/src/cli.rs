@@ -89,6 +89,10 @@ pub struct GoMapsArgs {
     #[arg(long, short, value_name = "FILE")]
     pub output: Option<PathBuf>,
 
+    /// json (default) or pretty (one readable line per event).
+    #[arg(long, value_enum, default_value = "json")]
+    pub format: OutputFormat,
+
     /// Ring buffer size in bytes: a power of two of at least 4096.
     #[arg(long, value_name = "BYTES", default_value_t = 4 * 1024 * 1024, value_parser = parse_ringbuf_size)]
     pub ringbuf_size: u32,

@@ -24,7 +24,7 @@ use super::{
 };
 use crate::{
     agent::{Signals, raise_memlock_limit, take_map},
-    cli::GoMapsArgs,
+    cli::{GoMapsArgs, OutputFormat},
     clock::Clock,
     events::Body,
     json_writer::JsonWriter,
@@ -99,6 +99,7 @@ pub fn run(args: GoMapsArgs) -> Result<i32> {
 
     let clock = Clock::new();
     let mut writer = JsonWriter::open(args.output.as_deref(), clock)?;
+    writer.pretty = args.format == OutputFormat::Pretty;
     let program = Program {
         pid,
         exe: binary.path.display().to_string(),
