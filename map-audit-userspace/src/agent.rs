@@ -307,17 +307,11 @@ impl ReadLoop<'_> {
         let mut flush_tick =
             tokio::time::interval(flush_interval.unwrap_or(Duration::from_secs(3600)));
         flush_tick.tick().await;
-        let (exit_tx, mut exit_rx) = tokio::sync::oneshot::channel();
-        if let Some(held) = &held {
-            let pid = held.pid;
-            std::thread::Builder::new()
-                .name("command-wait".into())
-                .spawn(move || {
-                    let _ = exit_tx.send(target::wait_exit_code(pid));
-                })
-                .context("starting the command waiter failed")?;
-            held.release()?;
-        }
+        // Without a command the receiver is never polled (the branch is disabled).
+        let mut exit_rx = match &held {
+            Some(held) => held.release_and_wait()?,
+            None => tokio::sync::oneshot::channel().1,
+        };
         let exit_code = loop {
             tokio::select! {
                 guard = ring.readable_mut() => {

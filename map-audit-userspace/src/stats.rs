@@ -50,12 +50,7 @@ pub struct KernelCounters {
 impl KernelCounters {
     /// Sums the `COUNTERS` per-CPU array.
     pub fn read(map: &PerCpuArray<MapData, u64>) -> Result<Self> {
-        let get = |index: u32| -> Result<u64> {
-            let values = map
-                .get(&index, 0)
-                .context("reading the kernel's counters failed")?;
-            Ok(values.iter().sum())
-        };
+        let get = |index| per_cpu_total(map, index, "the kernel's counters");
         Ok(Self {
             faults_matched: get(idx::FAULTS_MATCHED)?,
             faults_lost_ringbuf_full: get(idx::FAULTS_LOST_RINGBUF_FULL)?,
@@ -79,6 +74,14 @@ impl KernelCounters {
             file_records_lost_ringbuf_full: get(idx::FILE_RECORDS_LOST_RINGBUF_FULL)?,
         })
     }
+}
+
+/// Slot `index` of a per-CPU counter array, summed over the CPUs.
+pub fn per_cpu_total(map: &PerCpuArray<MapData, u64>, index: u32, what: &str) -> Result<u64> {
+    let values = map
+        .get(&index, 0)
+        .with_context(|| format!("reading {what} failed"))?;
+    Ok(values.iter().sum())
 }
 
 /// Agent-side counts.

@@ -64,10 +64,19 @@ impl HeldCommand {
         }
     }
 
-    /// Lets the command exec.
-    pub fn release(&self) -> Result<()> {
+    /// Lets the command exec, and waits for it on a thread of its own: its exit code
+    /// (as [`wait_exit_code`] gives it) arrives on the returned receiver.
+    pub fn release_and_wait(&self) -> Result<tokio::sync::oneshot::Receiver<Result<i32>>> {
+        let (exit_tx, exit_rx) = tokio::sync::oneshot::channel();
+        let pid = self.pid;
+        std::thread::Builder::new()
+            .name("command-wait".into())
+            .spawn(move || {
+                let _ = exit_tx.send(wait_exit_code(pid));
+            })
+            .context("starting the command waiter failed")?;
         write(&self.gate, &[1]).context("releasing the command failed")?;
-        Ok(())
+        Ok(exit_rx)
     }
 }
 

@@ -3,10 +3,12 @@
 //! the tables could not hold, goroutine ids that could not be read, undecodable
 //! records and frames without a name.
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use aya::maps::{MapData, PerCpuArray};
 use map_audit_common::go_maps::counters as idx;
 use serde::Serialize;
+
+use crate::stats::per_cpu_total;
 
 #[derive(Debug, Default, Clone, Copy, Serialize, PartialEq, Eq)]
 pub struct GoKernelCounters {
@@ -28,12 +30,7 @@ pub struct GoKernelCounters {
 
 impl GoKernelCounters {
     pub fn read(map: &PerCpuArray<MapData, u64>) -> Result<Self> {
-        let get = |index: u32| -> Result<u64> {
-            let values = map
-                .get(&index, 0)
-                .context("reading the Go mode counters failed")?;
-            Ok(values.iter().sum())
-        };
+        let get = |index| per_cpu_total(map, index, "the Go mode counters");
         Ok(Self {
             writes_entered: get(idx::WRITES_ENTERED)?,
             writes_returned: get(idx::WRITES_RETURNED)?,
