@@ -69,6 +69,16 @@ const HOOK_TESTS: [(&str, &str); 6] = [
 /// How long one guest may run (boot, tests, power-off) before it is killed.
 const GUEST_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 
+/// How many times a guest whose kernel locked up is booted again.
+const MAX_LOCKUP_RETRIES: u32 = 1;
+
+/// How long one test may run in a guest before it is killed (the host takes seconds;
+/// emulation is several times slower, and its speed varies from machine to machine).
+const TEST_TIMEOUT: Duration = Duration::from_secs(5 * 60);
+
+/// How long one agent run may take inside a test in a guest (90 s on the host).
+const AGENT_RUN_TIMEOUT: Duration = Duration::from_secs(3 * 60);
+
 const STATIC_TARGET: &str = "x86_64-unknown-linux-gnu";
 
 pub fn vm_test(only: &[String]) -> Result<()> {
@@ -91,10 +101,35 @@ pub fn vm_test(only: &[String]) -> Result<()> {
             log.display()
         );
         let started = Instant::now();
-        boot(&vmlinuz, &initramfs, &log)?;
-        let guest = GuestReport::parse(&fs::read_to_string(&log)?);
-        failed |= !guest.all_passed();
-        rows.push(guest.row(source.label, started.elapsed()));
+        let mut lockups = 0;
+        let guest = loop {
+            let booted = boot(&vmlinuz, &initramfs, &log);
+            let serial = fs::read_to_string(&log)?;
+            let guest = GuestReport::parse(&serial);
+            if let Err(error) = &booted {
+                eprintln!("xtask vm-test: {} guest: {error:#}", source.label);
+            }
+            if booted.is_ok() && guest.all_passed() {
+                break guest;
+            }
+            print_tail(source.label, &serial);
+            // An emulated kernel that locked up (it panics, see `boot`) is booted once
+            // more, and the table says so; a test that failed is not retried.
+            if guest.kernel_locked_up && lockups < MAX_LOCKUP_RETRIES {
+                lockups += 1;
+                let kept = vm_dir.join(format!("guest-{}-lockup-{lockups}.log", source.label));
+                fs::rename(&log, &kept)?;
+                eprintln!(
+                    "xtask vm-test: the {} guest kernel locked up (log kept in {}); booting it again",
+                    source.label,
+                    kept.display()
+                );
+                continue;
+            }
+            failed = true;
+            break guest;
+        };
+        rows.push(guest.row(source.label, started.elapsed(), lockups));
     }
     if rows.is_empty() {
         bail!("no kernel matches {only:?}; known: 6.1, 6.12");
@@ -182,9 +217,11 @@ fn build_static(vm_dir: &Path) -> Result<StaticBinaries> {
     })
 }
 
-/// The guest's /init: mounts what the agent needs, runs each suite, powers off.
-/// Every line meant for the host starts with "@@". /tmp stays the initramfs's own
-/// (writable): a tmpfs over it would hide a checkout that lives under /tmp.
+/// The guest's /init: mounts what the agent needs, runs each test of each suite in a
+/// process of its own under a kill timeout (a hung test fails alone, by name, instead of
+/// eating the guest's time), powers off. Every line meant for the host starts with "@@".
+/// /tmp stays the initramfs's own (writable): a tmpfs over it would hide a checkout that
+/// lives under /tmp.
 const INIT: &str = r#"#!/bin/busybox sh
 /bin/busybox --install -s /bin
 export PATH=/bin
@@ -195,6 +232,7 @@ mount -t tracefs tracefs /sys/kernel/tracing
 mount -t debugfs debugfs /sys/kernel/debug
 mount -t bpf bpf /sys/fs/bpf
 export MAP_AUDIT_TEST_WORKLOAD=/bin/workload
+export MAP_AUDIT_TEST_TIMEOUT_SECS=AGENT_RUN_TIMEOUT
 echo "@@ kernel $(uname -r)"
 [ -e /sys/bus/event_source/devices/kprobe ] && echo "@@ kprobes yes" || echo "@@ kprobes no"
 grep -qx handle_mm_fault /sys/kernel/tracing/available_filter_functions && echo "@@ fentry yes" || echo "@@ fentry no"
@@ -202,10 +240,19 @@ AGENT check > /tmp/check 2>&1
 sed 's/^/@@ check /' /tmp/check
 for suite in /tests/*; do
     name=$(basename "$suite")
-    "$suite" --test-threads=1 > /tmp/out 2>&1
-    rc=$?
-    sed "s/^/@@ $name /" /tmp/out
-    echo "@@ $name exit $rc"
+    status=0
+    for test in $("$suite" --list 2>/dev/null | sed -n 's/: test$//p'); do
+        started=$(date +%s)
+        timeout -s KILL TEST_TIMEOUT "$suite" --exact "$test" --test-threads=1 > /tmp/out 2>&1
+        rc=$?
+        # What a killed or failed test started must not slow the next one down.
+        kill -9 -1 2>/dev/null
+        sed "s/^/@@ $name /" /tmp/out
+        [ $rc -eq 137 ] && echo "@@ $name test $test ... KILLED after TEST_TIMEOUT s"
+        echo "@@ $name took $test $(( $(date +%s) - started )) s"
+        [ $rc -eq 0 ] || status=$rc
+    done
+    echo "@@ $name exit $status"
 done
 echo "@@ done"
 poweroff -f
@@ -232,10 +279,14 @@ fn pack_initramfs(vm_dir: &Path, binaries: &StaticBinaries) -> Result<PathBuf> {
         fs::copy(path, root.join("tests").join(name))?;
     }
     let init = root.join("init");
-    fs::write(
-        &init,
-        INIT.replace("AGENT", &binaries.agent.display().to_string()),
-    )?;
+    let init_script = INIT
+        .replace(
+            "AGENT_RUN_TIMEOUT",
+            &AGENT_RUN_TIMEOUT.as_secs().to_string(),
+        )
+        .replace("TEST_TIMEOUT", &TEST_TIMEOUT.as_secs().to_string())
+        .replace("AGENT", &binaries.agent.display().to_string());
+    fs::write(&init, init_script)?;
     run(Command::new("chmod").arg("755").arg(&init))?;
     let archive = vm_dir.join("initramfs.cpio");
     let status = Command::new("sh")
@@ -307,7 +358,10 @@ fn boot(vmlinuz: &Path, initramfs: &Path, log: &Path) -> Result<()> {
         .arg(initramfs)
         .args([
             "-append",
-            "console=ttyS0 rdinit=/init quiet loglevel=1 panic=-1",
+            // A soft lockup panics (qemu then exits: -no-reboot) with every CPU's
+            // backtrace on the console, instead of hanging until GUEST_TIMEOUT.
+            "console=ttyS0 rdinit=/init quiet loglevel=5 panic=-1 \
+             softlockup_panic=1 softlockup_all_cpu_backtrace=1",
         ])
         .stdin(Stdio::null())
         .stdout(fs::File::create(log)?)
@@ -345,6 +399,8 @@ struct GuestReport {
     /// (suite, exit status)
     suites: Vec<(String, String)>,
     done: bool,
+    /// The guest kernel reported a soft lockup or panicked.
+    kernel_locked_up: bool,
 }
 
 impl GuestReport {
@@ -357,6 +413,7 @@ impl GuestReport {
             tests: Vec::new(),
             suites: Vec::new(),
             done: false,
+            kernel_locked_up: log.contains("BUG: soft lockup") || log.contains("Kernel panic"),
         };
         // The console's escape codes can precede a marker on its line.
         let marked = log
@@ -414,8 +471,11 @@ impl GuestReport {
         }
     }
 
-    fn row(&self, label: &str, took: Duration) -> Vec<String> {
+    fn row(&self, label: &str, took: Duration, lockups: u32) -> Vec<String> {
         let mut row = vec![format!("{label} ({})", self.kernel)];
+        if lockups > 0 {
+            row[0].push_str(&format!(", booted again after {lockups} kernel lockup(s)"));
+        }
         row.extend(
             HOOK_TESTS
                 .iter()
@@ -426,6 +486,16 @@ impl GuestReport {
         row.push(self.default_hook.clone());
         row.push(format!("{:.0} s", took.as_secs_f64()));
         row
+    }
+}
+
+/// The end of a failed guest's serial log, so a CI log shows why without the file.
+fn print_tail(label: &str, serial: &str) {
+    const LINES: usize = 80;
+    let lines: Vec<&str> = serial.lines().collect();
+    eprintln!("xtask vm-test: last {LINES} lines of the {label} guest's serial log:");
+    for line in &lines[lines.len().saturating_sub(LINES)..] {
+        eprintln!("  {line}");
     }
 }
 

@@ -16,8 +16,19 @@ use serde_json::Value;
 
 pub const AGENT: &str = env!("CARGO_BIN_EXE_map-audit");
 
-/// How long any one agent run may take before the test fails.
-const RUN_TIMEOUT: Duration = Duration::from_secs(90);
+/// How long any one agent run may take before the test fails: 90 s, or
+/// `MAP_AUDIT_TEST_TIMEOUT_SECS` (`cargo xtask vm-test` raises it: its guests are
+/// emulated, several times slower than the host).
+fn run_timeout() -> Duration {
+    static TIMEOUT: OnceLock<Duration> = OnceLock::new();
+    *TIMEOUT.get_or_init(|| {
+        let secs = std::env::var("MAP_AUDIT_TEST_TIMEOUT_SECS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(90);
+        Duration::from_secs(secs)
+    })
+}
 
 /// The C workload, compiled once per test binary with frame pointers, or the one
 /// `MAP_AUDIT_TEST_WORKLOAD` names (prebuilt: `cargo xtask vm-test` has no compiler in
@@ -255,7 +266,7 @@ impl Agent {
 
     /// The first printed event that satisfies `pred`, once there is one.
     pub fn first(&self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
-        let deadline = Instant::now() + RUN_TIMEOUT;
+        let deadline = Instant::now() + run_timeout();
         loop {
             let found = self
                 .lines
@@ -300,7 +311,7 @@ impl Agent {
 
     /// Waits for the agent to exit by itself and collects the run.
     pub fn wait(&mut self) -> Run {
-        let deadline = Instant::now() + RUN_TIMEOUT;
+        let deadline = Instant::now() + run_timeout();
         let status = loop {
             if let Some(status) = self.child.try_wait().expect("waiting for the agent") {
                 break status;
@@ -308,12 +319,23 @@ impl Agent {
             if Instant::now() > deadline {
                 let _ = self.child.kill();
                 panic!(
-                    "the agent did not finish in {RUN_TIMEOUT:?}; stderr:\n{}",
+                    "the agent did not finish in {:?}; stderr:\n{}",
+                    run_timeout(),
                     self.stderr.lock().unwrap()
                 );
             }
             thread::sleep(Duration::from_millis(20));
         };
+        // A command the agent started can outlive it and hold its stdout open: the
+        // readers then never see end of file, so wait for them only so long.
+        while self.readers.iter().any(|r| !r.is_finished()) {
+            assert!(
+                Instant::now() < deadline + Duration::from_secs(10),
+                "the agent exited ({status}) but its stdout or stderr stayed open; stderr:\n{}",
+                self.stderr.lock().unwrap()
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
         for reader in self.readers.drain(..) {
             reader.join().unwrap();
         }
