@@ -358,9 +358,12 @@ fn boot(vmlinuz: &Path, initramfs: &Path, log: &Path) -> Result<()> {
         .arg(initramfs)
         .args([
             "-append",
-            // A soft lockup panics (qemu then exits: -no-reboot) with every CPU's
-            // backtrace on the console, instead of hanging until GUEST_TIMEOUT.
-            "console=ttyS0 rdinit=/init quiet loglevel=5 panic=-1 \
+            // tsc=unstable: the clocksource is HPET on every boot (emulated TSCs are
+            // judged synchronized on some boots only, and TCG guests timed by the
+            // TSC are known to lock up). A soft lockup panics (qemu then exits:
+            // -no-reboot) with every CPU's backtrace on the console, instead of
+            // hanging until GUEST_TIMEOUT.
+            "console=ttyS0 rdinit=/init quiet loglevel=5 panic=-1 tsc=unstable \
              softlockup_panic=1 softlockup_all_cpu_backtrace=1",
         ])
         .stdin(Stdio::null())
