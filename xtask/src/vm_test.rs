@@ -352,18 +352,20 @@ fn fetch_kernel(cache: &Path, source: &KernelSource) -> Result<PathBuf> {
 fn boot(vmlinuz: &Path, initramfs: &Path, log: &Path) -> Result<()> {
     let mut qemu = Command::new("qemu-system-x86_64")
         .args(["-m", "2048", "-smp", "2", "-cpu", "max"])
+        // Both vCPUs on one host thread. Multi-threaded TCG let a vCPU keep running a
+        // stale translation of kernel text the other had just patched (the sys_enter
+        // tracepoint's jump label, flipped when the agent attaches): int3, the kprobe
+        // handler sees the int3 gone and retries, forever (a soft lockup on 6.1).
+        .args(["-accel", "tcg,thread=single"])
         .args(["-nographic", "-no-reboot", "-kernel"])
         .arg(vmlinuz)
         .arg("-initrd")
         .arg(initramfs)
         .args([
             "-append",
-            // tsc=unstable: the clocksource is HPET on every boot (emulated TSCs are
-            // judged synchronized on some boots only, and TCG guests timed by the
-            // TSC are known to lock up). A soft lockup panics (qemu then exits:
-            // -no-reboot) with every CPU's backtrace on the console, instead of
-            // hanging until GUEST_TIMEOUT.
-            "console=ttyS0 rdinit=/init quiet loglevel=5 panic=-1 tsc=unstable \
+            // A soft lockup panics (qemu then exits: -no-reboot) with every CPU's
+            // backtrace on the console, instead of hanging until GUEST_TIMEOUT.
+            "console=ttyS0 rdinit=/init quiet loglevel=5 panic=-1 \
              softlockup_panic=1 softlockup_all_cpu_backtrace=1",
         ])
         .stdin(Stdio::null())
