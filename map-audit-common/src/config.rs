@@ -29,7 +29,8 @@ pub struct TracepointOffsets {
     /// `exceptions:page_fault_*` (the same record for user and kernel faults).
     pub page_fault_address: u32,
     pub page_fault_error_code: u32,
-    pub _pad: u32,
+    /// `sys_enter_brk`'s `brk`.
+    pub brk_brk: u32,
 }
 const _: () = assert!(core::mem::size_of::<TracepointOffsets>() == 88);
 
@@ -60,8 +61,25 @@ pub struct KernelOffsets {
     pub dentry_name: u32,
     /// `dentry.d_name` plus `qstr.len`.
     pub dentry_name_len: u32,
+    /// `task_struct.signal`, `signal_struct.live` (threads alive) and `.rlim`.
+    pub task_signal: u32,
+    pub signal_live: u32,
+    pub signal_rlim: u32,
+    /// `mm_struct` members the exec-time walk and the heap need.
+    pub mm_start_data: u32,
+    pub mm_end_data: u32,
+    pub mm_start_brk: u32,
+    pub mm_start_stack: u32,
+    pub mm_saved_auxv: u32,
+    /// `vm_area_struct` members.
+    pub vma_vm_start: u32,
+    pub vma_vm_end: u32,
+    pub vma_vm_flags: u32,
+    pub vma_vm_pgoff: u32,
+    pub vma_vm_file: u32,
+    pub _pad: u32,
 }
-const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 68);
+const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 124);
 
 impl TracepointOffsets {
     /// All zero: the placeholder the agent overwrites at load time.

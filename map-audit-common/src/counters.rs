@@ -45,5 +45,19 @@ pub const FAULTS_COUNTED_IN_KERNEL: u32 = 18;
 /// Faults sent as single records because the kernel's aggregate table was full (not
 /// a loss: slower).
 pub const FAULT_AGGREGATES_FULL: u32 = 19;
+/// Write faults of a just-forked child that its parent's regions could not place
+/// because the parent had changed its mappings (or gone) since the fork, before the
+/// agent copied the regions: possibly audited writes not reported (a counted loss).
+pub const FAULTS_UNATTRIBUTED_AFTER_FORK: u32 = 20;
+/// Execs whose new mappings (program, interpreter, stack) the kernel could not read
+/// before the program ran (no `bpf_find_vma`, or a VMA walk that failed): those
+/// regions are loaded from /proc later, and writes before that are not audited.
+pub const EXEC_MAPPINGS_UNREAD: u32 = 21;
+/// brk calls of in-scope processes whose heap could not be followed (unreadable mm).
+pub const BRK_UNTRACKED: u32 = 22;
+/// Region-table edits that waited too long for another thread's edit of the same
+/// process and went ahead unserialised (a rare race: the agent checks that process's
+/// table against its copy afterwards).
+pub const TABLE_LOCK_TIMEOUTS: u32 = 23;
 /// Number of counters.
-pub const COUNTER_COUNT: u32 = 20;
+pub const COUNTER_COUNT: u32 = 24;

@@ -11,6 +11,7 @@ pub mod counters;
 pub mod go_maps;
 pub mod records;
 pub mod region;
+pub mod region_split;
 pub mod tally;
 
 /// Page size the region table is built on. Regions are page-aligned by the kernel;

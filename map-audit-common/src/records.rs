@@ -30,11 +30,20 @@ pub const KIND_EXEC_IMAGE: u32 = 12;
 pub const KIND_PROCESS_FORK: u32 = 9;
 /// An audited process called exec: its old regions are gone.
 pub const KIND_PROCESS_EXEC: u32 = 10;
+/// An mremap whose old range the kernel's table did not hold (a `RegionRecord`:
+/// `range_*` the old range, `region.start`/`end` the new one, `detail` mremap's
+/// flags): the agent moves what its copy holds there.
+pub const KIND_REMAP_UNRESOLVED: u32 = 13;
 
 /// `RegionRecord::detail` of a region mapped by mmap.
 pub const ORIGIN_MMAP: u32 = 0;
 /// `RegionRecord::detail` of a region moved or resized by mremap.
 pub const ORIGIN_MREMAP: u32 = 1;
+/// `RegionRecord::detail` of the brk heap, made or grown by brk (same id as it grows).
+pub const ORIGIN_BRK: u32 = 2;
+/// `RegionRecord::detail` of a mapping the kernel made at exec (the program's and its
+/// interpreter's segments, the stack), read before the program's first instruction.
+pub const ORIGIN_EXEC: u32 = 3;
 
 /// Path components captured per mapped file, leaf first; deeper paths are marked
 /// truncated.
@@ -73,11 +82,14 @@ pub struct RegionRecord {
     pub range_start: u64,
     pub range_end: u64,
     /// The new prot for `_PROTECTED` and `PROTECT_UNRESOLVED`; for `_MAPPED` one of the
-    /// `ORIGIN_*` values; 0 otherwise.
+    /// `ORIGIN_*` values; mremap's flags for `REMAP_UNRESOLVED`; 0 otherwise.
     pub detail: u32,
     pub _pad: u32,
+    /// For the `_UNRESOLVED` kinds: the system call's `PendingCall::seq`, so the agent
+    /// leaves alone regions made after the call began. 0 otherwise.
+    pub seq: u64,
 }
-const _: () = assert!(core::mem::size_of::<RegionRecord>() == 112);
+const _: () = assert!(core::mem::size_of::<RegionRecord>() == 120);
 
 /// `KIND_PROCESS_FORK` (the header is the parent's), `_EXEC` and `_EXIT`.
 #[repr(C)]
@@ -102,19 +114,29 @@ pub struct FaultRecord {
     /// `ERROR_CODE_UNKNOWN` (the perf-event hook cannot see it).
     pub error_code: u64,
     pub region: Region,
-    /// Non-zero when this fault opened a kernel tally (`tally::TallyKey::stack_hash`).
+    /// Non-zero when this fault opened a kernel tally, or is the first fault of a flush
+    /// interval on one (`tally::TallyKey::stack_hash`).
     pub stack_hash: u64,
     /// Bytes of `stack` filled, or a negative errno.
     pub stack_bytes: i64,
+    /// `FAULT_*` bits.
+    pub flags: u32,
+    pub _pad: u32,
     /// User return addresses, innermost first.
     pub stack: [u64; MAX_STACK_DEPTH],
 }
-const _: () = assert!(core::mem::size_of::<FaultRecord>() == 120 + 8 * MAX_STACK_DEPTH);
+const _: () = assert!(core::mem::size_of::<FaultRecord>() == 128 + 8 * MAX_STACK_DEPTH);
 const _: () = assert!(core::mem::offset_of!(FaultRecord, stack) == FaultRecord::FIXED_BYTES);
+
+/// `FaultRecord::flags`: the region is the parent's (a just-forked child the agent had
+/// not copied the regions of yet); the agent reports it as the child's copy.
+pub const FAULT_VIA_PARENT: u32 = 1;
+/// `FaultRecord::flags`: the stack walk stopped before the stack's end (depth limit).
+pub const FAULT_STACK_TRUNCATED: u32 = 2;
 
 impl FaultRecord {
     /// Bytes before `stack`.
-    pub const FIXED_BYTES: usize = 120;
+    pub const FIXED_BYTES: usize = 128;
 
     /// Bytes a `KIND_WRITE_FAULT` record takes in the ring buffer: the frames the stack
     /// has, not all `MAX_STACK_DEPTH` (a full record is ~7x the usual one).

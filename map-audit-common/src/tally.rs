@@ -15,25 +15,60 @@ pub struct TallyKey {
 }
 const _: () = assert!(core::mem::size_of::<TallyKey>() == 24);
 
-/// Counts since the tally's first fault (which is not included: it went as a record).
-/// Monotonic: the agent remembers what it has reported and never resets them, so no
-/// count is lost to a race between a fault and a flush.
+/// Counts of the faults not sent as records. Monotonic: the agent remembers what it has
+/// reported and never resets them, so no count is lost to a race between a fault and a
+/// flush.
+///
+/// The first fault of each flush interval (`TALLY_EPOCH`) on a tally goes as a record,
+/// which gives the interval's aggregate its exact first time, address and thread; the
+/// kernel then starts the tally's new interval and keeps where the old one ended
+/// (`epoch_start_*`), so the agent folds each fault into the interval it happened in.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Tally {
     pub count: u64,
-    /// Faults on a page other than the previous counted fault's page: the distinct
-    /// pages when each page is written once (the usual case for write faults).
+    /// Faults on a page other than the previous fault's page (the interval's record
+    /// counts its own page): the distinct pages when each page is written once.
     pub pages: u64,
     pub last_page: u64,
     pub last_ts_ns: u64,
-    /// The flush interval (`TALLY_EPOCH`) of `epoch_first_*`.
+    /// The interval the tally's counting is in.
     pub epoch: u64,
-    /// Time and address of the first fault counted in interval `epoch`.
-    pub epoch_first_ts_ns: u64,
-    pub epoch_first_address: u64,
+    /// `count`, `pages` and `last_ts_ns` when `epoch` began: what belongs to earlier
+    /// intervals.
+    pub epoch_start_count: u64,
+    pub epoch_start_pages: u64,
+    pub epoch_start_last_ts_ns: u64,
 }
-const _: () = assert!(core::mem::size_of::<Tally>() == 56);
+const _: () = assert!(core::mem::size_of::<Tally>() == 64);
+
+/// The part of a tally's counts that belongs to interval `closing` and those before it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TallyUpTo {
+    pub count: u64,
+    pub pages: u64,
+    pub last_ts_ns: u64,
+}
+
+impl Tally {
+    /// Counts up to the end of interval `closing`: everything, unless the tally has
+    /// already started a later interval.
+    pub fn up_to(&self, closing: u64) -> TallyUpTo {
+        if self.epoch > closing {
+            TallyUpTo {
+                count: self.epoch_start_count,
+                pages: self.epoch_start_pages,
+                last_ts_ns: self.epoch_start_last_ts_ns,
+            }
+        } else {
+            TallyUpTo {
+                count: self.count,
+                pages: self.pages,
+                last_ts_ns: self.last_ts_ns,
+            }
+        }
+    }
+}
 
 /// FNV-1a over the frames, one 64-bit word at a time.
 pub const STACK_HASH_SEED: u64 = 0xcbf2_9ce4_8422_2325;

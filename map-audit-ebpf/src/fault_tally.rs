@@ -1,5 +1,6 @@
 //! Kernel-side aggregation (default mode; see `map_audit_common::tally`): a fault whose
-//! tally exists is counted here and costs no record.
+//! tally exists is counted here and costs no record, except the first of each flush
+//! interval, which goes as a record and then starts the tally's new interval.
 
 use aya_ebpf::bindings::BPF_NOEXIST;
 use map_audit_common::{
@@ -15,15 +16,18 @@ use crate::{
 
 const EEXIST: i64 = 17;
 
-/// Counts the fault in its tally if there is one; `false` when the fault must go as a
-/// record (which then opens the tally, see `open`).
+/// Counts the fault in its tally if there is one in this flush interval; `false` when
+/// the fault must go as a record (which then opens the tally or starts its interval,
+/// see `open`).
 #[inline(always)]
 pub fn count(key: &TallyKey, address: u64, now: u64) -> bool {
     let Some(tally) = FAULT_TALLIES.get_ptr_mut(key) else {
         return false;
     };
     let tally = unsafe { &mut *tally };
-    let epoch = epoch();
+    if tally.epoch != epoch() {
+        return false;
+    }
     let page = address / PAGE_SIZE;
     // Concurrent faults of one tally (threads on other CPUs) may interleave the plain
     // stores below; `count` is atomic so the total stays exact.
@@ -32,27 +36,34 @@ pub fn count(key: &TallyKey, address: u64, now: u64) -> bool {
         tally.last_page = page;
         unsafe { add_one(&mut tally.pages) };
     }
-    if tally.epoch != epoch {
-        tally.epoch = epoch;
-        tally.epoch_first_ts_ns = now;
-        tally.epoch_first_address = address;
-    }
     tally.last_ts_ns = now;
     true
 }
 
-/// Opens the tally of a fault just sent as a record. Racing CPUs may both send an
-/// opener; the agent takes either.
+/// After a fault went as a record: opens its tally, or starts the tally's new flush
+/// interval, keeping where the previous one ended (`Tally::epoch_start_*`). Racing
+/// CPUs may both send a record; each is one fault the agent counts.
 #[inline(always)]
 pub fn open(key: &TallyKey, address: u64, now: u64) {
+    let epoch = epoch();
+    if let Some(tally) = FAULT_TALLIES.get_ptr_mut(key) {
+        let tally = unsafe { &mut *tally };
+        if tally.epoch != epoch {
+            tally.epoch_start_count = tally.count;
+            tally.epoch_start_pages = tally.pages;
+            tally.epoch_start_last_ts_ns = tally.last_ts_ns;
+            tally.last_page = address / PAGE_SIZE;
+            tally.last_ts_ns = now;
+            // Last: faults on other CPUs count in the tally once they see the epoch.
+            unsafe { core::ptr::write_volatile(&mut tally.epoch, epoch) };
+        }
+        return;
+    }
     let tally = Tally {
-        count: 0,
-        pages: 0,
         last_page: address / PAGE_SIZE,
         last_ts_ns: now,
-        epoch: epoch(),
-        epoch_first_ts_ns: now,
-        epoch_first_address: address,
+        epoch,
+        ..Tally::default()
     };
     match FAULT_TALLIES.insert(key, &tally, BPF_NOEXIST.into()) {
         Ok(()) => {}

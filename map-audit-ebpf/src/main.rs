@@ -11,6 +11,7 @@
 #![allow(internal_features)]
 
 mod counters;
+mod exec_mappings;
 mod fault_tally;
 mod go_map_write;
 mod go_runtime_crash;
@@ -32,6 +33,7 @@ mod region_filter;
 mod region_table;
 mod sched_process;
 mod scope;
+mod sys_brk;
 mod sys_mmap;
 mod sys_mprotect;
 mod sys_mremap;

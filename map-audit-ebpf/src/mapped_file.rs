@@ -25,6 +25,12 @@ pub fn send(fd: i32, region_id: u64) {
     send_file(region_id, |_| unsafe { fd_file(fd) });
 }
 
+/// Sends the path of `file` (a `struct file *`) for region `region_id`.
+#[inline(always)]
+pub fn send_file_at(file: u64, region_id: u64) {
+    send_file(region_id, |_| Ok(file));
+}
+
 /// Sends the path of the current process's executable (`mm->exe_file`) for the
 /// exec image `image_id`.
 #[inline(always)]

@@ -1,7 +1,7 @@
 //! Every BPF map and read-only global of the programs, in one place. Sizes here are
 //! defaults; the agent resizes them at load time (`EbpfLoader::map_max_entries`).
 
-use crate::{region_cache::RegionCache, region_table::TableEdit};
+use crate::{exec_mappings::ExecWalk, region_cache::RegionCache, region_table::TableEdit};
 use aya_ebpf::{
     macros::map,
     maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
@@ -11,18 +11,36 @@ use map_audit_common::{
     config::{AgentConfig, KernelOffsets, TracepointOffsets},
     counters::COUNTER_COUNT,
     records::FaultRecord,
-    region::{PendingCall, RateBucket, Region, RegionKeyData, ScopeEntry, TABLE_VERSION_SLOTS},
+    region::{
+        ForkFallback, PendingCall, RateBucket, Region, RegionKeyData, ScopeEntry,
+        TABLE_VERSION_SLOTS,
+    },
     tally::{Tally, TallyKey},
 };
 
 /// Mappings of in-scope processes (writable or not: an mprotect can make any of them
-/// writable), one entry per aligned block of a region.
+/// writable), one entry per aligned block of a region, keyed by (tgid, generation,
+/// address).
 #[map]
 pub static REGIONS: LpmTrie<RegionKeyData, Region> = LpmTrie::with_max_entries(262_144, 0);
 
 /// Processes whose faults are audited, by tgid. The fault path's first check.
 #[map]
 pub static SCOPE: HashMap<u32, ScopeEntry> = HashMap::with_max_entries(16_384, 0);
+
+/// Forked children whose faults may fall back to their parent's regions until the
+/// agent has copied them (it then deletes the entry), by the child's tgid.
+#[map]
+pub static FORK_FALLBACKS: HashMap<u32, ForkFallback> = HashMap::with_max_entries(16_384, 0);
+
+/// The agent's `--path` verdicts (`PATH_MATCHED` or `PATH_REJECTED`) by region id, for
+/// regions made `PATH_PENDING`. The agent never rewrites the kernel's region entries.
+#[map]
+pub static PATH_VERDICTS: HashMap<u64, u32> = HashMap::with_max_entries(262_144, 0);
+
+/// The exec-time walk of a new program's mappings, per CPU (`exec_mappings`).
+#[map]
+pub static EXEC_WALK: PerCpuArray<ExecWalk> = PerCpuArray::with_max_entries(1, 0);
 
 /// Edits of `REGIONS` and `SCOPE` so far, one slot per writer
 /// (`map_audit_common::region::TABLE_VERSION_*`): the fault path's memo is valid while

@@ -9,14 +9,19 @@ use map_audit_common::{
 use crate::{
     counters::bump,
     maps::{PENDING_CALLS, tracepoint_offsets},
-    scope,
+    region_table, scope,
 };
 
-/// Saves `call` for the current thread.
+/// Saves `call` for the current thread, with the id sequence as it stands now (see
+/// `map_audit_common::region::change_applies`).
 #[inline(always)]
 pub fn save(call: &PendingCall) {
+    let call = PendingCall {
+        seq: region_table::current_seq(),
+        ..*call
+    };
     if PENDING_CALLS
-        .insert(bpf_get_current_pid_tgid() as u32, call, 0)
+        .insert(bpf_get_current_pid_tgid() as u32, &call, 0)
         .is_err()
     {
         bump(PENDING_TABLE_FULL);

@@ -9,7 +9,9 @@ use map_audit_common::{
         PROCESS_RECORDS, PROCESS_RECORDS_LOST_RINGBUF_FULL, REGION_EVENTS,
         REGION_EVENTS_LOST_RINGBUF_FULL,
     },
-    records::{KIND_REGION_MAPPED, ProcessRecord, RecordHeader, RegionRecord},
+    records::{
+        KIND_REGION_MAPPED, KIND_REMAP_UNRESOLVED, ProcessRecord, RecordHeader, RegionRecord,
+    },
     region::Region,
 };
 
@@ -78,6 +80,18 @@ pub fn region_mapped(region: &Region, origin: u32) {
 /// for an mprotect).
 #[inline(always)]
 pub fn region_change(kind: u32, region: &Region, range_start: u64, range_end: u64, detail: u32) {
+    region_record(kind, region, range_start, range_end, detail, 0);
+}
+
+#[inline(always)]
+fn region_record(
+    kind: u32,
+    region: &Region,
+    range_start: u64,
+    range_end: u64,
+    detail: u32,
+    seq: u64,
+) {
     bump(REGION_EVENTS);
     note_fill(EVENTS.query(BPF_RB_AVAIL_DATA.into()) + size_of::<RegionRecord>() as u64);
     // Written in place, not built on the stack: the table walks that call this run
@@ -94,16 +108,50 @@ pub fn region_change(kind: u32, region: &Region, range_start: u64, range_end: u6
     record.range_end = range_end;
     record.detail = detail;
     record._pad = 0;
+    record.seq = seq;
     // Region records are rare and the agent reads /proc for them while the process
     // lives: wake it now.
     entry.submit(BPF_RB_FORCE_WAKEUP.into());
 }
 
 /// Hands `[range_start, range_end)` to the agent: the kernel's walk may have missed
-/// regions inside it.
+/// regions inside it. `seq`: the call's `PendingCall::seq`.
 #[inline(always)]
-pub fn range_unresolved(kind: u32, range_start: u64, range_end: u64, detail: u32) {
-    region_change(kind, &Region::default(), range_start, range_end, detail);
+pub fn range_unresolved(kind: u32, range_start: u64, range_end: u64, detail: u32, seq: u64) {
+    region_record(
+        kind,
+        &Region::default(),
+        range_start,
+        range_end,
+        detail,
+        seq,
+    );
+}
+
+/// An mremap of `[old_start, old_end)`, a range the kernel's table does not hold, to
+/// `[new_start, new_end)`: the agent moves what its copy holds there.
+#[inline(always)]
+pub fn remap_unresolved(
+    old_start: u64,
+    old_end: u64,
+    new_start: u64,
+    new_end: u64,
+    flags: u32,
+    seq: u64,
+) {
+    let moved = Region {
+        start: new_start,
+        end: new_end,
+        ..Region::default()
+    };
+    region_record(
+        KIND_REMAP_UNRESOLVED,
+        &moved,
+        old_start,
+        old_end,
+        flags,
+        seq,
+    );
 }
 
 /// Reports a fork (`tgid`: the child), an exec or an exit.

@@ -46,15 +46,16 @@ fn version(slot: u32) -> u64 {
     TABLE_VERSIONS.get(slot).copied().unwrap_or(0)
 }
 
-/// The region of an in-scope `tgid` containing `address` (see
-/// `region_table::lookup_for_fault`), from this CPU's memo when it still holds.
+/// The region of an in-scope `tgid` containing `address`, and whether it is the
+/// process's own (see `region_table::lookup_for_fault`), from this CPU's memo when it
+/// still holds.
 #[inline(always)]
-pub fn region_for_fault(tgid: u32, address: u64) -> Option<Region> {
+pub fn region_for_fault(tgid: u32, address: u64) -> Option<(Region, bool)> {
     let kernel_version = version(TABLE_VERSION_KERNEL);
     let agent_version = version(TABLE_VERSION_AGENT);
     let Some(cache) = REGION_CACHE.get_ptr_mut(0) else {
         let scope = scope::get(tgid)?;
-        return region_table::lookup_for_fault(tgid, &scope, address).map(|(r, _)| r);
+        return region_table::lookup_for_fault(tgid, &scope, address);
     };
     let cache = unsafe { &mut *cache };
     let scope = if cache.tgid == tgid
@@ -65,7 +66,7 @@ pub fn region_for_fault(tgid: u32, address: u64) -> Option<Region> {
             return None;
         }
         if cache.has_region != 0 && cache.region.start <= address && address < cache.region.end {
-            return Some(cache.region);
+            return Some((cache.region, true));
         }
         cache.scope
     } else {
@@ -85,5 +86,5 @@ pub fn region_for_fault(tgid: u32, address: u64) -> Option<Region> {
         cache.region = region;
         cache.has_region = 1;
     }
-    Some(region)
+    Some((region, own))
 }

@@ -3,11 +3,17 @@
 
 use map_audit_common::region::{MAP_ANONYMOUS, PATH_MATCHED, PATH_PENDING, PATH_REJECTED, Region};
 
-use crate::maps::agent_config;
+use crate::maps::{PATH_VERDICTS, agent_config};
 
-/// Whether faults in `region` are audited.
+/// Whether faults in `region` are audited. A region whose `--path` verdict the agent
+/// has given gets it here (`path_filter` becomes `PATH_MATCHED` or `PATH_REJECTED`).
 #[inline(always)]
-pub fn audited(region: &Region) -> bool {
+pub fn audited(region: &mut Region) -> bool {
+    if region.path_filter == PATH_PENDING
+        && let Some(verdict) = unsafe { PATH_VERDICTS.get(&region.id) }
+    {
+        region.path_filter = *verdict;
+    }
     let config = agent_config();
     (config.wx_only == 0 || region.is_wx())
         && (config.shared_only == 0 || region.is_shared())

@@ -1,32 +1,42 @@
 //! The kernel's table of the mappings of in-scope processes: an LPM trie keyed by
-//! (tgid, address) where a region is stored as its aligned blocks (see
+//! (tgid, generation, address) where a region is stored as its aligned blocks (see
 //! `map_audit_common::blocks`), so a fault anywhere inside it is one longest-prefix
 //! lookup. Loops run under `bpf_loop` (5.17+) so the verifier checks each body once.
+//!
+//! Edits never leave a hole a concurrent fault could fall through: the blocks of what
+//! replaces a region go in first, then the region's own blocks that still hold it come
+//! out. A range change made at a system call's exit applies only to regions older than
+//! the call (`change_applies`), since another thread may have mapped the range again
+//! between the call's effect and its exit.
 
 use core::ffi::c_void;
 
 use aya_ebpf::{helpers::generated::bpf_loop, maps::lpm_trie::Key};
 use map_audit_common::{
     blocks::{MAX_BLOCKS, block_order},
-    counters::{FAULTS_MATCHED_VIA_PARENT, RANGES_HANDED_TO_AGENT, REGION_TABLE_FULL},
+    counters::{
+        FAULTS_MATCHED_VIA_PARENT, FAULTS_UNATTRIBUTED_AFTER_FORK, RANGES_HANDED_TO_AGENT,
+        REGION_TABLE_FULL,
+    },
     records::{
         KIND_PROTECT_UNRESOLVED, KIND_REGION_PROTECTED, KIND_REGION_UNMAPPED, KIND_UNMAP_UNRESOLVED,
     },
-    region::{LOOKUP_PREFIX_LEN, Region, ScopeEntry, block_prefix_len, region_key_data},
+    region::{
+        LOOKUP_PREFIX_LEN, Region, SCOPE_FORKED, ScopeEntry, block_prefix_len, change_applies,
+        region_key_data,
+    },
+    region_split::{UNMAP, changes, for_each_piece},
 };
 
 use crate::{
     counters::bump,
-    maps::{ID_SEQUENCE, REGIONS, TABLE_EDIT},
-    records, region_cache,
+    maps::{FORK_FALLBACKS, ID_SEQUENCE, REGIONS, TABLE_EDIT},
+    records, region_cache, scope,
 };
 
 /// Steps of one range walk (regions handled plus gap blocks skipped); beyond it the
 /// agent finishes the range.
 const RANGE_WALK_STEPS: u32 = 256;
-
-/// `RangeWalk::new_prot` for an unmap.
-const UNMAP: u32 = u32::MAX;
 
 /// A fresh id for a region or a scope generation, unique for the agent's lifetime.
 #[inline(always)]
@@ -49,59 +59,98 @@ pub fn next_id() -> u64 {
     }
 }
 
+/// The last id handed out: a system call records it at entry (`PendingCall::seq`).
 #[inline(always)]
-fn lookup(tgid: u32, address: u64) -> Option<&'static Region> {
-    REGIONS.get(Key::new(LOOKUP_PREFIX_LEN, region_key_data(tgid, address)))
+pub fn current_seq() -> u64 {
+    match ID_SEQUENCE.get_ptr(0) {
+        Some(seq) => unsafe { core::ptr::read_volatile(seq) },
+        None => 0,
+    }
 }
 
-/// The region of the current generation of `tgid` containing `address`.
+/// The region of `tgid`'s generation `generation` containing `address`.
 #[inline(always)]
-fn lookup_current(tgid: u32, generation: u32, address: u64) -> Option<Region> {
-    lookup(tgid, address)
-        .filter(|r| r.generation == generation)
+pub fn lookup(tgid: u32, generation: u32, address: u64) -> Option<Region> {
+    REGIONS
+        .get(Key::new(
+            LOOKUP_PREFIX_LEN,
+            region_key_data(tgid, generation, address),
+        ))
         .copied()
 }
 
 /// The region a fault at `address` falls in, and whether it is the process's own: else,
-/// right after a fork the agent has not caught up with, it is its parent's (the child's
-/// copy as of the fork).
+/// right after a fork the agent has not caught up with, it is its parent's (as of the
+/// fork: regions the parent made since are newer than the child).
 #[inline(always)]
 pub fn lookup_for_fault(tgid: u32, scope: &ScopeEntry, address: u64) -> Option<(Region, bool)> {
-    if let Some(region) = lookup_current(tgid, scope.generation, address) {
+    if let Some(region) = lookup(tgid, scope.generation, address) {
         return Some((region, true));
     }
-    if scope.parent_tgid == 0 {
+    if scope.flags & SCOPE_FORKED == 0 {
         return None;
     }
-    let region = lookup_current(scope.parent_tgid, scope.parent_generation, address)?;
-    bump(FAULTS_MATCHED_VIA_PARENT);
-    Some((region, false))
+    let fallback = unsafe { FORK_FALLBACKS.get(tgid) }.copied()?;
+    if fallback.child_generation != scope.generation {
+        return None;
+    }
+    let found = lookup(fallback.parent_tgid, fallback.parent_generation, address)
+        .filter(|region| change_applies(region, fallback.fork_seq));
+    match found {
+        Some(region) => {
+            bump(FAULTS_MATCHED_VIA_PARENT);
+            Some((region, false))
+        }
+        None => {
+            // A parent that changed its table since the fork may have dropped a
+            // region the child still has: say so instead of missing it silently.
+            let parent_unchanged = scope::get(fallback.parent_tgid).is_some_and(|parent| {
+                parent.generation == fallback.parent_generation
+                    && parent.edits == fallback.parent_edits
+            });
+            if !parent_unchanged {
+                bump(FAULTS_UNATTRIBUTED_AFTER_FORK);
+            }
+            None
+        }
+    }
 }
 
-/// One change to the table: the blocks of `[start, end)`, removed or inserted (as a
-/// piece of the edit's region with protection `prot`).
+/// `BlockOp::kind`: insert the blocks of `[start, end)` as a piece of the edit's region.
+const OP_INSERT: u32 = 1;
+/// `BlockOp::kind`: remove the blocks of `[start, end)` that still hold the edit's
+/// region exactly (not a piece inserted in their place).
+const OP_REMOVE_IF_UNCHANGED: u32 = 0;
+
+/// One change to the table: the blocks of `[start, end)`.
 #[repr(C)]
 #[derive(Clone, Copy, Default)]
 struct BlockOp {
     start: u64,
     end: u64,
     prot: u32,
-    insert: u32,
+    kind: u32,
 }
 
 /// Up to four block operations on one region, applied by a single `bpf_loop`: every
 /// table change goes through this one callback, which keeps verification cheap. It
 /// lives in the per-CPU `TABLE_EDIT` scratch, not on the stack: 6.1 caps the stack of
-/// a program and its nested callbacks at 512 bytes together. Only syscall tracepoint
-/// programs edit the table, and one CPU never runs two of them at once (the kernel
-/// skips a tracepoint program while another is active on its CPU), so no edit sees
-/// another's half.
+/// a program and its nested callbacks at 512 bytes together. Only syscall and exec
+/// tracepoint programs edit the table, and one CPU never runs two of them at once (the
+/// kernel skips a tracepoint program while another is active on its CPU), so no edit
+/// sees another's half.
 #[repr(C)]
 pub struct TableEdit {
     tgid: u32,
+    generation: u32,
     ops_len: u32,
     op: u32,
+    /// Whether this edit removed the region's block at `claim` (the start of an unmap's
+    /// cut, which no piece covers): two threads' calls on one range may both find the
+    /// region, and only the one whose edit removed that block reports it.
+    claimed: u32,
     _pad: u32,
+    claim: u64,
     cursor: u64,
     region: Region,
     ops: [BlockOp; 4],
@@ -114,15 +163,18 @@ impl TableEdit {
         // Index 0 of a per-CPU array always exists.
         let edit = unsafe { &mut *TABLE_EDIT.get_ptr_mut(0)? };
         edit.tgid = tgid;
+        edit.generation = region.generation;
         edit.ops_len = 0;
         edit.op = 0;
+        edit.claimed = 0;
+        edit.claim = region.start;
         edit.cursor = 0;
         edit.region = *region;
         Some(edit)
     }
 
     #[inline(always)]
-    fn push(&mut self, start: u64, end: u64, prot: u32, insert: bool) {
+    fn push(&mut self, start: u64, end: u64, prot: u32, kind: u32) {
         if self.ops_len as usize >= self.ops.len() {
             return;
         }
@@ -130,7 +182,7 @@ impl TableEdit {
             start,
             end,
             prot,
-            insert: u32::from(insert),
+            kind,
         };
         self.ops_len += 1;
     }
@@ -150,6 +202,7 @@ impl TableEdit {
             );
         }
         region_cache::tables_changed();
+        scope::count_edit(self.tgid);
     }
 }
 
@@ -183,9 +236,9 @@ extern "C" fn edit_step(_index: u64, _ctx: *mut c_void) -> i64 {
     let order = block_order(edit.cursor, op.end);
     let key = Key::new(
         block_prefix_len(order),
-        region_key_data(edit.tgid, edit.cursor),
+        region_key_data(edit.tgid, edit.generation, edit.cursor),
     );
-    if op.insert != 0 {
+    if op.kind == OP_INSERT {
         let piece = Region {
             start: op.start,
             end: op.end,
@@ -196,21 +249,43 @@ extern "C" fn edit_step(_index: u64, _ctx: *mut c_void) -> i64 {
         if REGIONS.insert(&key, &piece, 0).is_err() {
             bump(REGION_TABLE_FULL);
         }
-    } else {
+    } else if REGIONS.get(&key).is_some_and(|found| {
+        found.id == edit.region.id
+            && found.start == edit.region.start
+            && found.end == edit.region.end
+            && found.prot == edit.region.prot
+    }) {
         // Missing is fine: the agent may have removed it at process exit.
-        let _ = REGIONS.remove(&key);
+        if REGIONS.remove(&key).is_ok()
+            && edit.cursor <= edit.claim
+            && edit.claim - edit.cursor < 1u64 << order
+        {
+            edit.claimed = 1;
+        }
     }
     edit.cursor += 1u64 << order;
     0
 }
 
-/// Adds `region` for `tgid`. Blocks that do not fit are counted, not silently lost.
+/// Adds `region` for `tgid` (in `region.generation`). Blocks that do not fit are
+/// counted, not silently lost.
 #[inline(always)]
 pub fn insert(tgid: u32, region: &Region) {
     let Some(edit) = TableEdit::start(tgid, region) else {
         return;
     };
-    edit.push(region.start, region.end, region.prot, true);
+    edit.push(region.start, region.end, region.prot, OP_INSERT);
+    edit.apply();
+}
+
+/// Replaces `old` by `new` (the same region grown or shrunk in place, like the heap).
+#[inline(always)]
+pub fn replace(tgid: u32, old: &Region, new: &Region) {
+    let Some(edit) = TableEdit::start(tgid, old) else {
+        return;
+    };
+    edit.push(new.start, new.end, new.prot, OP_INSERT);
+    edit.push(old.start, old.end, old.prot, OP_REMOVE_IF_UNCHANGED);
     edit.apply();
 }
 
@@ -222,23 +297,26 @@ struct RangeWalk {
     start: u64,
     end: u64,
     cursor: u64,
+    /// The call's `PendingCall::seq`.
+    seq: u64,
     /// The mprotect's new prot, or `UNMAP`.
     new_prot: u32,
-    /// Non-zero once a gap was skipped: a region may start inside a skipped block.
-    skipped_gap: u32,
+    /// Non-zero once a gap was skipped (a region may start inside it), or a region
+    /// newer than the call was stepped over: the agent finishes the range.
+    handed_over: u32,
 }
 
 /// Takes `[start, end)` out of the table: whole regions are removed, regions that
 /// straddle a boundary are trimmed (pieces keep their id); each is reported.
 #[inline(always)]
-pub fn unmap_range(tgid: u32, generation: u32, start: u64, end: u64) {
-    walk_range(tgid, generation, start, end, UNMAP);
+pub fn unmap_range(tgid: u32, generation: u32, start: u64, end: u64, seq: u64) {
+    walk_range(tgid, generation, start, end, UNMAP, seq);
 }
 
 /// Gives `[start, end)` the protection `prot`, splitting regions at the boundaries.
 #[inline(always)]
-pub fn protect_range(tgid: u32, generation: u32, start: u64, end: u64, prot: u32) {
-    walk_range(tgid, generation, start, end, prot);
+pub fn protect_range(tgid: u32, generation: u32, start: u64, end: u64, prot: u32, seq: u64) {
+    walk_range(tgid, generation, start, end, prot, seq);
 }
 
 /// The walk looks regions up at its cursor and jumps over gaps block by block, so a
@@ -246,15 +324,16 @@ pub fn protect_range(tgid: u32, generation: u32, start: u64, end: u64, prot: u32
 /// skipped (or steps ran out) the range goes to the agent, which finishes the job from
 /// its own copy of the table.
 #[inline(always)]
-fn walk_range(tgid: u32, generation: u32, start: u64, end: u64, new_prot: u32) {
+fn walk_range(tgid: u32, generation: u32, start: u64, end: u64, new_prot: u32, seq: u64) {
     let mut walk = RangeWalk {
         tgid,
         generation,
         start,
         end,
         cursor: start,
+        seq,
         new_prot,
-        skipped_gap: 0,
+        handed_over: 0,
     };
     unsafe {
         bpf_loop(
@@ -264,13 +343,21 @@ fn walk_range(tgid: u32, generation: u32, start: u64, end: u64, new_prot: u32) {
             0,
         );
     }
-    if walk.skipped_gap != 0 || walk.cursor < end {
+    if walk.handed_over != 0 || walk.cursor < end {
         bump(RANGES_HANDED_TO_AGENT);
-        if new_prot == UNMAP {
-            records::range_unresolved(KIND_UNMAP_UNRESOLVED, start, end, 0);
+        scope::count_edit(tgid);
+        let kind = if new_prot == UNMAP {
+            KIND_UNMAP_UNRESOLVED
         } else {
-            records::range_unresolved(KIND_PROTECT_UNRESOLVED, start, end, new_prot);
-        }
+            KIND_PROTECT_UNRESOLVED
+        };
+        records::range_unresolved(
+            kind,
+            start,
+            end,
+            if new_prot == UNMAP { 0 } else { new_prot },
+            seq,
+        );
     }
 }
 
@@ -280,13 +367,19 @@ extern "C" fn range_step(_index: u64, ctx: *mut c_void) -> i64 {
     if walk.cursor >= walk.end {
         return 1;
     }
-    match lookup_current(walk.tgid, walk.generation, walk.cursor) {
+    match lookup(walk.tgid, walk.generation, walk.cursor) {
         Some(region) => {
-            change_region(walk, &region);
+            if change_applies(&region, walk.seq) {
+                change_region(walk, &region);
+            } else {
+                // Mapped after this call began: not this call's to change, but an
+                // older region may hide under it.
+                walk.handed_over = 1;
+            }
             walk.cursor = region.end;
         }
         None => {
-            walk.skipped_gap = 1;
+            walk.handed_over = 1;
             walk.cursor += 1u64 << block_order(walk.cursor, walk.end);
         }
     }
@@ -295,34 +388,27 @@ extern "C" fn range_step(_index: u64, ctx: *mut c_void) -> i64 {
 
 #[inline(always)]
 fn change_region(walk: &RangeWalk, region: &Region) {
-    if walk.new_prot == region.prot {
+    if !changes(region, walk.new_prot) {
         return;
     }
-    let cut_start = if region.start > walk.start {
-        region.start
-    } else {
-        walk.start
-    };
-    let cut_end = if region.end < walk.end {
-        region.end
-    } else {
-        walk.end
-    };
     let Some(edit) = TableEdit::start(walk.tgid, region) else {
         return;
     };
-    edit.push(region.start, region.end, region.prot, false);
-    if region.start < cut_start {
-        edit.push(region.start, cut_start, region.prot, true);
-    }
-    if cut_end < region.end {
-        edit.push(cut_end, region.end, region.prot, true);
-    }
-    if walk.new_prot != UNMAP {
-        edit.push(cut_start, cut_end, walk.new_prot, true);
-    }
+    let (cut_start, cut_end) = for_each_piece(region, walk.start, walk.end, walk.new_prot, |p| {
+        edit.push(p.start, p.end, p.prot, OP_INSERT)
+    });
+    edit.push(
+        region.start,
+        region.end,
+        region.prot,
+        OP_REMOVE_IF_UNCHANGED,
+    );
+    edit.claim = cut_start;
     edit.apply();
     if walk.new_prot == UNMAP {
+        if edit.claimed == 0 {
+            return; // another CPU's unmap of this region removed it, and reports it
+        }
         records::region_change(KIND_REGION_UNMAPPED, region, cut_start, cut_end, 0);
     } else {
         records::region_change(

@@ -3,22 +3,23 @@
 //! processes), `sched:sched_process_exec` and `sched:sched_process_exit`.
 
 use aya_ebpf::{
-    helpers::{bpf_get_current_pid_tgid, bpf_probe_read_kernel},
+    helpers::{bpf_get_current_pid_tgid, bpf_get_current_task, bpf_probe_read_kernel},
     macros::{raw_tracepoint, tracepoint},
     programs::{RawTracePointContext, TracePointContext},
 };
 use map_audit_common::{
     records::{KIND_EXEC_IMAGE, KIND_PROCESS_EXEC, KIND_PROCESS_EXIT, KIND_PROCESS_FORK},
-    region::{MAP_PRIVATE, PROT_EXEC, PROT_READ, Region},
+    region::{ForkFallback, MAP_PRIVATE, PROT_EXEC, PROT_READ, Region, SCOPE_FORKED},
 };
 
 use crate::{
-    mapped_file,
-    maps::{SCOPE, kernel_offsets},
-    pending, rate_limit, records, region_cache, region_table, scope,
+    exec_mappings, mapped_file,
+    maps::{FORK_FALLBACKS, kernel_offsets},
+    pending, rate_limit, records, region_table, scope,
 };
 
-/// TP_PROTO(struct task_struct *parent, struct task_struct *child); runs in the parent.
+/// TP_PROTO(struct task_struct *parent, struct task_struct *child); runs in the parent,
+/// before the child first runs.
 #[raw_tracepoint(tracepoint = "sched_process_fork")]
 pub fn sched_process_fork(ctx: RawTracePointContext) -> i32 {
     let parent_tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
@@ -35,24 +36,35 @@ pub fn sched_process_fork(ctx: RawTracePointContext) -> i32 {
         return 0; // a thread: same process, same regions
     }
     // Until the agent copies the parent's regions to the child, the child's faults
-    // fall back to the parent's (as of now).
-    if let Some(entry) = scope::add(child_tgid, parent_tgid, parent.generation) {
-        records::process(KIND_PROCESS_FORK, child_tgid, entry.generation);
-    }
+    // fall back to the parent's as they are at this moment.
+    let Some(entry) = scope::add(child_tgid, SCOPE_FORKED) else {
+        return 0;
+    };
+    let fallback = ForkFallback {
+        parent_tgid,
+        parent_generation: parent.generation,
+        child_generation: entry.generation,
+        _pad: 0,
+        fork_seq: region_table::current_seq(),
+        parent_edits: parent.edits,
+    };
+    let _ = FORK_FALLBACKS.insert(child_tgid, fallback, 0);
+    records::process(KIND_PROCESS_FORK, child_tgid, entry.generation);
     0
 }
 
 #[tracepoint]
 pub fn sched_process_exec(_ctx: TracePointContext) -> u32 {
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
-    if scope::get(tgid).is_none() {
+    let Some(old) = scope::get(tgid) else {
         return 0;
-    }
+    };
     // A new generation: the old image's regions stop matching at once; the agent
     // deletes their entries.
-    if let Some(entry) = scope::add(tgid, 0, 0) {
-        records::process(KIND_PROCESS_EXEC, tgid, entry.generation);
-    }
+    let Some(entry) = scope::renew(tgid, &old) else {
+        return 0;
+    };
+    records::process(KIND_PROCESS_EXEC, tgid, entry.generation);
     // The new program's text and path, for symbols that outlive the process.
     if let Ok((start, end)) = mapped_file::code_range() {
         let image = Region {
@@ -66,6 +78,9 @@ pub fn sched_process_exec(_ctx: TracePointContext) -> u32 {
         mapped_file::send_exe(image.id);
         records::region_change(KIND_EXEC_IMAGE, &image, start, end, 0);
     }
+    // What exec mapped without a system call: the program's and its interpreter's
+    // segments (data, bss) and the stack, before the program's first instruction.
+    exec_mappings::track(tgid, entry.generation);
     0
 }
 
@@ -74,17 +89,36 @@ pub fn sched_process_exit(_ctx: TracePointContext) -> u32 {
     let pid_tgid = bpf_get_current_pid_tgid();
     let (tgid, tid) = ((pid_tgid >> 32) as u32, pid_tgid as u32);
     pending::forget(tid);
-    if tid != tgid {
-        return 0;
-    }
     let Some(entry) = scope::get(tgid) else {
         return 0;
     };
+    // A process ends with its last thread, not with its main thread: `main` may call
+    // pthread_exit while workers run, and a non-main thread's exec kills the old main.
+    if !group_dead(tgid == tid) {
+        return 0;
+    }
     // The region table's entries of the process are the agent's to delete: it holds the
     // list of them (the kernel cannot iterate an LPM trie).
-    let _ = SCOPE.remove(tgid);
-    region_cache::tables_changed();
+    scope::remove(tgid);
     rate_limit::forget(tgid);
     records::process(KIND_PROCESS_EXIT, tgid, entry.generation);
     0
+}
+
+/// Whether the exiting thread is its process's last: `current->signal->live` has
+/// dropped to 0 (do_exit decrements it before this tracepoint). If it cannot be read,
+/// the main thread's exit stands for the process's.
+#[inline(always)]
+fn group_dead(main_thread: bool) -> bool {
+    let off = kernel_offsets();
+    let live = unsafe {
+        bpf_probe_read_kernel((bpf_get_current_task() + u64::from(off.task_signal)) as *const u64)
+            .and_then(|signal| {
+                bpf_probe_read_kernel((signal + u64::from(off.signal_live)) as *const i32)
+            })
+    };
+    match live {
+        Ok(live) => live <= 0,
+        Err(_) => main_thread,
+    }
 }

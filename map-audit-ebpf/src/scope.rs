@@ -1,40 +1,162 @@
 //! Which processes are audited. Decided here so that out-of-scope events cost one
-//! hash lookup and never reach the agent.
+//! hash lookup and never reach the agent. Only the kernel writes entries of running
+//! processes: the agent inserts with `BPF_NOEXIST` and never updates them.
 
-use aya_ebpf::helpers::{bpf_get_current_comm, generated::bpf_get_current_ancestor_cgroup_id};
+use core::ffi::c_void;
+
+use aya_ebpf::{
+    bindings::{BPF_ANY, BPF_EXIST, BPF_NOEXIST},
+    helpers::{
+        bpf_get_current_comm,
+        generated::{bpf_get_current_ancestor_cgroup_id, bpf_loop},
+    },
+};
 use map_audit_common::{
-    counters::{SCOPE_ADDED, SCOPE_TABLE_FULL},
+    counters::{SCOPE_ADDED, SCOPE_TABLE_FULL, TABLE_LOCK_TIMEOUTS},
     region::ScopeEntry,
 };
 
-use crate::{counters::bump, maps, region_cache, region_table::next_id};
+use crate::{
+    counters::{add_one, bump},
+    maps::{self, FORK_FALLBACKS, SCOPE},
+    region_cache,
+    region_table::next_id,
+};
 
 /// The scope entry of `tgid`, if audited. The first check of every hook.
 #[inline(always)]
 pub fn get(tgid: u32) -> Option<ScopeEntry> {
-    unsafe { maps::SCOPE.get(tgid) }.copied()
+    unsafe { SCOPE.get(tgid) }.copied()
 }
 
-/// Puts `tgid` in scope with a fresh generation (and, after a fork, its parent's
-/// regions as fallback). Returns the entry, or `None` when the table is full.
+/// Puts `tgid` in scope with a fresh generation: a forked child (`flags`
+/// `SCOPE_FORKED`), or a process adopted at its first mmap. `BPF_NOEXIST` for an
+/// adoption: two threads' first mmaps race, and the second must not replace the
+/// generation the first one's region was made in. Returns the entry in the table.
 #[inline(always)]
-pub fn add(tgid: u32, parent_tgid: u32, parent_generation: u32) -> Option<ScopeEntry> {
+pub fn add(tgid: u32, flags: u32) -> Option<ScopeEntry> {
     let entry = ScopeEntry {
         generation: next_id() as u32,
-        parent_tgid,
-        parent_generation,
-        _pad: 0,
+        flags,
+        ..ScopeEntry::default()
     };
-    match maps::SCOPE.insert(tgid, entry, 0) {
+    let insert_flags = if flags == 0 { BPF_NOEXIST } else { BPF_ANY };
+    match SCOPE.insert(tgid, entry, insert_flags.into()) {
         Ok(()) => {
             region_cache::tables_changed();
             bump(SCOPE_ADDED);
             Some(entry)
         }
-        Err(_) => {
-            bump(SCOPE_TABLE_FULL);
-            None
+        Err(_) => match get(tgid) {
+            Some(existing) => Some(existing),
+            None => {
+                bump(SCOPE_TABLE_FULL);
+                None
+            }
+        },
+    }
+}
+
+/// A new generation for an exec: the old image's regions stop matching at once.
+#[inline(always)]
+pub fn renew(tgid: u32, old: &ScopeEntry) -> Option<ScopeEntry> {
+    let entry = ScopeEntry {
+        generation: next_id() as u32,
+        edits: old.edits + 1,
+        ..ScopeEntry::default()
+    };
+    let _ = FORK_FALLBACKS.remove(tgid);
+    SCOPE.insert(tgid, entry, BPF_EXIST.into()).ok()?;
+    region_cache::tables_changed();
+    Some(entry)
+}
+
+/// The process is gone.
+#[inline(always)]
+pub fn remove(tgid: u32) {
+    let _ = SCOPE.remove(tgid);
+    let _ = FORK_FALLBACKS.remove(tgid);
+    region_cache::tables_changed();
+}
+
+/// Counts a change of `tgid`'s regions (see `ScopeEntry::edits`).
+#[inline(always)]
+pub fn count_edit(tgid: u32) {
+    if let Some(entry) = SCOPE.get_ptr_mut(tgid) {
+        unsafe { add_one(&raw mut (*entry).edits) };
+    }
+}
+
+/// Spins of `lock_table` before it gives up (each is one compare-and-swap; the edits
+/// it waits for take microseconds).
+const LOCK_SPINS: u32 = 1 << 16;
+
+/// Holds `ScopeEntry::edit_lock` of a process while its regions are edited.
+pub struct TableLock {
+    word: *mut u64,
+}
+
+impl Drop for TableLock {
+    fn drop(&mut self) {
+        if !self.word.is_null() {
+            unsafe { core::ptr::write_volatile(self.word, 0) };
         }
+    }
+}
+
+/// Takes `tgid`'s edit lock, waiting for another thread's edit to finish. If that
+/// takes too long (its program was preempted), the edit goes ahead and is counted.
+#[inline(always)]
+pub fn lock_table(tgid: u32) -> TableLock {
+    let mut attempt = LockAttempt { tgid, held: 0 };
+    unsafe {
+        bpf_loop(
+            LOCK_SPINS,
+            try_lock as *mut c_void,
+            (&raw mut attempt).cast(),
+            0,
+        )
+    };
+    let word = match SCOPE.get_ptr_mut(tgid) {
+        Some(entry) if attempt.held != 0 => unsafe { &raw mut (*entry).edit_lock },
+        _ => core::ptr::null_mut(),
+    };
+    if attempt.held == 0 {
+        bump(TABLE_LOCK_TIMEOUTS);
+    }
+    TableLock { word }
+}
+
+#[repr(C)]
+struct LockAttempt {
+    tgid: u32,
+    held: u32,
+}
+
+/// One compare-and-swap of the lock word, 0 -> 1; stops the loop once it is held (or
+/// the process has left the scope: nothing to lock).
+#[inline(never)]
+extern "C" fn try_lock(_index: u64, ctx: *mut c_void) -> i64 {
+    let attempt = unsafe { &mut *ctx.cast::<LockAttempt>() };
+    let Some(entry) = SCOPE.get_ptr_mut(attempt.tgid) else {
+        attempt.held = 1;
+        return 1;
+    };
+    let word = unsafe { &raw mut (*entry).edit_lock };
+    let mut old: u64 = 0;
+    unsafe {
+        core::arch::asm!(
+            "r0 = cmpxchg_64({word} + 0, r0, {new})",
+            word = in(reg) word,
+            new = in(reg) 1u64,
+            inout("r0") old,
+        );
+    }
+    if old == 0 {
+        attempt.held = 1;
+        1
+    } else {
+        0
     }
 }
 
@@ -45,11 +167,7 @@ pub fn get_or_adopt(tgid: u32) -> Option<ScopeEntry> {
     if let Some(entry) = get(tgid) {
         return Some(entry);
     }
-    if adoptable(tgid) {
-        add(tgid, 0, 0)
-    } else {
-        None
-    }
+    if adoptable(tgid) { add(tgid, 0) } else { None }
 }
 
 #[inline(always)]

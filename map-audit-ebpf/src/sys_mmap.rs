@@ -9,7 +9,9 @@ use aya_log_ebpf::debug;
 use map_audit_common::{
     PAGE_SIZE,
     records::ORIGIN_MMAP,
-    region::{MAP_ANONYMOUS, MAP_FIXED, PROT_EXEC, PendingCall, Region},
+    region::{
+        MAP_ANONYMOUS, MAP_FIXED, PROT_EXEC, PendingCall, Region, change_applies, mapped_length,
+    },
 };
 
 use crate::{
@@ -38,6 +40,7 @@ fn try_sys_enter_mmap(ctx: &TracePointContext) -> Result<u32, i32> {
             flags: ctx.read_at::<u64>(off.mmap_flags as usize)? as u32,
             fd: ctx.read_at::<i64>(off.mmap_fd as usize)? as i32,
             _pad: 0,
+            seq: 0,
         }
     };
     pending::save(&call);
@@ -54,10 +57,17 @@ fn try_sys_exit_mmap(ctx: &TracePointContext) -> Result<u32, i32> {
     let Some((tgid, scope, call, start)) = pending::take_mapped(ctx)? else {
         return Ok(0);
     };
-    let end = start + call.len.div_ceil(PAGE_SIZE) * PAGE_SIZE;
-    if call.flags & MAP_FIXED != 0 {
-        // A fixed mapping replaces whatever was there.
-        region_table::unmap_range(tgid, scope.generation, start, end);
+    // Held until the end: another thread's edit of this process must not interleave.
+    let _lock = scope::lock_table(tgid);
+    let end = start + mapped_length(call.len, call.flags);
+    // A fixed mapping replaces whatever was there. Any other got a range the kernel
+    // had free, so what the table still holds there is stale: another thread's munmap
+    // freed it and has not reached its own exit yet.
+    if call.flags & MAP_FIXED != 0
+        || stale_at(tgid, scope.generation, start, call.seq)
+        || stale_at(tgid, scope.generation, end - PAGE_SIZE, call.seq)
+    {
+        region_table::unmap_range(tgid, scope.generation, start, end, call.seq);
     }
     let region = Region {
         start,
@@ -89,4 +99,10 @@ fn try_sys_exit_mmap(ctx: &TracePointContext) -> Result<u32, i32> {
         );
     }
     Ok(0)
+}
+
+/// Whether the table holds, at `address`, a region older than the call.
+#[inline(always)]
+fn stale_at(tgid: u32, generation: u32, address: u64, seq: u64) -> bool {
+    region_table::lookup(tgid, generation, address).is_some_and(|r| change_applies(&r, seq))
 }

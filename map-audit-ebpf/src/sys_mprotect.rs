@@ -5,7 +5,7 @@
 use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
 use map_audit_common::PAGE_SIZE;
 
-use crate::{maps::tracepoint_offsets, pending, region_table};
+use crate::{maps::tracepoint_offsets, pending, region_table, scope};
 
 #[tracepoint]
 pub fn sys_enter_mprotect(ctx: TracePointContext) -> u32 {
@@ -41,7 +41,9 @@ fn try_sys_exit_mprotect(ctx: &TracePointContext) -> Result<u32, i32> {
     let Some((tgid, scope, call)) = pending::take_succeeded(ctx)? else {
         return Ok(0);
     };
+    // Held until the end: another thread's edit of this process must not interleave.
+    let _lock = scope::lock_table(tgid);
     let end = call.addr + call.len.div_ceil(PAGE_SIZE) * PAGE_SIZE;
-    region_table::protect_range(tgid, scope.generation, call.addr, end, call.prot);
+    region_table::protect_range(tgid, scope.generation, call.addr, end, call.prot, call.seq);
     Ok(0)
 }

@@ -7,7 +7,7 @@ use aya_ebpf::{
 use map_audit_common::{
     PAGE_SIZE,
     records::ORIGIN_MREMAP,
-    region::{MREMAP_DONTUNMAP, MREMAP_FIXED, PendingCall, Region},
+    region::{MREMAP_DONTUNMAP, MREMAP_FIXED, PendingCall, Region, change_applies},
 };
 
 use crate::{maps::tracepoint_offsets, pending, records, region_table, scope};
@@ -44,24 +44,30 @@ fn try_sys_exit_mremap(ctx: &TracePointContext) -> Result<u32, i32> {
     let Some((tgid, scope, call, new_start)) = pending::take_mapped(ctx)? else {
         return Ok(0);
     };
-    let Some((old, _)) = region_table::lookup_for_fault(tgid, &scope, call.addr) else {
-        // Not a tracked region: nothing to move; the new range may still replace some.
-        return Ok(0);
-    };
+    // Held until the end: another thread's edit of this process must not interleave.
+    let _lock = scope::lock_table(tgid);
     let old_end = call.addr + call.len.div_ceil(PAGE_SIZE) * PAGE_SIZE;
     let new_end = new_start + call.new_len.div_ceil(PAGE_SIZE) * PAGE_SIZE;
-    if call.flags & MREMAP_DONTUNMAP == 0 {
-        region_table::unmap_range(tgid, scope.generation, call.addr, old_end);
-    }
+    let generation = scope.generation;
     if call.flags & MREMAP_FIXED != 0 {
-        region_table::unmap_range(tgid, scope.generation, new_start, new_end);
+        region_table::unmap_range(tgid, generation, new_start, new_end, call.seq);
+    }
+    let old = region_table::lookup(tgid, generation, call.addr)
+        .filter(|region| change_applies(region, call.seq));
+    let Some(old) = old else {
+        // Not in the kernel's table (the agent's copy may hold it): the agent moves it.
+        records::remap_unresolved(call.addr, old_end, new_start, new_end, call.flags, call.seq);
+        return Ok(0);
+    };
+    if call.flags & MREMAP_DONTUNMAP == 0 {
+        region_table::unmap_range(tgid, generation, call.addr, old_end, call.seq);
     }
     let moved = Region {
         start: new_start,
         end: new_end,
         file_offset: old.file_offset + (call.addr - old.start),
         id: region_table::next_id(),
-        generation: scope.generation,
+        generation,
         ..old
     };
     region_table::insert(tgid, &moved);

@@ -7,7 +7,7 @@ use map_audit_common::PAGE_SIZE;
 
 use crate::{
     maps::{agent_config, tracepoint_offsets},
-    pending, region_table,
+    pending, region_table, scope,
 };
 
 #[tracepoint]
@@ -25,8 +25,10 @@ fn try_sys_exit_munmap(ctx: &TracePointContext) -> Result<u32, i32> {
     let Some((tgid, scope, call)) = pending::take_succeeded(ctx)? else {
         return Ok(0);
     };
+    // Held until the end: another thread's edit of this process must not interleave.
+    let _lock = scope::lock_table(tgid);
     let end = call.addr + call.len.div_ceil(PAGE_SIZE) * PAGE_SIZE;
-    region_table::unmap_range(tgid, scope.generation, call.addr, end);
+    region_table::unmap_range(tgid, scope.generation, call.addr, end, call.seq);
     if agent_config().log_enabled != 0 {
         debug!(ctx, "tgid {} munmap {:x}-{:x}", tgid, call.addr, end);
     }

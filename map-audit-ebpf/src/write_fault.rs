@@ -14,8 +14,8 @@ use map_audit_common::{
         STACKS_FAILED, STACKS_TRUNCATED,
     },
     records::{
-        ERROR_CODE_UNKNOWN, FaultRecord, KIND_KERNEL_WRITE_FAULT, KIND_WRITE_FAULT,
-        KernelFaultRecord, MAX_KERNEL_STACK_DEPTH,
+        ERROR_CODE_UNKNOWN, FAULT_STACK_TRUNCATED, FAULT_VIA_PARENT, FaultRecord,
+        KIND_KERNEL_WRITE_FAULT, KIND_WRITE_FAULT, KernelFaultRecord, MAX_KERNEL_STACK_DEPTH,
     },
     region::{PATH_PENDING, Region},
     tally::TallyKey,
@@ -34,22 +34,23 @@ pub const FAULT_WRITE: u64 = 0x2;
 /// x86 page-fault error code bit: the access came from user mode.
 pub const FAULT_USER: u64 = 0x4;
 
-/// The tracked writable region an audited write fault at `address` falls in.
+/// The tracked writable region an audited write fault at `address` falls in, and
+/// whether it is the process's own (else its parent's, right after a fork).
 #[inline(always)]
-fn audited_region(tgid: u32, address: u64, error_code: u64) -> Option<Region> {
+fn audited_region(tgid: u32, address: u64, error_code: u64) -> Option<(Region, bool)> {
     if error_code != ERROR_CODE_UNKNOWN && error_code & FAULT_WRITE == 0 {
         return None;
     }
-    let region = region_cache::region_for_fault(tgid, address)?;
+    let (mut region, own) = region_cache::region_for_fault(tgid, address)?;
     if !region.is_writable() {
         return None;
     }
-    if !region_filter::audited(&region) {
+    if !region_filter::audited(&mut region) {
         bump(FAULTS_FILTERED);
         return None;
     }
     bump(FAULTS_MATCHED);
-    Some(region)
+    Some((region, own))
 }
 
 /// Reports an audited write fault at `address`: counted in its kernel tally, or a fault
@@ -69,30 +70,40 @@ pub fn report<C: EbpfContext>(
         return;
     }
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
-    let Some(region) = audited_region(tgid, address, error_code) else {
+    let Some((region, own)) = audited_region(tgid, address, error_code) else {
         return;
     };
+    let flags = if own { 0 } else { FAULT_VIA_PARENT };
     if kernel {
-        report_kernel_write(ctx, tgid, address, error_code, &region);
+        report_kernel_write(ctx, tgid, address, error_code, &region, flags);
         return;
     }
     let Some(record) = FAULT_SCRATCH.get_ptr_mut(0) else {
         return;
     };
     let record = unsafe { &mut *record };
-    // Only stacks walked here are hashed; the agent decides a `--path` still pending.
+    // Only stacks walked here are hashed; the agent decides a `--path` still pending,
+    // and gives a parent's region (after a fork) to the child's copy of it.
     let mut stack_hash = 0;
+    record.flags = flags;
     match user_regs.and_then(|regs| user_stack::walk(regs, &mut record.stack)) {
         Some(walked) => {
             if walked.truncated {
                 bump(STACKS_TRUNCATED);
+                record.flags |= FAULT_STACK_TRUNCATED;
             }
             record.stack_bytes = walked.bytes;
-            if agent_config().aggregate_in_kernel != 0 && region.path_filter != PATH_PENDING {
+            if agent_config().aggregate_in_kernel != 0 && region.path_filter != PATH_PENDING && own
+            {
                 stack_hash = walked.hash;
             }
         }
-        None => record.stack_bytes = user_stack_by_helper(ctx, &mut record.stack),
+        None => {
+            record.stack_bytes = user_stack_by_helper(ctx, &mut record.stack);
+            if record.stack_bytes == (8 * MAX_STACK_DEPTH) as i64 {
+                record.flags |= FAULT_STACK_TRUNCATED;
+            }
+        }
     }
     let tally_key = TallyKey {
         tgid,
@@ -135,6 +146,7 @@ fn report_kernel_write<C: EbpfContext>(
     address: u64,
     error_code: u64,
     region: &Region,
+    flags: u32,
 ) {
     if !rate_limit::admit(tgid) {
         return;
@@ -154,7 +166,12 @@ fn report_kernel_write<C: EbpfContext>(
         now,
     );
     record.fault.stack_hash = 0;
+    record.fault.flags = flags;
+    record.fault._pad = 0;
     record.fault.stack_bytes = user_stack_by_helper(ctx, &mut record.fault.stack);
+    if record.fault.stack_bytes == (8 * MAX_STACK_DEPTH) as i64 {
+        record.fault.flags |= FAULT_STACK_TRUNCATED;
+    }
     record.kernel_stack_bytes = stack(
         ctx,
         record.kernel_stack.as_mut_ptr(),

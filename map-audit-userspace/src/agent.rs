@@ -29,7 +29,7 @@ use crate::{
     proc_seed,
     process_maps::Snapshots,
     region_filter::RegionFilter,
-    region_table::RegionTable,
+    region_table::{KernelMaps, RegionTable},
     ringbuf_reader,
     stats::KernelCounters,
     target::{self, HeldCommand},
@@ -113,11 +113,14 @@ pub fn run(args: RunArgs) -> Result<i32> {
         metrics.ringbuf(u64::from(args.ringbuf_size), 0);
     }
 
-    let regions = LpmTrie::try_from(take_map(&mut ebpf, "REGIONS")?)?;
-    let scope = HashMap::try_from(take_map(&mut ebpf, "SCOPE")?)?;
-    let pending = HashMap::try_from(take_map(&mut ebpf, "PENDING_CALLS")?)?;
-    let versions = Array::try_from(take_map(&mut ebpf, "TABLE_VERSIONS")?)?;
-    let mut table = RegionTable::new(regions, scope, pending, versions);
+    let mut table = RegionTable::new(KernelMaps {
+        regions: LpmTrie::try_from(take_map(&mut ebpf, "REGIONS")?)?,
+        scope: HashMap::try_from(take_map(&mut ebpf, "SCOPE")?)?,
+        pending: HashMap::try_from(take_map(&mut ebpf, "PENDING_CALLS")?)?,
+        fork_fallbacks: HashMap::try_from(take_map(&mut ebpf, "FORK_FALLBACKS")?)?,
+        path_verdicts: HashMap::try_from(take_map(&mut ebpf, "PATH_VERDICTS")?)?,
+        versions: Array::try_from(take_map(&mut ebpf, "TABLE_VERSIONS")?)?,
+    });
     let mut comms: HashMap<_, [u8; COMM_LEN], u32> =
         HashMap::try_from(take_map(&mut ebpf, "SCOPE_COMMS")?)?;
     for name in &args.comms {

@@ -4,9 +4,9 @@
 //! symbolised once per aggregate, not once per fault.
 //!
 //! Most faults never reach the agent: the kernel counts them in a tally and sends only
-//! each tally's first fault, which carries the tally's key. The aggregator remembers
-//! that fault and, when it reports, folds in what the tally counted since the last
-//! report (`KernelTallies`).
+//! each tally's first fault of each flush interval, which carries the tally's key and
+//! gives the interval's aggregate its first time, address and thread. When it reports,
+//! the aggregator folds in what the tally counted in that interval (`KernelTallies`).
 
 use std::{
     collections::{HashMap, HashSet},
@@ -16,7 +16,7 @@ use std::{
 use map_audit_common::{
     PAGE_SIZE,
     region::Region,
-    tally::{Tally, TallyKey},
+    tally::{TallyKey, TallyUpTo},
 };
 
 use crate::{
@@ -90,11 +90,11 @@ impl Aggregate {
     }
 }
 
-/// A kernel tally the aggregator knows, by the fault that opened it.
+/// A kernel tally the aggregator knows, by the last fault it sent as a record.
 struct Tallied {
     opener: RawFault,
     /// The tally's counts already folded into aggregates.
-    folded: Tally,
+    folded: TallyUpTo,
 }
 
 #[derive(Default)]
@@ -121,11 +121,14 @@ impl Aggregator {
                 region_id: fault.region.id,
                 stack_hash: fault.stack_hash,
             };
-            // Two CPUs can both send an opener: the first one stays.
-            self.tallied.entry(tally_key).or_insert_with(|| Tallied {
-                opener: fault.clone(),
-                folded: Tally::default(),
-            });
+            // The latest record stands for the tally's faults (its thread and name).
+            self.tallied
+                .entry(tally_key)
+                .and_modify(|t| t.opener = fault.clone())
+                .or_insert_with(|| Tallied {
+                    opener: fault.clone(),
+                    folded: TallyUpTo::default(),
+                });
         }
         let page = fault.address / PAGE_SIZE;
         let ts = fault.ts_ns;
@@ -138,33 +141,51 @@ impl Aggregator {
         aggregate.last_ts_ns = aggregate.last_ts_ns.max(ts);
     }
 
-    /// Everything open, oldest first; a new flush interval starts.
+    /// Everything open, oldest first; a new flush interval starts. Each tally is folded
+    /// up to the end of the interval that closes: faults the kernel counted in the new
+    /// one already wait for the next flush.
     pub fn take_all(&mut self) -> Vec<Aggregate> {
-        if let Some(kernel) = &mut self.kernel
-            && let Err(err) = kernel.next_epoch()
-        {
-            log::warn!("{err:#}");
-        }
-        self.fold_tallies(|_| true, false);
+        let closing = match &mut self.kernel {
+            Some(kernel) => match kernel.next_epoch() {
+                Ok(closing) => Some(closing),
+                Err(err) => {
+                    log::warn!("{err:#}");
+                    None
+                }
+            },
+            None => None,
+        };
+        self.fold_tallies(|_| true, closing, false);
         sorted(self.open.drain().map(|(_, a)| a).collect())
     }
 
     /// The aggregates of one process (it exec'd or exited).
     pub fn take_process(&mut self, pid: u32) -> Vec<Aggregate> {
-        self.fold_tallies(|key| key.tgid == pid, true);
+        self.fold_tallies(|key| key.tgid == pid, None, true);
         self.take(|key| key.pid == pid)
     }
 
-    /// The aggregates of one region (it is being unmapped).
-    pub fn take_region(&mut self, pid: u32, region_id: u64) -> Vec<Aggregate> {
-        self.fold_tallies(|key| key.tgid == pid && key.region_id == region_id, true);
+    /// The aggregates of one region (part or all of it is being unmapped); `retire`:
+    /// none of it is left, so its tallies go too. Pieces that are left keep counting in
+    /// their tallies: removing one under a fault would lose the fault.
+    pub fn take_region(&mut self, pid: u32, region_id: u64, retire: bool) -> Vec<Aggregate> {
+        self.fold_tallies(
+            |key| key.tgid == pid && key.region_id == region_id,
+            None,
+            retire,
+        );
         self.take(|key| key.pid == pid && key.region_id == region_id)
     }
 
-    /// Adds what the matching kernel tallies counted since the last fold to their
-    /// aggregates (reopening them after a flush); `retire`: their region or process is
-    /// gone, so the tallies are removed.
-    fn fold_tallies(&mut self, matches: impl Fn(&TallyKey) -> bool, retire: bool) {
+    /// Adds what the matching kernel tallies counted since the last fold (up to the end
+    /// of interval `closing`, or all of it) to their aggregates, reopening them after a
+    /// flush; `retire`: their region or process is gone, so the tallies are removed.
+    fn fold_tallies(
+        &mut self,
+        matches: impl Fn(&TallyKey) -> bool,
+        closing: Option<u64>,
+        retire: bool,
+    ) {
         let Some(kernel) = &mut self.kernel else {
             return;
         };
@@ -173,25 +194,25 @@ impl Aggregator {
                 return true;
             }
             if let Some(tally) = kernel.get(tally_key) {
-                let count = tally.count - tallied.folded.count;
+                let upto = tally.up_to(closing.unwrap_or(u64::MAX));
+                let count = upto.count.saturating_sub(tallied.folded.count);
                 if count > 0 {
                     let aggregate =
                         self.open
                             .entry(Key::of(&tallied.opener))
                             .or_insert_with(|| {
-                                // Reopened after a flush: it starts at the interval's first fault,
-                                // which a fault racing the epoch change may have set early.
+                                // Reopened after its region was partly unmapped: it starts
+                                // after the faults already reported.
                                 let mut first = tallied.opener.clone();
-                                first.ts_ns =
-                                    tally.epoch_first_ts_ns.max(tallied.folded.last_ts_ns);
-                                first.address = tally.epoch_first_address;
+                                first.ts_ns = first.ts_ns.max(tallied.folded.last_ts_ns);
                                 Aggregate::new(first)
                             });
                     aggregate.count += count;
-                    aggregate.pages_counted_in_kernel += tally.pages - tallied.folded.pages;
-                    aggregate.last_ts_ns = aggregate.last_ts_ns.max(tally.last_ts_ns);
+                    aggregate.pages_counted_in_kernel +=
+                        upto.pages.saturating_sub(tallied.folded.pages);
+                    aggregate.last_ts_ns = aggregate.last_ts_ns.max(upto.last_ts_ns);
                 }
-                tallied.folded = tally;
+                tallied.folded = upto;
             }
             if retire {
                 kernel.remove(tally_key);

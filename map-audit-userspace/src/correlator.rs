@@ -7,10 +7,12 @@ use std::{collections::HashMap, path::PathBuf, sync::Arc};
 use map_audit_common::{
     COMM_LEN,
     records::{
-        ERROR_CODE_UNKNOWN, FaultRecord, KIND_PROCESS_EXIT, MappedFileRecord, ORIGIN_MREMAP,
-        ProcessRecord, RecordHeader, RegionRecord,
+        ERROR_CODE_UNKNOWN, FAULT_STACK_TRUNCATED, FAULT_VIA_PARENT, FaultRecord,
+        KIND_PROCESS_EXIT, MappedFileRecord, ORIGIN_BRK, ORIGIN_EXEC, ORIGIN_MREMAP, ProcessRecord,
+        RecordHeader, RegionRecord,
     },
-    region::{PATH_PENDING, PROT_EXEC, Region},
+    region::{MREMAP_DONTUNMAP, PATH_PENDING, PROT_EXEC, Region, change_applies},
+    region_split::{UNMAP, changes, split},
 };
 
 use crate::{
@@ -23,7 +25,7 @@ use crate::{
     process_maps::{MapEntry, ProcessMaps},
     records::Record,
     region_filter::RegionFilter,
-    region_mirror::{RegionMirror, TrackedRegion, pieces},
+    region_mirror::{RegionMirror, TrackedRegion},
     region_names::{captured_path, is_file_backed, region_json},
     region_table::RegionTable,
     rendered_stacks::RenderedStacks,
@@ -51,11 +53,15 @@ pub enum Item {
     /// Where a mount id is mounted, read by the reader while the mapping process lived;
     /// sent before its file record.
     MountPoint(u32, Arc<str>),
-    /// A process that ran before the agent started: its mappings, from /proc.
+    /// A process that ran before the agent started: its mappings, from /proc (already
+    /// in the kernel's table, in scope generation `generation`).
     Seed {
         pid: u32,
         comm: String,
+        generation: u32,
         regions: Vec<TrackedRegion>,
+        /// False when the process kept changing its mappings while they were loaded.
+        settled: bool,
     },
 }
 
@@ -71,6 +77,8 @@ struct ProcessState {
     /// Executable mappings from the kernel's records (when /proc was too late).
     image: Arc<ImageMap>,
     regions: RegionMirror,
+    /// The scope generation the regions belong to (0: not known yet).
+    generation: u32,
 }
 
 pub struct Correlator {
@@ -88,6 +96,8 @@ pub struct Correlator {
     max_stack_depth: usize,
     clock: Clock,
     pub counters: AgentCounters,
+    /// Forked children found still falling back to their parents at the last reclaim.
+    forks_waiting: HashMap<u32, u32>,
 }
 
 impl Correlator {
@@ -105,11 +115,20 @@ impl Correlator {
             max_stack_depth: options.max_stack_depth,
             clock,
             counters: AgentCounters::default(),
+            forks_waiting: HashMap::new(),
         }
     }
 
     pub fn table_entries(&self) -> crate::region_table::TableEntries {
         self.table.entries()
+    }
+
+    /// The agent's counters, with those of its edits of the kernel's table.
+    pub fn agent_counters(&self) -> AgentCounters {
+        AgentCounters {
+            region_table_full: self.table.blocks_not_inserted,
+            ..self.counters
+        }
     }
 
     /// The events for one item (several when an exit or an unmap closes regions).
@@ -122,7 +141,18 @@ impl Correlator {
                 log::trace!("pid {pid}: {} mappings", maps.entry_count());
                 self.processes.entry(pid).or_default().maps = maps;
             }
-            Item::Seed { pid, comm, regions } => self.seed(pid, &comm, regions, out),
+            Item::Seed {
+                pid,
+                comm,
+                generation,
+                regions,
+                settled,
+            } => {
+                if !settled {
+                    self.counters.processes_seeded_unsettled += 1;
+                }
+                self.seed(pid, &comm, generation, regions, out)
+            }
             Item::Record(record) => {
                 if !matches!(
                     record,
@@ -132,10 +162,11 @@ impl Correlator {
                 }
                 match record {
                     Record::RegionMapped(r) => self.region_mapped(&r, out),
-                    Record::RegionUnmapped(r) => self.region_changed(&r, None, out),
-                    Record::RegionProtected(r) => self.region_changed(&r, Some(r.detail), out),
-                    Record::UnmapUnresolved(r) => self.range_unresolved(&r, None, out),
-                    Record::ProtectUnresolved(r) => self.range_unresolved(&r, Some(r.detail), out),
+                    Record::RegionUnmapped(r) => self.region_changed(&r, UNMAP, out),
+                    Record::RegionProtected(r) => self.region_changed(&r, r.detail, out),
+                    Record::UnmapUnresolved(r) => self.range_unresolved(&r, UNMAP, out),
+                    Record::ProtectUnresolved(r) => self.range_unresolved(&r, r.detail, out),
+                    Record::RemapUnresolved(r) => self.remap_unresolved(&r, out),
                     Record::WriteFault(f) => out.extend(self.write_fault(&f, None)),
                     Record::KernelWriteFault(k) => {
                         let depth = stack_depth(k.kernel_stack_bytes, k.kernel_stack.len());
@@ -144,7 +175,10 @@ impl Correlator {
                     Record::MappedFile(f) => self.mapped_file(&f),
                     Record::ProcessFork(p) => self.process_fork(&p, out),
                     Record::ExecImage(r) => self.exec_image(&r),
-                    Record::ProcessExec(p) => self.process_gone(&p, out),
+                    Record::ProcessExec(p) => {
+                        self.process_gone(&p, out);
+                        self.processes.entry(p.tgid).or_default().generation = p.generation;
+                    }
                     Record::ProcessExit(p) => {
                         self.process_gone(&p, out);
                         self.processes.remove(&p.tgid);
@@ -179,14 +213,23 @@ impl Correlator {
     }
 
     fn region_mapped(&mut self, record: &RegionRecord, out: &mut Vec<Timed>) {
-        let mut region = record.region;
+        let region = record.region;
         let captured = self.captured_paths.remove(&region.id);
         let process = self.process_info(&record.header);
         let state = self.processes.entry(process.pid).or_default();
-        let path = if is_file_backed(&region) {
-            captured.or_else(|| state.maps.path_at(region.start).map(Arc::from))
-        } else {
-            None
+        state.generation = region.generation;
+        let grown = state
+            .regions
+            .find(region.start)
+            .filter(|tracked| tracked.region.id == region.id)
+            .map(|tracked| tracked.path.clone());
+        let path = match grown {
+            // The heap grown in place keeps what it had.
+            Some(path) => path,
+            None if is_file_backed(&region) => {
+                captured.or_else(|| state.maps.path_at(region.start).map(Arc::from))
+            }
+            None => None,
         };
         if region.prot & PROT_EXEC != 0
             && let Some(path) = &path
@@ -200,57 +243,96 @@ impl Correlator {
             };
             Arc::make_mut(&mut state.image).insert(entry);
         }
+        let mut reported = region;
         if region.path_filter == PATH_PENDING {
             // The kernel sends this region's faults to us until it has the verdict.
-            region.path_filter = self.filter.path_state(path.as_deref());
-            self.table.set_path_state(process.pid, &region);
+            reported.path_filter = self.filter.path_state(path.as_deref());
+            self.table.set_path_verdict(region.id, reported.path_filter);
         }
-        state.regions.insert(TrackedRegion {
-            region,
+        let replaced = state.regions.insert(TrackedRegion {
+            region: reported,
             path: path.clone(),
         });
-        if !self.reportable(&region, path.as_deref()) {
+        // What the copy held there was unmapped by a change the kernel could not see
+        // (another thread's call that has not reached its exit yet): it is gone.
+        for old in replaced {
+            let cut = (
+                old.region.start.max(region.start),
+                old.region.end.min(region.end),
+            );
+            self.region_removed(&record.header, old, cut, out);
+        }
+        if !self.reportable(&reported, path.as_deref()) {
             return;
         }
         if path.is_none() && is_file_backed(&region) {
             self.counters.paths_unresolved += 1;
         }
-        let origin = if record.detail == ORIGIN_MREMAP {
-            "mremap"
-        } else {
-            "mmap"
+        let origin = match record.detail {
+            ORIGIN_MREMAP => "mremap",
+            ORIGIN_BRK => "brk",
+            ORIGIN_EXEC => "exec",
+            _ => "mmap",
         };
         out.push(region_event(
             Some(record.header.ts_ns),
             RegionKind::Mapped(origin),
             process,
-            &region,
+            &reported,
             path,
             None,
             None,
         ));
     }
 
-    /// The kernel unmapped (`new_prot` None) or mprotected part or all of a region.
-    fn region_changed(
+    /// `[cut)` of `old` went without a record of its own: its writes are reported,
+    /// its blocks leave the kernel's table, and a `region_unmapped` says so.
+    fn region_removed(
         &mut self,
-        record: &RegionRecord,
-        new_prot: Option<u32>,
+        header: &RecordHeader,
+        old: TrackedRegion,
+        cut: (u64, u64),
         out: &mut Vec<Timed>,
     ) {
+        let pid = header.tgid;
+        let state = self.processes.entry(pid).or_default();
+        let remains = state.regions.contains_id(old.region.id);
+        self.flush(|a| a.take_region(pid, old.region.id, !remains), out);
+        let pieces = split(&old.region, cut.0, cut.1, UNMAP);
+        self.table
+            .replace_with_pieces(pid, &old.region, pieces.pieces());
+        if !remains {
+            self.table.forget_path_verdict(old.region.id);
+        }
+        let process = self.process_info(header);
+        if let Some(event) = self.change_event(
+            Some(header.ts_ns),
+            process,
+            &old.region,
+            old.path,
+            cut,
+            UNMAP,
+        ) {
+            out.push(event);
+        }
+    }
+
+    /// The kernel unmapped (`new_prot` `UNMAP`) or mprotected part or all of a region.
+    fn region_changed(&mut self, record: &RegionRecord, new_prot: u32, out: &mut Vec<Timed>) {
         let region = record.region;
         let cut = (record.range_start, record.range_end);
         let process = self.process_info(&record.header);
-        if new_prot.is_none() {
-            // Its writes are reported before the region goes.
-            self.flush(|a| a.take_region(process.pid, region.id), out);
+        let state = self.processes.entry(process.pid).or_default();
+        let path = state.regions.apply(&region, cut.0, cut.1, new_prot);
+        if new_prot == UNMAP {
+            // Its writes are reported before the region goes; a region that keeps
+            // pieces keeps its kernel tallies (their faults go on counting there).
+            let remains = state.regions.contains_id(region.id);
+            self.flush(|a| a.take_region(process.pid, region.id, !remains), out);
+            if !remains {
+                self.table.forget_path_verdict(region.id);
+            }
         }
-        let path = self
-            .processes
-            .entry(process.pid)
-            .or_default()
-            .regions
-            .apply(&region, cut.0, cut.1, new_prot);
         if let Some(event) = self.change_event(
             Some(record.header.ts_ns),
             process,
@@ -263,49 +345,101 @@ impl Correlator {
         }
     }
 
-    /// The kernel's walk skipped gaps in a range: finish the change from the mirror.
-    fn range_unresolved(
-        &mut self,
-        record: &RegionRecord,
-        new_prot: Option<u32>,
-        out: &mut Vec<Timed>,
-    ) {
+    /// The kernel's walk skipped gaps in a range (or stepped over a region newer than
+    /// the call): finish the change from the copy, on the regions older than the call.
+    fn range_unresolved(&mut self, record: &RegionRecord, new_prot: u32, out: &mut Vec<Timed>) {
         let (start, end) = (record.range_start, record.range_end);
         let tgid = record.header.tgid;
         let process = self.process_info(&record.header);
         let state = self.processes.entry(tgid).or_default();
-        let missed = state.regions.take_overlapping(start, end);
+        let (missed, newer): (Vec<_>, Vec<_>) = state
+            .regions
+            .take_overlapping(start, end)
+            .into_iter()
+            .partition(|t| change_applies(&t.region, record.seq) && changes(&t.region, new_prot));
+        for tracked in newer {
+            state.regions.insert(tracked);
+        }
         for tracked in &missed {
-            for piece in pieces(&tracked.region, start, end, new_prot) {
+            for piece in split(&tracked.region, start, end, new_prot).pieces() {
                 state.regions.insert(TrackedRegion {
-                    region: piece,
+                    region: tracked.region.piece(piece),
                     path: tracked.path.clone(),
                 });
             }
         }
         for tracked in missed {
             let region = tracked.region;
-            if new_prot == Some(region.prot) {
-                continue;
+            let split = split(&region, start, end, new_prot);
+            if new_prot == UNMAP {
+                let remains = self
+                    .processes
+                    .get(&tgid)
+                    .is_some_and(|s| s.regions.contains_id(region.id));
+                self.flush(|a| a.take_region(tgid, region.id, !remains), out);
+                if !remains {
+                    self.table.forget_path_verdict(region.id);
+                }
             }
-            if new_prot.is_none() {
-                self.flush(|a| a.take_region(tgid, region.id), out);
-            }
-            self.table.remove(tgid, &region);
-            for piece in pieces(&region, start, end, new_prot) {
-                self.table.insert(tgid, &piece);
-            }
-            let cut = (region.start.max(start), region.end.min(end));
+            self.table
+                .replace_with_pieces(tgid, &region, split.pieces());
             if let Some(event) = self.change_event(
                 Some(record.header.ts_ns),
                 process.clone(),
                 &region,
                 tracked.path,
-                cut,
+                (split.cut_start, split.cut_end),
                 new_prot,
             ) {
                 out.push(event);
             }
+        }
+    }
+
+    /// An mremap from a range the kernel's table did not hold: the region the copy
+    /// holds there moves (a new id at the new place, like the kernel's own moves).
+    fn remap_unresolved(&mut self, record: &RegionRecord, out: &mut Vec<Timed>) {
+        let tgid = record.header.tgid;
+        let (old_start, old_end) = (record.range_start, record.range_end);
+        let state = self.processes.entry(tgid).or_default();
+        let old = state
+            .regions
+            .find(old_start)
+            .filter(|t| change_applies(&t.region, record.seq))
+            .cloned();
+        if let Some(old) = &old {
+            let moved = Region {
+                start: record.region.start,
+                end: record.region.end,
+                file_offset: old.region.file_offset + (old_start - old.region.start),
+                id: self.table.new_region_id(),
+                generation: state.generation,
+                ..old.region
+            };
+            self.table.insert_if_absent(tgid, &moved);
+            let mapped = RegionRecord {
+                header: record.header,
+                region: moved,
+                range_start: moved.start,
+                range_end: moved.end,
+                detail: ORIGIN_MREMAP,
+                ..*record
+            };
+            self.captured_paths.extend(
+                old.path
+                    .clone()
+                    .filter(|_| is_file_backed(&moved))
+                    .map(|p| (moved.id, p)),
+            );
+            self.region_mapped(&mapped, out);
+        }
+        if record.detail & MREMAP_DONTUNMAP == 0 {
+            let unmap = RegionRecord {
+                range_start: old_start,
+                range_end: old_end,
+                ..*record
+            };
+            self.range_unresolved(&unmap, UNMAP, out);
         }
     }
 
@@ -344,6 +478,9 @@ impl Correlator {
                 generation: record.generation,
                 ..tracked.region
             };
+            if tracked.region.path_filter != PATH_PENDING {
+                self.table.set_path_verdict(region.id, region.path_filter);
+            }
             self.table.insert_if_absent(child, &region);
             copy.insert(TrackedRegion {
                 region,
@@ -361,13 +498,14 @@ impl Correlator {
                 ));
             }
         }
-        self.table.end_parent_fallback(child, record.generation);
+        self.table.end_fork_fallback(child, record.generation);
         self.processes.insert(
             child,
             ProcessState {
                 maps,
                 image,
                 regions: copy,
+                generation: record.generation,
             },
         );
     }
@@ -389,6 +527,7 @@ impl Correlator {
         for tracked in regions.into_regions() {
             let region = tracked.region;
             self.table.remove(record.tgid, &region);
+            self.table.forget_path_verdict(region.id);
             if self.reportable(&region, tracked.path.as_deref()) {
                 self.counters.regions_closed_by_agent += 1;
                 out.push(region_event(
@@ -440,22 +579,67 @@ impl Correlator {
             self.process_gone(&record, out);
             self.processes.remove(&pid);
         }
+        self.adopt_orphaned_forks(out);
         let swept = self.table.sweep_orphans();
         if swept > 0 {
             log::debug!("removed {swept} region table entries no live process owns");
         }
     }
 
+    /// Children whose fork record was lost fall back to their parents forever: after
+    /// a stats period in that state, they are loaded from /proc like a process that
+    /// ran before the agent.
+    fn adopt_orphaned_forks(&mut self, out: &mut Vec<Timed>) {
+        let waiting: HashMap<u32, u32> = self
+            .table
+            .fork_fallbacks()
+            .into_iter()
+            .map(|(child, fallback)| (child, fallback.child_generation))
+            .filter(|(child, generation)| {
+                self.processes
+                    .get(child)
+                    .is_none_or(|s| s.generation != *generation)
+            })
+            .collect();
+        let orphans: Vec<(u32, u32)> = waiting
+            .iter()
+            .filter(|(child, generation)| self.forks_waiting.get(child) == Some(generation))
+            .map(|(&child, &generation)| (child, generation))
+            .collect();
+        self.forks_waiting = waiting;
+        for (child, generation) in orphans {
+            log::debug!("pid {child}'s fork record was lost: loading it from /proc");
+            match crate::proc_seed::load_running(&mut self.table, &self.filter, child) {
+                Ok(item) => self.handle(item, out),
+                Err(err) => log::debug!("{err:#}"),
+            }
+            self.table.end_fork_fallback(child, generation);
+            self.forks_waiting.remove(&child);
+        }
+    }
+
     /// A process that ran before the agent (its mappings are in the table already).
-    fn seed(&mut self, pid: u32, comm: &str, regions: Vec<TrackedRegion>, out: &mut Vec<Timed>) {
-        let exe = self.processes.entry(pid).or_default().maps.exe.clone();
+    fn seed(
+        &mut self,
+        pid: u32,
+        comm: &str,
+        generation: u32,
+        regions: Vec<TrackedRegion>,
+        out: &mut Vec<Timed>,
+    ) {
+        let state = self.processes.entry(pid).or_default();
+        state.generation = generation;
         let process = ProcessInfo {
             pid,
             tid: pid,
             comm: comm.to_string(),
-            exe,
+            exe: state.maps.exe.clone(),
         };
         for tracked in regions {
+            if tracked.region.path_filter != PATH_PENDING {
+                self.table
+                    .set_path_verdict(tracked.region.id, tracked.region.path_filter);
+            }
             if self.reportable(&tracked.region, tracked.path.as_deref()) {
                 out.push(region_event(
                     None,
@@ -489,8 +673,12 @@ impl Correlator {
         region: &Region,
         path: Option<Arc<str>>,
         cut: (u64, u64),
-        new_prot: Option<u32>,
+        new_prot: u32,
     ) -> Option<Timed> {
+        if !changes(region, new_prot) {
+            return None;
+        }
+        let new_prot = (new_prot != UNMAP).then_some(new_prot);
         let kind = if new_prot.is_some() {
             RegionKind::Protected
         } else {
@@ -507,17 +695,27 @@ impl Correlator {
     fn write_fault(&mut self, record: &FaultRecord, kernel_stack: Option<&[u64]>) -> Option<Timed> {
         let process = self.process_info(&record.header);
         let state = self.processes.entry(process.pid).or_default();
-        let path = state
+        let mut region = record.region;
+        let own = state
             .regions
             .find(record.address)
-            .filter(|tracked| tracked.region.id == record.region.id)
-            .and_then(|tracked| tracked.path.clone());
+            .filter(|tracked| {
+                // A fault matched through the parent's regions (right after a fork)
+                // belongs to the child's copy of that region.
+                tracked.region.id == region.id || record.flags & FAULT_VIA_PARENT != 0
+            })
+            .cloned();
+        let path = own.as_ref().and_then(|tracked| tracked.path.clone());
+        if let Some(own) = own {
+            region = Region {
+                path_filter: region.path_filter,
+                ..own.region
+            };
+        }
         let maps = state.maps.clone();
         let image = state.image.clone();
         // Faults of a region still awaiting its `--path` verdict come to us.
-        if record.region.path_filter == PATH_PENDING
-            && !self.filter.audited(&record.region, path.as_deref())
-        {
+        if region.path_filter == PATH_PENDING && !self.filter.audited(&region, path.as_deref()) {
             self.counters.faults_filtered_by_agent += 1;
             return None;
         }
@@ -528,10 +726,10 @@ impl Correlator {
             image,
             address: record.address,
             error_code: record.error_code,
-            region: record.region,
+            region,
             path,
             user_stack: record.stack[..depth].to_vec(),
-            user_stack_truncated: depth == record.stack.len(),
+            user_stack_truncated: record.flags & FAULT_STACK_TRUNCATED != 0,
             kernel_stack: kernel_stack.map(<[u64]>::to_vec),
             ts_ns: record.header.ts_ns,
             stack_hash: record.stack_hash,

@@ -21,13 +21,15 @@ impl KernelTallies {
         }
     }
 
-    /// Starts a new flush interval: faults from now on record their interval's first
-    /// time and address afresh.
-    pub fn next_epoch(&mut self) -> Result<()> {
-        self.current_epoch += 1;
+    /// Starts a new flush interval (each tally's first fault in it goes as a record);
+    /// returns the interval that closes.
+    pub fn next_epoch(&mut self) -> Result<u64> {
+        let closing = self.current_epoch;
         self.epoch
-            .set(0, self.current_epoch, 0)
-            .context("writing the tally epoch failed")
+            .set(0, closing + 1, 0)
+            .context("writing the tally epoch failed")?;
+        self.current_epoch = closing + 1;
+        Ok(closing)
     }
 
     /// The tally of `key`, if the kernel has one.

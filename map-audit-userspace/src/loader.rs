@@ -51,7 +51,7 @@ pub fn load(options: &LoadOptions) -> Result<Ebpf> {
 }
 
 /// (role, program, category, tracepoint): the per-syscall and process tracepoints.
-const TRACEPOINTS: [(&str, &str, &str, &str); 12] = [
+const TRACEPOINTS: [(&str, &str, &str, &str); 14] = [
     ("mmap", "sys_enter_mmap", "syscalls", "sys_enter_mmap"),
     ("mmap", "sys_exit_mmap", "syscalls", "sys_exit_mmap"),
     ("munmap", "sys_enter_munmap", "syscalls", "sys_enter_munmap"),
@@ -82,6 +82,8 @@ const TRACEPOINTS: [(&str, &str, &str, &str); 12] = [
     ),
     ("mremap", "sys_enter_mremap", "syscalls", "sys_enter_mremap"),
     ("mremap", "sys_exit_mremap", "syscalls", "sys_exit_mremap"),
+    ("brk", "sys_enter_brk", "syscalls", "sys_enter_brk"),
+    ("brk", "sys_exit_brk", "syscalls", "sys_exit_brk"),
     ("exec", "sched_process_exec", "sched", "sched_process_exec"),
     ("exit", "sched_process_exit", "sched", "sched_process_exit"),
 ];
@@ -150,6 +152,20 @@ pub fn kernel_offsets(btf: &KernelBtf) -> Result<KernelOffsets> {
         dentry_parent: member("dentry", "d_parent")?,
         dentry_name: member("dentry", "d_name")? + member("qstr", "name")?,
         dentry_name_len: member("dentry", "d_name")? + member("qstr", "len")?,
+        task_signal: member("task_struct", "signal")?,
+        signal_live: member("signal_struct", "live")?,
+        signal_rlim: member("signal_struct", "rlim")?,
+        mm_start_data: member("mm_struct", "start_data")?,
+        mm_end_data: member("mm_struct", "end_data")?,
+        mm_start_brk: member("mm_struct", "start_brk")?,
+        mm_start_stack: member("mm_struct", "start_stack")?,
+        mm_saved_auxv: member("mm_struct", "saved_auxv")?,
+        vma_vm_start: member("vm_area_struct", "vm_start")?,
+        vma_vm_end: member("vm_area_struct", "vm_end")?,
+        vma_vm_flags: member("vm_area_struct", "vm_flags")?,
+        vma_vm_pgoff: member("vm_area_struct", "vm_pgoff")?,
+        vma_vm_file: member("vm_area_struct", "vm_file")?,
+        _pad: 0,
     })
 }
 

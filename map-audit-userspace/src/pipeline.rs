@@ -115,7 +115,7 @@ fn write_stats(
     final_totals: bool,
     command_exit_code: Option<i32>,
 ) {
-    let mut agent = correlator.counters;
+    let mut agent = correlator.agent_counters();
     agent.lines_unwritten = writer.lines_unwritten;
     let counters = Counters {
         kernel,

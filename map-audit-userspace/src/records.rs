@@ -5,8 +5,9 @@
 use map_audit_common::records::{
     FaultRecord, KIND_EXEC_IMAGE, KIND_KERNEL_WRITE_FAULT, KIND_MAPPED_FILE, KIND_PROCESS_EXEC,
     KIND_PROCESS_EXIT, KIND_PROCESS_FORK, KIND_PROTECT_UNRESOLVED, KIND_REGION_MAPPED,
-    KIND_REGION_PROTECTED, KIND_REGION_UNMAPPED, KIND_UNMAP_UNRESOLVED, KIND_WRITE_FAULT,
-    KernelFaultRecord, MappedFileRecord, ProcessRecord, RecordHeader, RegionRecord,
+    KIND_REGION_PROTECTED, KIND_REGION_UNMAPPED, KIND_REMAP_UNRESOLVED, KIND_UNMAP_UNRESOLVED,
+    KIND_WRITE_FAULT, KernelFaultRecord, MappedFileRecord, ProcessRecord, RecordHeader,
+    RegionRecord,
 };
 
 /// A decoded record.
@@ -17,6 +18,7 @@ pub enum Record {
     RegionProtected(RegionRecord),
     UnmapUnresolved(RegionRecord),
     ProtectUnresolved(RegionRecord),
+    RemapUnresolved(RegionRecord),
     ExecImage(RegionRecord),
     WriteFault(Box<FaultRecord>),
     KernelWriteFault(Box<KernelFaultRecord>),
@@ -34,6 +36,7 @@ impl Record {
             | Record::RegionProtected(r)
             | Record::UnmapUnresolved(r)
             | Record::ProtectUnresolved(r)
+            | Record::RemapUnresolved(r)
             | Record::ExecImage(r) => &r.header,
             Record::WriteFault(f) => &f.header,
             Record::KernelWriteFault(f) => &f.fault.header,
@@ -67,6 +70,7 @@ pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
         KIND_REGION_PROTECTED => Record::RegionProtected(read(bytes, "region_protected")?),
         KIND_UNMAP_UNRESOLVED => Record::UnmapUnresolved(read(bytes, "unmap_unresolved")?),
         KIND_PROTECT_UNRESOLVED => Record::ProtectUnresolved(read(bytes, "protect_unresolved")?),
+        KIND_REMAP_UNRESOLVED => Record::RemapUnresolved(read(bytes, "remap_unresolved")?),
         KIND_WRITE_FAULT => Record::WriteFault(Box::new(read_fault(bytes)?)),
         KIND_EXEC_IMAGE => Record::ExecImage(read(bytes, "exec_image")?),
         KIND_KERNEL_WRITE_FAULT => {

@@ -4,7 +4,10 @@
 
 use std::{collections::BTreeMap, sync::Arc};
 
-use map_audit_common::region::Region;
+use map_audit_common::{
+    region::Region,
+    region_split::{UNMAP, changes, split},
+};
 
 #[derive(Debug, Clone)]
 pub struct TrackedRegion {
@@ -18,7 +21,29 @@ pub struct RegionMirror {
 }
 
 impl RegionMirror {
-    pub fn insert(&mut self, tracked: TrackedRegion) {
+    /// Adds `tracked`; whatever it overlaps is replaced and returned (the kernel gave
+    /// the range to this region, so what the copy held there is gone).
+    pub fn insert(&mut self, tracked: TrackedRegion) -> Vec<TrackedRegion> {
+        let region = tracked.region;
+        let overlapped = self.take_overlapping(region.start, region.end);
+        let mut gone = Vec::new();
+        for old in overlapped {
+            if old.region.id != region.id {
+                gone.push(old.clone());
+            }
+            let split = split(&old.region, region.start, region.end, UNMAP);
+            for piece in split.pieces() {
+                self.put(TrackedRegion {
+                    region: old.region.piece(piece),
+                    path: old.path.clone(),
+                });
+            }
+        }
+        self.put(tracked);
+        gone
+    }
+
+    fn put(&mut self, tracked: TrackedRegion) {
         self.by_start.insert(tracked.region.start, tracked);
     }
 
@@ -28,27 +53,39 @@ impl RegionMirror {
         (address < tracked.region.end).then_some(tracked)
     }
 
-    /// Applies a change the kernel made to `region` on `[start, end)`: the region is
-    /// replaced by its pieces outside the range and, for an mprotect (`new_prot`), the
-    /// piece inside with the new protection. Returns the region's path.
+    /// Whether any piece of region `id` is left.
+    pub fn contains_id(&self, id: u64) -> bool {
+        self.by_start.values().any(|t| t.region.id == id)
+    }
+
+    /// Applies a change the kernel made to `region` on `[start, end)` (`new_prot` or
+    /// `UNMAP`): the region is replaced by its pieces (the one rule,
+    /// `map_audit_common::region_split`). Returns the region's path.
     pub fn apply(
         &mut self,
         region: &Region,
         start: u64,
         end: u64,
-        new_prot: Option<u32>,
+        new_prot: u32,
     ) -> Option<Arc<str>> {
         let path = match self.by_start.remove(&region.start) {
             Some(tracked) if tracked.region.id == region.id => tracked.path,
             Some(other) => {
-                self.by_start.insert(other.region.start, other);
+                self.put(other);
                 None
             }
             None => None,
         };
-        for piece in pieces(region, start, end, new_prot) {
-            self.insert(TrackedRegion {
-                region: piece,
+        if !changes(region, new_prot) {
+            self.put(TrackedRegion {
+                region: *region,
+                path: path.clone(),
+            });
+            return path;
+        }
+        for piece in split(region, start, end, new_prot).pieces() {
+            self.put(TrackedRegion {
+                region: region.piece(piece),
                 path: path.clone(),
             });
         }
@@ -77,95 +114,70 @@ impl RegionMirror {
     }
 }
 
-/// What `region` becomes after a change on `[start, end)`: the pieces outside the range
-/// and, for an mprotect, the piece inside with `new_prot`. Pieces keep the region's id.
-pub fn pieces(region: &Region, start: u64, end: u64, new_prot: Option<u32>) -> Vec<Region> {
-    let piece = |from: u64, to: u64| Region {
-        start: from,
-        end: to,
-        file_offset: region.file_offset + (from - region.start),
-        ..*region
-    };
-    let (cut_start, cut_end) = (start.max(region.start), end.min(region.end));
-    let mut out = Vec::with_capacity(3);
-    if region.start < cut_start {
-        out.push(piece(region.start, cut_start));
-    }
-    if let Some(prot) = new_prot
-        && cut_start < cut_end
-    {
-        out.push(Region {
-            prot,
-            ..piece(cut_start, cut_end)
-        });
-    }
-    if cut_end < region.end {
-        out.push(piece(cut_end, region.end));
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn region(start: u64, end: u64) -> Region {
+    fn region(start: u64, end: u64, id: u64) -> Region {
         Region {
             start,
             end,
             file_offset: 0x1000,
-            id: 7,
+            id,
             prot: 3,
             flags: 0x22,
             ..Default::default()
         }
     }
 
-    #[test]
-    fn unmap_in_the_middle_leaves_two_pieces() {
-        let r = region(0x10000, 0x20000);
-        assert_eq!(
-            pieces(&r, 0x14000, 0x18000, None),
-            [
-                Region { end: 0x14000, ..r },
-                Region {
-                    start: 0x18000,
-                    file_offset: 0x9000,
-                    ..r
-                },
-            ]
-        );
-        assert!(pieces(&r, 0x10000, 0x20000, None).is_empty());
-        assert!(pieces(&r, 0x0, 0x30000, None).is_empty());
-    }
-
-    #[test]
-    fn partial_mprotect_splits_in_three() {
-        let r = region(0x10000, 0x20000);
-        let p = pieces(&r, 0x14000, 0x18000, Some(1));
-        assert_eq!(p.len(), 3);
-        assert_eq!(
-            (p[1].start, p[1].end, p[1].prot, p[1].file_offset),
-            (0x14000, 0x18000, 1, 0x5000)
-        );
-        assert_eq!((p[0].prot, p[2].prot), (3, 3));
+    fn tracked(region: Region) -> TrackedRegion {
+        TrackedRegion {
+            region,
+            path: Some("/f".into()),
+        }
     }
 
     #[test]
     fn mirror_apply_and_take() {
         let mut mirror = RegionMirror::default();
-        let r = region(0x10000, 0x20000);
-        mirror.insert(TrackedRegion {
-            region: r,
-            path: Some("/f".into()),
-        });
+        let r = region(0x10000, 0x20000, 7);
+        mirror.insert(tracked(r));
         assert_eq!(
-            mirror.apply(&r, 0x10000, 0x14000, None).as_deref(),
+            mirror.apply(&r, 0x10000, 0x14000, UNMAP).as_deref(),
             Some("/f")
         );
         assert!(mirror.find(0x12000).is_none());
         assert_eq!(mirror.find(0x15000).unwrap().region.start, 0x14000);
+        assert!(mirror.contains_id(7));
         assert_eq!(mirror.take_overlapping(0x0, 0x15000).len(), 1);
         assert!(mirror.iter().next().is_none());
+    }
+
+    #[test]
+    fn same_protection_leaves_the_region_whole() {
+        let mut mirror = RegionMirror::default();
+        let r = region(0x10000, 0x20000, 7);
+        mirror.insert(tracked(r));
+        mirror.apply(&r, 0x8000, 0x14000, 3);
+        assert_eq!(mirror.iter().count(), 1);
+        assert_eq!(mirror.find(0x1f000).unwrap().region, r);
+    }
+
+    #[test]
+    fn a_new_region_replaces_what_it_overlaps() {
+        let mut mirror = RegionMirror::default();
+        mirror.insert(tracked(region(0x10000, 0x20000, 7)));
+        let gone = mirror.insert(tracked(region(0x18000, 0x28000, 8)));
+        assert_eq!(gone.len(), 1);
+        assert_eq!(gone[0].region.id, 7);
+        assert_eq!(mirror.find(0x17000).unwrap().region.end, 0x18000);
+        assert_eq!(mirror.find(0x19000).unwrap().region.id, 8);
+        // The heap growing in place (same id) replaces itself without a loss.
+        assert!(
+            mirror
+                .insert(tracked(region(0x18000, 0x30000, 8)))
+                .is_empty()
+        );
+        assert_eq!(mirror.iter().count(), 2);
     }
 }

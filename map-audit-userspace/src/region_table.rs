@@ -2,25 +2,32 @@
 //! agent can make (regions of exited or exec'd processes, ranges the kernel's walk
 //! handed over, regions a forked child inherits, processes that ran before the agent).
 //! Keys are made exactly as the kernel makes them (`map_audit_common::blocks`).
+//!
+//! The kernel owns every entry of a running process: the agent never rewrites one in
+//! place. It inserts only where nothing is (`BPF_NOEXIST`), replaces or deletes only a
+//! block that still holds exactly the region it means, keeps its `--path` verdicts in
+//! a map of its own, and ends a fork's fallback by deleting the kernel's entry.
 
 use aya::maps::{
-    Array, HashMap, MapData,
+    Array, HashMap, MapData, MapError,
     lpm_trie::{Key, LpmTrie},
 };
 use map_audit_common::{
     blocks::block_order,
     region::{
-        PendingCall, Region, RegionKeyData, ScopeEntry, TABLE_VERSION_AGENT, block_prefix_len,
-        region_key_data,
+        AGENT_REGION_IDS, ForkFallback, PendingCall, Region, RegionKeyData, ScopeEntry,
+        TABLE_VERSION_AGENT, block_prefix_len, key_owner, region_key_data,
     },
+    region_split::Piece,
 };
 
 /// `BPF_NOEXIST`: insert only where the kernel has put nothing since.
 const NO_EXIST: u64 = 1;
+/// `BPF_EXIST`: update only an entry that is there.
+const EXIST: u64 = 2;
+const EEXIST: i32 = 17;
+const ENOENT: i32 = 2;
 
-/// Ids the agent gives regions it creates itself, above any the kernel hands out and
-/// below 2^53 (JSON numbers stay exact).
-pub const AGENT_REGION_IDS: u64 = 1 << 52;
 /// Generations the agent gives processes it puts in scope itself.
 pub const AGENT_GENERATIONS: u32 = 1 << 31;
 
@@ -32,72 +39,90 @@ pub struct TableEntries {
     pub pending_calls: u64,
 }
 
-pub struct RegionTable {
-    regions: LpmTrie<MapData, RegionKeyData, Region>,
-    scope: HashMap<MapData, u32, ScopeEntry>,
-    pending: HashMap<MapData, u32, PendingCall>,
+/// The kernel maps the agent edits.
+pub struct KernelMaps {
+    pub regions: LpmTrie<MapData, RegionKeyData, Region>,
+    pub scope: HashMap<MapData, u32, ScopeEntry>,
+    pub pending: HashMap<MapData, u32, PendingCall>,
+    pub fork_fallbacks: HashMap<MapData, u32, ForkFallback>,
+    pub path_verdicts: HashMap<MapData, u64, u32>,
     /// The kernel's table versions; the agent owns slot `TABLE_VERSION_AGENT`.
-    versions: Array<MapData, u64>,
+    pub versions: Array<MapData, u64>,
+}
+
+pub struct RegionTable {
+    maps: KernelMaps,
     agent_edits: u64,
     next_region_id: u64,
     next_generation: u32,
+    /// Region blocks the agent could not insert because the table was full.
+    pub blocks_not_inserted: u64,
 }
 
 impl RegionTable {
-    pub fn new(
-        regions: LpmTrie<MapData, RegionKeyData, Region>,
-        scope: HashMap<MapData, u32, ScopeEntry>,
-        pending: HashMap<MapData, u32, PendingCall>,
-        versions: Array<MapData, u64>,
-    ) -> Self {
+    pub fn new(maps: KernelMaps) -> Self {
         Self {
-            regions,
-            scope,
-            pending,
-            versions,
+            maps,
             agent_edits: 0,
             next_region_id: AGENT_REGION_IDS,
             next_generation: AGENT_GENERATIONS,
+            blocks_not_inserted: 0,
         }
     }
 
     /// Counts the entries of each table (walks them: milliseconds for a full table).
     pub fn entries(&self) -> TableEntries {
         TableEntries {
-            regions: self.regions.keys().count() as u64,
-            scope: self.scope.keys().count() as u64,
-            pending_calls: self.pending.keys().count() as u64,
+            regions: self.maps.regions.keys().count() as u64,
+            scope: self.maps.scope.keys().count() as u64,
+            pending_calls: self.maps.pending.keys().count() as u64,
         }
     }
 
     /// Removes entries no live process owns: their process has left the scope map, or
-    /// exec'd since (another generation). They come from records lost to a full ring
-    /// buffer (counted there): a region the agent never heard of, or an exit it never
-    /// saw. Walks the table (milliseconds when full). Returns how many went.
+    /// exec'd since (another generation: it is in the key, so such an entry can never
+    /// be a live one). They come from records lost to a full ring buffer (counted
+    /// there). Walks the table (milliseconds when full). Returns how many went.
     pub fn sweep_orphans(&mut self) -> usize {
         // One scope lookup per process, not per block.
         let mut generations: std::collections::HashMap<u32, Option<u32>> = Default::default();
         let orphans: Vec<Key<RegionKeyData>> = self
+            .maps
             .regions
-            .iter()
+            .keys()
             .filter_map(Result::ok)
-            .filter(|(key, region)| {
-                let data = key.data();
-                let tgid = u32::from_be_bytes([data[0], data[1], data[2], data[3]]);
-                let generation = *generations
+            .filter(|key| {
+                let (tgid, generation) = key_owner(&key.data());
+                let current = *generations
                     .entry(tgid)
-                    .or_insert_with(|| self.scope.get(&tgid, 0).ok().map(|s| s.generation));
-                generation != Some(region.generation)
+                    .or_insert_with(|| self.maps.scope.get(&tgid, 0).ok().map(|s| s.generation));
+                current != Some(generation)
             })
-            .map(|(key, _)| key)
             .collect();
         for key in &orphans {
-            let _ = self.regions.remove(key);
+            let _ = self.maps.regions.remove(key);
         }
         if !orphans.is_empty() {
             self.tables_changed();
         }
         orphans.len()
+    }
+
+    /// The ranges of the regions the kernel holds for `tgid`'s generation `generation`
+    /// (walks the whole table: only for a process the kernel adopted while the agent
+    /// was starting).
+    pub fn regions_of(&self, tgid: u32, generation: u32) -> Vec<(u64, u64)> {
+        let mut ranges: Vec<(u64, u64)> = self
+            .maps
+            .regions
+            .iter()
+            .filter_map(Result::ok)
+            .filter(|(key, _)| key_owner(&key.data()) == (tgid, generation))
+            .map(|(_, region)| (region.start, region.end))
+            .collect();
+        ranges.sort_unstable();
+        ranges.dedup();
+        ranges
     }
 
     /// A region id for a region the agent creates.
@@ -106,87 +131,133 @@ impl RegionTable {
         self.next_region_id
     }
 
-    /// Puts `tgid` in scope (a process that ran before the agent); returns its generation.
-    pub fn add_to_scope(&mut self, tgid: u32) -> anyhow::Result<u32> {
+    /// Puts `tgid` in scope (a process that ran before the agent, or the command it
+    /// starts). If the kernel has adopted it already (`--all`, `--comm`, `--cgroup`),
+    /// its entry stays: the regions the kernel made are in its generation.
+    pub fn add_to_scope(&mut self, tgid: u32) -> anyhow::Result<ScopeEntry> {
         self.next_generation += 1;
         let entry = ScopeEntry {
             generation: self.next_generation,
             ..Default::default()
         };
-        self.scope.insert(tgid, entry, 0)?;
-        self.tables_changed();
-        Ok(entry.generation)
+        match self.maps.scope.insert(tgid, entry, NO_EXIST) {
+            Ok(()) => {
+                self.tables_changed();
+                Ok(entry)
+            }
+            Err(err) if errno(&err) == Some(EEXIST) => self
+                .scope_entry(tgid)
+                .ok_or_else(|| anyhow::anyhow!("pid {tgid} left the scope while it was added")),
+            Err(err) => Err(anyhow::Error::new(err).context(format!(
+                "adding pid {tgid} to the scope failed (the scope table holds at most 16,384 processes)"
+            ))),
+        }
+    }
+
+    /// `tgid`'s scope entry as the kernel has it now.
+    pub fn scope_entry(&self, tgid: u32) -> Option<ScopeEntry> {
+        self.maps.scope.get(&tgid, 0).ok()
     }
 
     /// The fork's copy is in place: the child stops falling back to its parent's
-    /// regions. Nothing changes if the child has exec'd or gone since.
-    pub fn end_parent_fallback(&mut self, tgid: u32, generation: u32) {
-        if let Ok(entry) = self.scope.get(&tgid, 0)
-            && entry.generation == generation
+    /// regions. Only the fallback of this child generation goes (a reused pid's new
+    /// child has its own).
+    pub fn end_fork_fallback(&mut self, child: u32, child_generation: u32) {
+        if self
+            .maps
+            .fork_fallbacks
+            .get(&child, 0)
+            .is_ok_and(|f| f.child_generation == child_generation)
         {
-            let _ = self.scope.insert(
-                tgid,
-                ScopeEntry {
-                    parent_tgid: 0,
-                    parent_generation: 0,
-                    ..entry
-                },
-                0,
-            );
+            let _ = self.maps.fork_fallbacks.remove(&child);
             self.tables_changed();
         }
     }
 
-    /// Removes `region`'s entries, but only those still holding this region: the kernel
-    /// may already have put a newer region at the same key.
+    /// Children still falling back to their parents.
+    pub fn fork_fallbacks(&self) -> Vec<(u32, ForkFallback)> {
+        self.maps
+            .fork_fallbacks
+            .iter()
+            .filter_map(Result::ok)
+            .collect()
+    }
+
+    /// The agent's `--path` verdict for a region the kernel made pending.
+    pub fn set_path_verdict(&mut self, region_id: u64, verdict: u32) {
+        if let Err(err) = self.maps.path_verdicts.insert(region_id, verdict, 0) {
+            // Its faults keep coming to the agent, which filters them itself.
+            log::debug!("path verdict of region {region_id} not stored: {err}");
+        }
+    }
+
+    /// The region is gone: its verdict too.
+    pub fn forget_path_verdict(&mut self, region_id: u64) {
+        let _ = self.maps.path_verdicts.remove(&region_id);
+    }
+
+    /// Adds `region`'s blocks where the table has nothing (a region from /proc or a
+    /// fork's copy, while the kernel may already track newer mappings). Returns
+    /// whether every block went in.
+    pub fn insert_if_absent(&mut self, tgid: u32, region: &Region) -> bool {
+        let mut whole = true;
+        for key in block_keys(tgid, region) {
+            whole &= self.insert_block(&key, region, NO_EXIST);
+        }
+        self.tables_changed();
+        whole
+    }
+
+    /// Replaces `old` by `pieces` of it (a change the kernel's walk handed over): the
+    /// pieces go in first, so a fault meanwhile still finds its region, then `old`'s
+    /// blocks that still hold it come out. A block holding anything else is newer and
+    /// stays.
+    pub fn replace_with_pieces(&mut self, tgid: u32, old: &Region, pieces: &[Piece]) {
+        for piece in pieces {
+            let region = old.piece(piece);
+            for key in block_keys(tgid, &region) {
+                match self.maps.regions.get(&key, 0) {
+                    Ok(found) if same_region(&found, old) => {
+                        self.insert_block(&key, &region, EXIST);
+                    }
+                    Err(err) if errno(&err) == Some(ENOENT) => {
+                        self.insert_block(&key, &region, NO_EXIST);
+                    }
+                    _ => {}
+                }
+            }
+        }
+        self.remove(tgid, old);
+    }
+
+    /// Removes `region`'s blocks that still hold exactly it: the kernel may have put a
+    /// newer region (or a piece of this one) at the same key.
     pub fn remove(&mut self, tgid: u32, region: &Region) {
         for key in block_keys(tgid, region) {
             if self
+                .maps
                 .regions
                 .get(&key, 0)
-                .is_ok_and(|found| found.id == region.id)
+                .is_ok_and(|found| same_region(&found, region))
             {
-                let _ = self.regions.remove(&key);
+                let _ = self.maps.regions.remove(&key);
             }
         }
         self.tables_changed();
     }
 
-    /// Gives `region`'s entries its `--path` verdict (`region.path_filter`), where
-    /// they still hold this region.
-    pub fn set_path_state(&mut self, tgid: u32, region: &Region) {
-        for key in block_keys(tgid, region) {
-            if let Ok(mut found) = self.regions.get(&key, 0)
-                && found.id == region.id
-            {
-                found.path_filter = region.path_filter;
-                let _ = self.regions.insert(&key, found, 0);
+    /// One block; a full table is counted. Returns whether it went in.
+    fn insert_block(&mut self, key: &Key<RegionKeyData>, region: &Region, flags: u64) -> bool {
+        match self.maps.regions.insert(key, region, flags) {
+            Ok(()) => true,
+            // Something newer is there (NOEXIST), or the block just went (EXIST).
+            Err(err) if matches!(errno(&err), Some(EEXIST | ENOENT)) => false,
+            Err(err) => {
+                self.blocks_not_inserted += 1;
+                log::debug!("region table insert failed: {err}");
+                false
             }
         }
-        self.tables_changed();
-    }
-
-    /// Adds `region`'s entries, replacing what is there (a piece the kernel's walk
-    /// could not make itself).
-    pub fn insert(&mut self, tgid: u32, region: &Region) {
-        self.insert_with(tgid, region, 0);
-    }
-
-    /// Adds `region`'s entries where the kernel has put nothing (inherited or loaded
-    /// from /proc while the kernel may already track newer mappings).
-    pub fn insert_if_absent(&mut self, tgid: u32, region: &Region) {
-        self.insert_with(tgid, region, NO_EXIST);
-    }
-
-    fn insert_with(&mut self, tgid: u32, region: &Region, flags: u64) {
-        for key in block_keys(tgid, region) {
-            match self.regions.insert(&key, region, flags) {
-                Ok(()) => {}
-                Err(_) if flags == NO_EXIST => {} // the kernel's newer entry wins
-                Err(err) => log::warn!("region table update failed for pid {tgid}: {err}"),
-            }
-        }
-        self.tables_changed();
     }
 
     /// Tells the fault path's per-CPU memo that the tables changed. Called after the
@@ -194,21 +265,44 @@ impl RegionTable {
     /// version and dropped at its next fault.
     fn tables_changed(&mut self) {
         self.agent_edits += 1;
-        if let Err(err) = self.versions.set(TABLE_VERSION_AGENT, self.agent_edits, 0) {
+        if let Err(err) = self
+            .maps
+            .versions
+            .set(TABLE_VERSION_AGENT, self.agent_edits, 0)
+        {
             log::warn!("table version update failed: {err}");
         }
     }
 }
 
+/// Whether a table entry holds exactly `region` (not a piece of it or another).
+fn same_region(found: &Region, region: &Region) -> bool {
+    found.id == region.id
+        && found.start == region.start
+        && found.end == region.end
+        && found.prot == region.prot
+}
+
+fn errno(err: &MapError) -> Option<i32> {
+    match err {
+        MapError::SyscallError(e) => e.io_error.raw_os_error(),
+        MapError::KeyNotFound => Some(ENOENT),
+        _ => None,
+    }
+}
+
 fn block_keys(tgid: u32, region: &Region) -> impl Iterator<Item = Key<RegionKeyData>> {
-    let end = region.end;
+    let (end, generation) = (region.end, region.generation);
     let mut cursor = region.start;
     std::iter::from_fn(move || {
         if cursor >= end {
             return None;
         }
         let order = block_order(cursor, end);
-        let key = Key::new(block_prefix_len(order), region_key_data(tgid, cursor));
+        let key = Key::new(
+            block_prefix_len(order),
+            region_key_data(tgid, generation, cursor),
+        );
         cursor += 1 << order;
         Some(key)
     })

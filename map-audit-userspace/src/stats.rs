@@ -45,6 +45,17 @@ pub struct KernelCounters {
     /// Mapped-file (path) records produced and lost.
     pub file_records: u64,
     pub file_records_lost_ringbuf_full: u64,
+    /// A just-forked child's write faults its parent's regions could not place (the
+    /// parent changed its mappings since the fork): a counted loss.
+    pub faults_unattributed_after_fork: u64,
+    /// Execs whose new mappings could not be read before the program ran: its
+    /// program's and interpreter's segments and stack are unaudited.
+    pub exec_mappings_unread: u64,
+    /// brk calls whose heap could not be followed.
+    pub brk_untracked: u64,
+    /// Region-table edits that went ahead without waiting out another thread's edit of
+    /// the same process (the wait timed out).
+    pub table_lock_timeouts: u64,
 }
 
 impl KernelCounters {
@@ -72,6 +83,10 @@ impl KernelCounters {
             stacks_failed: get(idx::STACKS_FAILED)?,
             file_records: get(idx::FILE_RECORDS)?,
             file_records_lost_ringbuf_full: get(idx::FILE_RECORDS_LOST_RINGBUF_FULL)?,
+            faults_unattributed_after_fork: get(idx::FAULTS_UNATTRIBUTED_AFTER_FORK)?,
+            exec_mappings_unread: get(idx::EXEC_MAPPINGS_UNREAD)?,
+            brk_untracked: get(idx::BRK_UNTRACKED)?,
+            table_lock_timeouts: get(idx::TABLE_LOCK_TIMEOUTS)?,
         })
     }
 }
@@ -114,6 +129,12 @@ pub struct AgentCounters {
     pub paths_truncated: u64,
     /// Lines that could not be written (output closed or failing).
     pub lines_unwritten: u64,
+    /// Region blocks the agent could not put in the kernel's table (it was full): part
+    /// of a region from /proc or a fork's copy unaudited.
+    pub region_table_full: u64,
+    /// Processes that kept changing their mappings while the agent loaded them from
+    /// /proc at start: loaded as last read.
+    pub processes_seeded_unsettled: u64,
 }
 
 /// Everything in one object for the JSON stream.

@@ -106,7 +106,7 @@ pub fn tracepoint_offsets(root: &Path) -> Result<TracepointOffsets> {
             .unwrap_or(0),
         page_fault_error_code: field_offset(root, "exceptions", "page_fault_user", "error_code")
             .unwrap_or(0),
-        _pad: 0,
+        brk_brk: field_offset(root, "syscalls", "sys_enter_brk", "brk")?,
     };
     let munmap_ret = field_offset(root, "syscalls", "sys_exit_munmap", "ret")?;
     if munmap_ret != offsets.exit_ret {

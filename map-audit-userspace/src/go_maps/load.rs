@@ -9,9 +9,11 @@ use map_audit_common::go_maps::GoConfig;
 use crate::loader::EBPF_OBJECT;
 
 /// Maps only `run` uses, and the entries each keeps here.
-const UNUSED_MAPS: [(&str, u32); 7] = [
+const UNUSED_MAPS: [(&str, u32); 9] = [
     ("REGIONS", 16),
     ("SCOPE", 1),
+    ("FORK_FALLBACKS", 1),
+    ("PATH_VERDICTS", 1),
     ("PENDING_CALLS", 1),
     ("RATE_BUCKETS", 1),
     ("FAULT_TALLIES", 1),
