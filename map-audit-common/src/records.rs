@@ -121,7 +121,8 @@ pub struct FaultRecord {
     pub stack_bytes: i64,
     /// `FAULT_*` bits.
     pub flags: u32,
-    pub _pad: u32,
+    /// The flush interval (`TALLY_EPOCH`, low 32 bits) the fault happened in.
+    pub epoch: u32,
     /// User return addresses, innermost first.
     pub stack: [u64; MAX_STACK_DEPTH],
 }

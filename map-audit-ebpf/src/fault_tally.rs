@@ -75,6 +75,6 @@ pub fn open(key: &TallyKey, address: u64, now: u64) {
 
 /// The agent's flush interval number, bumped at each flush.
 #[inline(always)]
-fn epoch() -> u64 {
+pub fn epoch() -> u64 {
     TALLY_EPOCH.get(0).copied().unwrap_or(0)
 }

@@ -121,6 +121,7 @@ pub fn report<C: EbpfContext>(
     }
     fill(record, KIND_WRITE_FAULT, address, error_code, &region, now);
     record.stack_hash = stack_hash;
+    record.epoch = fault_tally::epoch() as u32;
     // Only the frames the stack has go to the ring buffer.
     let len = FaultRecord::wire_len(record.stack_bytes);
     let bytes =
@@ -167,7 +168,7 @@ fn report_kernel_write<C: EbpfContext>(
     );
     record.fault.stack_hash = 0;
     record.fault.flags = flags;
-    record.fault._pad = 0;
+    record.fault.epoch = fault_tally::epoch() as u32;
     record.fault.stack_bytes = user_stack_by_helper(ctx, &mut record.fault.stack);
     if record.fault.stack_bytes == (8 * MAX_STACK_DEPTH) as i64 {
         record.fault.flags |= FAULT_STACK_TRUNCATED;

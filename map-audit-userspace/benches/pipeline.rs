@@ -135,11 +135,12 @@ fn pipeline(c: &mut Criterion) {
                 kernel_stack: None,
                 ts_ns: fault.header.ts_ns,
                 stack_hash: 0,
+                epoch: u64::from(fault.epoch),
             });
         })
     });
     group.finish();
-    black_box(aggregator.take_all().len());
+    black_box(aggregator.take_all(u64::MAX).len());
 }
 
 fn write_event(

@@ -200,6 +200,7 @@ pub fn run(args: RunArgs) -> Result<i32> {
         PerCpuArray::try_from(take_map(&mut ebpf, "COUNTERS")?)?;
     let ring = RingBuf::try_from(take_map(&mut ebpf, "EVENTS")?)?;
     let output_closed = writer.closed.clone();
+    let (drain_requests, flush_requests) = tokio::sync::mpsc::unbounded_channel();
     let (pipeline, pipeline_thread) = pipeline::start(
         table,
         Options {
@@ -213,6 +214,9 @@ pub fn run(args: RunArgs) -> Result<i32> {
         },
         clock,
         writer,
+        pipeline::FlushBarrier {
+            drain: drain_requests,
+        },
     )?;
     if !seeds.is_empty() {
         pipeline
@@ -226,6 +230,7 @@ pub fn run(args: RunArgs) -> Result<i32> {
     let exit_code = runtime.block_on(
         ReadLoop {
             high_water,
+            flush_requests,
             programs: ebpf,
             ring,
             snapshots,
@@ -277,6 +282,8 @@ struct ReadLoop<'a> {
     output_closed: &'a OnceLock<String>,
     /// `RINGBUF_HIGH_WATER`, read and reset per stats interval for the metrics.
     high_water: Array<MapData, u64>,
+    /// The pipeline's requests for a drain before a flush (`pipeline::FlushBarrier`).
+    flush_requests: tokio::sync::mpsc::UnboundedReceiver<u64>,
 }
 
 impl ReadLoop<'_> {
@@ -297,6 +304,7 @@ impl ReadLoop<'_> {
             mut kernel_logger,
             output_closed,
             mut high_water,
+            mut flush_requests,
         } = self;
         // SAFETY: the ring buffer owns its fd and keeps it open for as long as the AsyncFd
         // that owns the ring buffer exists.
@@ -348,6 +356,15 @@ impl ReadLoop<'_> {
                 }
                 _ = flush_tick.tick(), if flush_interval.is_some() => {
                     let _ = pipeline.send(Message::Flush);
+                }
+                Some(closing) = flush_requests.recv() => {
+                    // Every record of the closing interval goes ahead of its report: an
+                    // interval's first fault on each tally is a record, and the report
+                    // folds the tally's counts into the aggregate that record opened.
+                    if !ringbuf_reader::drain(ring.get_mut(), &mut snapshots, &mut mounts, pipeline) {
+                        break None;
+                    }
+                    let _ = pipeline.send(Message::FlushReady { closing });
                 }
                 _ = signals.interrupt.recv() => break None,
                 _ = signals.terminate.recv() => break None,

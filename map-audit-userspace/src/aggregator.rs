@@ -41,6 +41,8 @@ pub struct RawFault {
     pub ts_ns: u64,
     /// Set when this fault opened a kernel tally (`FaultRecord::stack_hash`).
     pub stack_hash: u64,
+    /// The flush interval it happened in (`FaultRecord::epoch`).
+    pub epoch: u64,
 }
 
 #[derive(PartialEq, Eq, Hash)]
@@ -49,6 +51,8 @@ struct Key {
     region_id: u64,
     user_stack: Vec<u64>,
     kernel_stack: Option<Vec<u64>>,
+    /// The flush interval.
+    epoch: u64,
 }
 
 impl Key {
@@ -58,6 +62,7 @@ impl Key {
             region_id: fault.region.id,
             user_stack: fault.user_stack.clone(),
             kernel_stack: fault.kernel_stack.clone(),
+            epoch: fault.epoch,
         }
     }
 }
@@ -113,6 +118,18 @@ impl Aggregator {
         }
     }
 
+    /// Starts the next flush interval in the kernel; returns the one that closes (`None`
+    /// without kernel tallies, or when the kernel could not be told).
+    pub fn start_interval(&mut self) -> Option<u64> {
+        match self.kernel.as_mut()?.next_epoch() {
+            Ok(closing) => Some(closing),
+            Err(err) => {
+                log::warn!("{err:#}");
+                None
+            }
+        }
+    }
+
     pub fn add(&mut self, fault: RawFault) {
         if fault.stack_hash != 0 {
             let tally_key = TallyKey {
@@ -141,22 +158,12 @@ impl Aggregator {
         aggregate.last_ts_ns = aggregate.last_ts_ns.max(ts);
     }
 
-    /// Everything open, oldest first; a new flush interval starts. Each tally is folded
-    /// up to the end of the interval that closes: faults the kernel counted in the new
-    /// one already wait for the next flush.
-    pub fn take_all(&mut self) -> Vec<Aggregate> {
-        let closing = match &mut self.kernel {
-            Some(kernel) => match kernel.next_epoch() {
-                Ok(closing) => Some(closing),
-                Err(err) => {
-                    log::warn!("{err:#}");
-                    None
-                }
-            },
-            None => None,
-        };
-        self.fold_tallies(|_| true, closing, false);
-        sorted(self.open.drain().map(|(_, a)| a).collect())
+    /// Everything of flush interval `closing` and before, oldest first. Each tally is
+    /// folded up to the end of `closing`: faults of the next interval wait for the
+    /// next flush.
+    pub fn take_all(&mut self, closing: u64) -> Vec<Aggregate> {
+        self.fold_tallies(|_| true, Some(closing), false);
+        self.take(|key| key.epoch <= closing)
     }
 
     /// The aggregates of one process (it exec'd or exited).
@@ -180,6 +187,10 @@ impl Aggregator {
     /// Adds what the matching kernel tallies counted since the last fold (up to the end
     /// of interval `closing`, or all of it) to their aggregates, reopening them after a
     /// flush; `retire`: their region or process is gone, so the tallies are removed.
+    /// A tally counts only after its interval's first fault came as a record (which the
+    /// reader has delivered before the flush), and a fold reads everything up to the
+    /// interval it closes, so what grew since the last fold belongs to one interval:
+    /// `closing`, or the tally's current one.
     fn fold_tallies(
         &mut self,
         matches: impl Fn(&TallyKey) -> bool,
@@ -197,16 +208,17 @@ impl Aggregator {
                 let upto = tally.up_to(closing.unwrap_or(u64::MAX));
                 let count = upto.count.saturating_sub(tallied.folded.count);
                 if count > 0 {
-                    let aggregate =
-                        self.open
-                            .entry(Key::of(&tallied.opener))
-                            .or_insert_with(|| {
-                                // Reopened after its region was partly unmapped: it starts
-                                // after the faults already reported.
-                                let mut first = tallied.opener.clone();
-                                first.ts_ns = first.ts_ns.max(tallied.folded.last_ts_ns);
-                                Aggregate::new(first)
-                            });
+                    let key = Key {
+                        epoch: closing.unwrap_or(tally.epoch),
+                        ..Key::of(&tallied.opener)
+                    };
+                    let aggregate = self.open.entry(key).or_insert_with(|| {
+                        // Reopened after its region was partly unmapped: it starts
+                        // after the faults already reported.
+                        let mut first = tallied.opener.clone();
+                        first.ts_ns = first.ts_ns.max(tallied.folded.last_ts_ns);
+                        Aggregate::new(first)
+                    });
                     aggregate.count += count;
                     aggregate.pages_counted_in_kernel +=
                         upto.pages.saturating_sub(tallied.folded.pages);

@@ -733,6 +733,7 @@ impl Correlator {
             kernel_stack: kernel_stack.map(<[u64]>::to_vec),
             ts_ns: record.header.ts_ns,
             stack_hash: record.stack_hash,
+            epoch: u64::from(record.epoch),
         };
         match &mut self.aggregator {
             Some(aggregator) => {
@@ -741,6 +742,12 @@ impl Correlator {
             }
             None => Some(self.fault_event(fault, None)),
         }
+    }
+
+    /// Starts the next flush interval; returns the one that closes, whose aggregates
+    /// are reported once its records are in (`None`: nothing to wait for).
+    pub fn start_flush(&mut self) -> Option<u64> {
+        self.aggregator.as_mut()?.start_interval()
     }
 
     /// Reports the aggregates `take` removes from the aggregator (none in every-event

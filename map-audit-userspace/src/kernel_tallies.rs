@@ -8,6 +8,7 @@ use map_audit_common::tally::{Tally, TallyKey};
 
 pub struct KernelTallies {
     tallies: HashMap<MapData, TallyKey, Tally>,
+    /// The kernel's flush interval number (`TALLY_EPOCH`).
     epoch: Array<MapData, u64>,
     current_epoch: u64,
 }

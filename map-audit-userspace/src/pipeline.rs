@@ -10,7 +10,6 @@ use std::{
 use anyhow::{Context, Result};
 
 use crate::{
-    aggregator::Aggregator,
     clock::Clock,
     correlator::{Correlator, Item, Options, Timed},
     events::{Body, Stats},
@@ -24,8 +23,13 @@ pub enum Message {
     Items(Vec<Item>),
     /// Decoding failures seen by the reader.
     Undecodable(u64),
-    /// Report the open aggregates (the flush interval passed).
+    /// The flush interval passed: the pipeline starts the next interval in the kernel
+    /// and asks the reader (`FlushBarrier`) to deliver every record made before that.
     Flush,
+    /// Every record of interval `closing` has been delivered: report its aggregates.
+    FlushReady {
+        closing: u64,
+    },
     /// Reopen the output file (SIGHUP after log rotation).
     ReopenOutput,
     /// Write `agent_stats` with these kernel counts.
@@ -48,6 +52,7 @@ pub fn start(
     options: Options,
     clock: Clock,
     mut writer: JsonWriter,
+    barrier: FlushBarrier,
 ) -> Result<(SyncSender<Message>, JoinHandle<()>)> {
     let (sender, receiver) = sync_channel(CHANNEL_BATCHES);
     let handle = std::thread::Builder::new()
@@ -55,6 +60,7 @@ pub fn start(
         .spawn(move || {
             run(
                 &mut Correlator::new(table, options, clock),
+                barrier,
                 &mut writer,
                 receiver,
             )
@@ -63,8 +69,24 @@ pub fn start(
     Ok((sender, handle))
 }
 
-fn run(correlator: &mut Correlator, writer: &mut JsonWriter, receiver: Receiver<Message>) {
+/// How a flush waits for its interval's records: the pipeline starts the next interval
+/// in the kernel, then the reader drains the ring buffer and answers `FlushReady`. A
+/// tally's counts are read before it can move on another interval, so each fold
+/// splits them exactly at the interval's end (`map_audit_common::tally`).
+pub struct FlushBarrier {
+    /// Asks the reader for a drain, with the closing interval.
+    pub drain: tokio::sync::mpsc::UnboundedSender<u64>,
+}
+
+fn run(
+    correlator: &mut Correlator,
+    barrier: FlushBarrier,
+    writer: &mut JsonWriter,
+    receiver: Receiver<Message>,
+) {
     let mut events: Vec<Timed> = Vec::new();
+    // A flush waiting for its drain; flushes due meanwhile are merged into it.
+    let mut flush_pending = false;
     for message in receiver {
         match message {
             Message::Items(items) => {
@@ -77,7 +99,13 @@ fn run(correlator: &mut Correlator, writer: &mut JsonWriter, receiver: Receiver<
             Message::Undecodable(n) => correlator.counters.records_undecodable += n,
             Message::ReopenOutput => writer.reopen(),
             Message::Flush => {
-                correlator.flush(Aggregator::take_all, &mut events);
+                if !flush_pending && let Some(closing) = correlator.start_flush() {
+                    flush_pending = barrier.drain.send(closing).is_ok();
+                }
+            }
+            Message::FlushReady { closing } => {
+                flush_pending = false;
+                correlator.flush(|a| a.take_all(closing), &mut events);
                 write_events(writer, &mut events);
                 writer.flush();
             }
@@ -91,7 +119,7 @@ fn run(correlator: &mut Correlator, writer: &mut JsonWriter, receiver: Receiver<
                 kernel,
                 command_exit_code,
             } => {
-                correlator.flush(Aggregator::take_all, &mut events);
+                correlator.flush(|a| a.take_all(u64::MAX), &mut events);
                 correlator.reclaim_after_losses(&kernel, &mut events);
                 write_events(writer, &mut events);
                 write_stats(correlator, writer, kernel, true, command_exit_code);

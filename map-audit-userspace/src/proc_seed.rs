@@ -32,9 +32,9 @@ pub fn load_running(table: &mut RegionTable, filter: &RegionFilter, pid: u32) ->
     let stack_reserve = process
         .limits()
         .ok()
-        .and_then(|l| match l.max_stack_size.soft_limit {
-            procfs::process::LimitValue::Value(v) => Some(v.min(MAX_STACK_RESERVE)),
-            procfs::process::LimitValue::Unlimited => Some(MAX_STACK_RESERVE),
+        .map(|l| match l.max_stack_size.soft_limit {
+            procfs::process::LimitValue::Value(v) => v.min(MAX_STACK_RESERVE),
+            procfs::process::LimitValue::Unlimited => MAX_STACK_RESERVE,
         })
         .unwrap_or(8 << 20);
     let scope = table.add_to_scope(pid)?;

@@ -2,7 +2,8 @@
 //! path the kernel captured).
 
 use map_audit_common::region::{
-    MAP_ANONYMOUS, MAP_FIXED, MAP_PRIVATE, MAP_SHARED, MAP_SHARED_VALIDATE, Region,
+    MAP_ANONYMOUS, MAP_FIXED, MAP_GROWSDOWN, MAP_HUGETLB, MAP_PRIVATE, MAP_SHARED,
+    MAP_SHARED_VALIDATE, MAP_STACK, REGION_HEAP, Region,
 };
 
 use map_audit_common::records::MappedFileRecord;
@@ -11,8 +12,6 @@ use crate::{addresses, correlator::kernel_string, events::RegionJson, mount_poin
 
 const MAP_NORESERVE: u32 = 0x4000;
 const MAP_POPULATE: u32 = 0x8000;
-const MAP_HUGETLB: u32 = 0x40000;
-const MAP_STACK: u32 = 0x20000;
 const MAP_FIXED_NOREPLACE: u32 = 0x100000;
 
 /// "rwx" style protection, as in /proc/PID/maps.
@@ -39,6 +38,8 @@ pub fn flag_names(flags: u32) -> Vec<&'static str> {
         (MAP_POPULATE, "populate"),
         (MAP_HUGETLB, "hugetlb"),
         (MAP_STACK, "stack"),
+        (MAP_GROWSDOWN, "growsdown"),
+        (REGION_HEAP, "heap"),
     ] {
         if flags & mask != 0 {
             names.push(name);
