@@ -172,14 +172,12 @@ impl Aggregator {
         self.take(|key| key.pid == pid)
     }
 
-    /// The aggregates of one region (part or all of it is being unmapped); `retire`:
-    /// none of it is left, so its tallies go too. Pieces that are left keep counting in
-    /// their tallies: removing one under a fault would lose the fault.
-    pub fn take_region(&mut self, pid: u32, region_id: u64, retire: bool) -> Vec<Aggregate> {
+    /// The aggregates of one region (all of it is unmapped); its tallies go too.
+    pub fn take_region(&mut self, pid: u32, region_id: u64) -> Vec<Aggregate> {
         self.fold_tallies(
             |key| key.tgid == pid && key.region_id == region_id,
             None,
-            retire,
+            true,
         );
         self.take(|key| key.pid == pid && key.region_id == region_id)
     }
@@ -206,6 +204,7 @@ impl Aggregator {
             }
             if let Some(tally) = kernel.get(tally_key) {
                 let upto = tally.up_to(closing.unwrap_or(u64::MAX));
+                // (A region's partial unmap may have folded past `closing` already.)
                 let count = upto.count.saturating_sub(tallied.folded.count);
                 if count > 0 {
                     let key = Key {
@@ -223,8 +222,8 @@ impl Aggregator {
                     aggregate.pages_counted_in_kernel +=
                         upto.pages.saturating_sub(tallied.folded.pages);
                     aggregate.last_ts_ns = aggregate.last_ts_ns.max(upto.last_ts_ns);
+                    tallied.folded = upto;
                 }
-                tallied.folded = upto;
             }
             if retire {
                 kernel.remove(tally_key);

@@ -285,6 +285,14 @@ impl Correlator {
         ));
     }
 
+    /// No piece of region `id` is left: its writes are reported (before its
+    /// `region_unmapped`) and its kernel tallies and `--path` verdict go. A region that
+    /// keeps pieces keeps counting: its aggregates go on until the flush interval.
+    fn region_gone(&mut self, pid: u32, id: u64, out: &mut Vec<Timed>) {
+        self.flush(|a| a.take_region(pid, id), out);
+        self.table.forget_path_verdict(id);
+    }
+
     /// `[cut)` of `old` went without a record of its own: its writes are reported,
     /// its blocks leave the kernel's table, and a `region_unmapped` says so.
     fn region_removed(
@@ -296,14 +304,12 @@ impl Correlator {
     ) {
         let pid = header.tgid;
         let state = self.processes.entry(pid).or_default();
-        let remains = state.regions.contains_id(old.region.id);
-        self.flush(|a| a.take_region(pid, old.region.id, !remains), out);
+        if !state.regions.contains_id(old.region.id) {
+            self.region_gone(pid, old.region.id, out);
+        }
         let pieces = split(&old.region, cut.0, cut.1, UNMAP);
         self.table
             .replace_with_pieces(pid, &old.region, pieces.pieces());
-        if !remains {
-            self.table.forget_path_verdict(old.region.id);
-        }
         let process = self.process_info(header);
         if let Some(event) = self.change_event(
             Some(header.ts_ns),
@@ -324,14 +330,8 @@ impl Correlator {
         let process = self.process_info(&record.header);
         let state = self.processes.entry(process.pid).or_default();
         let path = state.regions.apply(&region, cut.0, cut.1, new_prot);
-        if new_prot == UNMAP {
-            // Its writes are reported before the region goes; a region that keeps
-            // pieces keeps its kernel tallies (their faults go on counting there).
-            let remains = state.regions.contains_id(region.id);
-            self.flush(|a| a.take_region(process.pid, region.id, !remains), out);
-            if !remains {
-                self.table.forget_path_verdict(region.id);
-            }
+        if new_prot == UNMAP && !state.regions.contains_id(region.id) {
+            self.region_gone(process.pid, region.id, out);
         }
         if let Some(event) = self.change_event(
             Some(record.header.ts_ns),
@@ -371,15 +371,13 @@ impl Correlator {
         for tracked in missed {
             let region = tracked.region;
             let split = split(&region, start, end, new_prot);
-            if new_prot == UNMAP {
-                let remains = self
+            if new_prot == UNMAP
+                && !self
                     .processes
                     .get(&tgid)
-                    .is_some_and(|s| s.regions.contains_id(region.id));
-                self.flush(|a| a.take_region(tgid, region.id, !remains), out);
-                if !remains {
-                    self.table.forget_path_verdict(region.id);
-                }
+                    .is_some_and(|s| s.regions.contains_id(region.id))
+            {
+                self.region_gone(tgid, region.id, out);
             }
             self.table
                 .replace_with_pieces(tgid, &region, split.pieces());

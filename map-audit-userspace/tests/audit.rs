@@ -117,6 +117,36 @@ fn a_deep_stack_with_large_frames_is_walked_to_main() {
     assert_eq!(faults[0]["stack_truncated"], false);
 }
 
+/// The user stack of the one write of `deep DEPTH`.
+fn deep_stack(depth: usize) -> Value {
+    let run = run_agent(&[
+        "run",
+        "--every-event",
+        "--",
+        workload().to_str().unwrap(),
+        "deep",
+        &depth.to_string(),
+    ]);
+    assert!(run.status.success(), "stderr:\n{}", run.stderr);
+    let (start, end) = run.workload_range("written");
+    faults_in(&run, start, end)[0].clone()
+}
+
+#[test]
+fn a_stack_exactly_as_deep_as_the_limit_is_complete() {
+    // 64 frames is the most a stack keeps (`--max-stack-depth` default and the
+    // kernel's walk): a stack of exactly 64 is whole, one of 65 is truncated.
+    let frames = |e: &Value| e["stack"].as_array().unwrap().len();
+    let shallow = frames(&deep_stack(10));
+    let exact = 10 + 64 - shallow;
+    let at_limit = deep_stack(exact);
+    assert_eq!(frames(&at_limit), 64);
+    assert_eq!(at_limit["stack_truncated"], false, "{at_limit}");
+    let beyond = deep_stack(exact + 1);
+    assert_eq!(frames(&beyond), 64);
+    assert_eq!(beyond["stack_truncated"], true, "{beyond}");
+}
+
 #[test]
 fn reads_and_read_only_mappings_produce_no_write_faults() {
     let run = run_agent(&[

@@ -53,6 +53,29 @@ pub fn workload() -> &'static Path {
     })
 }
 
+/// The "nothing drops out" workloads (`tests/workloads/dropouts.c`), built the way
+/// users build: `-O2`, no frame pointers, threads; or the one
+/// `MAP_AUDIT_TEST_DROPOUTS` names (prebuilt for the VM guests).
+pub fn dropouts_workload() -> &'static Path {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        if let Some(prebuilt) = std::env::var_os("MAP_AUDIT_TEST_DROPOUTS") {
+            return PathBuf::from(prebuilt);
+        }
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+        let out = dir.join(format!("dropouts-{}", std::process::id()));
+        let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/workloads/dropouts.c");
+        let status = Command::new("gcc")
+            .args(["-O2", "-g", "-pthread", "-o"])
+            .arg(&out)
+            .arg(&source)
+            .status()
+            .expect("gcc runs");
+        assert!(status.success(), "compiling {} failed", source.display());
+        out
+    })
+}
+
 /// Whether this kernel has kprobes (its kprobe PMU): not on this project's CI host, yes
 /// in the VM guests of `cargo xtask vm-test`.
 pub fn kernel_has_kprobes() -> bool {
@@ -112,6 +135,87 @@ impl Run {
         );
         assert_eq!(self.of_kind("agent_stopped").len(), 1);
         last
+    }
+
+    /// `workload: KEY N` from the workload's stderr (the last such line).
+    pub fn workload_number(&self, key: &str) -> u64 {
+        let prefix = format!("workload: {key} ");
+        self.stderr
+            .lines()
+            .filter_map(|l| l.strip_prefix(&prefix))
+            .last()
+            .unwrap_or_else(|| panic!("workload printed no `{key}` line; stderr:\n{}", self.stderr))
+            .trim()
+            .parse()
+            .unwrap()
+    }
+
+    /// Faults reported at addresses in `[start, end)`, whose innermost frame is
+    /// `symbol` (any when `None`).
+    pub fn faults_in(&self, (start, end): (u64, u64), symbol: Option<&str>) -> u64 {
+        self.of_kind("write_fault")
+            .into_iter()
+            .filter(|e| (start..end).contains(&hex(e["address"].as_str().unwrap())))
+            .filter(|e| {
+                symbol.is_none_or(|s| stack_symbols(e).first().map(String::as_str) == Some(s))
+            })
+            .map(|e| e.get("count").map_or(1, |c| c.as_u64().unwrap()))
+            .sum()
+    }
+
+    /// Faults reported whose innermost frame is `symbol`.
+    pub fn faults_by(&self, symbol: &str) -> u64 {
+        self.faults_in((0, u64::MAX), Some(symbol))
+    }
+
+    /// Follows every region's audited pages through the stream (mapped: in; made
+    /// read-only: out; made writable again: in; unmapped: out) and checks that nothing
+    /// is reported unmapped that was not in (no double report, no phantom piece), and,
+    /// since the run's processes are all gone, that nothing is left in.
+    pub fn assert_regions_close_once(&self) {
+        use std::collections::{BTreeSet, HashMap};
+        const PAGE: u64 = 4096;
+        let mut live: HashMap<(u64, u64), BTreeSet<u64>> = HashMap::new();
+        let range = |e: &Value| {
+            (
+                hex(e["range"]["start"].as_str().unwrap()) / PAGE,
+                hex(e["range"]["end"].as_str().unwrap()) / PAGE,
+            )
+        };
+        for e in &self.events {
+            let Some(id) = e["region"]["id"].as_u64() else {
+                continue;
+            };
+            let pages = live.entry((e["pid"].as_u64().unwrap(), id)).or_default();
+            match e["event"].as_str() {
+                Some("region_mapped") => {
+                    let (start, end) = region_range(e);
+                    pages.extend(start / PAGE..end / PAGE);
+                }
+                Some("region_protected") if e["new_prot"].as_str().unwrap().contains('w') => {
+                    let (start, end) = range(e);
+                    pages.extend(start..end);
+                }
+                Some("region_protected") | Some("region_unmapped") => {
+                    let (start, end) = range(e);
+                    for page in start..end {
+                        assert!(
+                            pages.remove(&page),
+                            "region {id} reported leaving page {:#x} it was not in: {e}",
+                            page * PAGE
+                        );
+                    }
+                }
+                _ => {}
+            }
+        }
+        for ((pid, id), pages) in live {
+            assert!(
+                pages.is_empty(),
+                "pid {pid}'s region {id} was never reported unmapped at {:#x}",
+                pages.first().unwrap() * PAGE
+            );
+        }
     }
 
     /// `workload: KEY START END` from the workload's stderr.

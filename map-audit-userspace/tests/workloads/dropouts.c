@@ -9,6 +9,7 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <alloca.h>
 #include <fcntl.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -42,6 +43,12 @@ static void *map_anon(size_t pages, void *hint, int extra_flags) {
 __attribute__((noinline)) void touch_pages(volatile char *buf, size_t pages) {
     for (size_t i = 0; i < pages; i++)
         buf[i * PAGE] = (char)(i + 1);
+}
+
+/* The same, from another function: writes the tests tell apart by stack. */
+__attribute__((noinline)) void retouch_pages(volatile char *buf, size_t pages) {
+    for (size_t i = 0; i < pages; i++)
+        buf[i * PAGE] = (char)(i + 2);
 }
 
 /* fork-shared FILE: a MAP_SHARED file mapping made by the parent and written by a child
@@ -254,7 +261,7 @@ static int churn(long millis) {
         return 3;
     for (size_t i = 0; i < n; i++) {
         madvise(regions[i], 2 * PAGE, MADV_DONTNEED);
-        touch_pages(regions[i], 2);
+        retouch_pages(regions[i], 2);
     }
     fprintf(stderr, "workload: writes %zu\n", 2 * n);
     usleep(300 * 1000);
@@ -283,7 +290,7 @@ static int after_exec_shadow(const char *base_text) {
     char *base = (char *)strtoul(base_text, NULL, 0);
     char *buf = map_anon(64, base, MAP_FIXED_NOREPLACE);
     report("after-exec-shadow", buf, 64);
-    touch_pages(buf, 64);
+    retouch_pages(buf, 64);
     fprintf(stderr, "workload: writes 64\n");
     usleep(300 * 1000);
     return 0;
@@ -340,6 +347,96 @@ static int same_prot(int span) {
     return 0;
 }
 
+/* fork-many N FILE: N children, each writing the 3 pages of a MAP_SHARED file mapping
+ * its parent made, right after the fork. */
+static int fork_many(int n, const char *path) {
+    int fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0600);
+    if (fd < 0 || ftruncate(fd, 3 * PAGE) != 0) {
+        perror("workload: file");
+        return 2;
+    }
+    char *buf = mmap(NULL, 3 * PAGE, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (buf == MAP_FAILED) {
+        perror("workload: mmap shared");
+        return 2;
+    }
+    report("shared", buf, 3);
+    for (int i = 0; i < n; i++) {
+        pid_t child = fork();
+        if (child == 0) {
+            touch_pages(buf, 3);
+            _exit(0);
+        }
+        if (child < 0 || waitpid(child, NULL, 0) < 0) {
+            perror("workload: fork");
+            return 2;
+        }
+    }
+    fprintf(stderr, "workload: children %d\n", n);
+    usleep(300 * 1000);
+    return 0;
+}
+
+/* Writes the lowest PAGES - 64 pages of PAGES pages of stack below this frame (the
+ * main thread's stack grows; the 64 nearest the frame may have been used already,
+ * by the loader). */
+__attribute__((noinline)) void write_deep_stack(size_t pages) {
+    char *below = alloca((pages + 1) * PAGE);
+    volatile char *start = (char *)(((uintptr_t)below + PAGE - 1) & ~(PAGE - 1));
+    report("stack", (const void *)start, pages - 64);
+    for (size_t i = 0; i < pages - 64; i++)
+        start[i * PAGE] = 1;
+}
+
+/* stack PAGES: PAGES pages of the main thread's stack written, beyond its first 132 KiB. */
+static int deep_stack(size_t pages) {
+    write_deep_stack(pages);
+    usleep(300 * 1000);
+    return 0;
+}
+
+/* named-thread NAME: a thread renamed NAME writes a region mapped before the agent
+ * started, on a line on stdin ("retouch" in its stack). */
+static char *named_region;
+
+static void *named_writer(void *name) {
+    prctl(PR_SET_NAME, (const char *)name);
+    char line[16];
+    fprintf(stderr, "workload: waiting\n");
+    if (!fgets(line, sizeof line, stdin))
+        exit(3);
+    retouch_pages(named_region, 6);
+    fprintf(stderr, "workload: writes 6\n");
+    return NULL;
+}
+
+static int named_thread(const char *name) {
+    named_region = map_anon(6, NULL, 0);
+    report("named", named_region, 6);
+    pthread_t t;
+    pthread_create(&t, NULL, named_writer, (void *)name);
+    pthread_join(t, NULL);
+    usleep(300 * 1000);
+    return 0;
+}
+
+/* hugetlb: 4 KiB asked of MAP_HUGETLB (the kernel maps a whole 2 MiB page), written
+ * at its start and 1 MiB in (the same huge page: one fault). */
+static int hugetlb(void) {
+    char *buf = mmap(NULL, PAGE, PROT_READ | PROT_WRITE,
+                     MAP_PRIVATE | MAP_ANONYMOUS | MAP_HUGETLB, -1, 0);
+    if (buf == MAP_FAILED) {
+        perror("workload: mmap MAP_HUGETLB (needs vm.nr_hugepages > 0)");
+        return 2;
+    }
+    report("huge", buf, 512);
+    touch_pages(buf, 1);
+    touch_pages(buf + 256 * PAGE, 1);
+    munmap(buf, PAGE);
+    usleep(300 * 1000);
+    return 0;
+}
+
 int main(int argc, char **argv) {
     if (argc >= 3 && strcmp(argv[1], "fork-shared") == 0)
         return fork_shared(argv[2]);
@@ -369,6 +466,14 @@ int main(int argc, char **argv) {
         return interval_page(strtol(argv[2], NULL, 0));
     if (argc >= 3 && strcmp(argv[1], "same-prot") == 0)
         return same_prot(atoi(argv[2]));
+    if (argc >= 4 && strcmp(argv[1], "fork-many") == 0)
+        return fork_many(atoi(argv[2]), argv[3]);
+    if (argc >= 3 && strcmp(argv[1], "stack") == 0)
+        return deep_stack(strtoul(argv[2], NULL, 0));
+    if (argc >= 3 && strcmp(argv[1], "named-thread") == 0)
+        return named_thread(argv[2]);
+    if (argc >= 2 && strcmp(argv[1], "hugetlb") == 0)
+        return hugetlb();
     fprintf(stderr, "usage: dropouts MODE [ARGS]\n");
     return 64;
 }
