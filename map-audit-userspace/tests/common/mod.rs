@@ -143,7 +143,7 @@ impl Run {
         self.stderr
             .lines()
             .filter_map(|l| l.strip_prefix(&prefix))
-            .last()
+            .next_back()
             .unwrap_or_else(|| panic!("workload printed no `{key}` line; stderr:\n{}", self.stderr))
             .trim()
             .parse()
