@@ -81,18 +81,22 @@ pub struct ExecWalk {
 /// Records the mappings of the program that the current task has just exec'd.
 #[inline(always)]
 pub fn track(tgid: u32, generation: u32) {
+    // A raw pointer, no `&mut` across the `bpf_loop` calls: their callbacks change the
+    // same per-CPU value, which the compiler must not assume unchanged.
     let Some(walk) = EXEC_WALK.get_ptr_mut(0) else {
         return;
     };
-    let walk = unsafe { &mut *walk };
-    walk.tgid = tgid;
-    walk.generation = generation;
-    walk.anchor = 0;
-    walk.gap_pages = 0;
-    walk.count = 0;
-    walk.cursor = 0;
-    walk.done_until = 0;
-    if read_anchors(walk).is_err() {
+    let read = unsafe {
+        (*walk).tgid = tgid;
+        (*walk).generation = generation;
+        (*walk).anchor = 0;
+        (*walk).gap_pages = 0;
+        (*walk).count = 0;
+        (*walk).cursor = 0;
+        (*walk).done_until = 0;
+        read_anchors(walk)
+    };
+    if read.is_err() {
         bump(EXEC_MAPPINGS_UNREAD);
         return;
     }
@@ -104,22 +108,21 @@ pub fn track(tgid: u32, generation: u32) {
             0,
         );
     }
-    if walk.count == 0 {
+    let count = unsafe { core::ptr::read_volatile(&raw const (*walk).count) };
+    if count == 0 {
         bump(EXEC_MAPPINGS_UNREAD);
         return;
     }
     unsafe {
-        bpf_loop(
-            walk.count,
-            record_step as *mut c_void,
-            core::ptr::null_mut(),
-            0,
-        );
+        bpf_loop(count, record_step as *mut c_void, core::ptr::null_mut(), 0);
     }
 }
 
+/// # Safety
+/// `walk` points to this CPU's `EXEC_WALK` value.
 #[inline(always)]
-fn read_anchors(walk: &mut ExecWalk) -> Result<(), i32> {
+unsafe fn read_anchors(walk: *mut ExecWalk) -> Result<(), i32> {
+    let walk = unsafe { &mut *walk };
     let off = kernel_offsets();
     let read = |address: u64| unsafe { bpf_probe_read_kernel(address as *const u64) };
     let task = unsafe { bpf_get_current_task() };

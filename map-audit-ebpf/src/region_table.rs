@@ -156,43 +156,71 @@ pub struct TableEdit {
     ops: [BlockOp; 4],
 }
 
-impl TableEdit {
+/// This CPU's `TableEdit`, through a raw pointer: the `bpf_loop` callback reads the
+/// same per-CPU value, so no `&mut` to it may live across the call (the compiler could
+/// then assume the call sees none of its stores, and keep or drop them: an edit applied
+/// with the previous edit's region was seen).
+#[derive(Clone, Copy)]
+struct EditHandle(*mut TableEdit);
+
+impl EditHandle {
     /// This CPU's edit, emptied, for `region` of `tgid`.
     #[inline(always)]
-    fn start(tgid: u32, region: &Region) -> Option<&'static mut Self> {
+    fn start(tgid: u32, region: &Region) -> Option<Self> {
         // Index 0 of a per-CPU array always exists.
-        let edit = unsafe { &mut *TABLE_EDIT.get_ptr_mut(0)? };
-        edit.tgid = tgid;
-        edit.generation = region.generation;
-        edit.ops_len = 0;
-        edit.op = 0;
-        edit.claimed = 0;
-        edit.claim = region.start;
-        edit.cursor = 0;
-        edit.region = *region;
-        Some(edit)
+        let edit = TABLE_EDIT.get_ptr_mut(0)?;
+        unsafe {
+            (*edit).tgid = tgid;
+            (*edit).generation = region.generation;
+            (*edit).ops_len = 0;
+            (*edit).op = 0;
+            (*edit).claimed = 0;
+            (*edit).claim = region.start;
+            (*edit).cursor = 0;
+            (*edit).region = *region;
+        }
+        Some(Self(edit))
     }
 
     #[inline(always)]
-    fn push(&mut self, start: u64, end: u64, prot: u32, kind: u32) {
-        if self.ops_len as usize >= self.ops.len() {
-            return;
+    fn push(self, start: u64, end: u64, prot: u32, kind: u32) {
+        let edit = self.0;
+        unsafe {
+            let len = (*edit).ops_len;
+            if len as usize >= (*edit).ops.len() {
+                return;
+            }
+            (*edit).ops[op_index(len)] = BlockOp {
+                start,
+                end,
+                prot,
+                kind,
+            };
+            (*edit).ops_len = len + 1;
         }
-        self.ops[op_index(self.ops_len)] = BlockOp {
-            start,
-            end,
-            prot,
-            kind,
+    }
+
+    /// The unmap's cut starts at `address` (see `TableEdit::claimed`).
+    #[inline(always)]
+    fn claim_at(self, address: u64) {
+        unsafe { (*self.0).claim = address };
+    }
+
+    #[inline(always)]
+    fn claimed(self) -> bool {
+        unsafe { core::ptr::read_volatile(&raw const (*self.0).claimed) != 0 }
+    }
+
+    #[inline(always)]
+    fn apply(self) {
+        let edit = self.0;
+        let tgid = unsafe {
+            if (*edit).ops_len == 0 {
+                return;
+            }
+            (*edit).cursor = (*edit).ops[0].start;
+            (*edit).tgid
         };
-        self.ops_len += 1;
-    }
-
-    #[inline(always)]
-    fn apply(&mut self) {
-        if self.ops_len == 0 {
-            return;
-        }
-        self.cursor = self.ops[0].start;
         unsafe {
             bpf_loop(
                 4 * MAX_BLOCKS as u32,
@@ -202,7 +230,7 @@ impl TableEdit {
             );
         }
         region_cache::tables_changed();
-        scope::count_edit(self.tgid);
+        scope::count_edit(tgid);
     }
 }
 
@@ -271,7 +299,7 @@ extern "C" fn edit_step(_index: u64, _ctx: *mut c_void) -> i64 {
 /// counted, not silently lost.
 #[inline(always)]
 pub fn insert(tgid: u32, region: &Region) {
-    let Some(edit) = TableEdit::start(tgid, region) else {
+    let Some(edit) = EditHandle::start(tgid, region) else {
         return;
     };
     edit.push(region.start, region.end, region.prot, OP_INSERT);
@@ -281,7 +309,7 @@ pub fn insert(tgid: u32, region: &Region) {
 /// Replaces `old` by `new` (the same region grown or shrunk in place, like the heap).
 #[inline(always)]
 pub fn replace(tgid: u32, old: &Region, new: &Region) {
-    let Some(edit) = TableEdit::start(tgid, old) else {
+    let Some(edit) = EditHandle::start(tgid, old) else {
         return;
     };
     edit.push(new.start, new.end, new.prot, OP_INSERT);
@@ -391,7 +419,7 @@ fn change_region(walk: &RangeWalk, region: &Region) {
     if !changes(region, walk.new_prot) {
         return;
     }
-    let Some(edit) = TableEdit::start(walk.tgid, region) else {
+    let Some(edit) = EditHandle::start(walk.tgid, region) else {
         return;
     };
     let (cut_start, cut_end) = for_each_piece(region, walk.start, walk.end, walk.new_prot, |p| {
@@ -403,10 +431,10 @@ fn change_region(walk: &RangeWalk, region: &Region) {
         region.prot,
         OP_REMOVE_IF_UNCHANGED,
     );
-    edit.claim = cut_start;
+    edit.claim_at(cut_start);
     edit.apply();
     if walk.new_prot == UNMAP {
-        if edit.claimed == 0 {
+        if !edit.claimed() {
             return; // another CPU's unmap of this region removed it, and reports it
         }
         records::region_change(KIND_REGION_UNMAPPED, region, cut_start, cut_end, 0);

@@ -126,7 +126,7 @@ impl Correlator {
     /// The agent's counters, with those of its edits of the kernel's table.
     pub fn agent_counters(&self) -> AgentCounters {
         AgentCounters {
-            region_table_full: self.table.blocks_not_inserted,
+            region_blocks_not_inserted: self.table.blocks_not_inserted,
             ..self.counters
         }
     }

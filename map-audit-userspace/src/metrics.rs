@@ -23,7 +23,7 @@ use prometheus_client::{
 use crate::{loader::AttachedHook, stats::Counters};
 
 /// Counter names (`kernel` and `agent` of `Counters`) that are losses, by cause.
-const LOSSES: [&str; 14] = [
+const LOSSES: [&str; 20] = [
     "faults_lost_ringbuf_full",
     "faults_rate_limited",
     "region_events_lost_ringbuf_full",
@@ -38,6 +38,12 @@ const LOSSES: [&str; 14] = [
     "frames_unsymbolized",
     "paths_unresolved",
     "lines_unwritten",
+    "faults_unattributed_after_fork",
+    "exec_mappings_unread",
+    "brk_untracked",
+    "table_lock_timeouts",
+    "region_blocks_not_inserted",
+    "processes_seeded_unsettled",
 ];
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]

@@ -211,8 +211,19 @@ impl RegionTable {
     /// Replaces `old` by `pieces` of it (a change the kernel's walk handed over): the
     /// pieces go in first, so a fault meanwhile still finds its region, then `old`'s
     /// blocks that still hold it come out. A block holding anything else is newer and
-    /// stays.
+    /// stays. Nothing happens if no block holds `old` any more: the agent reads its
+    /// records late, and the kernel may have unmapped or changed the region since (a
+    /// piece inserted then would bring back a block of a region that is gone).
     pub fn replace_with_pieces(&mut self, tgid: u32, old: &Region, pieces: &[Piece]) {
+        let still_there = block_keys(tgid, old).any(|key| {
+            self.maps
+                .regions
+                .get(&key, 0)
+                .is_ok_and(|found| same_region(&found, old))
+        });
+        if !still_there {
+            return;
+        }
         for piece in pieces {
             let region = old.piece(piece);
             for key in block_keys(tgid, &region) {

@@ -131,7 +131,7 @@ pub struct AgentCounters {
     pub lines_unwritten: u64,
     /// Region blocks the agent could not put in the kernel's table (it was full): part
     /// of a region from /proc or a fork's copy unaudited.
-    pub region_table_full: u64,
+    pub region_blocks_not_inserted: u64,
     /// Processes that kept changing their mappings while the agent loaded them from
     /// /proc at start: loaded as last read.
     pub processes_seeded_unsettled: u64,

@@ -154,11 +154,18 @@ fn losses(event: &Value) -> u64 {
         "region_table_full",
         "scope_table_full",
         "pending_table_full",
-        "fault_aggregates_full",
+        "faults_unattributed_after_fork",
+        "exec_mappings_unread",
+        "brk_untracked",
+        "table_lock_timeouts",
     ]
     .iter()
     .map(|name| count(event, "kernel", name))
-    .sum()
+    .sum::<u64>()
+        + ["region_blocks_not_inserted", "processes_seeded_unsettled"]
+            .iter()
+            .map(|name| count(event, "agent", name))
+            .sum::<u64>()
 }
 
 /// The documented equalities (docs/events.md) on the final stats.

@@ -184,8 +184,8 @@ static int reuse_race(long rounds) {
     return 0;
 }
 
-/* Region of 64 pages: a writer rewrites pages 0..31 ROUNDS times (MADV_DONTNEED between
- * rounds), while a second thread changes pages 32..63. */
+/* Region of 64 pages: a writer rewrites pages 0..15 and 48..63 ROUNDS times
+ * (MADV_DONTNEED between rounds), while a second thread changes pages 16..47. */
 #define SPLIT_PAGES 64
 static char *split_region;
 static atomic_int writer_done;
@@ -200,15 +200,30 @@ static void *rewrite_lower_half(void *arg) {
     return NULL;
 }
 
+/* Both ends, so the writer's faults alternate between the pieces a split leaves. */
+static void *rewrite_both_ends(void *arg) {
+    long rounds = (long)arg;
+    for (long i = 0; i < rounds; i++) {
+        for (int page = 0; page < 16; page++) {
+            touch_pages(split_region + page * PAGE, 1);
+            touch_pages(split_region + (48 + page) * PAGE, 1);
+        }
+        madvise(split_region, 16 * PAGE, MADV_DONTNEED);
+        madvise(split_region + 48 * PAGE, 16 * PAGE, MADV_DONTNEED);
+    }
+    atomic_store(&writer_done, 1);
+    return NULL;
+}
+
 /* split-race ROUNDS: the second thread splits the region with mprotect, back and forth. */
 static int split_race(long rounds) {
     split_region = map_anon(SPLIT_PAGES, NULL, 0);
     report("split", split_region, SPLIT_PAGES);
     pthread_t writer;
-    pthread_create(&writer, NULL, rewrite_lower_half, (void *)rounds);
+    pthread_create(&writer, NULL, rewrite_both_ends, (void *)rounds);
     long splits = 0;
     while (!atomic_load(&writer_done)) {
-        char *page = split_region + (32 + splits % 32) * PAGE;
+        char *page = split_region + (16 + splits % 32) * PAGE;
         mprotect(page, PAGE, PROT_READ);
         mprotect(page, PAGE, PROT_READ | PROT_WRITE);
         splits++;
@@ -342,7 +357,9 @@ static int same_prot(int span) {
         return 2;
     }
     touch_pages(first, 2);
-    munmap(range, (span + 2) * PAGE);
+    /* The first region alone (a walk the kernel finishes), then the rest. */
+    munmap(first, 2 * PAGE);
+    munmap(range + 2 * PAGE, span * PAGE);
     usleep(300 * 1000);
     return 0;
 }
