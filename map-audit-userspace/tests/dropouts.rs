@@ -238,7 +238,9 @@ fn attach_while_mapping(scope: &[&str]) -> (Run, u64, u64) {
     let reported = run
         .of_kind("write_fault")
         .into_iter()
-        .filter(|e| e["pid"].to_string() == pid && e["stack"][0]["symbol"] == "retouch_pages")
+        .filter(|e| {
+            e["pid"].as_u64() == pid.parse().ok() && e["stack"][0]["symbol"] == "retouch_pages"
+        })
         .map(|e| e["count"].as_u64().unwrap())
         .sum();
     (run, writes, reported)
