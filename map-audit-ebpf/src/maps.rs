@@ -1,7 +1,11 @@
 //! Every BPF map and read-only global of the programs, in one place. Sizes here are
 //! defaults; the agent resizes them at load time (`EbpfLoader::map_max_entries`).
 
-use crate::{exec_mappings::ExecWalk, region_cache::RegionCache, region_table::TableEdit};
+use crate::{
+    exec_mappings::ExecWalk,
+    region_cache::RegionCache,
+    region_table::{RangeWalk, TableEdit},
+};
 use aya_ebpf::{
     macros::map,
     maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
@@ -51,6 +55,10 @@ pub static TABLE_VERSIONS: Array<u64> = Array::with_max_entries(TABLE_VERSION_SL
 /// The region-table edit in progress on each CPU (`region_table::TableEdit`).
 #[map]
 pub static TABLE_EDIT: PerCpuArray<TableEdit> = PerCpuArray::with_max_entries(1, 0);
+
+/// The unmap or mprotect walk in progress on each CPU (`region_table::RangeWalk`).
+#[map]
+pub static RANGE_WALK: PerCpuArray<RangeWalk> = PerCpuArray::with_max_entries(1, 0);
 
 /// The fault path's last scope and region lookups, per CPU (`region_cache`).
 #[map]

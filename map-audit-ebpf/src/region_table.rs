@@ -30,7 +30,7 @@ use map_audit_common::{
 
 use crate::{
     counters::bump,
-    maps::{FORK_FALLBACKS, ID_SEQUENCE, REGIONS, TABLE_EDIT},
+    maps::{FORK_FALLBACKS, ID_SEQUENCE, RANGE_WALK, REGIONS, TABLE_EDIT},
     records, region_cache, scope,
 };
 
@@ -71,12 +71,16 @@ pub fn current_seq() -> u64 {
 /// The region of `tgid`'s generation `generation` containing `address`.
 #[inline(always)]
 pub fn lookup(tgid: u32, generation: u32, address: u64) -> Option<Region> {
-    REGIONS
-        .get(Key::new(
-            LOOKUP_PREFIX_LEN,
-            region_key_data(tgid, generation, address),
-        ))
-        .copied()
+    lookup_ref(tgid, generation, address).copied()
+}
+
+/// `lookup` without the copy (48 bytes of a 512-byte stack).
+#[inline(always)]
+pub fn lookup_ref(tgid: u32, generation: u32, address: u64) -> Option<&'static Region> {
+    REGIONS.get(Key::new(
+        LOOKUP_PREFIX_LEN,
+        region_key_data(tgid, generation, address),
+    ))
 }
 
 /// The region a fault at `address` falls in, and whether it is the process's own: else,
@@ -317,9 +321,11 @@ pub fn replace(tgid: u32, old: &Region, new: &Region) {
     edit.apply();
 }
 
-/// State of an unmap or mprotect walk, shared with its `bpf_loop` callback.
+/// State of an unmap or mprotect walk, shared with its `bpf_loop` callback. In the
+/// per-CPU `RANGE_WALK`, not on the stack: 6.1 caps a program's stack and its nested
+/// callbacks' at 512 bytes together, and the mmap exit came to 544.
 #[repr(C)]
-struct RangeWalk {
+pub struct RangeWalk {
     tgid: u32,
     generation: u32,
     start: u64,
@@ -353,25 +359,35 @@ pub fn protect_range(tgid: u32, generation: u32, start: u64, end: u64, prot: u32
 /// its own copy of the table.
 #[inline(always)]
 fn walk_range(tgid: u32, generation: u32, start: u64, end: u64, new_prot: u32, seq: u64) {
-    let mut walk = RangeWalk {
-        tgid,
-        generation,
-        start,
-        end,
-        cursor: start,
-        seq,
-        new_prot,
-        handed_over: 0,
+    // Through a raw pointer: the callback changes the same per-CPU value.
+    let Some(walk) = RANGE_WALK.get_ptr_mut(0) else {
+        return;
     };
     unsafe {
+        *walk = RangeWalk {
+            tgid,
+            generation,
+            start,
+            end,
+            cursor: start,
+            seq,
+            new_prot,
+            handed_over: 0,
+        };
         bpf_loop(
             RANGE_WALK_STEPS,
             range_step as *mut c_void,
-            (&raw mut walk).cast(),
+            core::ptr::null_mut(),
             0,
         );
     }
-    if walk.handed_over != 0 || walk.cursor < end {
+    let (handed_over, cursor) = unsafe {
+        (
+            core::ptr::read_volatile(&raw const (*walk).handed_over),
+            core::ptr::read_volatile(&raw const (*walk).cursor),
+        )
+    };
+    if handed_over != 0 || cursor < end {
         bump(RANGES_HANDED_TO_AGENT);
         scope::count_edit(tgid);
         let kind = if new_prot == UNMAP {
@@ -390,8 +406,11 @@ fn walk_range(tgid: u32, generation: u32, start: u64, end: u64, new_prot: u32, s
 }
 
 #[inline(never)]
-extern "C" fn range_step(_index: u64, ctx: *mut c_void) -> i64 {
-    let walk = unsafe { &mut *ctx.cast::<RangeWalk>() };
+extern "C" fn range_step(_index: u64, _ctx: *mut c_void) -> i64 {
+    let Some(walk) = RANGE_WALK.get_ptr_mut(0) else {
+        return 1;
+    };
+    let walk = unsafe { &mut *walk };
     if walk.cursor >= walk.end {
         return 1;
     }

@@ -104,5 +104,5 @@ fn try_sys_exit_mmap(ctx: &TracePointContext) -> Result<u32, i32> {
 /// Whether the table holds, at `address`, a region older than the call.
 #[inline(always)]
 fn stale_at(tgid: u32, generation: u32, address: u64, seq: u64) -> bool {
-    region_table::lookup(tgid, generation, address).is_some_and(|r| change_applies(&r, seq))
+    region_table::lookup_ref(tgid, generation, address).is_some_and(|r| change_applies(r, seq))
 }
