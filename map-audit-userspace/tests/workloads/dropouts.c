@@ -200,30 +200,37 @@ static void *rewrite_lower_half(void *arg) {
     return NULL;
 }
 
+/* A region of many table blocks (odd size, odd start: a split rewrites them all). */
+#define WIDE_PAGES 1021
+
 /* Both ends, so the writer's faults alternate between the pieces a split leaves. */
 static void *rewrite_both_ends(void *arg) {
     long rounds = (long)arg;
+    char *high = split_region + (WIDE_PAGES - 16) * PAGE;
     for (long i = 0; i < rounds; i++) {
         for (int page = 0; page < 16; page++) {
             touch_pages(split_region + page * PAGE, 1);
-            touch_pages(split_region + (48 + page) * PAGE, 1);
+            touch_pages(high + page * PAGE, 1);
         }
         madvise(split_region, 16 * PAGE, MADV_DONTNEED);
-        madvise(split_region + 48 * PAGE, 16 * PAGE, MADV_DONTNEED);
+        madvise(high, 16 * PAGE, MADV_DONTNEED);
     }
     atomic_store(&writer_done, 1);
     return NULL;
 }
 
-/* split-race ROUNDS: the second thread splits the region with mprotect, back and forth. */
+/* split-race ROUNDS: the second thread splits a region with mprotect, back and forth,
+ * in its middle, while the writer rewrites both ends. */
 static int split_race(long rounds) {
-    split_region = map_anon(SPLIT_PAGES, NULL, 0);
-    report("split", split_region, SPLIT_PAGES);
+    char *range = map_anon(WIDE_PAGES + 2, NULL, 0);
+    munmap(range, (WIDE_PAGES + 2) * PAGE);
+    split_region = map_anon(WIDE_PAGES, range + PAGE, MAP_FIXED_NOREPLACE);
+    report("split", split_region, WIDE_PAGES);
     pthread_t writer;
     pthread_create(&writer, NULL, rewrite_both_ends, (void *)rounds);
     long splits = 0;
     while (!atomic_load(&writer_done)) {
-        char *page = split_region + (16 + splits % 32) * PAGE;
+        char *page = split_region + (100 + splits % 800) * PAGE;
         mprotect(page, PAGE, PROT_READ);
         mprotect(page, PAGE, PROT_READ | PROT_WRITE);
         splits++;
