@@ -64,7 +64,9 @@ fn report(ctx: &ProbeContext, crash: u32) {
     unsafe {
         (*record).header = records::header_at(KIND_GO_CRASH, bpf_ktime_get_ns());
         (*record).crash = crash;
-        let (map, hook) = open.unwrap_or((0, u32::MAX));
+        // Through black_box: LLVM otherwise spills an unset register for the `None`
+        // case and masks it later, which the verifier rejects (`R8 !read_ok`).
+        let (map, hook) = core::hint::black_box(open.unwrap_or((0, u32::MAX)));
         (*record).map = map;
         (*record).map_hook = hook;
         (*record).in_map_write = u32::from(open.is_some());

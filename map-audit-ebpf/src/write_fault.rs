@@ -93,6 +93,9 @@ pub fn report<C: EbpfContext>(
                 record.flags |= FAULT_STACK_TRUNCATED;
             }
             record.stack_bytes = walked.bytes;
+            // `own` read back from the map value, not kept from before the walk: the
+            // verifier would walk the stack once per value it knows (2.3 s at load).
+            let own = unsafe { core::ptr::read_volatile(&record.flags) } & FAULT_VIA_PARENT == 0;
             if agent_config().aggregate_in_kernel != 0 && region.path_filter != PATH_PENDING && own
             {
                 stack_hash = walked.hash;
