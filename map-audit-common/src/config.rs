@@ -77,9 +77,14 @@ pub struct KernelOffsets {
     pub vma_vm_flags: u32,
     pub vma_vm_pgoff: u32,
     pub vma_vm_file: u32,
-    pub _pad: u32,
+    /// `file.f_inode`, `inode.i_ino`, `inode.i_sb`, `super_block.s_dev`: a mapped
+    /// file's key for its unwind table.
+    pub file_inode: u32,
+    pub inode_ino: u32,
+    pub inode_sb: u32,
+    pub sb_dev: u32,
 }
-const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 124);
+const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 136);
 
 impl TracepointOffsets {
     /// All zero: the placeholder the agent overwrites at load time.
@@ -137,8 +142,19 @@ pub struct AgentConfig {
     pub min_size: u64,
     /// `--rate-limit`: fault records per second per process, 0 for no limit.
     pub rate_limit: u64,
+    /// `--unwind`: `UNWIND_AUTO`, `UNWIND_CFI` or `UNWIND_FRAME_POINTER`.
+    pub unwind_mode: u32,
+    pub _pad: u32,
 }
-const _: () = assert!(core::mem::size_of::<AgentConfig>() == 64);
+const _: () = assert!(core::mem::size_of::<AgentConfig>() == 72);
+
+/// `--unwind auto`: the unwind tables where the code has them, frame pointers elsewhere.
+pub const UNWIND_AUTO: u32 = 0;
+/// `--unwind cfi`: the unwind tables only; a frame without them ends the stack.
+pub const UNWIND_CFI: u32 = 1;
+/// `--unwind frame-pointer`: frame pointers only (the kernel's own walk, cheaper, and
+/// wrong in code built without them).
+pub const UNWIND_FRAME_POINTER: u32 = 2;
 
 #[cfg(feature = "user")]
 mod pod {

@@ -13,7 +13,7 @@ pub const REGION_EVENTS_LOST_RINGBUF_FULL: u32 = 3;
 pub const REGION_TABLE_FULL: u32 = 4;
 /// mmap/munmap calls whose arguments could not be saved (pending table full).
 pub const PENDING_TABLE_FULL: u32 = 5;
-/// User stacks that filled the whole buffer: deeper frames were cut.
+/// User stacks that filled the whole buffer (`MAX_STACK_DEPTH`) with frames left.
 pub const STACKS_TRUNCATED: u32 = 6;
 /// User stacks that could not be captured at all.
 pub const STACKS_FAILED: u32 = 7;
@@ -59,5 +59,12 @@ pub const BRK_UNTRACKED: u32 = 22;
 /// process and went ahead unserialised (a rare race: the agent checks that process's
 /// table against its copy afterwards).
 pub const TABLE_LOCK_TIMEOUTS: u32 = 23;
+/// User stacks that stopped at a frame whose code has no unwind table (a file without
+/// CFI, or one whose table was not built yet or did not fit): marked truncated.
+pub const STACKS_NO_UNWIND_INFO: u32 = 24;
+/// User stacks that stopped at stack memory that could not be read: marked truncated.
+pub const STACKS_UNREADABLE: u32 = 25;
+/// User stacks that stopped at code not in a file (JIT): marked truncated.
+pub const STACKS_IN_ANONYMOUS_CODE: u32 = 26;
 /// Number of counters.
-pub const COUNTER_COUNT: u32 = 24;
+pub const COUNTER_COUNT: u32 = 27;

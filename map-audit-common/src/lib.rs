@@ -13,6 +13,7 @@ pub mod records;
 pub mod region;
 pub mod region_split;
 pub mod tally;
+pub mod unwind;
 
 /// Page size the region table is built on. Regions are page-aligned by the kernel;
 /// arm64 with 16/64 KiB pages still aligns to 4 KiB, so this is the safe granule.

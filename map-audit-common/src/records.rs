@@ -89,7 +89,7 @@ pub struct RegionRecord {
     /// leaves alone regions made after the call began. 0 otherwise.
     pub seq: u64,
 }
-const _: () = assert!(core::mem::size_of::<RegionRecord>() == 120);
+const _: () = assert!(core::mem::size_of::<RegionRecord>() == 136);
 
 /// `KIND_PROCESS_FORK` (the header is the parent's), `_EXEC` and `_EXIT`.
 #[repr(C)]
@@ -123,10 +123,13 @@ pub struct FaultRecord {
     pub flags: u32,
     /// The flush interval (`TALLY_EPOCH`, low 32 bits) the fault happened in.
     pub epoch: u32,
+    /// Why the stack walk stopped (`unwind::STACK_END_*`).
+    pub stack_end: u32,
+    pub _pad: u32,
     /// User return addresses, innermost first.
     pub stack: [u64; MAX_STACK_DEPTH],
 }
-const _: () = assert!(core::mem::size_of::<FaultRecord>() == 128 + 8 * MAX_STACK_DEPTH);
+const _: () = assert!(core::mem::size_of::<FaultRecord>() == 152 + 8 * MAX_STACK_DEPTH);
 const _: () = assert!(core::mem::offset_of!(FaultRecord, stack) == FaultRecord::FIXED_BYTES);
 
 /// `FaultRecord::flags`: the region is the parent's (a just-forked child the agent had
@@ -137,7 +140,7 @@ pub const FAULT_STACK_TRUNCATED: u32 = 2;
 
 impl FaultRecord {
     /// Bytes before `stack`.
-    pub const FIXED_BYTES: usize = 128;
+    pub const FIXED_BYTES: usize = 152;
 
     /// Bytes a `KIND_WRITE_FAULT` record takes in the ring buffer: the frames the stack
     /// has, not all `MAX_STACK_DEPTH` (a full record is ~7x the usual one).

@@ -65,8 +65,33 @@ pub struct Region {
     /// `--path` filter state: `PATH_MATCHED` (or no filter), `PATH_PENDING`,
     /// `PATH_REJECTED`.
     pub path_filter: u32,
+    /// The mapped file (0, 0 for anonymous memory): its unwind table is keyed by it.
+    pub file: FileKey,
 }
-const _: () = assert!(core::mem::size_of::<Region>() == 48);
+const _: () = assert!(core::mem::size_of::<Region>() == 64);
+
+/// A file as the kernel names it: its superblock's device (`s_dev`, the kernel's own
+/// `MKDEV(major, minor)` = `major << 20 | minor`) and inode number.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Hash)]
+pub struct FileKey {
+    pub dev: u32,
+    pub _pad: u32,
+    pub inode: u64,
+}
+const _: () = assert!(core::mem::size_of::<FileKey>() == 16);
+
+impl FileKey {
+    /// The key of a file with device `major:minor` (as /proc/PID/maps and `stat` give
+    /// it) and inode `inode`.
+    pub fn new(major: u32, minor: u32, inode: u64) -> Self {
+        Self {
+            dev: (major << 20) | minor,
+            _pad: 0,
+            inode,
+        }
+    }
+}
 
 /// No `--path` filter, or the path matched: audited.
 pub const PATH_MATCHED: u32 = 0;
@@ -239,6 +264,7 @@ pub fn mapped_length(len: u64, flags: u32) -> u64 {
 mod pod {
     // SAFETY: plain `repr(C)` integers with no padding (sizes asserted above).
     unsafe impl aya::Pod for super::Region {}
+    unsafe impl aya::Pod for super::FileKey {}
     unsafe impl aya::Pod for super::PendingCall {}
     unsafe impl aya::Pod for super::ScopeEntry {}
     unsafe impl aya::Pod for super::ForkFallback {}

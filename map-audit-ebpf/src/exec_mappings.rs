@@ -296,6 +296,7 @@ extern "C" fn record_step(index: u64, _ctx: *mut c_void) -> i64 {
         flags,
         generation: walk.generation,
         path_filter: region_filter::initial_path_state(flags),
+        file: mapped_file::key_of(vma.file),
     };
     region_table::insert(walk.tgid, &region);
     if !anonymous && (region.is_writable() || region.prot & PROT_EXEC != 0) {

@@ -10,14 +10,17 @@ use aya_ebpf::{
     maps::{HashMap, PerCpuArray},
     programs::ProbeContext,
 };
-use map_audit_common::go_maps::{
-    GoConfig, GoMapKey, GoWriter, GoroutineKey,
-    counters::{GOID_UNREADABLE, STACKS_TRUNCATED},
+use map_audit_common::{
+    go_maps::{
+        GoConfig, GoMapKey, GoWriter, GoroutineKey,
+        counters::{GOID_UNREADABLE, STACKS_TRUNCATED},
+    },
+    unwind::STACK_END_DEPTH_LIMIT,
 };
 
 use crate::{
     counters,
-    user_stack::{self, UserRegs},
+    user_stack::{self, Tables, UserRegs},
 };
 
 #[map]
@@ -100,13 +103,17 @@ pub fn capture_at_entry(ctx: &ProbeContext, goid: u64, tid: u32) -> Option<&'sta
     let Ok(caller) = (unsafe { bpf_probe_read_user(regs.rsp as *const u64) }) else {
         return Some(writer);
     };
+    // At the function's entry: the caller's pc is the return address at RSP, its RSP
+    // is above it, and RBP is still the caller's.
     let from = UserRegs::Known {
         ip: caller,
+        sp: regs.rsp + 8,
         bp: regs.rbp,
+        exact: false,
     };
-    if let Some(walked) = user_stack::walk(from, &mut writer.stack) {
+    if let Some(walked) = user_stack::walk(from, &mut writer.stack, Tables::None) {
         writer.stack_bytes = walked.bytes;
-        if walked.truncated {
+        if walked.end == STACK_END_DEPTH_LIMIT {
             writer.stack_truncated = 1;
             bump(STACKS_TRUNCATED);
         }

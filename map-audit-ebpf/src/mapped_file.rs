@@ -11,6 +11,7 @@ use map_audit_common::{
     config::KernelOffsets,
     counters::{FILE_RECORDS, FILE_RECORDS_LOST_RINGBUF_FULL},
     records::{KIND_MAPPED_FILE, MAX_PATH_COMPONENTS, MappedFileRecord, PATH_COMPONENT_LEN},
+    region::FileKey,
 };
 
 use crate::{
@@ -39,6 +40,33 @@ pub fn send_exe(image_id: u64) {
         let mm = read_u64(bpf_get_current_task() + u64::from(off.task_mm))?;
         read_u64(mm + u64::from(off.mm_exe_file))
     });
+}
+
+/// The key (device, inode) of the current task's `fd`'s file; zero when unreadable.
+#[inline(always)]
+pub fn key_of_fd(fd: i32) -> FileKey {
+    unsafe { fd_file(fd) }.map(key_of).unwrap_or_default()
+}
+
+/// The key (device, inode) of `file` (a `struct file *`); zero when unreadable.
+#[inline(always)]
+pub fn key_of(file: u64) -> FileKey {
+    let off = kernel_offsets();
+    let read = || -> Result<FileKey, i32> {
+        unsafe {
+            let inode = read_u64(file + u64::from(off.file_inode))?;
+            let sb = read_u64(inode + u64::from(off.inode_sb))?;
+            Ok(FileKey {
+                dev: bpf_probe_read_kernel((sb + u64::from(off.sb_dev)) as *const u32)?,
+                _pad: 0,
+                inode: read_u64(inode + u64::from(off.inode_ino))?,
+            })
+        }
+    };
+    if file == 0 {
+        return FileKey::default();
+    }
+    read().unwrap_or_default()
 }
 
 /// Reads `[start_code, end_code)` of the current process.

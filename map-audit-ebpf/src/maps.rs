@@ -5,6 +5,7 @@ use crate::{
     exec_mappings::ExecWalk,
     region_cache::RegionCache,
     region_table::{RangeWalk, TableEdit},
+    user_stack::{CachedRow, UNWIND_CACHE_SLOTS},
 };
 use aya_ebpf::{
     macros::map,
@@ -16,10 +17,11 @@ use map_audit_common::{
     counters::COUNTER_COUNT,
     records::FaultRecord,
     region::{
-        ForkFallback, PendingCall, RateBucket, Region, RegionKeyData, ScopeEntry,
+        FileKey, ForkFallback, PendingCall, RateBucket, Region, RegionKeyData, ScopeEntry,
         TABLE_VERSION_SLOTS,
     },
     tally::{Tally, TallyKey},
+    unwind::{UnwindRow, UnwindTable},
 };
 
 /// Mappings of in-scope processes (writable or not: an mprotect can make any of them
@@ -93,6 +95,20 @@ pub static TALLY_EPOCH: Array<u64> = Array::with_max_entries(1, 0);
 /// nest with itself on one CPU.
 #[map]
 pub static FAULT_SCRATCH: PerCpuArray<FaultRecord> = PerCpuArray::with_max_entries(1, 0);
+
+/// Every executable file's unwind rows (`map_audit_common::unwind`), sorted within each
+/// file; the agent writes them through a memory mapping of the map (BPF_F_MMAPABLE).
+#[map]
+pub static UNWIND_ROWS: Array<UnwindRow> = Array::with_max_entries(1 << 21, 1 << 10);
+
+/// Where each file's rows are in `UNWIND_ROWS`, by the file's (device, inode).
+#[map]
+pub static FILE_TABLES: HashMap<FileKey, UnwindTable> = HashMap::with_max_entries(4096, 0);
+
+/// Rows found for recent pcs, per CPU (`user_stack::CachedRow`).
+#[map]
+pub static UNWIND_CACHE: PerCpuArray<CachedRow> =
+    PerCpuArray::with_max_entries(UNWIND_CACHE_SLOTS, 0);
 
 /// Words of user stack the stack walk copies at once (`user_stack::StackWindow`).
 pub const WINDOW_WORDS: usize = 128;

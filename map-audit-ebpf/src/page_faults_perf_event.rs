@@ -18,7 +18,9 @@ pub fn page_faults_perf_event(ctx: PerfEventContext) -> u32 {
     // A user-mode fault carries the user registers: walk from them.
     let regs = (!kernel).then_some(UserRegs::Known {
         ip: data.regs.rip,
+        sp: data.regs.rsp,
         bp: data.regs.rbp,
+        exact: true,
     });
     write_fault::report(&ctx, data.addr, ERROR_CODE_UNKNOWN, kernel, regs);
     0

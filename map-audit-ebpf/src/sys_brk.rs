@@ -78,6 +78,7 @@ fn try_sys_exit_brk(ctx: &TracePointContext) -> Result<u32, i32> {
                 flags: MAP_PRIVATE | MAP_ANONYMOUS | REGION_HEAP,
                 generation,
                 path_filter: region_filter::initial_path_state(MAP_ANONYMOUS),
+                ..Region::default()
             };
             region_table::insert(tgid, &heap);
             records::region_mapped(&heap, ORIGIN_BRK);

@@ -10,7 +10,8 @@ use map_audit_common::{
     PAGE_SIZE,
     records::ORIGIN_MMAP,
     region::{
-        MAP_ANONYMOUS, MAP_FIXED, PROT_EXEC, PendingCall, Region, change_applies, mapped_length,
+        FileKey, MAP_ANONYMOUS, MAP_FIXED, PROT_EXEC, PendingCall, Region, change_applies,
+        mapped_length,
     },
 };
 
@@ -78,6 +79,11 @@ fn try_sys_exit_mmap(ctx: &TracePointContext) -> Result<u32, i32> {
         flags: call.flags,
         generation: scope.generation,
         path_filter: region_filter::initial_path_state(call.flags),
+        file: if call.flags & MAP_ANONYMOUS == 0 {
+            mapped_file::key_of_fd(call.fd)
+        } else {
+            FileKey::default()
+        },
     };
     region_table::insert(tgid, &region);
     // Paths for writable regions (reported) and executable ones (symbols, even after

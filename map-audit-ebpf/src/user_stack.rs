@@ -1,88 +1,125 @@
-//! The user stack of a fault taken in user mode, walked here along the frame pointers.
+//! The user stack of a fault, walked here: with the DWARF CFI rows the agent built for
+//! each executable file (`map_audit_common::unwind`), where the code has them, and along
+//! the frame pointers where it does not (`--unwind auto`, the default; `cfi` stops
+//! there, `frame-pointer` never uses the tables).
 //!
-//! Why not `bpf_get_stack`: the kernel's user walker (perf_callchain_user) accepts a
-//! frame pointer of 0, so every walk that reaches the outermost frame (`_start` clears
-//! rbp) ends by reading address 0 - a nested kernel page fault per walk, measured here at
-//! several hundred ns on each audited fault. This walk stops at a null, misaligned or
-//! non-increasing frame pointer instead, and records the same frames otherwise.
+//! One `bpf_loop` step per frame: the verifier checks the step once. Each step finds
+//! the row for the frame's pc (a per-CPU cache of recent pcs first, else the region
+//! table for the file and offset, the file's table, and a binary search of its rows),
+//! then reads the return address (and a saved RBP) through a window of the stack copied
+//! 1 KiB at a time.
+//!
+//! Why not `bpf_get_stack`: it follows frame pointers only (one frame in code built
+//! without them), and it reads address 0 at the end of every walk (a nested kernel
+//! fault per audited fault).
 
 use core::ffi::c_void;
 
-use crate::maps::{STACK_WINDOW, WINDOW_WORDS};
+use crate::maps::{
+    FILE_TABLES, REGIONS, STACK_WINDOW, TABLE_VERSIONS, UNWIND_CACHE, UNWIND_ROWS, WINDOW_WORDS,
+    agent_config,
+};
 use aya_ebpf::{
     bindings::pt_regs,
     helpers::{
         bpf_probe_read_kernel, bpf_probe_read_user,
         generated::{bpf_loop, bpf_probe_read_user as bpf_probe_read_user_raw},
     },
+    maps::lpm_trie::Key,
 };
 use map_audit_common::{
     MAX_STACK_DEPTH,
+    config::{UNWIND_CFI, UNWIND_FRAME_POINTER},
+    region::{LOOKUP_PREFIX_LEN, TABLE_VERSION_AGENT, TABLE_VERSION_KERNEL, region_key_data},
     tally::{STACK_HASH_SEED, stack_hash_step},
+    unwind::{
+        ROW_CFA_PLT, ROW_CFA_RBP, ROW_CFA_RSP, ROW_END, ROW_NONE, ROW_SEARCH_STEPS, ROW_SIGNAL,
+        SIGNAL_RBP, SIGNAL_RIP, SIGNAL_RSP, STACK_END_ANONYMOUS_CODE, STACK_END_COMPLETE,
+        STACK_END_DEPTH_LIMIT, STACK_END_NO_UNWIND_INFO, STACK_END_UNREADABLE, UnwindRow,
+    },
 };
 
 /// Where the walk starts: the fault's user registers.
 #[derive(Clone, Copy)]
 pub enum UserRegs {
     /// The `struct pt_regs *` a fault tracepoint passes, read only once the fault is
-    /// known to be audited (two kernel reads saved on every other fault).
+    /// known to be audited (three kernel reads saved on every other fault).
     At(*const pt_regs),
+    /// Registers at hand. `exact`: `ip` is the instruction that ran (a fault), not a
+    /// return address (a probe at a function's entry, whose caller is `ip`).
     Known {
         ip: u64,
+        sp: u64,
         bp: u64,
+        exact: bool,
     },
 }
 
 impl UserRegs {
-    /// (ip, bp).
+    /// (ip, sp, bp, exact).
     #[inline(always)]
-    fn read(self) -> Option<(u64, u64)> {
+    fn read(self) -> Option<(u64, u64, u64, bool)> {
         match self {
             Self::At(regs) => {
                 let ip = unsafe { bpf_probe_read_kernel(&raw const (*regs).rip) }.ok()?;
+                let sp = unsafe { bpf_probe_read_kernel(&raw const (*regs).rsp) }.ok()?;
                 let bp = unsafe { bpf_probe_read_kernel(&raw const (*regs).rbp) }.ok()?;
-                Some((ip, bp))
+                Some((ip, sp, bp, true))
             }
-            Self::Known { ip, bp } => Some((ip, bp)),
+            Self::Known { ip, sp, bp, exact } => Some((ip, sp, bp, exact)),
         }
     }
 }
 
-/// A frame record as the x86-64 frame-pointer convention lays it out at `bp`.
-#[repr(C)]
-struct FrameRecord {
-    caller_bp: u64,
-    return_address: u64,
+/// Whose unwind tables the walk may use: the process's regions (the fault path), or
+/// none (Go mode: frame pointers only).
+#[derive(Clone, Copy)]
+pub enum Tables {
+    Of { tgid: u32, generation: u32 },
+    None,
 }
 
 /// What a walk found.
 pub struct Walked {
     /// Bytes of `frames` filled, like `bpf_get_stack`.
     pub bytes: i64,
-    /// Frames remained beyond `MAX_STACK_DEPTH`.
-    pub truncated: bool,
+    /// Why it stopped (`unwind::STACK_END_*`).
+    pub end: u32,
     /// `tally::stack_hash_step` over the frames.
     pub hash: u64,
 }
 
-/// Fills `frames` with the ip and the return addresses, innermost first; `None` when
-/// the registers cannot be read. The frames go straight into `frames` (a map value).
-///
-/// One `bpf_loop` step per frame: the verifier checks the step once, and the code after
-/// the walk once, where an unrolled walk left it with a state per depth and exit (the
-/// fault program took 2.1 s to load, 0.5 s before the fork and interval checks came).
+/// Fills `frames` (a map value) with the ip and the return addresses, innermost first;
+/// `None` when the registers cannot be read.
 #[inline(always)]
-pub fn walk(regs: UserRegs, frames: &mut [u64; MAX_STACK_DEPTH]) -> Option<Walked> {
-    let (ip, bp) = regs.read()?;
+pub fn walk(regs: UserRegs, frames: &mut [u64; MAX_STACK_DEPTH], tables: Tables) -> Option<Walked> {
+    let (ip, sp, bp, exact) = regs.read()?;
     frames[0] = ip;
+    let (tgid, generation, mode) = match tables {
+        Tables::Of { tgid, generation } => (tgid, generation, agent_config().unwind_mode),
+        Tables::None => (0, 0, UNWIND_FRAME_POINTER),
+    };
     let mut walk = FrameWalk {
         frames: frames.as_mut_ptr(),
+        pc: ip,
+        sp,
         bp,
-        depth: 1,
         hash: stack_hash_step(STACK_HASH_SEED, ip),
         window_base: 0,
-        truncated: 0,
-        _pad: 0,
+        kernel_version: TABLE_VERSIONS
+            .get(TABLE_VERSION_KERNEL)
+            .copied()
+            .unwrap_or(0),
+        agent_version: TABLE_VERSIONS
+            .get(TABLE_VERSION_AGENT)
+            .copied()
+            .unwrap_or(0),
+        tgid,
+        generation,
+        mode,
+        exact: u32::from(exact),
+        depth: 1,
+        end: STACK_END_COMPLETE,
     };
     unsafe {
         bpf_loop(
@@ -93,103 +130,303 @@ pub fn walk(regs: UserRegs, frames: &mut [u64; MAX_STACK_DEPTH]) -> Option<Walke
         );
     }
     Some(Walked {
-        bytes: (walk.depth as i64).min(MAX_STACK_DEPTH as i64) * 8,
-        truncated: walk.truncated != 0,
+        bytes: i64::from(walk.depth.min(MAX_STACK_DEPTH as u32)) * 8,
+        end: walk.end,
         hash: walk.hash,
     })
 }
 
-/// A frame-pointer walk in progress (on the caller's stack, the `bpf_loop` context).
+/// A walk in progress (on the caller's stack, the `bpf_loop` context).
 #[repr(C)]
 struct FrameWalk {
     /// The caller's frame buffer (`MAX_STACK_DEPTH` words in a map value).
     frames: *mut u64,
-    /// The next frame record's address.
+    /// The frame being unwound: its pc and the registers at it.
+    pc: u64,
+    sp: u64,
     bp: u64,
-    depth: u64,
     hash: u64,
     /// User address of the window's first word; 0 when it holds nothing.
     window_base: u64,
-    truncated: u32,
-    _pad: u32,
+    /// `TABLE_VERSIONS` at the start: cached rows are valid for these.
+    kernel_version: u64,
+    agent_version: u64,
+    tgid: u32,
+    generation: u32,
+    mode: u32,
+    /// Non-zero: `pc` is the instruction that ran (the innermost frame, or one a signal
+    /// interrupted), not a return address.
+    exact: u32,
+    /// Frames in `frames`.
+    depth: u32,
+    end: u32,
 }
 
-/// One frame. The depth is the loop's index, which the verifier does not know, so it
-/// checks this step once; a depth kept as a counter in the context would be a new
-/// known constant each step, and the verifier would check each step anew.
+/// A caller found, or why there is none.
+enum Step {
+    Caller {
+        pc: u64,
+        sp: u64,
+        bp: u64,
+        exact: bool,
+    },
+    Stop(u32),
+}
+
+/// One frame: finds the caller of the frame at (pc, sp, bp) and appends it. The depth
+/// comes from the loop's index, which the verifier does not know, so it checks this
+/// step once (a depth kept as a counter in the context would be a new known constant
+/// each step, and the verifier would check each step anew).
 #[inline(never)]
 extern "C" fn frame_step(index: u64, ctx: *mut c_void) -> i64 {
     let walk = unsafe { &mut *ctx.cast::<FrameWalk>() };
-    let bp = walk.bp;
+    let (pc, sp, bp, exact) = match caller(walk) {
+        Step::Caller { pc, sp, bp, exact } => (pc, sp, bp, exact),
+        Step::Stop(end) => {
+            walk.end = end;
+            return 1;
+        }
+    };
+    if pc == 0 {
+        return 1; // the outermost frame returns nowhere: complete
+    }
     let depth = index + 1;
     if depth as usize >= MAX_STACK_DEPTH {
-        walk.truncated = u32::from(bp != 0);
+        walk.end = STACK_END_DEPTH_LIMIT;
         return 1;
     }
-    if bp == 0 || bp & 7 != 0 {
-        return 1;
-    }
-    let mut window = StackWindow {
-        words: STACK_WINDOW.get_ptr_mut(0),
-        base: walk.window_base,
-    };
-    let Some(frame) = window.frame_at(bp) else {
-        return 1;
-    };
-    walk.window_base = window.base;
     // Masked: the verifier checks the store against the buffer's 64 words.
-    let slot = (depth as usize) & (MAX_STACK_DEPTH - 1);
-    unsafe { *walk.frames.add(slot) = frame.return_address };
-    walk.hash = stack_hash_step(walk.hash, frame.return_address);
-    walk.depth = depth + 1;
-    // Callers' frames sit at higher addresses; anything else is not a frame chain.
-    walk.bp = if frame.caller_bp > bp {
-        frame.caller_bp
-    } else {
-        0
-    };
+    unsafe { *walk.frames.add((depth as usize) & (MAX_STACK_DEPTH - 1)) = pc };
+    walk.hash = stack_hash_step(walk.hash, pc);
+    walk.depth = depth as u32 + 1;
+    walk.pc = pc;
+    walk.sp = sp;
+    walk.bp = bp;
+    walk.exact = u32::from(exact);
     0
 }
 
-/// A copy of `WINDOW_WORDS` words of the user stack: the frames of a call chain usually
-/// sit within a few hundred bytes, so one read serves several of them (a read costs
-/// ~17 ns whatever its size up to here).
-struct StackWindow {
-    words: Option<*mut [u64; WINDOW_WORDS]>,
-    /// User address of `words[0]`; 0 when the window holds nothing.
-    base: u64,
+/// The caller of the walk's current frame.
+#[inline(always)]
+fn caller(walk: &mut FrameWalk) -> Step {
+    if walk.mode == UNWIND_FRAME_POINTER {
+        return frame_pointer_caller(walk);
+    }
+    // A return address points after its call: its row is the call's.
+    let lookup = if walk.exact != 0 {
+        walk.pc
+    } else {
+        walk.pc - 1
+    };
+    let row = match row_for(walk, lookup) {
+        Ok(row) => row,
+        Err(end) if walk.mode == UNWIND_CFI => return Step::Stop(end),
+        Err(end) => {
+            return match frame_pointer_caller(walk) {
+                Step::Stop(_) => Step::Stop(end),
+                found => found,
+            };
+        }
+    };
+    let cfa = match row.kind {
+        ROW_CFA_RSP => walk.sp.wrapping_add(row.cfa_offset as i64 as u64),
+        ROW_CFA_RBP => walk.bp.wrapping_add(row.cfa_offset as i64 as u64),
+        ROW_CFA_PLT => {
+            let pushed = if (walk.pc & 15) as i16 >= row.rbp_offset {
+                8
+            } else {
+                0
+            };
+            walk.sp.wrapping_add(row.cfa_offset as i64 as u64 + pushed)
+        }
+        ROW_SIGNAL => return signal_caller(walk),
+        ROW_END => return Step::Stop(STACK_END_COMPLETE),
+        _ => return Step::Stop(STACK_END_NO_UNWIND_INFO),
+    };
+    // Callers' frames sit at higher addresses; anything else is not a stack.
+    if cfa <= walk.sp {
+        return Step::Stop(STACK_END_UNREADABLE);
+    }
+    let Some(pc) = read_word(walk, cfa - 8) else {
+        return Step::Stop(STACK_END_UNREADABLE);
+    };
+    let bp = if row.rbp_offset == 0 || row.kind == ROW_CFA_PLT {
+        walk.bp
+    } else {
+        match read_word(walk, cfa.wrapping_add(row.rbp_offset as i64 as u64)) {
+            Some(bp) => bp,
+            None => return Step::Stop(STACK_END_UNREADABLE),
+        }
+    };
+    Step::Caller {
+        pc,
+        sp: cfa,
+        bp,
+        exact: false,
+    }
 }
 
-impl StackWindow {
-    /// The frame record at `bp` (8-aligned): from the window, after moving the window
-    /// to `bp` when it is outside, or with a read of its own when the window cannot be
-    /// filled there (the end of the stack mapping is within the window's length).
-    #[inline(always)]
-    fn frame_at(&mut self, bp: u64) -> Option<FrameRecord> {
-        let words = self.words?;
-        let offset = bp.wrapping_sub(self.base);
-        if self.base == 0 || offset > (WINDOW_WORDS as u64 - 2) * 8 {
-            let filled = unsafe {
-                bpf_probe_read_user_raw(
-                    words.cast(),
-                    (WINDOW_WORDS * 8) as u32,
-                    bp as *const c_void,
-                )
-            };
-            if filled != 0 {
-                self.base = 0;
-                return unsafe { bpf_probe_read_user(bp as *const FrameRecord) }.ok();
-            }
-            self.base = bp;
-        }
-        let i = (bp.wrapping_sub(self.base) / 8) as usize;
-        if i > WINDOW_WORDS - 2 {
-            return None;
-        }
-        let words = unsafe { &*words };
-        Some(FrameRecord {
-            caller_bp: words[i],
-            return_address: words[i + 1],
-        })
+/// `__restore_rt`: the interrupted frame's registers are in the `ucontext` at RSP.
+#[inline(always)]
+fn signal_caller(walk: &mut FrameWalk) -> Step {
+    let sp = walk.sp;
+    match (
+        read_word(walk, sp + SIGNAL_RIP),
+        read_word(walk, sp + SIGNAL_RSP),
+        read_word(walk, sp + SIGNAL_RBP),
+    ) {
+        (Some(pc), Some(sp), Some(bp)) => Step::Caller {
+            pc,
+            sp,
+            bp,
+            exact: true,
+        },
+        _ => Step::Stop(STACK_END_UNREADABLE),
     }
+}
+
+/// The x86-64 frame-pointer convention: the caller's RBP at RBP, the return address
+/// above it.
+#[inline(always)]
+fn frame_pointer_caller(walk: &mut FrameWalk) -> Step {
+    let bp = walk.bp;
+    if bp == 0 || bp & 7 != 0 || bp < walk.sp {
+        return Step::Stop(STACK_END_COMPLETE);
+    }
+    let (Some(caller_bp), Some(pc)) = (read_word(walk, bp), read_word(walk, bp + 8)) else {
+        return Step::Stop(STACK_END_UNREADABLE);
+    };
+    Step::Caller {
+        pc,
+        sp: bp + 16,
+        // Callers' frames sit at higher addresses; anything else ends the chain.
+        bp: if caller_bp > bp { caller_bp } else { 0 },
+        exact: false,
+    }
+}
+
+/// One cached row: valid for the process, pc and table versions it was found for.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct CachedRow {
+    pc: u64,
+    kernel_version: u64,
+    agent_version: u64,
+    tgid: u32,
+    generation: u32,
+    row: UnwindRow,
+    /// `STACK_END_*` when there is no row.
+    end: u32,
+}
+
+/// Slots of the per-CPU row cache (direct-mapped by pc).
+pub const UNWIND_CACHE_SLOTS: u32 = 512;
+
+/// The row covering `pc` in the walk's process, or why there is none.
+#[inline(always)]
+fn row_for(walk: &FrameWalk, pc: u64) -> Result<UnwindRow, u32> {
+    let slot = ((pc ^ (pc >> 9)) as u32) & (UNWIND_CACHE_SLOTS - 1);
+    let Some(cached) = UNWIND_CACHE.get_ptr_mut(slot) else {
+        return Err(STACK_END_NO_UNWIND_INFO);
+    };
+    let cached = unsafe { &mut *cached };
+    if cached.pc == pc
+        && cached.tgid == walk.tgid
+        && cached.generation == walk.generation
+        && cached.kernel_version == walk.kernel_version
+        && cached.agent_version == walk.agent_version
+    {
+        return if cached.end == STACK_END_COMPLETE {
+            Ok(cached.row)
+        } else {
+            Err(cached.end)
+        };
+    }
+    let found = find_row(walk, pc);
+    cached.pc = pc;
+    cached.tgid = walk.tgid;
+    cached.generation = walk.generation;
+    cached.kernel_version = walk.kernel_version;
+    cached.agent_version = walk.agent_version;
+    match found {
+        Ok(row) => {
+            cached.row = row;
+            cached.end = STACK_END_COMPLETE;
+        }
+        Err(end) => cached.end = end,
+    }
+    found
+}
+
+/// The region holding `pc`, its file's table, and the last row at or before the
+/// file offset of `pc`.
+#[inline(always)]
+fn find_row(walk: &FrameWalk, pc: u64) -> Result<UnwindRow, u32> {
+    let key = Key::new(
+        LOOKUP_PREFIX_LEN,
+        region_key_data(walk.tgid, walk.generation, pc),
+    );
+    let Some(region) = REGIONS.get(key) else {
+        return Err(STACK_END_NO_UNWIND_INFO);
+    };
+    if region.file.inode == 0 {
+        return Err(STACK_END_ANONYMOUS_CODE);
+    }
+    let file = region.file;
+    let offset = pc - region.start + region.file_offset;
+    let Some(table) = (unsafe { FILE_TABLES.get(&file) }) else {
+        return Err(STACK_END_NO_UNWIND_INFO);
+    };
+    let (first, rows) = (table.first_row, table.rows);
+    if offset > u64::from(u32::MAX) || rows == 0 {
+        return Err(STACK_END_NO_UNWIND_INFO);
+    }
+    let offset = offset as u32;
+    // The last row whose pc <= offset, in [lo, hi).
+    let (mut lo, mut hi) = (first, first + rows);
+    for _ in 0..ROW_SEARCH_STEPS {
+        if hi - lo <= 1 {
+            break;
+        }
+        let mid = lo + (hi - lo) / 2;
+        match UNWIND_ROWS.get(mid) {
+            Some(row) if row.pc <= offset => lo = mid,
+            Some(_) => hi = mid,
+            None => return Err(STACK_END_NO_UNWIND_INFO),
+        }
+    }
+    match UNWIND_ROWS.get(lo) {
+        Some(row) if row.pc <= offset && row.kind != ROW_NONE => Ok(*row),
+        _ => Err(STACK_END_NO_UNWIND_INFO),
+    }
+}
+
+/// The user word at `address` (8-aligned or not), through the window: the frames of a
+/// call chain sit within a few hundred bytes, so one 1 KiB copy serves several reads
+/// (a read costs ~17 ns whatever its size up to here). Near the end of the stack
+/// mapping, where the window cannot be filled, one read of its own.
+#[inline(always)]
+fn read_word(walk: &mut FrameWalk, address: u64) -> Option<u64> {
+    let words = STACK_WINDOW.get_ptr_mut(0)?;
+    let offset = address.wrapping_sub(walk.window_base);
+    if walk.window_base == 0 || offset > (WINDOW_WORDS as u64 - 1) * 8 || offset & 7 != 0 {
+        let base = address;
+        let filled = unsafe {
+            bpf_probe_read_user_raw(
+                words.cast(),
+                (WINDOW_WORDS * 8) as u32,
+                base as *const c_void,
+            )
+        };
+        if filled != 0 {
+            walk.window_base = 0;
+            return unsafe { bpf_probe_read_user(address as *const u64) }.ok();
+        }
+        walk.window_base = base;
+    }
+    let i = (address.wrapping_sub(walk.window_base) / 8) as usize;
+    if i >= WINDOW_WORDS {
+        return None;
+    }
+    Some(unsafe { (*words)[i] })
 }

@@ -11,7 +11,8 @@ use map_audit_common::{
     MAX_STACK_DEPTH,
     counters::{
         FAULTS_COUNTED_IN_KERNEL, FAULTS_FILTERED, FAULTS_LOST_RINGBUF_FULL, FAULTS_MATCHED,
-        STACKS_FAILED, STACKS_TRUNCATED,
+        STACKS_FAILED, STACKS_IN_ANONYMOUS_CODE, STACKS_NO_UNWIND_INFO, STACKS_TRUNCATED,
+        STACKS_UNREADABLE,
     },
     records::{
         ERROR_CODE_UNKNOWN, FAULT_STACK_TRUNCATED, FAULT_VIA_PARENT, FaultRecord,
@@ -19,6 +20,10 @@ use map_audit_common::{
     },
     region::{PATH_PENDING, Region},
     tally::TallyKey,
+    unwind::{
+        STACK_END_ANONYMOUS_CODE, STACK_END_COMPLETE, STACK_END_DEPTH_LIMIT,
+        STACK_END_NO_UNWIND_INFO, STACK_END_UNREADABLE,
+    },
 };
 
 use crate::{
@@ -26,7 +31,7 @@ use crate::{
     fault_tally,
     maps::{EVENTS, FAULT_SCRATCH, agent_config},
     rate_limit, records, region_cache, region_filter,
-    user_stack::{self, UserRegs},
+    user_stack::{self, Tables, UserRegs},
 };
 
 /// x86 page-fault error code bit: the access was a write.
@@ -86,10 +91,16 @@ pub fn report<C: EbpfContext>(
     // and gives a parent's region (after a fork) to the child's copy of it.
     let mut stack_hash = 0;
     record.flags = flags;
-    match user_regs.and_then(|regs| user_stack::walk(regs, &mut record.stack)) {
+    let tables = Tables::Of {
+        tgid,
+        generation: region.generation,
+    };
+    record.stack_end = STACK_END_COMPLETE;
+    match user_regs.and_then(|regs| user_stack::walk(regs, &mut record.stack, tables)) {
         Some(walked) => {
-            if walked.truncated {
-                bump(STACKS_TRUNCATED);
+            record.stack_end = walked.end;
+            if walked.end != STACK_END_COMPLETE {
+                bump(stack_end_counter(walked.end));
                 record.flags |= FAULT_STACK_TRUNCATED;
             }
             record.stack_bytes = walked.bytes;
@@ -105,6 +116,7 @@ pub fn report<C: EbpfContext>(
             record.stack_bytes = user_stack_by_helper(ctx, &mut record.stack);
             if record.stack_bytes == (8 * MAX_STACK_DEPTH) as i64 {
                 record.flags |= FAULT_STACK_TRUNCATED;
+                record.stack_end = STACK_END_DEPTH_LIMIT;
             }
         }
     }
@@ -173,8 +185,10 @@ fn report_kernel_write<C: EbpfContext>(
     record.fault.flags = flags;
     record.fault.epoch = fault_tally::epoch() as u32;
     record.fault.stack_bytes = user_stack_by_helper(ctx, &mut record.fault.stack);
+    record.fault.stack_end = STACK_END_COMPLETE;
     if record.fault.stack_bytes == (8 * MAX_STACK_DEPTH) as i64 {
         record.fault.flags |= FAULT_STACK_TRUNCATED;
+        record.fault.stack_end = STACK_END_DEPTH_LIMIT;
     }
     record.kernel_stack_bytes = stack(
         ctx,
@@ -185,6 +199,17 @@ fn report_kernel_write<C: EbpfContext>(
     entry.submit(records::batched_wakeup_flags(
         size_of::<KernelFaultRecord>() as u64,
     ));
+}
+
+/// The counter of stacks that ended for `end` (not complete).
+#[inline(always)]
+fn stack_end_counter(end: u32) -> u32 {
+    match end {
+        STACK_END_NO_UNWIND_INFO => STACKS_NO_UNWIND_INFO,
+        STACK_END_UNREADABLE => STACKS_UNREADABLE,
+        STACK_END_ANONYMOUS_CODE => STACKS_IN_ANONYMOUS_CODE,
+        _ => STACKS_TRUNCATED,
+    }
 }
 
 /// Fills the fixed part of a fault record.

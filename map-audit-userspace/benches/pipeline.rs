@@ -132,6 +132,7 @@ fn pipeline(c: &mut Criterion) {
                 path: None,
                 user_stack: fault.stack[..depth].to_vec(),
                 user_stack_truncated: false,
+                stack_end: 0,
                 kernel_stack: None,
                 ts_ns: fault.header.ts_ns,
                 stack_hash: 0,
@@ -157,6 +158,7 @@ fn write_event(
         error_code: Some(fault.error_code),
         stack,
         stack_truncated: false,
+        stack_end: "complete",
         kernel_stack: None,
         aggregate: None,
     };

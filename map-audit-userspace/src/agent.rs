@@ -14,7 +14,7 @@ use tokio::{
 use crate::{
     addresses,
     cgroup::Cgroup,
-    cli::{OutputFormat, RunArgs},
+    cli::{OutputFormat, RunArgs, UnwindMode},
     clock::Clock,
     correlator::{Item, Options},
     events::{AgentStarted, Body, Scope},
@@ -34,6 +34,7 @@ use crate::{
     stats::KernelCounters,
     target::{self, HeldCommand},
     tracefs,
+    unwind::{self, tables::UnwindTables},
 };
 
 /// Forwards the eBPF programs' aya-log records to the `log` crate.
@@ -90,10 +91,13 @@ pub fn run(args: RunArgs) -> Result<i32> {
             aggregate_in_kernel: u32::from(!args.every_event),
             min_size: args.min_size,
             rate_limit: args.rate_limit.unwrap_or(0),
+            unwind_mode: args.unwind.config_value(),
+            _pad: 0,
         },
 
         ringbuf_bytes: args.ringbuf_size,
         region_table_entries: args.region_table_size,
+        unwind_rows: args.unwind_table_rows,
     })?;
     let mut kernel_logger = if log_enabled {
         match aya_log::EbpfLogger::init(&mut ebpf) {
@@ -157,9 +161,26 @@ pub fn run(args: RunArgs) -> Result<i32> {
             Err(err) => log::debug!("skipping a process that matched the scope: {err:#}"),
         }
     }
+    let mut unwind_tables = UnwindTables::new(
+        match take_map(&mut ebpf, "UNWIND_ROWS")? {
+            aya::maps::Map::Array(data) => data,
+            _ => {
+                return Err(anyhow!(
+                    "UNWIND_ROWS is not an array map; rebuild with `cargo xtask build-ebpf`"
+                ));
+            }
+        },
+        args.unwind_table_rows,
+        HashMap::try_from(take_map(&mut ebpf, "FILE_TABLES")?)?,
+    )?;
     let held = if args.command.is_empty() {
         None
     } else {
+        // Its program's and libraries' tables first: it writes before the agent could
+        // build them from its mappings' records.
+        if args.unwind != UnwindMode::FramePointer {
+            unwind::prebuild::command(&mut unwind_tables, &args.command[0]);
+        }
         let held = HeldCommand::spawn(&args.command)?;
         table
             .add_to_scope(held.pid)
@@ -207,6 +228,7 @@ pub fn run(args: RunArgs) -> Result<i32> {
             filter,
             every_event: args.every_event,
             max_stack_depth: usize::from(args.max_stack_depth),
+            unwind_tables: Some(unwind_tables),
             kernel_tallies: Some(KernelTallies::new(
                 HashMap::try_from(take_map(&mut ebpf, "FAULT_TALLIES")?)?,
                 Array::try_from(take_map(&mut ebpf, "TALLY_EPOCH")?)?,

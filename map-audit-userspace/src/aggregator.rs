@@ -36,6 +36,8 @@ pub struct RawFault {
     pub path: Option<Arc<str>>,
     pub user_stack: Vec<u64>,
     pub user_stack_truncated: bool,
+    /// Why the kernel's walk stopped (`unwind::STACK_END_*`).
+    pub stack_end: u32,
     /// Set when the kernel did the write.
     pub kernel_stack: Option<Vec<u64>>,
     pub ts_ns: u64,

@@ -184,6 +184,18 @@ pub struct RunArgs {
     #[arg(long, value_enum, default_value = "auto")]
     pub fault_hook: FaultHook,
 
+    /// How user stacks are walked: auto uses each file's unwind table (built from its
+    /// DWARF CFI, .eh_frame) where there is one and frame pointers elsewhere; cfi stops
+    /// a stack where there is no table; frame-pointer is the cheaper walk that is
+    /// wrong in code built without frame pointers (most distribution packages).
+    #[arg(long, value_enum, default_value = "auto")]
+    pub unwind: UnwindMode,
+
+    /// Rows of the kernel's unwind tables (12 bytes each, 16 in the map; libc takes
+    /// ~35,000); files whose rows do not fit are counted (`unwind_table_full`).
+    #[arg(long, value_name = "ROWS", default_value_t = 1 << 21, value_parser = clap::value_parser!(u32).range(1024..=(1 << 26)))]
+    pub unwind_table_rows: u32,
+
     /// Print addresses as offsets into their region or mapped file, not as absolute
     /// addresses (which give away the ASLR layout in logs shared beyond the host).
     #[arg(long)]
@@ -214,6 +226,27 @@ pub struct RunArgs {
     /// with its status.
     #[arg(last = true, value_name = "COMMAND")]
     pub command: Vec<String>,
+}
+
+/// `--unwind`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum UnwindMode {
+    Auto,
+    Cfi,
+    FramePointer,
+}
+
+impl UnwindMode {
+    /// The kernel's `AgentConfig::unwind_mode`.
+    pub fn config_value(self) -> u32 {
+        use map_audit_common::config::{UNWIND_AUTO, UNWIND_CFI, UNWIND_FRAME_POINTER};
+        match self {
+            Self::Auto => UNWIND_AUTO,
+            Self::Cfi => UNWIND_CFI,
+            Self::FramePointer => UNWIND_FRAME_POINTER,
+        }
+    }
 }
 
 fn parse_seconds(value: &str) -> Result<std::time::Duration, String> {

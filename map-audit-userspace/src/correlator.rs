@@ -32,6 +32,7 @@ use crate::{
     stats::AgentCounters,
     stats::KernelCounters,
     symbolizer::StackSymbolizer,
+    unwind::tables::UnwindTables,
 };
 
 /// How the correlator reports.
@@ -43,6 +44,8 @@ pub struct Options {
     pub max_stack_depth: usize,
     /// The kernel's fault tallies (aggregated mode).
     pub kernel_tallies: Option<KernelTallies>,
+    /// The kernel's unwind tables (`None`: frame pointers only, or no kernel).
+    pub unwind_tables: Option<UnwindTables>,
 }
 
 /// What the reader hands to the pipeline, in ring-buffer order.
@@ -98,6 +101,7 @@ pub struct Correlator {
     pub counters: AgentCounters,
     /// Forked children found still falling back to their parents at the last reclaim.
     forks_waiting: HashMap<u32, u32>,
+    unwind_tables: Option<UnwindTables>,
 }
 
 impl Correlator {
@@ -116,6 +120,7 @@ impl Correlator {
             clock,
             counters: AgentCounters::default(),
             forks_waiting: HashMap::new(),
+            unwind_tables: options.unwind_tables,
         }
     }
 
@@ -123,11 +128,61 @@ impl Correlator {
         self.table.entries()
     }
 
-    /// The agent's counters, with those of its edits of the kernel's table.
+    /// The agent's counters, with those of its edits of the kernel's table and of its
+    /// unwind tables.
     pub fn agent_counters(&self) -> AgentCounters {
+        let unwind = self
+            .unwind_tables
+            .as_ref()
+            .map(|t| t.counters)
+            .unwrap_or_default();
         AgentCounters {
             region_blocks_not_inserted: self.table.blocks_not_inserted,
+            unwind_table_full: unwind.full,
+            unwind_info_missing: unwind.unbuilt,
+            unwind_tables_built: unwind.built,
             ..self.counters
+        }
+    }
+
+    /// Builds the unwind table of an executable file region's file, if it has none
+    /// (read through the mapping's own /proc entry: the file the process mapped, even
+    /// in another mount namespace).
+    fn unwind_table_for(&mut self, pid: u32, region: &Region, path: Option<&str>) {
+        if region.prot & PROT_EXEC == 0 || region.file.inode == 0 {
+            return;
+        }
+        let Some(tables) = &mut self.unwind_tables else {
+            return;
+        };
+        if tables.known(&region.file) {
+            return;
+        }
+        let map_file = format!("/proc/{pid}/map_files/{:x}-{:x}", region.start, region.end);
+        let added = tables.ensure(region.file, || {
+            std::fs::File::open(&map_file)
+                .ok()
+                .or_else(|| path.and_then(|p| std::fs::File::open(p).ok()))
+        });
+        if added {
+            self.table.tables_changed();
+        }
+    }
+
+    /// Frees the unwind tables of files no tracked mapping uses any more.
+    fn collect_unwind_tables(&mut self) {
+        let Some(tables) = &mut self.unwind_tables else {
+            return;
+        };
+        let used = self
+            .processes
+            .values()
+            .flat_map(|state| state.regions.iter())
+            .filter(|t| t.region.prot & PROT_EXEC != 0)
+            .map(|t| t.region.file)
+            .collect();
+        if tables.collect(&used) {
+            self.table.tables_changed();
         }
     }
 
@@ -231,6 +286,8 @@ impl Correlator {
             }
             None => None,
         };
+        self.unwind_table_for(process.pid, &region, path.as_deref());
+        let state = self.processes.entry(process.pid).or_default();
         if region.prot & PROT_EXEC != 0
             && let Some(path) = &path
         {
@@ -548,6 +605,7 @@ impl Correlator {
     /// the final stats, and only once region or process records have been lost: it
     /// checks /proc for every known process and walks the whole table.
     pub fn reclaim_after_losses(&mut self, kernel: &KernelCounters, out: &mut Vec<Timed>) {
+        self.collect_unwind_tables();
         if kernel.region_events_lost_ringbuf_full + kernel.process_records_lost_ringbuf_full == 0 {
             return;
         }
@@ -634,6 +692,7 @@ impl Correlator {
             exe: state.maps.exe.clone(),
         };
         for tracked in regions {
+            self.unwind_table_for(pid, &tracked.region, tracked.path.as_deref());
             if tracked.region.path_filter != PATH_PENDING {
                 self.table
                     .set_path_verdict(tracked.region.id, tracked.region.path_filter);
@@ -728,6 +787,7 @@ impl Correlator {
             path,
             user_stack: record.stack[..depth].to_vec(),
             user_stack_truncated: record.flags & FAULT_STACK_TRUNCATED != 0,
+            stack_end: record.stack_end,
             kernel_stack: kernel_stack.map(<[u64]>::to_vec),
             ts_ns: record.header.ts_ns,
             stack_hash: record.stack_hash,
@@ -815,6 +875,7 @@ impl Correlator {
                 error_code: (fault.error_code != ERROR_CODE_UNKNOWN).then_some(fault.error_code),
                 stack: stack.json.clone(),
                 stack_truncated,
+                stack_end: stack_end_name(fault.stack_end),
                 kernel_stack,
                 aggregate: summary,
             }),
@@ -843,6 +904,18 @@ fn region_event(
             }),
             new_prot,
         )),
+    }
+}
+
+/// The schema's name of a `STACK_END_*`.
+fn stack_end_name(end: u32) -> &'static str {
+    use map_audit_common::unwind::*;
+    match end {
+        STACK_END_COMPLETE => "complete",
+        STACK_END_DEPTH_LIMIT => "depth_limit",
+        STACK_END_UNREADABLE => "unreadable_stack",
+        STACK_END_ANONYMOUS_CODE => "jit_or_anonymous_code",
+        _ => "no_unwind_info",
     }
 }
 

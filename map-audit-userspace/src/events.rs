@@ -176,8 +176,11 @@ pub struct WriteFault {
     /// User frames (`Frame`s), innermost first, rendered once per distinct stack
     /// (`rendered_stacks.rs`).
     pub stack: Arc<RawValue>,
-    /// True when the stack filled the capture buffer and outer frames were cut.
+    /// True when the stack is not whole: `stack_end` is not "complete", or it was cut
+    /// to `--max-stack-depth`.
     pub stack_truncated: bool,
+    /// Why the walk stopped (`unwind::STACK_END_*` by name).
+    pub stack_end: &'static str,
     /// `access: "kernel"` only: the kernel's frames, innermost first.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub kernel_stack: Option<Vec<Frame>>,

@@ -42,3 +42,4 @@ pub mod stats;
 pub mod symbolizer;
 pub mod target;
 pub mod tracefs;
+pub mod unwind;

@@ -25,6 +25,8 @@ pub struct LoadOptions {
     pub ringbuf_bytes: u32,
     /// Entries of the region table (each region takes one per aligned block).
     pub region_table_entries: u32,
+    /// Rows of the unwind tables.
+    pub unwind_rows: u32,
 }
 
 /// A hook the agent attached, for `agent_started`.
@@ -46,6 +48,7 @@ pub fn load(options: &LoadOptions) -> Result<Ebpf> {
         .override_global("KERNEL_OFFSETS", &options.kernel_offsets, true)
         .map_max_entries("EVENTS", options.ringbuf_bytes)
         .map_max_entries("REGIONS", options.region_table_entries)
+        .map_max_entries("UNWIND_ROWS", options.unwind_rows)
         .load(EBPF_OBJECT)
         .context("loading the eBPF object failed; run as root (or with CAP_BPF and CAP_PERFMON) on Linux 5.8+ with BTF")
 }
@@ -165,7 +168,10 @@ pub fn kernel_offsets(btf: &KernelBtf) -> Result<KernelOffsets> {
         vma_vm_flags: member("vm_area_struct", "vm_flags")?,
         vma_vm_pgoff: member("vm_area_struct", "vm_pgoff")?,
         vma_vm_file: member("vm_area_struct", "vm_file")?,
-        _pad: 0,
+        file_inode: member("file", "f_inode")?,
+        inode_ino: member("inode", "i_ino")?,
+        inode_sb: member("inode", "i_sb")?,
+        sb_dev: member("super_block", "s_dev")?,
     })
 }
 

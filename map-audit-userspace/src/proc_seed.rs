@@ -10,7 +10,7 @@
 
 use anyhow::{Context, Result, anyhow};
 use map_audit_common::region::{
-    MAP_ANONYMOUS, MAP_GROWSDOWN, MAP_PRIVATE, MAP_SHARED, MAP_STACK, REGION_HEAP, Region,
+    FileKey, MAP_ANONYMOUS, MAP_GROWSDOWN, MAP_PRIVATE, MAP_SHARED, MAP_STACK, REGION_HEAP, Region,
 };
 use procfs::process::{MMPermissions, MMapPath, MemoryMap, Process};
 
@@ -68,6 +68,11 @@ pub fn load_running(table: &mut RegionTable, filter: &RegionFilter, pid: u32) ->
                     flags: mmap_flags(map),
                     generation: scope.generation,
                     path_filter: filter.path_state(path.as_deref()),
+                    file: if map.inode == 0 {
+                        FileKey::default()
+                    } else {
+                        FileKey::new(map.dev.0 as u32, map.dev.1 as u32, map.inode)
+                    },
                 };
                 TrackedRegion { region, path }
             })

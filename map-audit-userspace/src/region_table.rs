@@ -271,10 +271,10 @@ impl RegionTable {
         }
     }
 
-    /// Tells the fault path's per-CPU memo that the tables changed. Called after the
-    /// edits: a fault that looked the tables up in between is memoised under the old
-    /// version and dropped at its next fault.
-    fn tables_changed(&mut self) {
+    /// Tells the fault path's per-CPU memos (regions, unwind rows) that the tables
+    /// changed. Called after the edits: a fault that looked the tables up in between is
+    /// memoised under the old version and dropped at its next fault.
+    pub fn tables_changed(&mut self) {
         self.agent_edits += 1;
         if let Err(err) = self
             .maps

@@ -40,8 +40,14 @@ pub struct KernelCounters {
     pub ranges_handed_to_agent: u64,
     /// Faults of a just-forked child matched through its parent's regions (not a loss).
     pub faults_matched_via_parent: u64,
+    /// Stacks that took `MAX_STACK_DEPTH` frames with more left.
     pub stacks_truncated: u64,
     pub stacks_failed: u64,
+    /// Stacks that ended at a frame without an unwind table, at unreadable stack
+    /// memory, or in code not in a file (JIT): all marked truncated.
+    pub stacks_no_unwind_info: u64,
+    pub stacks_unreadable: u64,
+    pub stacks_in_anonymous_code: u64,
     /// Mapped-file (path) records produced and lost.
     pub file_records: u64,
     pub file_records_lost_ringbuf_full: u64,
@@ -81,6 +87,9 @@ impl KernelCounters {
             faults_matched_via_parent: get(idx::FAULTS_MATCHED_VIA_PARENT)?,
             stacks_truncated: get(idx::STACKS_TRUNCATED)?,
             stacks_failed: get(idx::STACKS_FAILED)?,
+            stacks_no_unwind_info: get(idx::STACKS_NO_UNWIND_INFO)?,
+            stacks_unreadable: get(idx::STACKS_UNREADABLE)?,
+            stacks_in_anonymous_code: get(idx::STACKS_IN_ANONYMOUS_CODE)?,
             file_records: get(idx::FILE_RECORDS)?,
             file_records_lost_ringbuf_full: get(idx::FILE_RECORDS_LOST_RINGBUF_FULL)?,
             faults_unattributed_after_fork: get(idx::FAULTS_UNATTRIBUTED_AFTER_FORK)?,
@@ -135,6 +144,14 @@ pub struct AgentCounters {
     /// Processes that kept changing their mappings while the agent loaded them from
     /// /proc at start: loaded as last read.
     pub processes_seeded_unsettled: u64,
+    /// Executable files whose unwind rows did not fit (`--unwind-table-rows`): their
+    /// frames end stacks.
+    pub unwind_table_full: u64,
+    /// Executable files without CFI (or unreadable): their frames end stacks, or are
+    /// walked by frame pointers with `--unwind auto`.
+    pub unwind_info_missing: u64,
+    /// Unwind tables built (not a loss).
+    pub unwind_tables_built: u64,
 }
 
 /// Everything in one object for the JSON stream.

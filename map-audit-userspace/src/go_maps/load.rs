@@ -9,8 +9,10 @@ use map_audit_common::go_maps::GoConfig;
 use crate::loader::EBPF_OBJECT;
 
 /// Maps only `run` uses, and the entries each keeps here.
-const UNUSED_MAPS: [(&str, u32); 9] = [
+const UNUSED_MAPS: [(&str, u32); 11] = [
     ("REGIONS", 16),
+    ("UNWIND_ROWS", 1024),
+    ("FILE_TABLES", 1),
     ("SCOPE", 1),
     ("FORK_FALLBACKS", 1),
     ("PATH_VERDICTS", 1),
