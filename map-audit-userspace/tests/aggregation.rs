@@ -26,11 +26,13 @@ fn a_quarter_million_faults_become_a_handful_of_lines_that_add_up() {
         counters["kernel"]["faults_lost_ringbuf_full"], 0,
         "{counters}"
     );
+    // All but the first fault of each stack in each flush interval (the run takes a
+    // few 1 s intervals, each with a handful of stacks).
     assert!(
         counters["kernel"]["faults_counted_in_kernel"]
             .as_u64()
             .unwrap()
-            >= (pages - 1) * cycles,
+            >= (pages - 1) * cycles - 64,
         "the repeats were counted in the kernel: {counters}"
     );
 

@@ -109,9 +109,16 @@ fn main() -> Result<()> {
         Task::Test { args } => {
             build_ebpf::build()?;
             go_toolchains::ensure()?;
-            // The log-collector test runs Debian's rsyslog.
+            // The log-collector test runs Debian's rsyslog; the unwinding tests compare
+            // with perf's DWARF unwinder and build C++ and Rust workloads.
             if !Path::new("/usr/sbin/rsyslogd").exists() {
                 toolchain::apt_install("rsyslog (the log-collector test)", &["rsyslog"])?;
+            }
+            if !Path::new("/usr/bin/perf").exists() || !Path::new("/usr/bin/g++").exists() {
+                toolchain::apt_install(
+                    "linux-perf and g++ (the unwinding tests)",
+                    &["linux-perf", "g++"],
+                )?;
             }
             let mut test = cargo();
             test.args(["test", "--workspace"]).args(&args);

@@ -1,0 +1,309 @@
+//! User stacks in code built the way users build it, checked against perf's DWARF
+//! unwinder on the same program: `perf record -e exceptions:page_fault_user
+//! --call-graph dwarf` (linux-perf, installed by `cargo xtask test`), the faults into
+//! the workload's MAP_SHARED file compared stack by stack.
+//!
+//! perf is the oracle with three known gaps, each seen here and allowed for by name:
+//! it drops `__libc_start_main_impl` (it looks up a return address without stepping
+//! back into the call, and glibc's call to the noreturn `__libc_start_call_main` is the
+//! function's last instruction), `raise` under a signal handler, and the first frame of
+//! some libc string functions; it also puts a kernel symbol (`__traceiter_*`) on top of
+//! some user stacks. Everything else must match frame for frame, in order, and every
+//! stack of ours must be complete.
+
+mod common;
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+    sync::OnceLock,
+};
+
+use common::{hex, run_agent};
+
+/// Frames perf is known to leave out (see above).
+const PERF_OMITS: [&str; 5] = [
+    "__libc_start_main_impl",
+    "__GI_raise",
+    "raise",
+    "__memcpy_avx_unaligned_erms",
+    "__memmove_avx_unaligned_erms",
+];
+
+type Chain = Vec<String>;
+
+fn workloads_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/workloads")
+}
+
+fn out_dir() -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("unwinding-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Builds `source` with `compiler` and `flags` into `name` (once per test binary).
+fn build(name: &str, compiler: &str, source: &str, flags: &[&str]) -> PathBuf {
+    let out = out_dir().join(name);
+    if out.exists() {
+        return out;
+    }
+    let status = Command::new(compiler)
+        .args(flags)
+        .arg("-o")
+        .arg(&out)
+        .arg(workloads_dir().join(source))
+        .status()
+        .unwrap_or_else(|e| panic!("{compiler} runs: {e}"));
+    assert!(status.success(), "building {name} failed");
+    out
+}
+
+fn c_program(name: &str, flags: &[&str]) -> PathBuf {
+    let mut all = vec!["-O2", "-g", "-pthread"];
+    all.extend_from_slice(flags);
+    build(name, "gcc", "unwinding.c", &all)
+}
+
+/// What perf is known to get wrong, and how C++ and Rust names differ between the two
+/// symbolisers (parameter lists, `[clone .cold]`).
+fn normalise(symbol: Option<&str>) -> Option<String> {
+    let symbol = match symbol {
+        None | Some("[unknown]") => return Some("?".into()),
+        Some(s) => s,
+    };
+    if symbol.starts_with("__traceiter_") || symbol.ends_with("exc_page_fault") {
+        return None;
+    }
+    let mut name = symbol.split(" [clone").next().unwrap().to_string();
+    if name.ends_with(')')
+        && let Some(open) = name.find('(')
+    {
+        name.truncate(open);
+    }
+    Some(name)
+}
+
+/// The workload's `workload: target START END` line.
+fn target_range(stderr: &str) -> (u64, u64) {
+    let line = stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("workload: target "))
+        .unwrap_or_else(|| panic!("no target line in:\n{stderr}"));
+    let mut parts = line.split_whitespace().map(hex);
+    (parts.next().unwrap(), parts.next().unwrap())
+}
+
+/// The agent's stacks of the writes into the target, and whether all are complete.
+fn agent_chains(program: &Path, args: &[&str]) -> (Vec<Chain>, Vec<String>) {
+    let file = out_dir().join(format!(
+        "target-{}",
+        program.file_name().unwrap().to_string_lossy()
+    ));
+    let mut cmd = vec![
+        "run",
+        "--every-event",
+        "--",
+        program.to_str().unwrap(),
+        file.to_str().unwrap(),
+    ];
+    cmd.extend_from_slice(args);
+    let run = run_agent(&cmd);
+    assert!(run.status.success(), "stderr:\n{}", run.stderr);
+    run.assert_accounting();
+    let (start, end) = target_range(&run.stderr);
+    let mut chains = Vec::new();
+    let mut ends = Vec::new();
+    for fault in run.of_kind("write_fault") {
+        if !(start..end).contains(&hex(fault["address"].as_str().unwrap())) {
+            continue;
+        }
+        let chain: Chain = fault["stack"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|f| f["inlined"] == false)
+            .filter_map(|f| normalise(f["symbol"].as_str()))
+            .collect();
+        chains.push(chain);
+        ends.push(fault["stack_end"].as_str().unwrap().to_string());
+    }
+    (chains, ends)
+}
+
+/// perf's stacks of the writes into the target.
+fn perf_chains(program: &Path, args: &[&str]) -> Vec<Chain> {
+    let data = out_dir().join(format!(
+        "perf-{}.data",
+        program.file_name().unwrap().to_string_lossy()
+    ));
+    let file = out_dir().join("perf-target");
+    let record = Command::new("perf")
+        .args([
+            "record",
+            "-q",
+            "-e",
+            "exceptions:page_fault_user",
+            "--call-graph",
+            "dwarf",
+            "-o",
+        ])
+        .arg(&data)
+        .arg("--")
+        .arg(program)
+        .arg(&file)
+        .args(args)
+        .output()
+        .expect("perf runs (linux-perf)");
+    let stderr = String::from_utf8_lossy(&record.stderr);
+    assert!(record.status.success(), "perf record failed:\n{stderr}");
+    let (start, end) = target_range(&stderr);
+    let script = Command::new("perf")
+        .args(["script", "-F", "trace,ip,sym", "-i"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&script.stdout);
+    let mut chains = Vec::new();
+    for sample in text.split("\n\n") {
+        let mut lines = sample.lines().filter(|l| !l.trim().is_empty());
+        let Some(head) = lines.next() else {
+            continue;
+        };
+        let field = |name: &str| {
+            head.split_whitespace()
+                .find_map(|w| w.strip_prefix(name))
+                .map(hex)
+        };
+        let (Some(address), Some(error_code)) = (field("address="), field("error_code=")) else {
+            continue;
+        };
+        if !(start..end).contains(&address) || error_code & 2 == 0 {
+            continue;
+        }
+        let chain: Chain = lines
+            .filter_map(|l| {
+                let symbol = l.trim().split_once(' ').map(|(_, s)| s.trim());
+                if symbol.is_some_and(|s| s.ends_with("(inlined)")) {
+                    return None;
+                }
+                normalise(symbol)
+            })
+            .collect();
+        chains.push(chain);
+    }
+    chains
+}
+
+/// Checks every stack of ours against perf's: the same stacks, frame for frame, but
+/// for the frames perf is known to leave out.
+fn assert_matches_perf(program: &Path, args: &[&str]) {
+    let (ours, ends) = agent_chains(program, args);
+    let theirs = perf_chains(program, args);
+    assert!(
+        !ours.is_empty() && !theirs.is_empty(),
+        "no writes seen: {ours:?} / {theirs:?}"
+    );
+    assert!(
+        ends.iter().all(|e| e == "complete"),
+        "stacks not complete: {ends:?} {ours:?}"
+    );
+    let without_omissions = |chain: &Chain| -> Chain {
+        chain
+            .iter()
+            .filter(|s| !PERF_OMITS.contains(&s.as_str()))
+            .cloned()
+            .collect()
+    };
+    let mut ours: Vec<Chain> = ours.iter().map(without_omissions).collect();
+    let mut theirs: Vec<Chain> = theirs.iter().map(without_omissions).collect();
+    ours.sort();
+    ours.dedup();
+    theirs.sort();
+    theirs.dedup();
+    assert_eq!(
+        ours, theirs,
+        "map-audit's stacks (left) and perf's (right) differ"
+    );
+}
+
+#[test]
+fn c_built_o2_without_frame_pointers_matches_perf() {
+    assert_matches_perf(&c_program("c-o2", &[]), &["chain"]);
+}
+
+#[test]
+fn c_with_frame_pointers_and_frameless_leaves_matches_perf() {
+    // GCC leaves leaf functions frameless even with frame pointers: the caller of
+    // `leaf_store` used to be skipped.
+    assert_matches_perf(
+        &c_program("c-o2-fp", &["-fno-omit-frame-pointer"]),
+        &["chain"],
+    );
+}
+
+#[test]
+fn writes_made_by_libc_match_perf() {
+    // memset and memcpy (libc has no frame pointers) writing into the mapping.
+    assert_matches_perf(&c_program("c-o2-builtins", &["-fno-builtin"]), &["libc"]);
+}
+
+#[test]
+fn a_thread_writer_ends_at_clone3_and_matches_perf() {
+    let program = c_program("c-o2-thread", &[]);
+    assert_matches_perf(&program, &["thread"]);
+    let (ours, _) = agent_chains(&program, &["thread"]);
+    assert!(
+        ours.iter()
+            .all(|c| c.last().map(String::as_str) == Some("clone3")),
+        "{ours:?}"
+    );
+}
+
+#[test]
+fn a_writer_in_a_signal_handler_matches_perf() {
+    // Through the kernel's signal frame (`__restore_rt`) back to the interrupted code.
+    assert_matches_perf(&c_program("c-o2-signal", &[]), &["signal"]);
+}
+
+#[test]
+fn a_non_pie_program_matches_perf() {
+    assert_matches_perf(&c_program("c-o2-no-pie", &["-no-pie"]), &["chain"]);
+}
+
+#[test]
+fn a_stripped_program_matches_perf() {
+    // .eh_frame survives strip; the names of its functions do not (both say "?").
+    let built = c_program("c-o2-for-strip", &[]);
+    let stripped = out_dir().join("c-o2-stripped");
+    let status = Command::new("strip")
+        .arg("-o")
+        .arg(&stripped)
+        .arg(&built)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert_matches_perf(&stripped, &["chain"]);
+}
+
+#[test]
+fn cpp_built_o2_with_exceptions_matches_perf() {
+    let program = build("cpp-o2", "g++", "unwinding.cpp", &["-O2", "-g"]);
+    assert_matches_perf(&program, &[]);
+}
+
+#[test]
+fn a_rust_release_build_matches_perf() {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    let program = BUILT.get_or_init(|| {
+        let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
+        build(
+            "rust-release",
+            &rustc,
+            "unwinding.rs",
+            &["-O", "-g", "--edition", "2024"],
+        )
+    });
+    assert_matches_perf(program, &[]);
+}

@@ -1,0 +1,78 @@
+/*
+ * Writers for the stack-unwinding tests (tests/unwinding.rs): each mode writes pages
+ * of a MAP_SHARED file through a known call chain, the way real programs do (built
+ * -O2 without frame pointers, libc doing the write, a thread, a signal handler). The
+ * tests compare the agent's stacks with perf's DWARF unwinder on the same program.
+ */
+#define _GNU_SOURCE
+#include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#define PAGE 4096
+#define PAGES 16
+static char *region;
+
+/* A barrier against tail calls and folding: each level really calls the next. */
+#define KEEP() __asm__ volatile("" ::: "memory")
+
+__attribute__((noinline)) void leaf_store(volatile char *p, int i) { p[i * PAGE] = (char)i; }
+__attribute__((noinline)) void level_three(char *p, int n) { for (int i = 0; i < n; i++) leaf_store(p, i); KEEP(); }
+__attribute__((noinline)) void level_two(char *p, int n) { level_three(p, n); KEEP(); }
+__attribute__((noinline)) void level_one(char *p, int n) { level_two(p, n); KEEP(); }
+
+__attribute__((noinline)) void clear_block(char *p, size_t n) { memset(p, 1, n); KEEP(); }
+__attribute__((noinline)) void copy_block(char *p, const char *from, size_t n) { memcpy(p, from, n); KEEP(); }
+__attribute__((noinline)) void fill_all(char *p) {
+    static char source[2 * PAGE];
+    clear_block(p, 2 * PAGE);
+    copy_block(p + 2 * PAGE, source, 2 * PAGE);
+    KEEP();
+}
+
+__attribute__((noinline)) void *thread_body(void *p) { level_one(p, 2); KEEP(); return NULL; }
+__attribute__((noinline)) void in_a_thread(char *p) {
+    pthread_t t;
+    pthread_create(&t, NULL, thread_body, p);
+    pthread_join(t, NULL);
+}
+
+static char *signal_target;
+__attribute__((noinline)) void on_signal(int sig) { leaf_store(signal_target, sig == SIGUSR1 ? 0 : 1); KEEP(); }
+__attribute__((noinline)) void in_a_signal_handler(char *p) {
+    signal_target = p;
+    signal(SIGUSR1, on_signal);
+    raise(SIGUSR1);
+    KEEP();
+}
+
+int main(int argc, char **argv) {
+    if (argc < 3) {
+        fprintf(stderr, "usage: unwinding FILE chain|libc|thread|signal\n");
+        return 64;
+    }
+    int fd = open(argv[1], O_RDWR | O_CREAT | O_TRUNC, 0600);
+    if (fd < 0 || ftruncate(fd, PAGES * PAGE) != 0)
+        return 2;
+    region = mmap(NULL, PAGES * PAGE, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (region == MAP_FAILED)
+        return 2;
+    fprintf(stderr, "workload: target %p %p\n", region, region + PAGES * PAGE);
+    if (strcmp(argv[2], "chain") == 0)
+        level_one(region, 4);
+    else if (strcmp(argv[2], "libc") == 0)
+        fill_all(region);
+    else if (strcmp(argv[2], "thread") == 0)
+        in_a_thread(region);
+    else if (strcmp(argv[2], "signal") == 0)
+        in_a_signal_handler(region);
+    else
+        return 64;
+    usleep(200 * 1000);
+    return 0;
+}
