@@ -20,7 +20,7 @@ use map_audit_common::{
 
 use crate::{
     counters,
-    user_stack::{self, Tables, UserRegs},
+    user_stack::{self, Frames, Tables, UserRegs},
 };
 
 #[map]
@@ -90,7 +90,8 @@ pub fn current_goid(regs: &pt_regs) -> Option<u64> {
 #[inline(always)]
 pub fn capture_at_entry(ctx: &ProbeContext, goid: u64, tid: u32) -> Option<&'static mut GoWriter> {
     let regs = regs(ctx);
-    let writer = unsafe { &mut *GO_WRITER_SCRATCH.get_ptr_mut(0)? };
+    let scratch = GO_WRITER_SCRATCH.get_ptr_mut(0)?;
+    let writer = unsafe { &mut *scratch };
     writer.goid = goid;
     writer.tid = tid;
     writer.hook = unsafe { generated::bpf_get_attach_cookie(ctx.regs.cast()) } as u32;
@@ -111,7 +112,11 @@ pub fn capture_at_entry(ctx: &ProbeContext, goid: u64, tid: u32) -> Option<&'sta
         bp: regs.rbp,
         exact: false,
     };
-    if let Some(walked) = user_stack::walk(from, &mut writer.stack, Tables::None) {
+    // The walk writes the frames through a pointer of its own: the `&mut` is taken
+    // anew after it.
+    let walked = user_stack::walk(from, Frames::GoWriter, Tables::None);
+    let writer = unsafe { &mut *scratch };
+    if let Some(walked) = walked {
         writer.stack_bytes = walked.bytes;
         if walked.end == STACK_END_DEPTH_LIMIT {
             writer.stack_truncated = 1;

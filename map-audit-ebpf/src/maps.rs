@@ -5,7 +5,7 @@ use crate::{
     exec_mappings::ExecWalk,
     region_cache::RegionCache,
     region_table::{RangeWalk, TableEdit},
-    user_stack::{CachedRow, UNWIND_CACHE_SLOTS},
+    user_stack::{CachedRow, FrameWalk, UNWIND_CACHE_SLOTS},
 };
 use aya_ebpf::{
     macros::map,
@@ -104,6 +104,10 @@ pub static UNWIND_ROWS: Array<UnwindRow> = Array::with_max_entries(1 << 21, 1 <<
 /// Where each file's rows are in `UNWIND_ROWS`, by the file's (device, inode).
 #[map]
 pub static FILE_TABLES: HashMap<FileKey, UnwindTable> = HashMap::with_max_entries(4096, 0);
+
+/// The stack walk in progress on each CPU (`user_stack::FrameWalk`).
+#[map]
+pub static FRAME_WALK: PerCpuArray<FrameWalk> = PerCpuArray::with_max_entries(1, 0);
 
 /// Rows found for recent pcs, per CPU (`user_stack::CachedRow`).
 #[map]

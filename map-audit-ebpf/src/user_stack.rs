@@ -15,9 +15,12 @@
 
 use core::ffi::c_void;
 
-use crate::maps::{
-    FILE_TABLES, REGIONS, STACK_WINDOW, TABLE_VERSIONS, UNWIND_CACHE, UNWIND_ROWS, WINDOW_WORDS,
-    agent_config,
+use crate::{
+    go_writers::GO_WRITER_SCRATCH,
+    maps::{
+        FAULT_SCRATCH, FILE_TABLES, FRAME_WALK, REGIONS, STACK_WINDOW, TABLE_VERSIONS,
+        UNWIND_CACHE, UNWIND_ROWS, WINDOW_WORDS, agent_config,
+    },
 };
 use aya_ebpf::{
     bindings::pt_regs,
@@ -89,46 +92,72 @@ pub struct Walked {
     pub hash: u64,
 }
 
-/// Fills `frames` (a map value) with the ip and the return addresses, innermost first;
-/// `None` when the registers cannot be read.
+/// Where a walk puts its frames: this CPU's fault record or Go writer.
+#[derive(Clone, Copy)]
+pub enum Frames {
+    Fault = 0,
+    GoWriter = 1,
+}
+
+/// The frame buffer `frames` names (`MAX_STACK_DEPTH` words in a per-CPU map value).
 #[inline(always)]
-pub fn walk(regs: UserRegs, frames: &mut [u64; MAX_STACK_DEPTH], tables: Tables) -> Option<Walked> {
+fn frame_buffer(frames: u32) -> Option<*mut u64> {
+    if frames == Frames::GoWriter as u32 {
+        let writer = GO_WRITER_SCRATCH.get_ptr_mut(0)?;
+        Some(unsafe { (*writer).stack.as_mut_ptr() })
+    } else {
+        let record = FAULT_SCRATCH.get_ptr_mut(0)?;
+        Some(unsafe { (*record).stack.as_mut_ptr() })
+    }
+}
+
+/// Fills the buffer `frames` names with the ip and the return addresses, innermost
+/// first; `None` when the registers cannot be read. The walk's state is in the per-CPU
+/// `FRAME_WALK`, not on the stack: a fault program and its step together must stay
+/// within 6.1's 512 bytes.
+#[inline(always)]
+pub fn walk(regs: UserRegs, frames: Frames, tables: Tables) -> Option<Walked> {
     let (ip, sp, bp, exact) = regs.read()?;
-    frames[0] = ip;
+    let buffer = frame_buffer(frames as u32)?;
+    unsafe { *buffer = ip };
     let (tgid, generation, mode) = match tables {
         Tables::Of { tgid, generation } => (tgid, generation, agent_config().unwind_mode),
         Tables::None => (0, 0, UNWIND_FRAME_POINTER),
     };
-    let mut walk = FrameWalk {
-        frames: frames.as_mut_ptr(),
-        pc: ip,
-        sp,
-        bp,
-        hash: stack_hash_step(STACK_HASH_SEED, ip),
-        window_base: 0,
-        kernel_version: TABLE_VERSIONS
-            .get(TABLE_VERSION_KERNEL)
-            .copied()
-            .unwrap_or(0),
-        agent_version: TABLE_VERSIONS
-            .get(TABLE_VERSION_AGENT)
-            .copied()
-            .unwrap_or(0),
-        tgid,
-        generation,
-        mode,
-        exact: u32::from(exact),
-        depth: 1,
-        end: STACK_END_COMPLETE,
-    };
+    let state = FRAME_WALK.get_ptr_mut(0)?;
     unsafe {
+        *state = FrameWalk {
+            frames: frames as u32,
+            _pad: 0,
+            pc: ip,
+            sp,
+            bp,
+            hash: stack_hash_step(STACK_HASH_SEED, ip),
+            window_base: 0,
+            kernel_version: TABLE_VERSIONS
+                .get(TABLE_VERSION_KERNEL)
+                .copied()
+                .unwrap_or(0),
+            agent_version: TABLE_VERSIONS
+                .get(TABLE_VERSION_AGENT)
+                .copied()
+                .unwrap_or(0),
+            tgid,
+            generation,
+            mode,
+            exact: u32::from(exact),
+            depth: 1,
+            end: STACK_END_COMPLETE,
+        };
         bpf_loop(
             MAX_STACK_DEPTH as u32,
             frame_step as *mut c_void,
-            (&raw mut walk).cast(),
+            core::ptr::null_mut(),
             0,
         );
     }
+    // Read back through the pointer: the steps changed the map value.
+    let walk = unsafe { core::ptr::read_volatile(state) };
     Some(Walked {
         bytes: i64::from(walk.depth.min(MAX_STACK_DEPTH as u32)) * 8,
         end: walk.end,
@@ -136,11 +165,13 @@ pub fn walk(regs: UserRegs, frames: &mut [u64; MAX_STACK_DEPTH], tables: Tables)
     })
 }
 
-/// A walk in progress (on the caller's stack, the `bpf_loop` context).
+/// A walk in progress (this CPU's `FRAME_WALK`).
 #[repr(C)]
-struct FrameWalk {
-    /// The caller's frame buffer (`MAX_STACK_DEPTH` words in a map value).
-    frames: *mut u64,
+#[derive(Clone, Copy)]
+pub struct FrameWalk {
+    /// `Frames`: the buffer the frames go to.
+    frames: u32,
+    _pad: u32,
     /// The frame being unwound: its pc and the registers at it.
     pc: u64,
     sp: u64,
@@ -162,15 +193,43 @@ struct FrameWalk {
     end: u32,
 }
 
-/// A caller found, or why there is none.
-enum Step {
-    Caller {
-        pc: u64,
-        sp: u64,
-        bp: u64,
-        exact: bool,
-    },
-    Stop(u32),
+/// A caller found (`found` is 1), or why there is none (`end`). A plain struct, every
+/// field always set: enums with payloads made LLVM spill unset registers for the
+/// variants without them, which the verifier rejects (`R1 !read_ok`).
+#[derive(Clone, Copy)]
+struct Step {
+    pc: u64,
+    sp: u64,
+    bp: u64,
+    exact: u32,
+    found: u32,
+    end: u32,
+}
+
+impl Step {
+    #[inline(always)]
+    fn caller(pc: u64, sp: u64, bp: u64, exact: bool) -> Self {
+        Self {
+            pc,
+            sp,
+            bp,
+            exact: u32::from(exact),
+            found: 1,
+            end: STACK_END_COMPLETE,
+        }
+    }
+
+    #[inline(always)]
+    fn stop(end: u32) -> Self {
+        Self {
+            pc: 0,
+            sp: 0,
+            bp: 0,
+            exact: 0,
+            found: 0,
+            end,
+        }
+    }
 }
 
 /// One frame: finds the caller of the frame at (pc, sp, bp) and appends it. The depth
@@ -178,15 +237,17 @@ enum Step {
 /// step once (a depth kept as a counter in the context would be a new known constant
 /// each step, and the verifier would check each step anew).
 #[inline(never)]
-extern "C" fn frame_step(index: u64, ctx: *mut c_void) -> i64 {
-    let walk = unsafe { &mut *ctx.cast::<FrameWalk>() };
-    let (pc, sp, bp, exact) = match caller(walk) {
-        Step::Caller { pc, sp, bp, exact } => (pc, sp, bp, exact),
-        Step::Stop(end) => {
-            walk.end = end;
-            return 1;
-        }
+extern "C" fn frame_step(index: u64, _ctx: *mut c_void) -> i64 {
+    let Some(walk) = FRAME_WALK.get_ptr_mut(0) else {
+        return 1;
     };
+    let walk = unsafe { &mut *walk };
+    let step = caller(walk);
+    if step.found == 0 {
+        walk.end = step.end;
+        return 1;
+    }
+    let (pc, sp, bp) = (step.pc, step.sp, step.bp);
     if pc == 0 {
         return 1; // the outermost frame returns nowhere: complete
     }
@@ -195,14 +256,17 @@ extern "C" fn frame_step(index: u64, ctx: *mut c_void) -> i64 {
         walk.end = STACK_END_DEPTH_LIMIT;
         return 1;
     }
+    let Some(buffer) = frame_buffer(walk.frames) else {
+        return 1;
+    };
     // Masked: the verifier checks the store against the buffer's 64 words.
-    unsafe { *walk.frames.add((depth as usize) & (MAX_STACK_DEPTH - 1)) = pc };
+    unsafe { *buffer.add((depth as usize) & (MAX_STACK_DEPTH - 1)) = pc };
     walk.hash = stack_hash_step(walk.hash, pc);
     walk.depth = depth as u32 + 1;
     walk.pc = pc;
     walk.sp = sp;
     walk.bp = bp;
-    walk.exact = u32::from(exact);
+    walk.exact = step.exact;
     0
 }
 
@@ -218,16 +282,19 @@ fn caller(walk: &mut FrameWalk) -> Step {
     } else {
         walk.pc - 1
     };
-    let row = match row_for(walk, lookup) {
-        Ok(row) => row,
-        Err(end) if walk.mode == UNWIND_CFI => return Step::Stop(end),
-        Err(end) => {
-            return match frame_pointer_caller(walk) {
-                Step::Stop(_) => Step::Stop(end),
-                found => found,
-            };
+    let found = row_for(walk, lookup);
+    if found.end != STACK_END_COMPLETE {
+        if walk.mode == UNWIND_CFI {
+            return Step::stop(found.end);
         }
-    };
+        let step = frame_pointer_caller(walk);
+        return if step.found == 0 {
+            Step::stop(found.end)
+        } else {
+            step
+        };
+    }
+    let row = found.row;
     let cfa = match row.kind {
         ROW_CFA_RSP => walk.sp.wrapping_add(row.cfa_offset as i64 as u64),
         ROW_CFA_RBP => walk.bp.wrapping_add(row.cfa_offset as i64 as u64),
@@ -240,30 +307,25 @@ fn caller(walk: &mut FrameWalk) -> Step {
             walk.sp.wrapping_add(row.cfa_offset as i64 as u64 + pushed)
         }
         ROW_SIGNAL => return signal_caller(walk),
-        ROW_END => return Step::Stop(STACK_END_COMPLETE),
-        _ => return Step::Stop(STACK_END_NO_UNWIND_INFO),
+        ROW_END => return Step::stop(STACK_END_COMPLETE),
+        _ => return Step::stop(STACK_END_NO_UNWIND_INFO),
     };
     // Callers' frames sit at higher addresses; anything else is not a stack.
     if cfa <= walk.sp {
-        return Step::Stop(STACK_END_UNREADABLE);
+        return Step::stop(STACK_END_UNREADABLE);
     }
     let Some(pc) = read_word(walk, cfa - 8) else {
-        return Step::Stop(STACK_END_UNREADABLE);
+        return Step::stop(STACK_END_UNREADABLE);
     };
     let bp = if row.rbp_offset == 0 || row.kind == ROW_CFA_PLT {
         walk.bp
     } else {
         match read_word(walk, cfa.wrapping_add(row.rbp_offset as i64 as u64)) {
             Some(bp) => bp,
-            None => return Step::Stop(STACK_END_UNREADABLE),
+            None => return Step::stop(STACK_END_UNREADABLE),
         }
     };
-    Step::Caller {
-        pc,
-        sp: cfa,
-        bp,
-        exact: false,
-    }
+    Step::caller(pc, cfa, bp, false)
 }
 
 /// `__restore_rt`: the interrupted frame's registers are in the `ucontext` at RSP.
@@ -275,13 +337,8 @@ fn signal_caller(walk: &mut FrameWalk) -> Step {
         read_word(walk, sp + SIGNAL_RSP),
         read_word(walk, sp + SIGNAL_RBP),
     ) {
-        (Some(pc), Some(sp), Some(bp)) => Step::Caller {
-            pc,
-            sp,
-            bp,
-            exact: true,
-        },
-        _ => Step::Stop(STACK_END_UNREADABLE),
+        (Some(pc), Some(sp), Some(bp)) => Step::caller(pc, sp, bp, true),
+        _ => Step::stop(STACK_END_UNREADABLE),
     }
 }
 
@@ -291,18 +348,14 @@ fn signal_caller(walk: &mut FrameWalk) -> Step {
 fn frame_pointer_caller(walk: &mut FrameWalk) -> Step {
     let bp = walk.bp;
     if bp == 0 || bp & 7 != 0 || bp < walk.sp {
-        return Step::Stop(STACK_END_COMPLETE);
+        return Step::stop(STACK_END_COMPLETE);
     }
     let (Some(caller_bp), Some(pc)) = (read_word(walk, bp), read_word(walk, bp + 8)) else {
-        return Step::Stop(STACK_END_UNREADABLE);
+        return Step::stop(STACK_END_UNREADABLE);
     };
-    Step::Caller {
-        pc,
-        sp: bp + 16,
-        // Callers' frames sit at higher addresses; anything else ends the chain.
-        bp: if caller_bp > bp { caller_bp } else { 0 },
-        exact: false,
-    }
+    // Callers' frames sit at higher addresses; anything else ends the chain.
+    let caller_bp = if caller_bp > bp { caller_bp } else { 0 };
+    Step::caller(pc, bp + 16, caller_bp, false)
 }
 
 /// One cached row: valid for the process, pc and table versions it was found for.
@@ -322,12 +375,37 @@ pub struct CachedRow {
 /// Slots of the per-CPU row cache (direct-mapped by pc).
 pub const UNWIND_CACHE_SLOTS: u32 = 512;
 
+/// A row, or (`end` not complete) why there is none. Always fully set (see `Step`).
+#[derive(Clone, Copy)]
+struct Found {
+    row: UnwindRow,
+    end: u32,
+}
+
+impl Found {
+    #[inline(always)]
+    fn row(row: UnwindRow) -> Self {
+        Self {
+            row,
+            end: STACK_END_COMPLETE,
+        }
+    }
+
+    #[inline(always)]
+    fn none(end: u32) -> Self {
+        Self {
+            row: UnwindRow::default(),
+            end,
+        }
+    }
+}
+
 /// The row covering `pc` in the walk's process, or why there is none.
 #[inline(always)]
-fn row_for(walk: &FrameWalk, pc: u64) -> Result<UnwindRow, u32> {
+fn row_for(walk: &FrameWalk, pc: u64) -> Found {
     let slot = ((pc ^ (pc >> 9)) as u32) & (UNWIND_CACHE_SLOTS - 1);
     let Some(cached) = UNWIND_CACHE.get_ptr_mut(slot) else {
-        return Err(STACK_END_NO_UNWIND_INFO);
+        return Found::none(STACK_END_NO_UNWIND_INFO);
     };
     let cached = unsafe { &mut *cached };
     if cached.pc == pc
@@ -336,10 +414,9 @@ fn row_for(walk: &FrameWalk, pc: u64) -> Result<UnwindRow, u32> {
         && cached.kernel_version == walk.kernel_version
         && cached.agent_version == walk.agent_version
     {
-        return if cached.end == STACK_END_COMPLETE {
-            Ok(cached.row)
-        } else {
-            Err(cached.end)
+        return Found {
+            row: cached.row,
+            end: cached.end,
         };
     }
     let found = find_row(walk, pc);
@@ -348,38 +425,33 @@ fn row_for(walk: &FrameWalk, pc: u64) -> Result<UnwindRow, u32> {
     cached.generation = walk.generation;
     cached.kernel_version = walk.kernel_version;
     cached.agent_version = walk.agent_version;
-    match found {
-        Ok(row) => {
-            cached.row = row;
-            cached.end = STACK_END_COMPLETE;
-        }
-        Err(end) => cached.end = end,
-    }
+    cached.row = found.row;
+    cached.end = found.end;
     found
 }
 
 /// The region holding `pc`, its file's table, and the last row at or before the
 /// file offset of `pc`.
 #[inline(always)]
-fn find_row(walk: &FrameWalk, pc: u64) -> Result<UnwindRow, u32> {
+fn find_row(walk: &FrameWalk, pc: u64) -> Found {
     let key = Key::new(
         LOOKUP_PREFIX_LEN,
         region_key_data(walk.tgid, walk.generation, pc),
     );
     let Some(region) = REGIONS.get(key) else {
-        return Err(STACK_END_NO_UNWIND_INFO);
+        return Found::none(STACK_END_NO_UNWIND_INFO);
     };
     if region.file.inode == 0 {
-        return Err(STACK_END_ANONYMOUS_CODE);
+        return Found::none(STACK_END_ANONYMOUS_CODE);
     }
     let file = region.file;
     let offset = pc - region.start + region.file_offset;
     let Some(table) = (unsafe { FILE_TABLES.get(&file) }) else {
-        return Err(STACK_END_NO_UNWIND_INFO);
+        return Found::none(STACK_END_NO_UNWIND_INFO);
     };
     let (first, rows) = (table.first_row, table.rows);
     if offset > u64::from(u32::MAX) || rows == 0 {
-        return Err(STACK_END_NO_UNWIND_INFO);
+        return Found::none(STACK_END_NO_UNWIND_INFO);
     }
     let offset = offset as u32;
     // The last row whose pc <= offset, in [lo, hi).
@@ -392,12 +464,12 @@ fn find_row(walk: &FrameWalk, pc: u64) -> Result<UnwindRow, u32> {
         match UNWIND_ROWS.get(mid) {
             Some(row) if row.pc <= offset => lo = mid,
             Some(_) => hi = mid,
-            None => return Err(STACK_END_NO_UNWIND_INFO),
+            None => return Found::none(STACK_END_NO_UNWIND_INFO),
         }
     }
     match UNWIND_ROWS.get(lo) {
-        Some(row) if row.pc <= offset && row.kind != ROW_NONE => Ok(*row),
-        _ => Err(STACK_END_NO_UNWIND_INFO),
+        Some(row) if row.pc <= offset && row.kind != ROW_NONE => Found::row(*row),
+        _ => Found::none(STACK_END_NO_UNWIND_INFO),
     }
 }
 

@@ -31,7 +31,7 @@ use crate::{
     fault_tally,
     maps::{EVENTS, FAULT_SCRATCH, agent_config},
     rate_limit, records, region_cache, region_filter,
-    user_stack::{self, Tables, UserRegs},
+    user_stack::{self, Frames, Tables, UserRegs},
 };
 
 /// x86 page-fault error code bit: the access was a write.
@@ -86,17 +86,20 @@ pub fn report<C: EbpfContext>(
     let Some(record) = FAULT_SCRATCH.get_ptr_mut(0) else {
         return;
     };
-    let record = unsafe { &mut *record };
-    // Only stacks walked here are hashed; the agent decides a `--path` still pending,
-    // and gives a parent's region (after a fork) to the child's copy of it.
-    let mut stack_hash = 0;
-    record.flags = flags;
+    // The walk writes the record's frames through a pointer of its own: no `&mut` to
+    // the record may live across it.
+    unsafe { (*record).flags = flags };
     let tables = Tables::Of {
         tgid,
         generation: region.generation,
     };
+    let walked = user_regs.and_then(|regs| user_stack::walk(regs, Frames::Fault, tables));
+    let record = unsafe { &mut *record };
+    // Only stacks walked here are hashed; the agent decides a `--path` still pending,
+    // and gives a parent's region (after a fork) to the child's copy of it.
+    let mut stack_hash = 0;
     record.stack_end = STACK_END_COMPLETE;
-    match user_regs.and_then(|regs| user_stack::walk(regs, &mut record.stack, tables)) {
+    match walked {
         Some(walked) => {
             record.stack_end = walked.end;
             if walked.end != STACK_END_COMPLETE {

@@ -110,13 +110,27 @@ pub fn attach(ebpf: &mut Ebpf, choice: FaultHook) -> Result<Vec<AttachedHook>> {
                 }
                 return Ok(described(hook, reason));
             }
-            Err(err) => skipped.push(format!("{} ({err:#})", hook.name())),
+            Err(err) => skipped.push(format!("{} ({})", hook.name(), brief(&err))),
         }
     }
     Err(anyhow!(
         "no fault hook attaches on this kernel: {}",
         skipped.join("; ")
     ))
+}
+
+/// An attach error without the verifier's log: its first line, and the log's last one
+/// (the verdict), so `agent_started` stays one short line (the whole log is in the
+/// error of a `--fault-hook` that names the hook).
+fn brief(err: &anyhow::Error) -> String {
+    let text = format!("{err:#}");
+    let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
+    let first = lines.next().unwrap_or_default();
+    let first = first.split(" Verifier output:").next().unwrap_or(first);
+    match lines.filter(|l| !l.starts_with(':')).next_back() {
+        Some(last) if last != first => format!("{first} ... {last}"),
+        _ => first.to_string(),
+    }
 }
 
 fn described(hook: FaultHook, reason: String) -> Vec<AttachedHook> {

@@ -138,7 +138,10 @@ fn perf_chains(program: &Path, args: &[&str]) -> Vec<Chain> {
         "perf-{}.data",
         program.file_name().unwrap().to_string_lossy()
     ));
-    let file = out_dir().join("perf-target");
+    let file = out_dir().join(format!(
+        "perf-target-{}",
+        program.file_name().unwrap().to_string_lossy()
+    ));
     let record = Command::new("perf")
         .args([
             "record",
@@ -201,10 +204,8 @@ fn perf_chains(program: &Path, args: &[&str]) -> Vec<Chain> {
 fn assert_matches_perf(program: &Path, args: &[&str]) {
     let (ours, ends) = agent_chains(program, args);
     let theirs = perf_chains(program, args);
-    assert!(
-        !ours.is_empty() && !theirs.is_empty(),
-        "no writes seen: {ours:?} / {theirs:?}"
-    );
+    assert!(!ours.is_empty(), "map-audit saw no writes into the target");
+    assert!(!theirs.is_empty(), "perf saw no writes into the target");
     assert!(
         ends.iter().all(|e| e == "complete"),
         "stacks not complete: {ends:?} {ours:?}"
