@@ -127,7 +127,7 @@ fn brief(err: &anyhow::Error) -> String {
     let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
     let first = lines.next().unwrap_or_default();
     let first = first.split(" Verifier output:").next().unwrap_or(first);
-    match lines.filter(|l| !l.starts_with(':')).next_back() {
+    match lines.rfind(|l| !l.starts_with(':')) {
         Some(last) if last != first => format!("{first} ... {last}"),
         _ => first.to_string(),
     }
