@@ -161,6 +161,12 @@ pub fn run() -> i32 {
     println!(
         "  (order: raw-tracepoint, tp-btf, tracepoint, fentry, kprobe, perf-event; --fault-hook forces one)"
     );
+    println!(
+        "  user stacks:           unwound from each file's DWARF CFI (.eh_frame), frame pointers where a file has none"
+    );
+    println!(
+        "  (--unwind auto (default), cfi: stop where there is no CFI, frame-pointer: frame pointers only)"
+    );
     if can_run {
         println!("\nmap-audit can run on this kernel.");
         0

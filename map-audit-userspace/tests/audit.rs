@@ -583,6 +583,27 @@ fn check_reports_the_hooks_it_would_use() {
 }
 
 #[test]
+fn the_programs_load_with_the_cheapest_fault_hook() {
+    // A verifier refusal would make the agent fall back to a costlier hook silently
+    // but for a line in `agent_started`: every kernel of the matrix has raw tracepoints.
+    let run = run_agent(&["run", "--", workload().to_str().unwrap(), "anon", "1"]);
+    assert!(run.status.success(), "stderr:\n{}", run.stderr);
+    let started = &run.of_kind("agent_started")[0];
+    let fault = started["hooks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h["role"] == "fault_user")
+        .unwrap();
+    assert_eq!(fault["hook"], "raw_tracepoint:exceptions:page_fault_user", "{fault}");
+    assert!(
+        !fault["reason"].as_str().unwrap().contains("unavailable"),
+        "{fault}"
+    );
+    assert!(run.events.iter().all(|e| e.to_string().len() < 16 * 1024));
+}
+
+#[test]
 fn writes_the_kernel_does_for_the_process_are_reported_with_both_stacks() {
     let pages = 4;
     let run = run_agent(&[
