@@ -23,6 +23,14 @@ const CYCLES: u64 = 4;
 const FAULTS: u64 = PAGES * CYCLES;
 /// Program name of the workload (its comm, for --comm and the peers' filters).
 pub const WORKLOAD: &str = "mapaudit-bench";
+/// The same workload built `-O2` without frame pointers, as distributions build.
+pub const WORKLOAD_NO_FP: &str = "mapaudit-nofp";
+
+/// The two builds of the workload.
+pub struct Workloads {
+    pub frame_pointers: PathBuf,
+    pub no_frame_pointers: PathBuf,
+}
 
 #[derive(Clone, Copy, PartialEq)]
 enum Scenario {
@@ -35,6 +43,10 @@ enum Scenario {
     ManyRegions,
     BpftraceStacks,
     PerfRecord,
+    BaselineNoFp,
+    DefaultNoFp,
+    BpftraceStacksNoFp,
+    PerfDwarfNoFp,
 }
 
 impl Scenario {
@@ -48,6 +60,34 @@ impl Scenario {
             Scenario::ManyRegions => "map-audit, default, 10,000 extra regions",
             Scenario::BpftraceStacks => "bpftrace, ustack of write faults",
             Scenario::PerfRecord => "perf record -e page-faults -c 1 -g",
+            Scenario::BaselineNoFp => "baseline, -O2 without frame pointers",
+            Scenario::DefaultNoFp => "map-audit, default, -O2 without frame pointers",
+            Scenario::BpftraceStacksNoFp => {
+                "bpftrace, ustack of write faults, -O2 without frame pointers"
+            }
+            Scenario::PerfDwarfNoFp => {
+                "perf record --call-graph dwarf (page_fault_user), -O2 without frame pointers"
+            }
+        }
+    }
+
+    /// Whether it runs the build without frame pointers.
+    fn no_frame_pointers(self) -> bool {
+        matches!(
+            self,
+            Scenario::BaselineNoFp
+                | Scenario::DefaultNoFp
+                | Scenario::BpftraceStacksNoFp
+                | Scenario::PerfDwarfNoFp
+        )
+    }
+
+    /// The workload's comm.
+    fn comm(self) -> &'static str {
+        if self.no_frame_pointers() {
+            WORKLOAD_NO_FP
+        } else {
+            WORKLOAD
         }
     }
 
@@ -63,6 +103,8 @@ impl Scenario {
     fn baseline(self) -> Scenario {
         if self.extra_regions() > 0 {
             Scenario::BaselineManyRegions
+        } else if self.no_frame_pointers() {
+            Scenario::BaselineNoFp
         } else {
             Scenario::Baseline
         }
@@ -88,7 +130,10 @@ pub fn bench(rounds: usize) -> Result<()> {
     }
     let root = workspace_root();
     let agent = root.join("target/release/map-audit");
-    let workload = build_workload(&root)?;
+    let workloads = Workloads {
+        frame_pointers: build_workload(&root)?,
+        no_frame_pointers: build_workload_without_frame_pointers(&root)?,
+    };
     let scratch = root.join("target/bench");
     fs::create_dir_all(&scratch)?;
     let stats_before = fs::read_to_string("/proc/sys/kernel/bpf_stats_enabled").unwrap_or_default();
@@ -100,10 +145,13 @@ pub fn bench(rounds: usize) -> Result<()> {
         Scenario::OutOfScope,
         Scenario::BaselineManyRegions,
         Scenario::ManyRegions,
+        Scenario::BaselineNoFp,
+        Scenario::DefaultNoFp,
     ];
     let mut peers_note = Vec::new();
     if which("bpftrace") {
         scenarios.push(Scenario::BpftraceStacks);
+        scenarios.push(Scenario::BpftraceStacksNoFp);
     } else {
         peers_note.push("bpftrace: not installed (apt-get install bpftrace), skipped");
     }
@@ -114,6 +162,7 @@ pub fn bench(rounds: usize) -> Result<()> {
             .is_ok_and(|o| o.status.success())
     {
         scenarios.push(Scenario::PerfRecord);
+        scenarios.push(Scenario::PerfDwarfNoFp);
     } else {
         peers_note.push("perf: not installed or not usable, skipped");
     }
@@ -123,14 +172,14 @@ pub fn bench(rounds: usize) -> Result<()> {
         eprintln!("xtask bench: round {round}/{rounds}");
         samples.push((
             Scenario::Baseline,
-            measure(Scenario::Baseline, &agent, &workload, &scratch)?,
+            measure(Scenario::Baseline, &agent, &workloads, &scratch)?,
         ));
         for &scenario in &scenarios {
-            samples.push((scenario, measure(scenario, &agent, &workload, &scratch)?));
+            samples.push((scenario, measure(scenario, &agent, &workloads, &scratch)?));
         }
         samples.push((
             Scenario::Baseline,
-            measure(Scenario::Baseline, &agent, &workload, &scratch)?,
+            measure(Scenario::Baseline, &agent, &workloads, &scratch)?,
         ));
     }
     let _ = fs::write("/proc/sys/kernel/bpf_stats_enabled", stats_before.trim());
@@ -152,6 +201,16 @@ pub fn build_workload(root: &Path) -> Result<PathBuf> {
             "-mno-omit-leaf-frame-pointer",
             "-o",
         ])
+        .arg(&out)
+        .arg(root.join("map-audit-userspace/tests/workloads/workload.c")))?;
+    Ok(out)
+}
+
+/// The workload as distributions build C: `-O2`, no frame pointers.
+pub fn build_workload_without_frame_pointers(root: &Path) -> Result<PathBuf> {
+    let out = root.join("target").join(WORKLOAD_NO_FP);
+    run(Command::new("gcc")
+        .args(["-O2", "-g", "-o"])
         .arg(&out)
         .arg(root.join("map-audit-userspace/tests/workloads/workload.c")))?;
     Ok(out)
@@ -190,10 +249,21 @@ fn run_workload(workload: &Path, extra_regions: u64, wrapper: &[String]) -> Resu
         .with_context(|| format!("the workload did not report its time: {stderr}"))
 }
 
-fn measure(scenario: Scenario, agent: &Path, workload: &Path, scratch: &Path) -> Result<Sample> {
+fn measure(
+    scenario: Scenario,
+    agent: &Path,
+    workloads: &Workloads,
+    scratch: &Path,
+) -> Result<Sample> {
     let extra = scenario.extra_regions();
+    let workload = if scenario.no_frame_pointers() {
+        &workloads.no_frame_pointers
+    } else {
+        &workloads.frame_pointers
+    };
+    let comm = scenario.comm();
     match scenario {
-        Scenario::Baseline | Scenario::BaselineManyRegions => Ok(Sample {
+        Scenario::Baseline | Scenario::BaselineManyRegions | Scenario::BaselineNoFp => Ok(Sample {
             elapsed_ns: run_workload(workload, extra, &[])?,
             ..Default::default()
         }),
@@ -219,9 +289,30 @@ fn measure(scenario: Scenario, agent: &Path, workload: &Path, scratch: &Path) ->
                 ..Default::default()
             })
         }
-        Scenario::BpftraceStacks => {
+        Scenario::PerfDwarfNoFp => {
+            let data = scratch.join("perf-dwarf.data");
+            let wrapper: Vec<String> = [
+                "perf",
+                "record",
+                "-q",
+                "-e",
+                "exceptions:page_fault_user",
+                "--call-graph",
+                "dwarf",
+                "-o",
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .chain([data.display().to_string(), "--".into()])
+            .collect();
+            Ok(Sample {
+                elapsed_ns: run_workload(workload, extra, &wrapper)?,
+                ..Default::default()
+            })
+        }
+        Scenario::BpftraceStacks | Scenario::BpftraceStacksNoFp => {
             let script = format!(
-                "tracepoint:exceptions:page_fault_user /comm == \"{WORKLOAD}\" && (args->error_code & 2)/ {{ @[ustack] = count(); }}"
+                "tracepoint:exceptions:page_fault_user /comm == \"{comm}\" && (args->error_code & 2)/ {{ @[ustack] = count(); }}"
             );
             let mut tracer = Command::new("bpftrace")
                 .args(["-e", &script])
@@ -251,7 +342,7 @@ fn measure_agent(
     let scope = if scenario == Scenario::OutOfScope {
         "nobody-matches"
     } else {
-        WORKLOAD
+        scenario.comm()
     };
     let mut args = vec![
         "run",
