@@ -4,8 +4,11 @@
 
 use aya_ebpf::{
     EbpfContext,
-    bindings::BPF_F_USER_STACK,
-    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns, generated::bpf_get_stack},
+    bindings::{BPF_F_USER_STACK, pt_regs},
+    helpers::{
+        bpf_get_current_pid_tgid, bpf_ktime_get_ns,
+        generated::{bpf_get_current_task_btf, bpf_get_stack, bpf_task_pt_regs},
+    },
 };
 use map_audit_common::{
     MAX_STACK_DEPTH,
@@ -170,6 +173,17 @@ fn report_kernel_write<C: EbpfContext>(
     if !rate_limit::admit(tgid) {
         return;
     }
+    // The user stack at the system call, walked like a user fault's from the task's
+    // saved user registers (into this CPU's fault record first: the walk writes there).
+    let user_regs = unsafe { bpf_task_pt_regs(bpf_get_current_task_btf()) } as *const pt_regs;
+    let tables = Tables::Of {
+        tgid,
+        generation: region.generation,
+    };
+    let walked = user_stack::walk(UserRegs::At(user_regs), Frames::Fault, tables);
+    let Some(scratch) = FAULT_SCRATCH.get_ptr(0) else {
+        return;
+    };
     let Some(mut entry) = EVENTS.reserve::<KernelFaultRecord>(0) else {
         bump(FAULTS_LOST_RINGBUF_FULL);
         return;
@@ -187,11 +201,24 @@ fn report_kernel_write<C: EbpfContext>(
     record.fault.stack_hash = 0;
     record.fault.flags = flags;
     record.fault.epoch = fault_tally::epoch() as u32;
-    record.fault.stack_bytes = user_stack_by_helper(ctx, &mut record.fault.stack);
-    record.fault.stack_end = STACK_END_COMPLETE;
-    if record.fault.stack_bytes == (8 * MAX_STACK_DEPTH) as i64 {
-        record.fault.flags |= FAULT_STACK_TRUNCATED;
-        record.fault.stack_end = STACK_END_DEPTH_LIMIT;
+    match walked {
+        Some(walked) => {
+            record.fault.stack = unsafe { (*scratch).stack };
+            record.fault.stack_bytes = walked.bytes;
+            record.fault.stack_end = walked.end;
+            if walked.end != STACK_END_COMPLETE {
+                bump(stack_end_counter(walked.end));
+                record.fault.flags |= FAULT_STACK_TRUNCATED;
+            }
+        }
+        None => {
+            record.fault.stack_bytes = user_stack_by_helper(ctx, &mut record.fault.stack);
+            record.fault.stack_end = STACK_END_COMPLETE;
+            if record.fault.stack_bytes == (8 * MAX_STACK_DEPTH) as i64 {
+                record.fault.flags |= FAULT_STACK_TRUNCATED;
+                record.fault.stack_end = STACK_END_DEPTH_LIMIT;
+            }
+        }
     }
     record.kernel_stack_bytes = stack(
         ctx,

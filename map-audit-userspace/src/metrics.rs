@@ -23,7 +23,7 @@ use prometheus_client::{
 use crate::{loader::AttachedHook, stats::Counters};
 
 /// Counter names (`kernel` and `agent` of `Counters`) that are losses, by cause.
-const LOSSES: [&str; 20] = [
+const LOSSES: [&str; 25] = [
     "faults_lost_ringbuf_full",
     "faults_rate_limited",
     "region_events_lost_ringbuf_full",
@@ -44,6 +44,11 @@ const LOSSES: [&str; 20] = [
     "table_lock_timeouts",
     "region_blocks_not_inserted",
     "processes_seeded_unsettled",
+    "stacks_no_unwind_info",
+    "stacks_unreadable",
+    "stacks_in_anonymous_code",
+    "unwind_table_full",
+    "unwind_info_missing",
 ];
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]

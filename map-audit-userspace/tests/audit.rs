@@ -595,7 +595,10 @@ fn the_programs_load_with_the_cheapest_fault_hook() {
         .iter()
         .find(|h| h["role"] == "fault_user")
         .unwrap();
-    assert_eq!(fault["hook"], "raw_tracepoint:exceptions:page_fault_user", "{fault}");
+    assert_eq!(
+        fault["hook"], "raw_tracepoint:exceptions:page_fault_user",
+        "{fault}"
+    );
     assert!(
         !fault["reason"].as_str().unwrap().contains("unavailable"),
         "{fault}"
