@@ -157,6 +157,8 @@ pub struct TableEdit {
     claim: u64,
     cursor: u64,
     region: Region,
+    /// The piece `edit_step` inserts, built here rather than on the stack.
+    piece: Region,
     ops: [BlockOp; 4],
 }
 
@@ -271,14 +273,14 @@ extern "C" fn edit_step(_index: u64, _ctx: *mut c_void) -> i64 {
         region_key_data(edit.tgid, edit.generation, edit.cursor),
     );
     if op.kind == OP_INSERT {
-        let piece = Region {
+        edit.piece = Region {
             start: op.start,
             end: op.end,
             file_offset: edit.region.file_offset + (op.start - edit.region.start),
             prot: op.prot,
             ..edit.region
         };
-        if REGIONS.insert(&key, &piece, 0).is_err() {
+        if REGIONS.insert(&key, &edit.piece, 0).is_err() {
             bump(REGION_TABLE_FULL);
         }
     } else if REGIONS.get(&key).is_some_and(|found| {
@@ -338,6 +340,8 @@ pub struct RangeWalk {
     /// Non-zero once a gap was skipped (a region may start inside it), or a region
     /// newer than the call was stepped over: the agent finishes the range.
     handed_over: u32,
+    /// The region at the cursor (a copy: the edit changes the table under it).
+    found: Region,
 }
 
 /// Takes `[start, end)` out of the table: whole regions are removed, regions that
@@ -373,6 +377,7 @@ fn walk_range(tgid: u32, generation: u32, start: u64, end: u64, new_prot: u32, s
             seq,
             new_prot,
             handed_over: 0,
+            found: Region::default(),
         };
         bpf_loop(
             RANGE_WALK_STEPS,
@@ -414,16 +419,17 @@ extern "C" fn range_step(_index: u64, _ctx: *mut c_void) -> i64 {
     if walk.cursor >= walk.end {
         return 1;
     }
-    match lookup(walk.tgid, walk.generation, walk.cursor) {
+    match lookup_ref(walk.tgid, walk.generation, walk.cursor) {
         Some(region) => {
-            if change_applies(&region, walk.seq) {
-                change_region(walk, &region);
+            walk.found = *region;
+            if change_applies(&walk.found, walk.seq) {
+                change_region(walk);
             } else {
                 // Mapped after this call began: not this call's to change, but an
                 // older region may hide under it.
                 walk.handed_over = 1;
             }
-            walk.cursor = region.end;
+            walk.cursor = walk.found.end;
         }
         None => {
             walk.handed_over = 1;
@@ -434,7 +440,8 @@ extern "C" fn range_step(_index: u64, _ctx: *mut c_void) -> i64 {
 }
 
 #[inline(always)]
-fn change_region(walk: &RangeWalk, region: &Region) {
+fn change_region(walk: &RangeWalk) {
+    let region = &walk.found;
     if !changes(region, walk.new_prot) {
         return;
     }

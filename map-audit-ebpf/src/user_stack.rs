@@ -125,30 +125,28 @@ pub fn walk(regs: UserRegs, frames: Frames, tables: Tables) -> Option<Walked> {
         Tables::None => (0, 0, UNWIND_FRAME_POINTER),
     };
     let state = FRAME_WALK.get_ptr_mut(0)?;
+    // Field by field: a whole struct would be built on the stack first.
     unsafe {
-        *state = FrameWalk {
-            frames: frames as u32,
-            _pad: 0,
-            pc: ip,
-            sp,
-            bp,
-            hash: stack_hash_step(STACK_HASH_SEED, ip),
-            window_base: 0,
-            kernel_version: TABLE_VERSIONS
-                .get(TABLE_VERSION_KERNEL)
-                .copied()
-                .unwrap_or(0),
-            agent_version: TABLE_VERSIONS
-                .get(TABLE_VERSION_AGENT)
-                .copied()
-                .unwrap_or(0),
-            tgid,
-            generation,
-            mode,
-            exact: u32::from(exact),
-            depth: 1,
-            end: STACK_END_COMPLETE,
-        };
+        (*state).frames = frames as u32;
+        (*state).pc = ip;
+        (*state).sp = sp;
+        (*state).bp = bp;
+        (*state).hash = stack_hash_step(STACK_HASH_SEED, ip);
+        (*state).window_base = 0;
+        (*state).kernel_version = TABLE_VERSIONS
+            .get(TABLE_VERSION_KERNEL)
+            .copied()
+            .unwrap_or(0);
+        (*state).agent_version = TABLE_VERSIONS
+            .get(TABLE_VERSION_AGENT)
+            .copied()
+            .unwrap_or(0);
+        (*state).tgid = tgid;
+        (*state).generation = generation;
+        (*state).mode = mode;
+        (*state).exact = u32::from(exact);
+        (*state).depth = 1;
+        (*state).end = STACK_END_COMPLETE;
         bpf_loop(
             MAX_STACK_DEPTH as u32,
             frame_step as *mut c_void,
@@ -157,11 +155,17 @@ pub fn walk(regs: UserRegs, frames: Frames, tables: Tables) -> Option<Walked> {
         );
     }
     // Read back through the pointer: the steps changed the map value.
-    let walk = unsafe { core::ptr::read_volatile(state) };
+    let (depth, end, hash) = unsafe {
+        (
+            core::ptr::read_volatile(&raw const (*state).depth),
+            core::ptr::read_volatile(&raw const (*state).end),
+            core::ptr::read_volatile(&raw const (*state).hash),
+        )
+    };
     Some(Walked {
-        bytes: i64::from(walk.depth.min(MAX_STACK_DEPTH as u32)) * 8,
-        end: walk.end,
-        hash: walk.hash,
+        bytes: i64::from(depth.min(MAX_STACK_DEPTH as u32)) * 8,
+        end,
+        hash,
     })
 }
 
@@ -191,45 +195,28 @@ pub struct FrameWalk {
     /// Frames in `frames`.
     depth: u32,
     end: u32,
+    /// The caller `caller` found.
+    next_pc: u64,
+    next_sp: u64,
+    next_bp: u64,
+    next_exact: u32,
+    _pad2: u32,
 }
 
-/// A caller found (`found` is 1), or why there is none (`end`). A plain struct, every
-/// field always set: enums with payloads made LLVM spill unset registers for the
-/// variants without them, which the verifier rejects (`R1 !read_ok`).
-#[derive(Clone, Copy)]
-struct Step {
-    pc: u64,
-    sp: u64,
-    bp: u64,
-    exact: u32,
-    found: u32,
-    end: u32,
-}
+/// `caller`'s answer when it found the caller (in `FrameWalk::next_*`); else it
+/// answers why there is none (`STACK_END_*`). Results go through the per-CPU walk, not
+/// the stack (6.1's 512 bytes), and are plain integers: enums with payloads made LLVM
+/// spill registers unset on the variants without them, which the verifier rejects.
+const FOUND: u32 = u32::MAX;
 
-impl Step {
-    #[inline(always)]
-    fn caller(pc: u64, sp: u64, bp: u64, exact: bool) -> Self {
-        Self {
-            pc,
-            sp,
-            bp,
-            exact: u32::from(exact),
-            found: 1,
-            end: STACK_END_COMPLETE,
-        }
-    }
-
-    #[inline(always)]
-    fn stop(end: u32) -> Self {
-        Self {
-            pc: 0,
-            sp: 0,
-            bp: 0,
-            exact: 0,
-            found: 0,
-            end,
-        }
-    }
+/// Records the caller found.
+#[inline(always)]
+fn found(walk: &mut FrameWalk, pc: u64, sp: u64, bp: u64, exact: bool) -> u32 {
+    walk.next_pc = pc;
+    walk.next_sp = sp;
+    walk.next_bp = bp;
+    walk.next_exact = u32::from(exact);
+    FOUND
 }
 
 /// One frame: finds the caller of the frame at (pc, sp, bp) and appends it. The depth
@@ -242,12 +229,12 @@ extern "C" fn frame_step(index: u64, _ctx: *mut c_void) -> i64 {
         return 1;
     };
     let walk = unsafe { &mut *walk };
-    let step = caller(walk);
-    if step.found == 0 {
-        walk.end = step.end;
+    let answer = caller(walk);
+    if answer != FOUND {
+        walk.end = answer;
         return 1;
     }
-    let (pc, sp, bp) = (step.pc, step.sp, step.bp);
+    let (pc, sp, bp) = (walk.next_pc, walk.next_sp, walk.next_bp);
     if pc == 0 {
         return 1; // the outermost frame returns nowhere: complete
     }
@@ -266,13 +253,13 @@ extern "C" fn frame_step(index: u64, _ctx: *mut c_void) -> i64 {
     walk.pc = pc;
     walk.sp = sp;
     walk.bp = bp;
-    walk.exact = step.exact;
+    walk.exact = walk.next_exact;
     0
 }
 
 /// The caller of the walk's current frame.
 #[inline(always)]
-fn caller(walk: &mut FrameWalk) -> Step {
+fn caller(walk: &mut FrameWalk) -> u32 {
     if walk.mode == UNWIND_FRAME_POINTER {
         return frame_pointer_caller(walk);
     }
@@ -282,19 +269,17 @@ fn caller(walk: &mut FrameWalk) -> Step {
     } else {
         walk.pc - 1
     };
-    let found = row_for(walk, lookup);
-    if found.end != STACK_END_COMPLETE {
+    let row = row_for(walk, lookup);
+    if row.end != STACK_END_COMPLETE {
         if walk.mode == UNWIND_CFI {
-            return Step::stop(found.end);
+            return row.end;
         }
-        let step = frame_pointer_caller(walk);
-        return if step.found == 0 {
-            Step::stop(found.end)
-        } else {
-            step
+        return match frame_pointer_caller(walk) {
+            FOUND => FOUND,
+            _ => row.end,
         };
     }
-    let row = found.row;
+    let row = row.row;
     let cfa = match row.kind {
         ROW_CFA_RSP => walk.sp.wrapping_add(row.cfa_offset as i64 as u64),
         ROW_CFA_RBP => walk.bp.wrapping_add(row.cfa_offset as i64 as u64),
@@ -307,55 +292,55 @@ fn caller(walk: &mut FrameWalk) -> Step {
             walk.sp.wrapping_add(row.cfa_offset as i64 as u64 + pushed)
         }
         ROW_SIGNAL => return signal_caller(walk),
-        ROW_END => return Step::stop(STACK_END_COMPLETE),
-        _ => return Step::stop(STACK_END_NO_UNWIND_INFO),
+        ROW_END => return STACK_END_COMPLETE,
+        _ => return STACK_END_NO_UNWIND_INFO,
     };
     // Callers' frames sit at higher addresses; anything else is not a stack.
     if cfa <= walk.sp {
-        return Step::stop(STACK_END_UNREADABLE);
+        return STACK_END_UNREADABLE;
     }
     let Some(pc) = read_word(walk, cfa - 8) else {
-        return Step::stop(STACK_END_UNREADABLE);
+        return STACK_END_UNREADABLE;
     };
     let bp = if row.rbp_offset == 0 || row.kind == ROW_CFA_PLT {
         walk.bp
     } else {
         match read_word(walk, cfa.wrapping_add(row.rbp_offset as i64 as u64)) {
             Some(bp) => bp,
-            None => return Step::stop(STACK_END_UNREADABLE),
+            None => return STACK_END_UNREADABLE,
         }
     };
-    Step::caller(pc, cfa, bp, false)
+    found(walk, pc, cfa, bp, false)
 }
 
 /// `__restore_rt`: the interrupted frame's registers are in the `ucontext` at RSP.
 #[inline(always)]
-fn signal_caller(walk: &mut FrameWalk) -> Step {
+fn signal_caller(walk: &mut FrameWalk) -> u32 {
     let sp = walk.sp;
     match (
         read_word(walk, sp + SIGNAL_RIP),
         read_word(walk, sp + SIGNAL_RSP),
         read_word(walk, sp + SIGNAL_RBP),
     ) {
-        (Some(pc), Some(sp), Some(bp)) => Step::caller(pc, sp, bp, true),
-        _ => Step::stop(STACK_END_UNREADABLE),
+        (Some(pc), Some(sp), Some(bp)) => found(walk, pc, sp, bp, true),
+        _ => STACK_END_UNREADABLE,
     }
 }
 
 /// The x86-64 frame-pointer convention: the caller's RBP at RBP, the return address
 /// above it.
 #[inline(always)]
-fn frame_pointer_caller(walk: &mut FrameWalk) -> Step {
+fn frame_pointer_caller(walk: &mut FrameWalk) -> u32 {
     let bp = walk.bp;
     if bp == 0 || bp & 7 != 0 || bp < walk.sp {
-        return Step::stop(STACK_END_COMPLETE);
+        return STACK_END_COMPLETE;
     }
     let (Some(caller_bp), Some(pc)) = (read_word(walk, bp), read_word(walk, bp + 8)) else {
-        return Step::stop(STACK_END_UNREADABLE);
+        return STACK_END_UNREADABLE;
     };
     // Callers' frames sit at higher addresses; anything else ends the chain.
     let caller_bp = if caller_bp > bp { caller_bp } else { 0 };
-    Step::caller(pc, bp + 16, caller_bp, false)
+    found(walk, pc, bp + 16, caller_bp, false)
 }
 
 /// One cached row: valid for the process, pc and table versions it was found for.
@@ -375,7 +360,7 @@ pub struct CachedRow {
 /// Slots of the per-CPU row cache (direct-mapped by pc).
 pub const UNWIND_CACHE_SLOTS: u32 = 512;
 
-/// A row, or (`end` not complete) why there is none. Always fully set (see `Step`).
+/// A row, or (`end` not complete) why there is none. Always fully set (see `FOUND`).
 #[derive(Clone, Copy)]
 struct Found {
     row: UnwindRow,
