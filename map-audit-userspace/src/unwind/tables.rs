@@ -101,10 +101,16 @@ impl UnwindTables {
         if file.inode == 0 || self.known(&file) {
             return false;
         }
+        let started = std::time::Instant::now();
+        let mut bytes = 0;
         let rows = match open().and_then(|f| read_if_same(f, &file)) {
-            Some(data) => cfi_rows::rows_of_elf(&data),
+            Some(data) => {
+                bytes = data.len();
+                cfi_rows::rows_of_elf(&data)
+            }
             None => Err(anyhow::anyhow!("the file is gone or was replaced")),
         };
+        let took = started.elapsed();
         let rows = match rows {
             Ok(rows) if !rows.is_empty() => rows,
             Ok(_) | Err(_) => {
@@ -131,7 +137,11 @@ impl UnwindTables {
             self.failed.insert(file);
             return false;
         }
-        log::debug!("unwind table of {file:?}: {} rows", rows.len());
+        log::debug!(
+            "unwind table of {file:?}: {} rows from a {} KiB file in {took:?}",
+            rows.len(),
+            bytes / 1024
+        );
         self.counters.built += 1;
         self.counters.rows += rows.len() as u64;
         self.built.insert(file, table);
