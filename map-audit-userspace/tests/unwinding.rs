@@ -308,3 +308,36 @@ fn a_rust_release_build_matches_perf() {
     });
     assert_matches_perf(program, &[]);
 }
+
+#[test]
+fn the_dynamic_loaders_own_writes_end_complete_at_its_entry_point() {
+    // ld.so's `_start` is assembly without CFI: its stacks used to end there as
+    // `no_unwind_info`, about 20 lines at every program start.
+    let program = c_program("c-o2", &[]);
+    let target = out_dir().join("target-loader");
+    let run = run_agent(&[
+        "run",
+        "--",
+        program.to_str().unwrap(),
+        target.to_str().unwrap(),
+        "chain",
+    ]);
+    assert!(run.status.success(), "stderr:\n{}", run.stderr);
+    let loader: Vec<_> = run
+        .of_kind("write_fault")
+        .into_iter()
+        .filter(|fault| {
+            fault["stack"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|f| f["symbol"] == "_dl_start")
+        })
+        .collect();
+    assert!(!loader.is_empty(), "no write of the loader's own");
+    for fault in loader {
+        let stack = fault["stack"].as_array().unwrap();
+        assert_eq!(fault["stack_end"], "complete", "{fault}");
+        assert_eq!(stack.last().unwrap()["symbol"], "_start", "{fault}");
+    }
+}

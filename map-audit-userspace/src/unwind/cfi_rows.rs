@@ -51,7 +51,47 @@ pub fn rows_of_elf(data: &[u8]) -> Result<Vec<UnwindRow>> {
             (s.address(), s.address() + s.size(), offset)
         })
         .collect();
-    Ok(sorted(to_file_offsets(rows, &segments)))
+    let rows = sorted(to_file_offsets(rows, &segments));
+    let entry = to_file_offsets(
+        vec![UnwindRow {
+            pc: u32::try_from(file.entry()).unwrap_or(u32::MAX),
+            ..UnwindRow::default()
+        }],
+        &segments,
+    );
+    Ok(match entry.first() {
+        Some(entry) => end_at_entry_point(rows, entry.pc),
+        None => rows,
+    })
+}
+
+/// Bytes of entry-point code without CFI that `end_at_entry_point` marks.
+const ENTRY_CODE_BYTES: u32 = 64;
+
+/// The entry point is the outermost frame of the thread exec starts: nothing called
+/// it. Where no FDE covers it (ld.so's `_start` is bare assembly), its code up to the
+/// next FDE (at most `ENTRY_CODE_BYTES`) gets an end row, so the dynamic loader's own
+/// stacks end complete instead of at a pc without unwind info.
+fn end_at_entry_point(mut rows: Vec<UnwindRow>, entry: u32) -> Vec<UnwindRow> {
+    if row_at(&rows, entry).is_some_and(|row| row.kind != ROW_NONE) {
+        return rows;
+    }
+    let limit = entry.saturating_add(ENTRY_CODE_BYTES);
+    let next = rows.partition_point(|row| row.pc <= entry);
+    let bounded = rows.get(next).is_none_or(|row| row.pc > limit);
+    rows.push(UnwindRow {
+        pc: entry,
+        kind: ROW_END,
+        ..UnwindRow::default()
+    });
+    if bounded {
+        rows.push(UnwindRow {
+            pc: limit,
+            kind: ROW_NONE,
+            ..UnwindRow::default()
+        });
+    }
+    sorted(rows)
 }
 
 /// Rows with their pcs turned from virtual addresses into file offsets through the
@@ -263,6 +303,34 @@ mod tests {
         assert!(
             rows.iter().any(|r| r.kind == ROW_END),
             "thread start / _start"
+        );
+    }
+
+    #[test]
+    fn the_dynamic_loaders_bare_entry_point_ends_its_stacks() {
+        let path = "/usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2";
+        let data = std::fs::read(path).unwrap();
+        let file = object::File::parse(&*data).unwrap();
+        let entry = u32::try_from(file.entry()).unwrap();
+        // ld.so is linked at 0 with text at its file offset: `_start` calls
+        // `_dl_start` from its first bytes.
+        let rows = rows_of_elf(&data).unwrap();
+        assert_eq!(row_at(&rows, entry + 7).unwrap().kind, ROW_END);
+        let row = |pc, kind| UnwindRow {
+            pc,
+            kind,
+            ..UnwindRow::default()
+        };
+        // Covered by an FDE: unchanged; bare: an end row, bounded.
+        let covered = vec![row(0x10, ROW_CFA_RSP), row(0x40, ROW_NONE)];
+        assert_eq!(end_at_entry_point(covered.clone(), 0x20), covered);
+        assert_eq!(
+            end_at_entry_point(covered.clone(), 0x40),
+            [
+                row(0x10, ROW_CFA_RSP),
+                row(0x40, ROW_END),
+                row(0x80, ROW_NONE)
+            ]
         );
     }
 
