@@ -43,3 +43,4 @@ pub mod symbolizer;
 pub mod target;
 pub mod tracefs;
 pub mod unwind;
+pub mod vdso_image;

@@ -2,7 +2,11 @@
 //! whenever it maps a file, so that region paths and stack symbols still resolve after
 //! the process has exited (short-lived processes are the norm, not the exception).
 
-use std::{collections::HashMap, path::PathBuf, sync::Arc};
+use std::{
+    collections::HashMap,
+    path::{Path, PathBuf},
+    sync::Arc,
+};
 
 use procfs::process::{MMPermissions, MMapPath, Process};
 
@@ -45,6 +49,7 @@ impl ProcessMaps {
                 offset: m.offset,
                 path: match m.pathname {
                     MMapPath::Path(p) => Some(p),
+                    MMapPath::Vdso => crate::vdso_image::path().map(Path::to_path_buf),
                     _ => None,
                 },
                 executable: m.perms.contains(MMPermissions::EXECUTE),

@@ -178,7 +178,7 @@ impl StackSymbolizer {
         let template = match cached {
             Some(template) => template,
             None => {
-                let module: Arc<str> = path.to_string_lossy().into();
+                let module: Arc<str> = module_name(path);
                 let template = self.resolve(path, file_offset, module);
                 let mut cache = self.cache.borrow_mut();
                 let entries = cache.values().map(FoldHashMap::len).sum::<usize>();
@@ -196,10 +196,7 @@ impl StackSymbolizer {
             }
         };
         let Some(template) = template else {
-            frames.push(unknown(
-                Some(path.to_string_lossy().into()),
-                Some(addr_offset),
-            ));
+            frames.push(unknown(Some(module_name(path)), Some(addr_offset)));
             return false;
         };
         // The template's offsets are relative to `lookup`; a return address is one past.
@@ -260,6 +257,14 @@ impl StackSymbolizer {
         });
         Some(Rc::new(frames))
     }
+}
+
+/// The module a frame names: the file, or `[vdso]` for the agent's copy of it.
+fn module_name(path: &Path) -> Arc<str> {
+    if crate::vdso_image::path() == Some(path) {
+        return crate::vdso_image::MODULE.into();
+    }
+    path.to_string_lossy().into()
 }
 
 fn code_location(info: Option<&CodeInfo<'_>>) -> (Option<Arc<str>>, Option<u32>) {

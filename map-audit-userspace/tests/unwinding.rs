@@ -6,8 +6,9 @@
 //! perf is the oracle with three known gaps, each seen here and allowed for by name:
 //! it drops `__libc_start_main_impl` (it looks up a return address without stepping
 //! back into the call, and glibc's call to the noreturn `__libc_start_call_main` is the
-//! function's last instruction), `raise` under a signal handler, and the first frame of
-//! some libc string functions; it also puts a kernel symbol (`__traceiter_*`) on top of
+//! function's last instruction), `raise` under a signal handler, the first frame of
+//! some libc string functions, and libc's `clock_gettime` under the vDSO (which it
+//! prints as `(inlined)` although the call into the vDSO is a real call); it also puts a kernel symbol (`__traceiter_*`) on top of
 //! some user stacks. Everything else must match frame for frame, in order, and every
 //! stack of ours must be complete.
 
@@ -22,8 +23,9 @@ use std::{
 use common::{hex, run_agent};
 
 /// Frames perf is known to leave out (see above).
-const PERF_OMITS: [&str; 5] = [
+const PERF_OMITS: [&str; 6] = [
     "__libc_start_main_impl",
+    "__GI___clock_gettime",
     "__GI_raise",
     "raise",
     "__memcpy_avx_unaligned_erms",
@@ -76,6 +78,8 @@ fn normalise(symbol: Option<&str>) -> Option<String> {
     if symbol.starts_with("__traceiter_") || symbol.ends_with("exc_page_fault") {
         return None;
     }
+    // The vDSO exports each entry twice (`clock_gettime`, `__vdso_clock_gettime`).
+    let symbol = symbol.strip_prefix("__vdso_").unwrap_or(symbol);
     let mut name = symbol.split(" [clone").next().unwrap().to_string();
     if name.ends_with(')')
         && let Some(open) = name.find('(')
@@ -266,6 +270,19 @@ fn a_thread_writer_ends_at_clone3_and_matches_perf() {
 fn a_writer_in_a_signal_handler_matches_perf() {
     // Through the kernel's signal frame (`__restore_rt`) back to the interrupted code.
     assert_matches_perf(&c_program("c-o2-signal", &[]), &["signal"]);
+}
+
+#[test]
+fn a_writer_in_the_vdso_matches_perf() {
+    // The vDSO's frame is named from the agent's copy of it, module `[vdso]`.
+    let program = c_program("c-o2-vdso", &[]);
+    assert_matches_perf(&program, &["vdso"]);
+    let (ours, _) = agent_chains(&program, &["vdso"]);
+    assert!(
+        ours.iter()
+            .all(|c| c.first().map(String::as_str) == Some("clock_gettime")),
+        "{ours:?}"
+    );
 }
 
 #[test]

@@ -1,7 +1,8 @@
 /*
  * Writers for the stack-unwinding tests (tests/unwinding.rs): each mode writes pages
  * of a MAP_SHARED file through a known call chain, the way real programs do (built
- * -O2 without frame pointers, libc doing the write, a thread, a signal handler). The
+ * -O2 without frame pointers, libc doing the write, a thread, a signal handler, the
+ * vDSO). The
  * tests compare the agent's stacks with perf's DWARF unwinder on the same program.
  */
 #define _GNU_SOURCE
@@ -12,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <time.h>
 #include <unistd.h>
 
 #define PAGE 4096
@@ -51,9 +53,13 @@ __attribute__((noinline)) void in_a_signal_handler(char *p) {
     KEEP();
 }
 
+/* The vDSO writes clock_gettime's result: its frame is in no file. */
+__attribute__((noinline)) void stamp(char *p, int i) { clock_gettime(CLOCK_MONOTONIC, (struct timespec *)(p + i * PAGE)); KEEP(); }
+__attribute__((noinline)) void stamp_pages(char *p, int n) { for (int i = 0; i < n; i++) stamp(p, i); KEEP(); }
+
 int main(int argc, char **argv) {
     if (argc < 3) {
-        fprintf(stderr, "usage: unwinding FILE chain|libc|thread|signal\n");
+        fprintf(stderr, "usage: unwinding FILE chain|libc|thread|signal|vdso\n");
         return 64;
     }
     int fd = open(argv[1], O_RDWR | O_CREAT | O_TRUNC, 0600);
@@ -71,6 +77,8 @@ int main(int argc, char **argv) {
         in_a_thread(region);
     else if (strcmp(argv[2], "signal") == 0)
         in_a_signal_handler(region);
+    else if (strcmp(argv[2], "vdso") == 0)
+        stamp_pages(region, 4);
     else
         return 64;
     usleep(200 * 1000);
