@@ -56,15 +56,23 @@ pub fn sched_process_fork(ctx: RawTracePointContext) -> i32 {
 #[tracepoint]
 pub fn sched_process_exec(_ctx: TracePointContext) -> u32 {
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
-    let Some(old) = scope::get(tgid) else {
-        return 0;
+    let entry = match scope::get(tgid) {
+        // A new generation: the old image's regions stop matching at once; the agent
+        // deletes their entries.
+        Some(old) => {
+            let Some(entry) = scope::renew(tgid, &old) else {
+                return 0;
+            };
+            records::process(KIND_PROCESS_EXEC, tgid, entry.generation);
+            entry
+        }
+        // A process the exec brings into scope (its new name matches `--comm`, or
+        // `--all`) joins now, so what exec maps is tracked too, not only its mmaps.
+        None => match scope::get_or_adopt(tgid) {
+            Some(entry) => entry,
+            None => return 0,
+        },
     };
-    // A new generation: the old image's regions stop matching at once; the agent
-    // deletes their entries.
-    let Some(entry) = scope::renew(tgid, &old) else {
-        return 0;
-    };
-    records::process(KIND_PROCESS_EXEC, tgid, entry.generation);
     // The new program's text and path, for symbols that outlive the process.
     if let Ok((start, end)) = mapped_file::code_range() {
         let image = Region {

@@ -98,6 +98,36 @@ fn the_programs_globals_and_stack_are_audited() {
 }
 
 #[test]
+fn a_program_started_under_comm_has_its_globals_audited() {
+    // The process joins at exec (its new name matches), not at its first mmap: the
+    // .bss that exec mapped is tracked too.
+    let program = dropouts_workload();
+    let comm: String = program
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .chars()
+        .take(15)
+        .collect();
+    let agent = Agent::start(&["run", "--comm", &comm]);
+    agent.wait_for("agent_started", |e| e["event"] == "agent_started");
+    let workload = Command::new(program).arg("bss").output().unwrap();
+    assert!(workload.status.success());
+    let run = agent.stop();
+    run.assert_accounting();
+    let stderr = String::from_utf8_lossy(&workload.stderr);
+    let range = stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("workload: bss "))
+        .map(|r| {
+            let mut parts = r.split_whitespace().map(hex);
+            (parts.next().unwrap(), parts.next().unwrap())
+        })
+        .unwrap_or_else(|| panic!("no bss line in {stderr}"));
+    assert_eq!(run.faults_in(range, Some("touch_pages")), 16);
+}
+
+#[test]
 fn threads_reusing_each_others_addresses_lose_no_write() {
     // Two threads map, write and unmap 4 pages 20,000 times each: one thread's munmap
     // and the other's mmap of the same range race at their system-call exits.
