@@ -4,9 +4,8 @@
 //! For every address range of a file's code a row says how to find the caller's frame:
 //! the canonical frame address (CFA) is RSP or RBP plus an offset, the return address
 //! is at CFA - 8 (x86-64), and RBP is either unchanged or saved at CFA + an offset.
-//! Rows of one file are sorted by address in `UNWIND_ROWS`; `UNWIND_TABLES` says where
-//! each file's rows are; `UNWIND_MAPPINGS` (keyed like the region table) tells, for an
-//! address of a process, which table covers it and the load bias.
+//! Rows of one file are sorted by file offset in `UNWIND_ROWS`; `FILE_TABLES` says
+//! where each file's rows are, by the (device, inode) every region carries.
 
 /// How a row finds the CFA (`UnwindRow::kind`).
 pub const ROW_CFA_RSP: u8 = 1;
@@ -32,21 +31,73 @@ pub const SIGNAL_RBP: u64 = 120;
 pub const SIGNAL_RSP: u64 = 160;
 pub const SIGNAL_RIP: u64 = 168;
 
-/// One row: from `pc` (the file's virtual address, minus the table's base, which is 0
-/// for files below 4 GiB) up to the next row's `pc`.
+/// One row, 8 bytes (the kernel rounds array values up to 8): from `pc`, a file
+/// offset, up to the next row's `pc`. Offsets are kept in 8-byte words: x86-64 frames
+/// move RSP by pushes and 16-byte-aligned adjustments, so every CFA and saved-RBP
+/// offset is a multiple of 8 (`UnwindRow::new` refuses anything else, which becomes a
+/// stop row).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct UnwindRow {
     pub pc: u32,
-    /// Added to RSP or RBP (see `kind`) to get the CFA.
-    pub cfa_offset: i32,
-    /// Where RBP is saved, relative to the CFA; 0: RBP is unchanged (callee-saved and
-    /// not touched). For `ROW_CFA_PLT`, the low-4-bit threshold.
-    pub rbp_offset: i16,
+    /// Added to RSP or RBP (see `kind`), in words, to get the CFA (±256 KiB).
+    pub cfa_words: i16,
+    /// Where RBP is saved relative to the CFA, in words; 0: RBP is unchanged
+    /// (callee-saved and not touched). For `ROW_CFA_PLT`, the low-4-bit threshold.
+    pub rbp_words: i8,
     pub kind: u8,
-    pub _pad: u8,
 }
-const _: () = assert!(core::mem::size_of::<UnwindRow>() == 12);
+const _: () = assert!(core::mem::size_of::<UnwindRow>() == 8);
+
+impl UnwindRow {
+    /// A row with its offsets in bytes; `None` when they are not whole words or out
+    /// of range.
+    pub fn new(pc: u32, kind: u8, cfa_bytes: i64, rbp_bytes: i64) -> Option<Self> {
+        if cfa_bytes % 8 != 0 || rbp_bytes % 8 != 0 {
+            return None;
+        }
+        Some(Self {
+            pc,
+            cfa_words: i16::try_from(cfa_bytes / 8).ok()?,
+            rbp_words: i8::try_from(rbp_bytes / 8).ok()?,
+            kind,
+        })
+    }
+
+    /// A row without offsets (`ROW_END`, `ROW_NONE`, `ROW_SIGNAL`).
+    pub const fn bare(pc: u32, kind: u8) -> Self {
+        Self {
+            pc,
+            cfa_words: 0,
+            rbp_words: 0,
+            kind,
+        }
+    }
+
+    /// A PLT row: CFA = RSP + `cfa_bytes`, plus 8 from the low-4-bit `threshold` on.
+    pub fn plt(pc: u32, cfa_bytes: i64, threshold: u8) -> Option<Self> {
+        let mut row = Self::new(pc, ROW_CFA_PLT, cfa_bytes, 0)?;
+        row.rbp_words = i8::try_from(threshold).ok()?;
+        Some(row)
+    }
+
+    #[inline(always)]
+    pub fn cfa_bytes(&self) -> i64 {
+        self.cfa_words as i64 * 8
+    }
+
+    #[inline(always)]
+    pub fn rbp_bytes(&self) -> i64 {
+        self.rbp_words as i64 * 8
+    }
+
+    /// For `ROW_CFA_PLT`: the low 4 bits of the address from which the entry's `push`
+    /// has run.
+    #[inline(always)]
+    pub fn plt_threshold(&self) -> u64 {
+        self.rbp_words as u64
+    }
+}
 
 /// Where one file's rows are in `UNWIND_ROWS`.
 #[repr(C)]
@@ -56,17 +107,6 @@ pub struct UnwindTable {
     pub rows: u32,
 }
 const _: () = assert!(core::mem::size_of::<UnwindTable>() == 8);
-
-/// An executable mapping of a process: its table and load bias (the file's virtual
-/// address of a pc is `pc - bias`).
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct UnwindMapping {
-    pub table: u32,
-    pub _pad: u32,
-    pub bias: u64,
-}
-const _: () = assert!(core::mem::size_of::<UnwindMapping>() == 16);
 
 /// Why a stack walk stopped (`FaultRecord::stack_end`).
 pub const STACK_END_COMPLETE: u32 = 0;
@@ -88,5 +128,4 @@ mod pod {
     // SAFETY: plain `repr(C)` integers with no padding (sizes asserted above).
     unsafe impl aya::Pod for super::UnwindRow {}
     unsafe impl aya::Pod for super::UnwindTable {}
-    unsafe impl aya::Pod for super::UnwindMapping {}
 }

@@ -281,15 +281,15 @@ fn caller(walk: &mut FrameWalk) -> u32 {
     }
     let row = row.row;
     let cfa = match row.kind {
-        ROW_CFA_RSP => walk.sp.wrapping_add(row.cfa_offset as i64 as u64),
-        ROW_CFA_RBP => walk.bp.wrapping_add(row.cfa_offset as i64 as u64),
+        ROW_CFA_RSP => walk.sp.wrapping_add(row.cfa_bytes() as u64),
+        ROW_CFA_RBP => walk.bp.wrapping_add(row.cfa_bytes() as u64),
         ROW_CFA_PLT => {
-            let pushed = if (walk.pc & 15) as i16 >= row.rbp_offset {
+            let pushed = if walk.pc & 15 >= row.plt_threshold() {
                 8
             } else {
                 0
             };
-            walk.sp.wrapping_add(row.cfa_offset as i64 as u64 + pushed)
+            walk.sp.wrapping_add(row.cfa_bytes() as u64 + pushed)
         }
         ROW_SIGNAL => return signal_caller(walk),
         ROW_END => return STACK_END_COMPLETE,
@@ -302,10 +302,10 @@ fn caller(walk: &mut FrameWalk) -> u32 {
     let Some(pc) = read_word(walk, cfa - 8) else {
         return STACK_END_UNREADABLE;
     };
-    let bp = if row.rbp_offset == 0 || row.kind == ROW_CFA_PLT {
+    let bp = if row.rbp_words == 0 || row.kind == ROW_CFA_PLT {
         walk.bp
     } else {
-        match read_word(walk, cfa.wrapping_add(row.rbp_offset as i64 as u64)) {
+        match read_word(walk, cfa.wrapping_add(row.rbp_bytes() as u64)) {
             Some(bp) => bp,
             None => return STACK_END_UNREADABLE,
         }

@@ -191,8 +191,8 @@ pub struct RunArgs {
     #[arg(long, value_enum, default_value = "auto")]
     pub unwind: UnwindMode,
 
-    /// Rows of the kernel's unwind tables (12 bytes each, 16 in the map; libc takes
-    /// ~35,000); files whose rows do not fit are counted (`unwind_table_full`).
+    /// Rows of the kernel's unwind tables (8 bytes each: 16 MiB by default; libc
+    /// takes ~28,000); files whose rows do not fit are counted (`unwind_table_full`).
     #[arg(long, value_name = "ROWS", default_value_t = 1 << 21, value_parser = clap::value_parser!(u32).range(1024..=(1 << 26)))]
     pub unwind_table_rows: u32,
 

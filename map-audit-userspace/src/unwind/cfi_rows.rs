@@ -53,10 +53,10 @@ pub fn rows_of_elf(data: &[u8]) -> Result<Vec<UnwindRow>> {
         .collect();
     let rows = sorted(to_file_offsets(rows, &segments));
     let entry = to_file_offsets(
-        vec![UnwindRow {
-            pc: u32::try_from(file.entry()).unwrap_or(u32::MAX),
-            ..UnwindRow::default()
-        }],
+        vec![UnwindRow::bare(
+            u32::try_from(file.entry()).unwrap_or(u32::MAX),
+            ROW_NONE,
+        )],
         &segments,
     );
     Ok(match entry.first() {
@@ -79,17 +79,9 @@ fn end_at_entry_point(mut rows: Vec<UnwindRow>, entry: u32) -> Vec<UnwindRow> {
     let limit = entry.saturating_add(ENTRY_CODE_BYTES);
     let next = rows.partition_point(|row| row.pc <= entry);
     let bounded = rows.get(next).is_none_or(|row| row.pc > limit);
-    rows.push(UnwindRow {
-        pc: entry,
-        kind: ROW_END,
-        ..UnwindRow::default()
-    });
+    rows.push(UnwindRow::bare(entry, ROW_END));
     if bounded {
-        rows.push(UnwindRow {
-            pc: limit,
-            kind: ROW_NONE,
-            ..UnwindRow::default()
-        });
+        rows.push(UnwindRow::bare(limit, ROW_NONE));
     }
     sorted(rows)
 }
@@ -150,11 +142,7 @@ fn collect<'a, S: UnwindSection<Reader<'a>>>(
             rows.push(convert(section, row, pc));
         }
         if let Ok(end) = u32::try_from(fde.end_address()) {
-            rows.push(UnwindRow {
-                pc: end,
-                kind: ROW_NONE,
-                ..UnwindRow::default()
-            });
+            rows.push(UnwindRow::bare(end, ROW_NONE));
         }
     }
     Ok(())
@@ -165,64 +153,39 @@ fn convert<'a, S: UnwindSection<Reader<'a>>>(
     row: &gimli::UnwindTableRow<usize>,
     pc: u32,
 ) -> UnwindRow {
-    let stop = UnwindRow {
-        pc,
-        kind: ROW_NONE,
-        ..UnwindRow::default()
-    };
+    let stop = UnwindRow::bare(pc, ROW_NONE);
     if matches!(row.register(X86_64::RA), Some(RegisterRule::Undefined)) {
-        return UnwindRow {
-            pc,
-            kind: ROW_END,
-            ..UnwindRow::default()
-        };
+        return UnwindRow::bare(pc, ROW_END);
     }
     let (kind, cfa_offset, plt_threshold) = match row.cfa() {
-        CfaRule::RegisterAndOffset { register, offset } => {
-            let Ok(offset) = i32::try_from(*offset) else {
-                return stop;
-            };
-            match *register {
-                X86_64::RSP => (ROW_CFA_RSP, offset, 0),
-                X86_64::RBP => (ROW_CFA_RBP, offset, 0),
-                _ => return stop,
-            }
-        }
+        CfaRule::RegisterAndOffset { register, offset } => match *register {
+            X86_64::RSP => (ROW_CFA_RSP, *offset, 0),
+            X86_64::RBP => (ROW_CFA_RBP, *offset, 0),
+            _ => return stop,
+        },
         CfaRule::Expression(expression) => {
             let Ok(expression) = expression.get(section) else {
                 return stop;
             };
             match expression_shape(expression.0.slice()) {
                 // The saved registers' places are fixed (`SIGNAL_*`).
-                Some((ROW_SIGNAL, ..)) => {
-                    return UnwindRow {
-                        pc,
-                        kind: ROW_SIGNAL,
-                        ..UnwindRow::default()
-                    };
-                }
-                Some(shape) => shape,
+                Some((ROW_SIGNAL, ..)) => return UnwindRow::bare(pc, ROW_SIGNAL),
+                Some((kind, offset, threshold)) => (kind, i64::from(offset), threshold),
                 None => return stop,
             }
         }
     };
+    if kind == ROW_CFA_PLT {
+        return UnwindRow::plt(pc, cfa_offset, plt_threshold as u8).unwrap_or(stop);
+    }
     let rbp_offset = match row.register(X86_64::RBP) {
-        _ if kind == ROW_CFA_PLT => plt_threshold,
         None | Some(RegisterRule::SameValue) => 0,
-        Some(RegisterRule::Offset(offset)) => match i16::try_from(offset) {
-            Ok(offset) if offset != 0 => offset,
-            _ => return stop,
-        },
+        Some(RegisterRule::Offset(offset)) if offset != 0 => offset,
         // Restored some other way: a caller that uses RBP could not be unwound.
         Some(_) => return stop,
     };
-    UnwindRow {
-        pc,
-        cfa_offset,
-        rbp_offset,
-        kind,
-        _pad: 0,
-    }
+    // Offsets that are not whole words or beyond the row's range: a stop.
+    UnwindRow::new(pc, kind, cfa_offset, rbp_offset).unwrap_or(stop)
 }
 
 /// The two CFA expressions x86-64 code carries in practice: the PLT's (CFA = RSP + N,
@@ -264,8 +227,8 @@ fn sorted(mut rows: Vec<UnwindRow>) -> Vec<UnwindRow> {
     rows.sort_by_key(|row| (row.pc, row.kind == ROW_NONE));
     rows.dedup_by_key(|row| row.pc);
     rows.dedup_by(|next, previous| {
-        (next.kind, next.cfa_offset, next.rbp_offset)
-            == (previous.kind, previous.cfa_offset, previous.rbp_offset)
+        (next.kind, next.cfa_words, next.rbp_words)
+            == (previous.kind, previous.cfa_words, previous.rbp_words)
     });
     rows
 }
@@ -292,11 +255,11 @@ mod tests {
         assert!(rows.windows(2).all(|w| w[0].pc < w[1].pc));
         assert!(
             rows.iter()
-                .any(|r| r.kind == ROW_CFA_RSP && r.cfa_offset == 8)
+                .any(|r| r.kind == ROW_CFA_RSP && r.cfa_bytes() == 8)
         );
         assert!(
             rows.iter()
-                .any(|r| r.kind == ROW_CFA_RBP && r.cfa_offset == 16)
+                .any(|r| r.kind == ROW_CFA_RBP && r.cfa_bytes() == 16)
         );
         assert!(rows.iter().any(|r| r.kind == ROW_SIGNAL), "__restore_rt");
         assert!(rows.iter().any(|r| r.kind == ROW_CFA_PLT), "the PLT");
@@ -316,11 +279,7 @@ mod tests {
         // `_dl_start` from its first bytes.
         let rows = rows_of_elf(&data).unwrap();
         assert_eq!(row_at(&rows, entry + 7).unwrap().kind, ROW_END);
-        let row = |pc, kind| UnwindRow {
-            pc,
-            kind,
-            ..UnwindRow::default()
-        };
+        let row = UnwindRow::bare;
         // Covered by an FDE: unchanged; bare: an end row, bounded.
         let covered = vec![row(0x10, ROW_CFA_RSP), row(0x40, ROW_NONE)];
         assert_eq!(end_at_entry_point(covered.clone(), 0x20), covered);
@@ -345,11 +304,7 @@ mod tests {
 
     #[test]
     fn rows_are_keyed_by_file_offset() {
-        let row = |pc| UnwindRow {
-            pc,
-            kind: ROW_CFA_RSP,
-            ..UnwindRow::default()
-        };
+        let row = |pc| UnwindRow::bare(pc, ROW_CFA_RSP);
         // A non-PIE program: text at 0x401000, file offset 0x1000.
         let rows = to_file_offsets(
             vec![row(0x401010), row(0x500000)],
@@ -360,12 +315,7 @@ mod tests {
 
     #[test]
     fn sorting_prefers_real_rows_and_merges_repeats() {
-        let row = |pc, kind, cfa_offset| UnwindRow {
-            pc,
-            kind,
-            cfa_offset,
-            ..UnwindRow::default()
-        };
+        let row = |pc, kind, cfa_offset| UnwindRow::new(pc, kind, cfa_offset, 0).unwrap();
         let rows = sorted(vec![
             row(0x20, ROW_NONE, 0),
             row(0x10, ROW_CFA_RSP, 8),
@@ -376,7 +326,7 @@ mod tests {
             rows,
             [row(0x10, ROW_CFA_RSP, 8), row(0x20, ROW_CFA_RSP, 16)]
         );
-        assert_eq!(row_at(&rows, 0x1f).unwrap().cfa_offset, 8);
+        assert_eq!(row_at(&rows, 0x1f).unwrap().cfa_bytes(), 8);
         assert!(row_at(&rows, 0x0f).is_none());
     }
 }

@@ -27,7 +27,7 @@ use map_audit_common::{
 use super::cfi_rows;
 
 /// Bytes per row in the mapped array (the kernel rounds values up to 8).
-const ROW_STRIDE: usize = 16;
+const ROW_STRIDE: usize = std::mem::size_of::<UnwindRow>().next_multiple_of(8);
 
 /// What the agent counts of its tables.
 #[derive(Debug, Default, Clone, Copy)]
@@ -216,17 +216,19 @@ impl Drop for UnwindTables {
 }
 
 /// The file's bytes, if it is the file `key` names.
-fn read_if_same(file: File, key: &FileKey) -> Option<Vec<u8>> {
-    use std::{io::Read, os::unix::fs::MetadataExt};
+fn read_if_same(file: File, key: &FileKey) -> Option<memmap2::Mmap> {
+    use std::os::unix::fs::MetadataExt;
     let meta = file.metadata().ok()?;
     let dev = meta.dev();
     let same = FileKey::new(libc::major(dev), libc::minor(dev), meta.ino()) == *key;
     if !same {
         return None;
     }
-    let mut data = Vec::with_capacity(meta.len() as usize);
-    (&file).read_to_end(&mut data).ok()?;
-    Some(data)
+    // Mapped, not read: only the CFI's pages are touched, and they leave with the map
+    // (gdb's 60 files are 50 MiB). A file truncated meanwhile would fault here, as it
+    // would in every process running it; blazesym maps the same files.
+    // SAFETY: read-only use, dropped before this file's table is built.
+    unsafe { memmap2::Mmap::map(&file) }.ok()
 }
 
 /// The key of the file at `path`, as the kernel names it.
