@@ -31,7 +31,7 @@ use aya_ebpf::{
     maps::lpm_trie::Key,
 };
 use map_audit_common::{
-    MAX_STACK_DEPTH,
+    MAX_STACK_DEPTH, PAGE_SIZE,
     config::{UNWIND_CFI, UNWIND_FRAME_POINTER},
     region::{LOOKUP_PREFIX_LEN, TABLE_VERSION_AGENT, TABLE_VERSION_KERNEL, region_key_data},
     tally::{STACK_HASH_SEED, stack_hash_step},
@@ -133,6 +133,7 @@ pub fn walk(regs: UserRegs, frames: Frames, tables: Tables) -> Option<Walked> {
         (*state).bp = bp;
         (*state).hash = stack_hash_step(STACK_HASH_SEED, ip);
         (*state).window_base = 0;
+        (*state).window_len = 0;
         (*state).kernel_version = TABLE_VERSIONS
             .get(TABLE_VERSION_KERNEL)
             .copied()
@@ -183,6 +184,8 @@ pub struct FrameWalk {
     hash: u64,
     /// User address of the window's first word; 0 when it holds nothing.
     window_base: u64,
+    /// Bytes the window holds from `window_base`.
+    window_len: u64,
     /// `TABLE_VERSIONS` at the start: cached rows are valid for these.
     kernel_version: u64,
     agent_version: u64,
@@ -459,31 +462,36 @@ fn find_row(walk: &FrameWalk, pc: u64) -> Found {
 }
 
 /// The user word at `address` (8-aligned or not), through the window: the frames of a
-/// call chain sit within a few hundred bytes, so one 1 KiB copy serves several reads
-/// (a read costs ~17 ns whatever its size up to here). Near the end of the stack
-/// mapping, where the window cannot be filled, one read of its own.
+/// call chain sit within a few hundred bytes, so one 1 KiB copy serves several reads.
+/// Near the top of a stack the copy can reach an unmapped page and fail (through the
+/// fault handler: ~10 µs with a 4 KiB window); the window is then refilled up to the
+/// end of the address's page, so a walk pays that at most once, not at every read.
 #[inline(always)]
 fn read_word(walk: &mut FrameWalk, address: u64) -> Option<u64> {
     let words = STACK_WINDOW.get_ptr_mut(0)?;
     let offset = address.wrapping_sub(walk.window_base);
-    if walk.window_base == 0 || offset > (WINDOW_WORDS as u64 - 1) * 8 || offset & 7 != 0 {
-        let base = address;
-        let filled = unsafe {
-            bpf_probe_read_user_raw(
-                words.cast(),
-                (WINDOW_WORDS * 8) as u32,
-                base as *const c_void,
-            )
-        };
+    if walk.window_base == 0 || offset + 8 > walk.window_len || offset & 7 != 0 {
+        let mut len = (WINDOW_WORDS * 8) as u32;
+        let mut filled =
+            unsafe { bpf_probe_read_user_raw(words.cast(), len, address as *const c_void) };
         if filled != 0 {
-            walk.window_base = 0;
-            return unsafe { bpf_probe_read_user(address as *const u64) }.ok();
+            let to_page_end = PAGE_SIZE - (address & (PAGE_SIZE - 1));
+            if to_page_end < 8 || to_page_end >= u64::from(len) {
+                walk.window_base = 0;
+                return unsafe { bpf_probe_read_user(address as *const u64) }.ok();
+            }
+            len = to_page_end as u32;
+            filled =
+                unsafe { bpf_probe_read_user_raw(words.cast(), len, address as *const c_void) };
+            if filled != 0 {
+                walk.window_base = 0;
+                return None;
+            }
         }
-        walk.window_base = base;
+        walk.window_base = address;
+        walk.window_len = u64::from(len);
     }
-    let i = (address.wrapping_sub(walk.window_base) / 8) as usize;
-    if i >= WINDOW_WORDS {
-        return None;
-    }
+    // Masked: `offset + 8 <= window_len` bounds it, which the verifier does not follow.
+    let i = ((address.wrapping_sub(walk.window_base) / 8) as usize) & (WINDOW_WORDS - 1);
     Some(unsafe { (*words)[i] })
 }
