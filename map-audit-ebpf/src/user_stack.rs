@@ -470,7 +470,12 @@ fn find_row(walk: &FrameWalk, pc: u64) -> Found {
 fn read_word(walk: &mut FrameWalk, address: u64) -> Option<u64> {
     let words = STACK_WINDOW.get_ptr_mut(0)?;
     let offset = address.wrapping_sub(walk.window_base);
-    if walk.window_base == 0 || offset + 8 > walk.window_len || offset & 7 != 0 {
+    // `offset` wraps for an address below the window: compared, never added to.
+    if walk.window_base == 0
+        || walk.window_len < 8
+        || offset > walk.window_len - 8
+        || offset & 7 != 0
+    {
         let mut len = (WINDOW_WORDS * 8) as u32;
         let mut filled =
             unsafe { bpf_probe_read_user_raw(words.cast(), len, address as *const c_void) };
@@ -485,13 +490,13 @@ fn read_word(walk: &mut FrameWalk, address: u64) -> Option<u64> {
                 unsafe { bpf_probe_read_user_raw(words.cast(), len, address as *const c_void) };
             if filled != 0 {
                 walk.window_base = 0;
-                return None;
+                return unsafe { bpf_probe_read_user(address as *const u64) }.ok();
             }
         }
         walk.window_base = address;
         walk.window_len = u64::from(len);
     }
-    // Masked: `offset + 8 <= window_len` bounds it, which the verifier does not follow.
+    // Masked: `offset <= window_len - 8` bounds it, which the verifier does not follow.
     let i = ((address.wrapping_sub(walk.window_base) / 8) as usize) & (WINDOW_WORDS - 1);
     Some(unsafe { (*words)[i] })
 }
