@@ -387,8 +387,20 @@ fn measure_agent(
     })
 }
 
+/// SIGINT, repeated every 5 s (bpftrace once slept through one sent while it was
+/// still starting, and the bench waited forever), then SIGKILL after 60 s.
 pub fn stop(child: &mut Child) {
-    unsafe_kill(child.id());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        unsafe_kill(child.id());
+        for _ in 0..50 {
+            if child.try_wait().ok().flatten().is_some() {
+                return;
+            }
+            thread::sleep(Duration::from_millis(100));
+        }
+    }
+    let _ = child.kill();
     let _ = child.wait();
 }
 
