@@ -268,43 +268,20 @@ fn measure(
             ..Default::default()
         }),
         Scenario::PerfRecord => {
-            let data = scratch.join("perf.data");
-            let wrapper: Vec<String> = [
-                "perf",
-                "record",
-                "-q",
-                "-e",
-                "page-faults",
-                "-c",
-                "1",
-                "-g",
-                "-o",
-            ]
-            .iter()
-            .map(|s| s.to_string())
-            .chain([data.display().to_string(), "--".into()])
-            .collect();
+            let wrapper = perf_record(
+                &["-e", "page-faults", "-c", "1", "-g"],
+                &scratch.join("perf.data"),
+            );
             Ok(Sample {
                 elapsed_ns: run_workload(workload, extra, &wrapper)?,
                 ..Default::default()
             })
         }
         Scenario::PerfDwarfNoFp => {
-            let data = scratch.join("perf-dwarf.data");
-            let wrapper: Vec<String> = [
-                "perf",
-                "record",
-                "-q",
-                "-e",
-                "exceptions:page_fault_user",
-                "--call-graph",
-                "dwarf",
-                "-o",
-            ]
-            .iter()
-            .map(|s| s.to_string())
-            .chain([data.display().to_string(), "--".into()])
-            .collect();
+            let wrapper = perf_record(
+                &["-e", "exceptions:page_fault_user", "--call-graph", "dwarf"],
+                &scratch.join("perf-dwarf.data"),
+            );
             Ok(Sample {
                 elapsed_ns: run_workload(workload, extra, &wrapper)?,
                 ..Default::default()
@@ -329,6 +306,16 @@ fn measure(
         }
         _ => measure_agent(scenario, agent, workload, scratch),
     }
+}
+
+/// `perf record -q ARGS -o DATA --`, to put in front of the workload.
+fn perf_record(args: &[&str], data: &Path) -> Vec<String> {
+    ["perf", "record", "-q"]
+        .iter()
+        .chain(args)
+        .map(|s| s.to_string())
+        .chain(["-o".into(), data.display().to_string(), "--".into()])
+        .collect()
 }
 
 fn measure_agent(
