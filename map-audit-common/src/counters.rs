@@ -1,70 +1,123 @@
-//! Indices of the kernel's per-CPU counters. Every event the kernel produces or loses
-//! is counted here, so the agent can prove `produced = delivered + lost`.
+//! The kernel's per-CPU counters (`COUNTERS`, by index) and the agent's own, declared
+//! once each (see `counter_catalogue`). Every event the kernel produces or loses is
+//! counted, so the agent can prove `produced = delivered + lost`.
 
-/// Audited write faults: in scope, write, inside a tracked region.
-pub const FAULTS_MATCHED: u32 = 0;
-/// Fault records that did not fit in the ring buffer.
-pub const FAULTS_LOST_RINGBUF_FULL: u32 = 1;
-/// Region records (mapped/unmapped) produced.
-pub const REGION_EVENTS: u32 = 2;
-/// Region records that did not fit in the ring buffer.
-pub const REGION_EVENTS_LOST_RINGBUF_FULL: u32 = 3;
-/// Trie entries that could not be inserted (table full): parts of regions unaudited.
-pub const REGION_TABLE_FULL: u32 = 4;
-/// mmap/munmap calls whose arguments could not be saved (pending table full).
-pub const PENDING_TABLE_FULL: u32 = 5;
-/// User stacks that filled the whole buffer (`MAX_STACK_DEPTH`) with frames left.
-pub const STACKS_TRUNCATED: u32 = 6;
-/// User stacks that could not be captured at all.
-pub const STACKS_FAILED: u32 = 7;
-/// Unmap/mprotect ranges handed to the agent to finish (gaps skipped or steps exhausted).
-pub const RANGES_HANDED_TO_AGENT: u32 = 8;
-/// Processes added to the scope by fork or by a matching comm.
-pub const SCOPE_ADDED: u32 = 9;
-/// Processes that could not be added to the scope (scope table full).
-pub const SCOPE_TABLE_FULL: u32 = 10;
-/// Process records (fork, exec, exit) that did not fit in the ring buffer.
-pub const PROCESS_RECORDS_LOST_RINGBUF_FULL: u32 = 11;
-/// Mapped-file records produced.
-pub const FILE_RECORDS: u32 = 12;
-/// Mapped-file records that did not fit in the ring buffer (the path falls back to
-/// the agent's /proc snapshot).
-pub const FILE_RECORDS_LOST_RINGBUF_FULL: u32 = 13;
-/// Process records (fork, exec, exit) produced.
-pub const PROCESS_RECORDS: u32 = 14;
-/// Faults matched through the parent's regions (a fork the agent had not copied yet).
-pub const FAULTS_MATCHED_VIA_PARENT: u32 = 15;
-/// Write faults in tracked regions that the region filters (`--wx-only`, `--path`,
-/// ...) exclude: not sent, by choice (not a loss).
-pub const FAULTS_FILTERED: u32 = 16;
-/// Faults dropped by the per-process `--rate-limit` (a counted loss).
-pub const FAULTS_RATE_LIMITED: u32 = 17;
-/// Faults counted in a kernel-side aggregate (default mode) instead of sent as records;
-/// the agent reports them in its aggregates' counts (not a loss).
-pub const FAULTS_COUNTED_IN_KERNEL: u32 = 18;
-/// Faults sent as single records because the kernel's aggregate table was full (not
-/// a loss: slower).
-pub const FAULT_AGGREGATES_FULL: u32 = 19;
-/// Write faults of a just-forked child that its parent's regions could not place
-/// because the parent had changed its mappings (or gone) since the fork, before the
-/// agent copied the regions: possibly audited writes not reported (a counted loss).
-pub const FAULTS_UNATTRIBUTED_AFTER_FORK: u32 = 20;
-/// Execs whose new mappings (program, interpreter, stack) the kernel could not read
-/// before the program ran (no `bpf_find_vma`, or a VMA walk that failed): those
-/// regions are loaded from /proc later, and writes before that are not audited.
-pub const EXEC_MAPPINGS_UNREAD: u32 = 21;
-/// brk calls of in-scope processes whose heap could not be followed (unreadable mm).
-pub const BRK_UNTRACKED: u32 = 22;
-/// Region-table edits that waited too long for another thread's edit of the same
-/// process and went ahead unserialised (a rare race: the agent checks that process's
-/// table against its copy afterwards).
-pub const TABLE_LOCK_TIMEOUTS: u32 = 23;
-/// User stacks that stopped at a frame whose code has no unwind table (a file without
-/// CFI, or one whose table was not built yet or did not fit): marked truncated.
-pub const STACKS_NO_UNWIND_INFO: u32 = 24;
-/// User stacks that stopped at stack memory that could not be read: marked truncated.
-pub const STACKS_UNREADABLE: u32 = 25;
-/// User stacks that stopped at code not in a file (JIT): marked truncated.
-pub const STACKS_IN_ANONYMOUS_CODE: u32 = 26;
-/// Number of counters.
-pub const COUNTER_COUNT: u32 = 27;
+use crate::{indexed_counters, named_counters};
+
+indexed_counters! {
+    /// The kernel's counters, summed over CPUs.
+    pub struct KernelCounters, COUNTER_COUNT {
+            /// Audited write faults: in scope, write, inside a tracked region.
+            FAULTS_MATCHED = 0, faults_matched: Count;
+                /// Fault records that did not fit in the ring buffer.
+            FAULTS_LOST_RINGBUF_FULL = 1, faults_lost_ringbuf_full: Loss;
+                /// Region records (mapped/unmapped) produced.
+            REGION_EVENTS = 2, region_events: Count;
+                /// Region records that did not fit in the ring buffer.
+            REGION_EVENTS_LOST_RINGBUF_FULL = 3, region_events_lost_ringbuf_full: Loss;
+                /// Trie entries that could not be inserted (table full): parts of regions unaudited.
+            REGION_TABLE_FULL = 4, region_table_full: Loss;
+                /// mmap/munmap calls whose arguments could not be saved (pending table full).
+            PENDING_TABLE_FULL = 5, pending_table_full: Loss;
+                /// User stacks that filled the whole buffer (`MAX_STACK_DEPTH`) with frames left.
+            STACKS_TRUNCATED = 6, stacks_truncated: Loss;
+                /// User stacks that could not be captured at all.
+            STACKS_FAILED = 7, stacks_failed: Loss;
+                /// Unmap/mprotect ranges handed to the agent to finish (gaps skipped or steps exhausted).
+            RANGES_HANDED_TO_AGENT = 8, ranges_handed_to_agent: Count;
+                /// Processes added to the scope by fork or by a matching comm.
+            SCOPE_ADDED = 9, scope_added: Count;
+                /// Processes that could not be added to the scope (scope table full).
+            SCOPE_TABLE_FULL = 10, scope_table_full: Loss;
+                /// Process records (fork, exec, exit) that did not fit in the ring buffer.
+            PROCESS_RECORDS_LOST_RINGBUF_FULL = 11, process_records_lost_ringbuf_full: Loss;
+                /// Mapped-file records produced.
+            FILE_RECORDS = 12, file_records: Count;
+                /// Mapped-file records that did not fit in the ring buffer (the path falls back to
+                /// the agent's /proc snapshot).
+            FILE_RECORDS_LOST_RINGBUF_FULL = 13, file_records_lost_ringbuf_full: Loss;
+                /// Process records (fork, exec, exit) produced.
+            PROCESS_RECORDS = 14, process_records: Count;
+                /// Faults matched through the parent's regions (a fork the agent had not copied yet).
+            FAULTS_MATCHED_VIA_PARENT = 15, faults_matched_via_parent: Count;
+                /// Write faults in tracked regions that the region filters (`--wx-only`, `--path`,
+                /// ...) exclude: not sent, by choice (not a loss).
+            FAULTS_FILTERED = 16, faults_filtered: Count;
+                /// Faults dropped by the per-process `--rate-limit` (a counted loss).
+            FAULTS_RATE_LIMITED = 17, faults_rate_limited: Loss;
+                /// Faults counted in a kernel-side aggregate (default mode) instead of sent as records;
+                /// the agent reports them in its aggregates' counts (not a loss).
+            FAULTS_COUNTED_IN_KERNEL = 18, faults_counted_in_kernel: Count;
+                /// Faults sent as single records because the kernel's aggregate table was full (not
+                /// a loss: slower).
+            FAULT_AGGREGATES_FULL = 19, fault_aggregates_full: Count;
+                /// Write faults of a just-forked child that its parent's regions could not place
+                /// because the parent had changed its mappings (or gone) since the fork, before the
+                /// agent copied the regions: possibly audited writes not reported (a counted loss).
+            FAULTS_UNATTRIBUTED_AFTER_FORK = 20, faults_unattributed_after_fork: Loss;
+                /// Execs whose new mappings (program, interpreter, stack) the kernel could not read
+                /// before the program ran (no `bpf_find_vma`, or a VMA walk that failed): those
+                /// regions are loaded from /proc later, and writes before that are not audited.
+            EXEC_MAPPINGS_UNREAD = 21, exec_mappings_unread: Loss;
+                /// brk calls of in-scope processes whose heap could not be followed (unreadable mm).
+            BRK_UNTRACKED = 22, brk_untracked: Loss;
+                /// Region-table edits that waited too long for another thread's edit of the same
+                /// process and went ahead unserialised (a rare race: the agent checks that process's
+                /// table against its copy afterwards).
+            TABLE_LOCK_TIMEOUTS = 23, table_lock_timeouts: Loss;
+                /// User stacks that stopped at a frame whose code has no unwind table (a file without
+                /// CFI, or one whose table was not built yet or did not fit): marked truncated.
+            STACKS_NO_UNWIND_INFO = 24, stacks_no_unwind_info: Loss;
+                /// User stacks that stopped at stack memory that could not be read: marked truncated.
+            STACKS_UNREADABLE = 25, stacks_unreadable: Loss;
+                /// User stacks that stopped at code not in a file (JIT): marked truncated.
+            STACKS_IN_ANONYMOUS_CODE = 26, stacks_in_anonymous_code: Loss;
+    }
+}
+
+named_counters! {
+    /// The agent's counters.
+    pub struct AgentCounters {
+        /// Faults delivered (in aggregated mode, the sum of the events' `count`).
+        faults_delivered: Count;
+        /// `write_fault` events written.
+        write_fault_events: Count;
+        /// Faults the kernel sent while a region's `--path` verdict was pending and the
+        /// agent then filtered out (by choice, not a loss).
+        faults_filtered_by_agent: Count;
+        /// Region and process records received (= kernel `region_events` +
+        /// `process_records` minus their losses).
+        region_and_process_records_delivered: Count;
+        /// Writable regions the agent closed itself (exec, exit).
+        regions_closed_by_agent: Count;
+        /// Mapped-file (path) records received.
+        file_records_delivered: Count;
+        /// Ring-buffer items that could not be decoded.
+        records_undecodable: Loss;
+        /// Stacks cut to `--max-stack-depth` frames for the output (by choice).
+        stacks_cut_for_output: Count;
+        /// Stack frames left without a symbol.
+        frames_unsymbolized: Loss;
+        /// File-backed regions reported without a path (neither the kernel's capture nor
+        /// the /proc snapshot had it).
+        paths_unresolved: Loss;
+        /// Captured paths deeper than the kernel walks (reported with a leading "...").
+        paths_truncated: Loss;
+        /// Lines that could not be written (output closed or failing).
+        lines_unwritten: Loss;
+        /// Region blocks the agent could not put in the kernel's table (it was full): part
+        /// of a region from /proc or a fork's copy unaudited.
+        region_blocks_not_inserted: Loss;
+        /// Processes that kept changing their mappings while the agent loaded them from
+        /// /proc at start: loaded as last read.
+        processes_seeded_unsettled: Loss;
+        /// Executable files whose unwind rows did not fit (`--unwind-table-rows`): their
+        /// frames end stacks.
+        unwind_table_full: Loss;
+        /// Executable files without CFI (or unreadable): their frames end stacks, or are
+        /// walked by frame pointers with `--unwind auto`.
+        unwind_info_missing: Loss;
+        /// Unwind tables built.
+        unwind_tables_built: Count;
+    }
+}

@@ -122,35 +122,58 @@ pub struct GoCrashRecord {
 const _: () =
     assert!(core::mem::size_of::<GoCrashRecord>() == 40 + 8 + 64 + 16 + 48 + 8 * MAX_STACK_DEPTH);
 
-/// Indices of the per-CPU `GO_COUNTERS`.
+/// Go mode's counters: the kernel's (the per-CPU `GO_COUNTERS`, by index) and the
+/// agent's, declared once each (see `counter_catalogue`).
 pub mod counters {
-    /// Map writes entered (entry uprobe hits of the audited process).
-    pub const WRITES_ENTERED: u32 = 0;
-    /// Map writes whose return was seen.
-    pub const WRITES_RETURNED: u32 = 1;
-    /// Entries of a goroutine already inside a write to the same map (stack growth
-    /// restarts the function): not a race.
-    pub const REENTRIES: u32 = 2;
-    /// Races found (each sends a `GoRaceRecord`).
-    pub const RACES: u32 = 3;
-    /// Race records that did not fit in the ring buffer (a loss).
-    pub const RACES_LOST_RINGBUF_FULL: u32 = 4;
-    /// Open writes older than the TTL, replaced without a report.
-    pub const WRITERS_EXPIRED: u32 = 5;
-    /// Writes that could not be recorded: writer or goroutine table full (a loss:
-    /// a race with them goes unseen).
-    pub const WRITER_TABLE_FULL: u32 = 6;
-    /// Entries whose goroutine id could not be read (a loss).
-    pub const GOID_UNREADABLE: u32 = 7;
-    /// Stacks cut at `MAX_STACK_DEPTH` frames.
-    pub const STACKS_TRUNCATED: u32 = 8;
-    /// Crash records sent (fatal, or a panic inside a map write).
-    pub const CRASHES: u32 = 9;
-    /// Crash records that did not fit in the ring buffer (a loss).
-    pub const CRASHES_LOST_RINGBUF_FULL: u32 = 10;
-    /// Panics that closed an open map write.
-    pub const WRITES_CLOSED_BY_PANIC: u32 = 11;
-    pub const COUNT: u32 = 12;
+    use crate::{indexed_counters, named_counters};
+
+    indexed_counters! {
+        /// Go mode's kernel counters, summed over CPUs.
+        pub struct GoKernelCounters, COUNT {
+            /// Map writes entered (entry uprobe hits of the audited process).
+            WRITES_ENTERED = 0, writes_entered: Count;
+            /// Map writes whose return was seen.
+            WRITES_RETURNED = 1, writes_returned: Count;
+            /// Entries of a goroutine already inside a write to the same map (stack growth
+            /// restarts the function): not a race.
+            REENTRIES = 2, reentries: Count;
+            /// Races found (each sends a `GoRaceRecord`).
+            RACES = 3, races: Count;
+            /// Race records that did not fit in the ring buffer.
+            RACES_LOST_RINGBUF_FULL = 4, races_lost_ringbuf_full: Loss;
+            /// Open writes older than the TTL, replaced without a report.
+            WRITERS_EXPIRED = 5, writers_expired: Count;
+            /// Writes that could not be recorded: writer or goroutine table full (a race
+            /// with them goes unseen).
+            WRITER_TABLE_FULL = 6, writer_table_full: Loss;
+            /// Entries whose goroutine id could not be read.
+            GOID_UNREADABLE = 7, goid_unreadable: Loss;
+            /// Stacks cut at `MAX_STACK_DEPTH` frames.
+            STACKS_TRUNCATED = 8, stacks_truncated: Loss;
+            /// Crash records sent (fatal, or a panic inside a map write).
+            CRASHES = 9, crashes: Count;
+            /// Crash records that did not fit in the ring buffer.
+            CRASHES_LOST_RINGBUF_FULL = 10, crashes_lost_ringbuf_full: Loss;
+            /// Panics that closed an open map write.
+            WRITES_CLOSED_BY_PANIC = 11, writes_closed_by_panic: Count;
+        }
+    }
+
+    named_counters! {
+        /// Go mode's agent counters.
+        pub struct GoAgentCounters {
+            /// `go_map_concurrent_write` events printed.
+            races_reported: Count;
+            /// Races folded into `suppressed` (same map and call sites within an interval).
+            races_suppressed: Count;
+            /// `go_runtime_crash` events printed.
+            crashes_reported: Count;
+            /// Ring-buffer records that failed the checked decoding.
+            records_undecodable: Loss;
+            /// Stack frames no function of the binary contains (printed without a name).
+            frames_unknown: Loss;
+        }
+    }
 }
 
 #[cfg(feature = "user")]

@@ -7,6 +7,7 @@
 
 pub mod blocks;
 pub mod config;
+pub mod counter_catalogue;
 pub mod counters;
 pub mod go_maps;
 pub mod records;

@@ -30,8 +30,7 @@ use crate::{
     process_maps::Snapshots,
     region_filter::RegionFilter,
     region_table::{KernelMaps, RegionTable},
-    ringbuf_reader,
-    stats::KernelCounters,
+    ringbuf_reader, stats,
     target::{self, HeldCommand},
     tracefs,
     unwind::{self, tables::UnwindTables},
@@ -268,7 +267,7 @@ pub fn run(args: RunArgs) -> Result<i32> {
         .run(),
     )?;
 
-    let kernel = KernelCounters::read(&counters)?;
+    let kernel = stats::read_kernel(&counters)?;
     let _ = pipeline.send(Message::Stop {
         kernel,
         command_exit_code: exit_code,
@@ -374,7 +373,7 @@ impl ReadLoop<'_> {
                         let _ = high_water.set(0, 0, 0);
                         metrics.ringbuf_high_water(bytes);
                     }
-                    let _ = pipeline.send(Message::Stats(KernelCounters::read(counters)?));
+                    let _ = pipeline.send(Message::Stats(stats::read_kernel(counters)?));
                 }
                 _ = flush_tick.tick(), if flush_interval.is_some() => {
                     let _ = pipeline.send(Message::Flush);

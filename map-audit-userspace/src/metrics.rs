@@ -20,36 +20,9 @@ use prometheus_client::{
     registry::Registry,
 };
 
-use crate::{loader::AttachedHook, stats::Counters};
+use map_audit_common::counter_catalogue::{CounterKind, CounterSet};
 
-/// Counter names (`kernel` and `agent` of `Counters`) that are losses, by cause.
-const LOSSES: [&str; 25] = [
-    "faults_lost_ringbuf_full",
-    "faults_rate_limited",
-    "region_events_lost_ringbuf_full",
-    "process_records_lost_ringbuf_full",
-    "file_records_lost_ringbuf_full",
-    "region_table_full",
-    "pending_table_full",
-    "scope_table_full",
-    "stacks_truncated",
-    "stacks_failed",
-    "records_undecodable",
-    "frames_unsymbolized",
-    "paths_unresolved",
-    "lines_unwritten",
-    "faults_unattributed_after_fork",
-    "exec_mappings_unread",
-    "brk_untracked",
-    "table_lock_timeouts",
-    "region_blocks_not_inserted",
-    "processes_seeded_unsettled",
-    "stacks_no_unwind_info",
-    "stacks_unreadable",
-    "stacks_in_anonymous_code",
-    "unwind_table_full",
-    "unwind_info_missing",
-];
+use crate::{loader::AttachedHook, stats::Counters};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct Name {
@@ -236,29 +209,25 @@ impl Metrics {
 
     /// Takes the counters of an `agent_stats` (so a scrape matches the last one).
     pub fn counters(&self, counters: &Counters) {
-        let value = serde_json::to_value(counters).expect("counters serialise");
-        for (section, family) in [("kernel", &self.kernel), ("agent", &self.agent)] {
-            let Some(fields) = value[section].as_object() else {
-                continue;
-            };
-            for (name, value) in fields {
-                let value = value.as_u64().unwrap_or(0);
-                advance(&family.get_or_create(&Name { name: name.clone() }), value);
-                if LOSSES.contains(&name.as_str()) {
-                    advance(
-                        &self.losses.get_or_create(&Cause {
-                            cause: name.clone(),
-                        }),
-                        value,
-                    );
-                }
-            }
-        }
-        if let Some(tables) = value["table_entries"].as_object() {
+        self.counter_set(&self.kernel, &counters.kernel);
+        self.counter_set(&self.agent, &counters.agent);
+        let value = serde_json::to_value(counters.table_entries).expect("table entries serialise");
+        if let Some(tables) = value.as_object() {
             for (table, entries) in tables {
                 set_gauge(&self.table_entries, table, entries.as_u64().unwrap_or(0));
             }
         }
+    }
+
+    /// One set's counters into `family`, and its losses (by the catalogue) into `losses`.
+    fn counter_set(&self, family: &Family<Name, Counter>, set: &impl CounterSet) {
+        set.for_each(|info, value| {
+            let name = info.name.to_string();
+            advance(&family.get_or_create(&Name { name: name.clone() }), value);
+            if info.kind == CounterKind::Loss {
+                advance(&self.losses.get_or_create(&Cause { cause: name }), value);
+            }
+        });
     }
 }
 

@@ -14,6 +14,10 @@ use std::{
 };
 
 use anyhow::{Context, Result, bail};
+use map_audit_common::{
+    counter_catalogue::{CounterKind, CounterSet},
+    counters::{AgentCounters, KernelCounters},
+};
 use serde_json::Value;
 
 use crate::{bench, workspace_root};
@@ -144,28 +148,16 @@ fn count(event: &Value, side: &str, name: &str) -> u64 {
     event["counters"][side][name].as_u64().unwrap_or(0)
 }
 
+/// Every loss counter of the event, by the catalogues' kinds.
 fn losses(event: &Value) -> u64 {
-    [
-        "faults_lost_ringbuf_full",
-        "faults_rate_limited",
-        "region_events_lost_ringbuf_full",
-        "process_records_lost_ringbuf_full",
-        "file_records_lost_ringbuf_full",
-        "region_table_full",
-        "scope_table_full",
-        "pending_table_full",
-        "faults_unattributed_after_fork",
-        "exec_mappings_unread",
-        "brk_untracked",
-        "table_lock_timeouts",
-    ]
-    .iter()
-    .map(|name| count(event, "kernel", name))
-    .sum::<u64>()
-        + ["region_blocks_not_inserted", "processes_seeded_unsettled"]
+    fn of<S: CounterSet>(event: &Value, side: &str) -> u64 {
+        S::CATALOGUE
             .iter()
-            .map(|name| count(event, "agent", name))
-            .sum::<u64>()
+            .filter(|info| info.kind == CounterKind::Loss)
+            .map(|info| count(event, side, info.name))
+            .sum()
+    }
+    of::<KernelCounters>(event, "kernel") + of::<AgentCounters>(event, "agent")
 }
 
 /// The documented equalities (docs/events.md) on the final stats.

@@ -11,7 +11,7 @@ use object::{Object, ObjectSection};
 use tokio::io::{Interest, unix::AsyncFd};
 
 use super::{
-    counters::{GoCounters, GoKernelCounters},
+    counters::{self as go_counters, GoCounters, GoKernelCounters},
     events::{GoEvent, Program, Started, Stats},
     go_binary::GoBinary,
     go_symbols::GoSymbols,
@@ -145,7 +145,7 @@ pub fn run(args: GoMapsArgs) -> Result<i32> {
     };
     let exit_code = runtime.block_on(session.read_loop(ring, &counters, held, signals, &args))?;
     drop(ebpf);
-    let kernel = GoKernelCounters::read(&counters)?;
+    let kernel = go_counters::read_kernel(&counters)?;
     session.stats(kernel, true, exit_code);
     session.writer.flush();
     if let Some(reason) = session.writer.closed.get() {
@@ -199,7 +199,7 @@ impl Session {
                         break None;
                     }
                 }
-                _ = stats_tick.tick() => self.stats(GoKernelCounters::read(counters)?, false, None),
+                _ = stats_tick.tick() => self.stats(go_counters::read_kernel(counters)?, false, None),
                 _ = signals.hangup.recv() => self.writer.reopen(),
                 _ = signals.interrupt.recv() => break None,
                 _ = signals.terminate.recv() => break None,
