@@ -72,6 +72,12 @@ indexed_counters! {
             STACKS_UNREADABLE = 25, stacks_unreadable: Loss;
                 /// User stacks that stopped at code not in a file (JIT): marked truncated.
             STACKS_IN_ANONYMOUS_CODE = 26, stacks_in_anonymous_code: Loss;
+        /// Forks whose fallback to the parent's regions could not be stored (table
+        /// full): the child's writes before the agent copies its regions are missed.
+        FORK_FALLBACKS_FULL = 27, fork_fallbacks_full: Loss;
+        /// Processes `--rate-limit` could not hold back (bucket table full): their
+        /// records all go out (not a loss).
+        RATE_BUCKETS_FULL = 28, rate_buckets_full: Count;
     }
 }
 
@@ -119,5 +125,9 @@ named_counters! {
         unwind_info_missing: Loss;
         /// Unwind tables built.
         unwind_tables_built: Count;
+        /// Removals from the kernel's tables (regions, fork fallbacks, `--path`
+        /// verdicts, tallies, unwind files) and verdicts they refused, other than for an
+        /// entry already gone: a stale entry may stay, a verdict is decided by the agent.
+        kernel_table_edits_failed: Loss;
     }
 }

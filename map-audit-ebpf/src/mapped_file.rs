@@ -161,7 +161,9 @@ unsafe fn fill(record: *mut MappedFileRecord, file: u64) -> Result<(), i32> {
                 return Ok(());
             }
             let name = read_u64(dentry + u64::from(off.dentry_name))?;
-            let _ = bpf_probe_read_kernel_str_bytes(name as *const u8, &mut (*record).names[i]);
+            // A name that cannot be read fails the path (the agent then uses /proc).
+            bpf_probe_read_kernel_str_bytes(name as *const u8, &mut (*record).names[i])
+                .map_err(|_| -1)?;
             let len: u32 =
                 bpf_probe_read_kernel((dentry + u64::from(off.dentry_name_len)) as *const u32)?;
             if len as usize >= PATH_COMPONENT_LEN {

@@ -1,5 +1,7 @@
 //! Every BPF map and read-only global of the programs, in one place. Sizes here are
 //! defaults; the agent resizes them at load time (`EbpfLoader::map_max_entries`).
+//! A hash `remove` whose result the programs ignore can only fail because the entry
+//! is gone already (another CPU or the agent removed it).
 
 use crate::{
     exec_mappings::ExecWalk,

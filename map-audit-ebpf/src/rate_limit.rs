@@ -3,7 +3,10 @@
 //! counted (`FAULTS_RATE_LIMITED`).
 
 use aya_ebpf::helpers::bpf_ktime_get_ns;
-use map_audit_common::{counters::FAULTS_RATE_LIMITED, region::RateBucket};
+use map_audit_common::{
+    counters::{FAULTS_RATE_LIMITED, RATE_BUCKETS_FULL},
+    region::RateBucket,
+};
 
 use crate::{
     counters::bump,
@@ -23,14 +26,13 @@ pub fn admit(tgid: u32) -> bool {
     let full = rate * NANO;
     let Some(bucket) = RATE_BUCKETS.get_ptr_mut(tgid) else {
         // First fault of this process: a full bucket, minus this record.
-        let _ = RATE_BUCKETS.insert(
-            tgid,
-            RateBucket {
-                nano_tokens: full - NANO,
-                last_ns: now,
-            },
-            0,
-        );
+        let bucket = RateBucket {
+            nano_tokens: full - NANO,
+            last_ns: now,
+        };
+        if RATE_BUCKETS.insert(tgid, bucket, 0).is_err() {
+            bump(RATE_BUCKETS_FULL);
+        }
         return true;
     };
     // Racing CPUs may admit a record or two extra; every record is still either sent
@@ -51,5 +53,6 @@ pub fn admit(tgid: u32) -> bool {
 /// Forgets an exited process's bucket.
 #[inline(always)]
 pub fn forget(tgid: u32) {
+    // A process that never sent a record has none: absent is the only failure.
     let _ = RATE_BUCKETS.remove(tgid);
 }

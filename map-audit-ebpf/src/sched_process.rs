@@ -8,11 +8,13 @@ use aya_ebpf::{
     programs::{RawTracePointContext, TracePointContext},
 };
 use map_audit_common::{
+    counters::FORK_FALLBACKS_FULL,
     records::{KIND_EXEC_IMAGE, KIND_PROCESS_EXEC, KIND_PROCESS_EXIT, KIND_PROCESS_FORK},
     region::{ForkFallback, MAP_PRIVATE, PROT_EXEC, PROT_READ, Region, SCOPE_FORKED},
 };
 
 use crate::{
+    counters::bump,
     exec_mappings, mapped_file,
     maps::{FORK_FALLBACKS, kernel_offsets},
     pending, rate_limit, records, region_table, scope,
@@ -48,7 +50,9 @@ pub fn sched_process_fork(ctx: RawTracePointContext) -> i32 {
         fork_seq: region_table::current_seq(),
         parent_edits: parent.edits,
     };
-    let _ = FORK_FALLBACKS.insert(child_tgid, fallback, 0);
+    if FORK_FALLBACKS.insert(child_tgid, fallback, 0).is_err() {
+        bump(FORK_FALLBACKS_FULL);
+    }
     records::process(KIND_PROCESS_FORK, child_tgid, entry.generation);
     0
 }

@@ -268,6 +268,7 @@ pub fn run(args: RunArgs) -> Result<i32> {
     )?;
 
     let kernel = stats::read_kernel(&counters)?;
+    // A pipeline that is gone already ended with its error, which its join returns.
     let _ = pipeline.send(Message::Stop {
         kernel,
         command_exit_code: exit_code,
@@ -354,7 +355,9 @@ impl ReadLoop<'_> {
                     guard.clear_ready();
                 }
                 _ = signals.hangup.recv() => {
-                    let _ = pipeline.send(Message::ReopenOutput);
+                    if pipeline.send(Message::ReopenOutput).is_err() {
+                        break None; // the pipeline ended: its join has the error
+                    }
                 }
                 _ = drain_tick.tick() => {
                     if output_closed.get().is_some() {
@@ -370,13 +373,19 @@ impl ReadLoop<'_> {
                 _ = stats_tick.tick(), if stats_interval.is_some() => {
                     if let Some(metrics) = metrics::get() {
                         let bytes = high_water.get(&0, 0).unwrap_or(0);
-                        let _ = high_water.set(0, 0, 0);
+                        if let Err(err) = high_water.set(0, 0, 0) {
+                            log::debug!("resetting the ring buffer high-water mark failed: {err}");
+                        }
                         metrics.ringbuf_high_water(bytes);
                     }
-                    let _ = pipeline.send(Message::Stats(stats::read_kernel(counters)?));
+                    if pipeline.send(Message::Stats(stats::read_kernel(counters)?)).is_err() {
+                        break None;
+                    }
                 }
                 _ = flush_tick.tick(), if flush_interval.is_some() => {
-                    let _ = pipeline.send(Message::Flush);
+                    if pipeline.send(Message::Flush).is_err() {
+                        break None;
+                    }
                 }
                 Some(closing) = flush_requests.recv() => {
                     // Every record of the closing interval goes ahead of its report: an
@@ -385,7 +394,9 @@ impl ReadLoop<'_> {
                     if !ringbuf_reader::drain(ring.get_mut(), &mut snapshots, &mut mounts, pipeline) {
                         break None;
                     }
-                    let _ = pipeline.send(Message::FlushReady { closing });
+                    if pipeline.send(Message::FlushReady { closing }).is_err() {
+                        break None;
+                    }
                 }
                 _ = signals.interrupt.recv() => break None,
                 _ = signals.terminate.recv() => break None,

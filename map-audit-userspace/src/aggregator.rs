@@ -120,6 +120,11 @@ impl Aggregator {
         }
     }
 
+    /// Kernel tallies whose removal failed.
+    pub fn tally_removals_failed(&self) -> u64 {
+        self.kernel.as_ref().map_or(0, |k| k.removals_failed)
+    }
+
     /// Starts the next flush interval in the kernel; returns the one that closes (`None`
     /// without kernel tallies, or when the kernel could not be told).
     pub fn start_interval(&mut self) -> Option<u64> {

@@ -141,6 +141,12 @@ impl Correlator {
             unwind_table_full: unwind.full,
             unwind_info_missing: unwind.unbuilt,
             unwind_tables_built: unwind.built,
+            kernel_table_edits_failed: self.table.edits_failed
+                + unwind.removals_failed
+                + self
+                    .aggregator
+                    .as_ref()
+                    .map_or(0, Aggregator::tally_removals_failed),
             ..self.counters
         }
     }

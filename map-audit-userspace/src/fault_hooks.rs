@@ -235,11 +235,15 @@ fn attach_tracepoint(ebpf: &mut Ebpf, name: &str, point: &str) -> Result<()> {
 
 /// Detaches and unloads a program that half of a hook pair attached.
 fn unload(ebpf: &mut Ebpf, name: &str) {
-    let _ = match ebpf.program_mut(name) {
+    let unloaded = match ebpf.program_mut(name) {
         Some(Program::RawTracePoint(p)) => p.unload(),
         Some(Program::BtfTracePoint(p)) => p.unload(),
         Some(Program::TracePoint(p)) => p.unload(),
         Some(Program::PerfEvent(p)) => p.unload(),
         _ => Ok(()),
     };
+    // Left attached, it is detached when the agent exits.
+    if let Err(err) = unloaded {
+        log::warn!("unloading {name} after a failed attach failed: {err}");
+    }
 }

@@ -139,6 +139,7 @@ impl JsonWriter {
 
     fn fail(&mut self, err: io::Error) {
         // Counted from here on; the lines still buffered are lost with the output.
+        // The first error is the one reported; later ones only add to the count.
         let _ = self.closed.set(err.to_string());
         self.lines_unwritten += 1;
     }

@@ -6,11 +6,15 @@ use anyhow::{Context, Result};
 use aya::maps::{Array, HashMap, MapData};
 use map_audit_common::tally::{Tally, TallyKey};
 
+use crate::region_table::removal_failed;
+
 pub struct KernelTallies {
     tallies: HashMap<MapData, TallyKey, Tally>,
     /// The kernel's flush interval number (`TALLY_EPOCH`).
     epoch: Array<MapData, u64>,
     current_epoch: u64,
+    /// Tallies whose removal failed (see `region_table::removal_failed`).
+    pub removals_failed: u64,
 }
 
 impl KernelTallies {
@@ -19,6 +23,7 @@ impl KernelTallies {
             tallies,
             epoch,
             current_epoch: 0,
+            removals_failed: 0,
         }
     }
 
@@ -40,6 +45,6 @@ impl KernelTallies {
 
     /// Forgets a tally whose region or process is gone.
     pub fn remove(&mut self, key: &TallyKey) {
-        let _ = self.tallies.remove(key);
+        self.removals_failed += u64::from(removal_failed(self.tallies.remove(key)));
     }
 }

@@ -48,6 +48,7 @@ async fn serve(listener: TcpListener) {
             continue;
         };
         tokio::spawn(async move {
+            // A scraper that hangs up mid-response is its own business.
             let _ = http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), service_fn(respond))
                 .await;

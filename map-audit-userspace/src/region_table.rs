@@ -57,6 +57,8 @@ pub struct RegionTable {
     next_generation: u32,
     /// Region blocks the agent could not insert because the table was full.
     pub blocks_not_inserted: u64,
+    /// Removals and verdicts the kernel's tables refused (see `removal_failed`).
+    pub edits_failed: u64,
 }
 
 impl RegionTable {
@@ -67,6 +69,7 @@ impl RegionTable {
             next_region_id: AGENT_REGION_IDS,
             next_generation: AGENT_GENERATIONS,
             blocks_not_inserted: 0,
+            edits_failed: 0,
         }
     }
 
@@ -100,7 +103,7 @@ impl RegionTable {
             })
             .collect();
         for key in &orphans {
-            let _ = self.maps.regions.remove(key);
+            self.edits_failed += u64::from(removal_failed(self.maps.regions.remove(key)));
         }
         if !orphans.is_empty() {
             self.tables_changed();
@@ -169,7 +172,8 @@ impl RegionTable {
             .get(&child, 0)
             .is_ok_and(|f| f.child_generation == child_generation)
         {
-            let _ = self.maps.fork_fallbacks.remove(&child);
+            let removed = self.maps.fork_fallbacks.remove(&child);
+            self.edits_failed += u64::from(removal_failed(removed));
             self.tables_changed();
         }
     }
@@ -187,13 +191,15 @@ impl RegionTable {
     pub fn set_path_verdict(&mut self, region_id: u64, verdict: u32) {
         if let Err(err) = self.maps.path_verdicts.insert(region_id, verdict, 0) {
             // Its faults keep coming to the agent, which filters them itself.
+            self.edits_failed += 1;
             log::debug!("path verdict of region {region_id} not stored: {err}");
         }
     }
 
     /// The region is gone: its verdict too.
     pub fn forget_path_verdict(&mut self, region_id: u64) {
-        let _ = self.maps.path_verdicts.remove(&region_id);
+        let removed = self.maps.path_verdicts.remove(&region_id);
+        self.edits_failed += u64::from(removal_failed(removed));
     }
 
     /// Adds `region`'s blocks where the table has nothing (a region from /proc or a
@@ -251,7 +257,7 @@ impl RegionTable {
                 .get(&key, 0)
                 .is_ok_and(|found| same_region(&found, region))
             {
-                let _ = self.maps.regions.remove(&key);
+                self.edits_failed += u64::from(removal_failed(self.maps.regions.remove(&key)));
             }
         }
         self.tables_changed();
@@ -292,6 +298,19 @@ fn same_region(found: &Region, region: &Region) -> bool {
         && found.start == region.start
         && found.end == region.end
         && found.prot == region.prot
+}
+
+/// Whether a removal from a kernel table failed for another reason than the entry
+/// being gone already (the kernel or a racing removal took it first).
+pub fn removal_failed(result: Result<(), MapError>) -> bool {
+    match result {
+        Ok(()) => false,
+        Err(err) if errno(&err) == Some(ENOENT) => false,
+        Err(err) => {
+            log::debug!("kernel table removal failed: {err}");
+            true
+        }
+    }
 }
 
 fn errno(err: &MapError) -> Option<i32> {

@@ -50,6 +50,7 @@ impl HeldCommand {
                 let mut byte = 0u8;
                 let n = unsafe { libc::read(gate_read.as_raw_fd(), (&raw mut byte).cast(), 1) };
                 if n == 1 {
+                    // Returns only on failure: the child exits 127, as a shell's does.
                     let _ = nix::unistd::execv(&program, &argv);
                 }
                 unsafe { libc::_exit(127) }
@@ -72,6 +73,7 @@ impl HeldCommand {
         std::thread::Builder::new()
             .name("command-wait".into())
             .spawn(move || {
+                // The receiver is gone only when the agent stopped waiting.
                 let _ = exit_tx.send(wait_exit_code(pid));
             })
             .context("starting the command waiter failed")?;

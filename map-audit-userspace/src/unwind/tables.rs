@@ -25,6 +25,7 @@ use map_audit_common::{
 };
 
 use super::cfi_rows;
+use crate::region_table::removal_failed;
 
 /// Bytes per row in the mapped array (the kernel rounds values up to 8).
 const ROW_STRIDE: usize = std::mem::size_of::<UnwindRow>().next_multiple_of(8);
@@ -38,6 +39,8 @@ pub struct TableCounters {
     pub unbuilt: u64,
     pub built: u64,
     pub rows: u64,
+    /// File entries whose removal failed (see `region_table::removal_failed`).
+    pub removals_failed: u64,
 }
 
 pub struct UnwindTables {
@@ -159,7 +162,8 @@ impl UnwindTables {
             .collect();
         for file in &unused {
             if let Some(table) = self.built.remove(file) {
-                let _ = self.files.remove(file);
+                let removed = self.files.remove(file);
+                self.counters.removals_failed += u64::from(removal_failed(removed));
                 self.release(table);
             }
         }
@@ -211,7 +215,10 @@ impl UnwindTables {
 impl Drop for UnwindTables {
     fn drop(&mut self) {
         let length = (self.capacity as usize * ROW_STRIDE).next_multiple_of(4096);
-        let _ = unsafe { nix::sys::mman::munmap(self.rows.cast(), length) };
+        // The agent is done with the rows; a failed unmap only leaves the mapping.
+        if let Err(err) = unsafe { nix::sys::mman::munmap(self.rows.cast(), length) } {
+            log::debug!("unmapping the unwind rows failed: {err}");
+        }
     }
 }
 
