@@ -1,17 +1,45 @@
 //! Builds `map-audit-ebpf` for bpfel-unknown-none with Debian's rustc and bpf-linker.
 
-use std::{path::PathBuf, process::Command};
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+};
 
 use anyhow::Result;
 
-use crate::{run, toolchain, workspace_root};
+use crate::{
+    run,
+    toolchain::{self, DEBIAN_CARGO, DEBIAN_CARGO_CLIPPY},
+    workspace_root,
+};
 
 /// Builds the object and returns its path (the one the agent's build.rs embeds).
 pub fn build() -> Result<PathBuf> {
     let linker = toolchain::ensure()?;
-    let root = workspace_root();
-    let target_dir = root.join("target/ebpf");
-    let mut cargo = Command::new(toolchain::DEBIAN_CARGO);
+    let target_dir = workspace_root().join("target/ebpf");
+    let mut cargo = debian_cargo(DEBIAN_CARGO, "build", &target_dir);
+    cargo.env("CARGO_TARGET_BPFEL_UNKNOWN_NONE_LINKER", &linker);
+    run(&mut cargo)?;
+    Ok(target_dir.join("bpfel-unknown-none/release/map-audit"))
+}
+
+/// Lints the eBPF crate with Debian's clippy (the toolchain that builds it), warnings
+/// as errors. `cargo clippy --workspace` does not reach it: it is outside the workspace.
+pub fn clippy() -> Result<()> {
+    toolchain::ensure()?;
+    if !Path::new(DEBIAN_CARGO_CLIPPY).exists() {
+        toolchain::apt_install("clippy for Debian's rustc", &["rust-web-clippy"])?;
+    }
+    let target_dir = workspace_root().join("target/ebpf-clippy");
+    let mut cargo = debian_cargo(DEBIAN_CARGO_CLIPPY, "clippy", &target_dir);
+    cargo.args(["--", "-D", "warnings"]);
+    run(&mut cargo)
+}
+
+/// Debian's `cargo`, set up for the eBPF crate: `subcommand --release --target
+/// bpfel-unknown-none`, with Debian's rustc and none of the outer cargo's settings.
+fn debian_cargo(program: &str, subcommand: &str, target_dir: &Path) -> Command {
+    let mut cargo = Command::new(program);
     // Variables set by the outer (rustup) cargo would point the inner build at the
     // wrong compiler or flags.
     for var in [
@@ -26,11 +54,10 @@ pub fn build() -> Result<PathBuf> {
         cargo.env_remove(var);
     }
     cargo
-        .current_dir(root.join("map-audit-ebpf"))
+        .current_dir(workspace_root().join("map-audit-ebpf"))
         .env("RUSTC", toolchain::DEBIAN_RUSTC)
         // aya-ebpf uses an unstable feature; Debian's stable rustc allows it with this.
         .env("RUSTC_BOOTSTRAP", "1")
-        .env("CARGO_TARGET_BPFEL_UNKNOWN_NONE_LINKER", &linker)
         .env(
             "CARGO_ENCODED_RUSTFLAGS",
             // BPF CPU v3 (kernels 5.12+, below the 5.17 floor) for atomic fetch-and-add;
@@ -45,14 +72,8 @@ pub fn build() -> Result<PathBuf> {
             ]
             .join("\u{1f}"),
         )
-        .args([
-            "build",
-            "--release",
-            "--target",
-            "bpfel-unknown-none",
-            "--target-dir",
-        ])
-        .arg(&target_dir);
-    run(&mut cargo)?;
-    Ok(target_dir.join("bpfel-unknown-none/release/map-audit"))
+        .args([subcommand, "--release", "--target", "bpfel-unknown-none"])
+        .arg("--target-dir")
+        .arg(target_dir);
+    cargo
 }

@@ -27,6 +27,8 @@ struct Cli {
 enum Task {
     /// Build the eBPF object (installs Debian's BPF toolchain and bpf-linker if missing).
     BuildEbpf,
+    /// Lint the eBPF crate with Debian's clippy, warnings as errors (installs it).
+    ClippyEbpf,
     /// Build the eBPF object and the agent.
     Build {
         #[arg(long)]
@@ -75,6 +77,7 @@ enum Task {
 fn main() -> Result<()> {
     match Cli::parse().command {
         Task::BuildEbpf => build_ebpf::build().map(drop),
+        Task::ClippyEbpf => build_ebpf::clippy(),
         Task::Build { release } => build_all(release),
         Task::Run { release, args } => {
             build_all(release)?;

@@ -11,6 +11,8 @@ use crate::{run, workspace_root};
 
 pub const DEBIAN_RUSTC: &str = "/usr/bin/rustc";
 pub const DEBIAN_CARGO: &str = "/usr/bin/cargo";
+/// Debian's clippy for that rustc (`rust-web-clippy`); it finds `clippy-driver` beside it.
+pub const DEBIAN_CARGO_CLIPPY: &str = "/usr/bin/cargo-clippy";
 const BPF_CORE_DIR: &str = "/usr/lib/rustlib/bpfel-unknown-none/lib";
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
 const APT_PACKAGES: [&str; 4] = [
