@@ -1,5 +1,7 @@
 //! Start-up configuration the agent writes into the eBPF object's read-only globals.
 
+use crate::region_filter::RegionFilterRule;
+
 /// Byte offsets of the syscall tracepoint fields the programs read. They are read from
 /// the tracepoints' `format` files at start-up, never hard-coded: distributions have
 /// moved them.
@@ -126,27 +128,22 @@ pub struct AgentConfig {
     pub cgroup_id: u64,
     /// The cgroup's level in the hierarchy (root is 0).
     pub cgroup_level: u32,
-    /// `--wx-only`: audit only regions writable and executable at once.
-    pub wx_only: u32,
-    /// `--shared-only`.
-    pub shared_only: u32,
-    /// `--anon-only`.
-    pub anon_only: u32,
     /// `--path GLOB` given: new file-backed regions start `PATH_PENDING`, others
     /// `PATH_REJECTED`.
     pub path_filter: u32,
     /// Default (aggregated) mode: faults are counted in the kernel's `FAULT_TALLIES`
     /// and only each aggregate's first fault is sent as a record.
     pub aggregate_in_kernel: u32,
-    /// `--min-size`: audit only regions at least this many bytes long.
-    pub min_size: u64,
-    /// `--rate-limit`: fault records per second per process, 0 for no limit.
-    pub rate_limit: u64,
     /// `--unwind`: `UNWIND_AUTO`, `UNWIND_CFI` or `UNWIND_FRAME_POINTER`.
     pub unwind_mode: u32,
-    pub _pad: u32,
+    /// `--wx-only`, `--shared-only`, `--anon-only`, `--min-size`: the rule the agent
+    /// applies too.
+    pub region_filter: RegionFilterRule,
+    /// `--rate-limit`: fault records per second per process, 0 for no limit.
+    pub rate_limit: u64,
 }
 const _: () = assert!(core::mem::size_of::<AgentConfig>() == 72);
+const _: () = assert!(core::mem::offset_of!(AgentConfig, region_filter) == 40);
 
 /// `--unwind auto`: the unwind tables where the code has them, frame pointers elsewhere.
 pub const UNWIND_AUTO: u32 = 0;

@@ -12,6 +12,7 @@ pub mod counters;
 pub mod go_maps;
 pub mod records;
 pub mod region;
+pub mod region_filter;
 pub mod region_split;
 pub mod tally;
 pub mod unwind;

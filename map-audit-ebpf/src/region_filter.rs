@@ -1,5 +1,6 @@
 //! The region filters (`--wx-only`, `--shared-only`, `--anon-only`, `--min-size`,
-//! `--path`), decided on the fault path from the region's own fields.
+//! `--path`), decided on the fault path: the rule shared with the agent
+//! (`map_audit_common::region_filter`) and the agent's `--path` verdict.
 
 use map_audit_common::region::{MAP_ANONYMOUS, PATH_MATCHED, PATH_PENDING, PATH_REJECTED, Region};
 
@@ -14,12 +15,7 @@ pub fn audited(region: &mut Region) -> bool {
     {
         region.path_filter = *verdict;
     }
-    let config = agent_config();
-    (config.wx_only == 0 || region.is_wx())
-        && (config.shared_only == 0 || region.is_shared())
-        && (config.anon_only == 0 || region.is_anonymous())
-        && region.end - region.start >= config.min_size
-        && region.path_filter != PATH_REJECTED
+    agent_config().region_filter.admits(region) && region.path_filter != PATH_REJECTED
 }
 
 /// The `--path` state of a new region: file-backed ones wait for the agent's verdict

@@ -72,6 +72,7 @@ pub fn run(args: RunArgs) -> Result<i32> {
         log::info!("serving metrics on http://{bound}/metrics");
     }
 
+    let filter = RegionFilter::from_args(&args);
     let log_enabled = args.kernel_log || std::env::var_os("RUST_LOG").is_some();
     let mut ebpf = loader::load(&loader::LoadOptions {
         offsets,
@@ -83,15 +84,11 @@ pub fn run(args: RunArgs) -> Result<i32> {
             agent_tgid: std::process::id(),
             cgroup_id: cgroup.as_ref().map_or(0, |c| c.id),
             cgroup_level: cgroup.as_ref().map_or(0, |c| c.level),
-            wx_only: u32::from(args.wx_only),
-            shared_only: u32::from(args.shared_only),
-            anon_only: u32::from(args.anon_only),
             path_filter: u32::from(args.path.is_some()),
             aggregate_in_kernel: u32::from(!args.every_event),
-            min_size: args.min_size,
-            rate_limit: args.rate_limit.unwrap_or(0),
             unwind_mode: args.unwind.config_value(),
-            _pad: 0,
+            region_filter: filter.rule,
+            rate_limit: args.rate_limit.unwrap_or(0),
         },
 
         ringbuf_bytes: args.ringbuf_size,
@@ -135,7 +132,6 @@ pub fn run(args: RunArgs) -> Result<i32> {
     }
     // Processes running now: in scope with their mappings before auditing begins.
     let mut seeds = Vec::new();
-    let filter = RegionFilter::from_args(&args);
     let mut running = args.pids.clone();
     running.extend(proc_seed::pids_with_comm(&args.comms));
     if let Some(cgroup) = &cgroup {

@@ -1,26 +1,30 @@
 //! The region filters as the agent applies them: to region events (only regions that
 //! would be audited are reported) and, for `--path`, the verdict the kernel waits for.
 
-use map_audit_common::region::{PATH_MATCHED, PATH_PENDING, PATH_REJECTED, Region};
+use map_audit_common::{
+    region::{PATH_MATCHED, PATH_PENDING, PATH_REJECTED, Region},
+    region_filter::RegionFilterRule,
+};
 
 use crate::cli::RunArgs;
 
 #[derive(Debug, Clone, Default)]
 pub struct RegionFilter {
-    pub wx_only: bool,
-    pub shared_only: bool,
-    pub anon_only: bool,
-    pub min_size: u64,
+    /// The rule the kernel applies too (it gets this value in `AgentConfig`).
+    pub rule: RegionFilterRule,
     pub path: Option<glob::Pattern>,
 }
 
 impl RegionFilter {
     pub fn from_args(args: &RunArgs) -> Self {
         Self {
-            wx_only: args.wx_only,
-            shared_only: args.shared_only,
-            anon_only: args.anon_only,
-            min_size: args.min_size,
+            rule: RegionFilterRule {
+                wx_only: u32::from(args.wx_only),
+                shared_only: u32::from(args.shared_only),
+                anon_only: u32::from(args.anon_only),
+                _pad: 0,
+                min_size: args.min_size,
+            },
             path: args.path.clone(),
         }
     }
@@ -41,11 +45,7 @@ impl RegionFilter {
             PATH_PENDING => self.path_state(path) == PATH_MATCHED,
             state => state == PATH_MATCHED,
         };
-        (!self.wx_only || region.is_wx())
-            && (!self.shared_only || region.is_shared())
-            && (!self.anon_only || region.is_anonymous())
-            && region.end - region.start >= self.min_size
-            && path_ok
+        self.rule.admits(region) && path_ok
     }
 }
 
@@ -70,22 +70,34 @@ mod tests {
         let rw_anon = region(3, MAP_PRIVATE | MAP_ANONYMOUS, 4);
         let rwx_shared = region(7, MAP_SHARED, 1);
         let wx = RegionFilter {
-            wx_only: true,
+            rule: RegionFilterRule {
+                wx_only: 1,
+                ..Default::default()
+            },
             ..Default::default()
         };
         assert!(wx.audited(&rwx_shared, None) && !wx.audited(&rw_anon, None));
         let shared = RegionFilter {
-            shared_only: true,
+            rule: RegionFilterRule {
+                shared_only: 1,
+                ..Default::default()
+            },
             ..Default::default()
         };
         assert!(shared.audited(&rwx_shared, None) && !shared.audited(&rw_anon, None));
         let anon = RegionFilter {
-            anon_only: true,
+            rule: RegionFilterRule {
+                anon_only: 1,
+                ..Default::default()
+            },
             ..Default::default()
         };
         assert!(anon.audited(&rw_anon, None) && !anon.audited(&rwx_shared, None));
         let size = RegionFilter {
-            min_size: 2 * 4096,
+            rule: RegionFilterRule {
+                min_size: 2 * 4096,
+                ..Default::default()
+            },
             ..Default::default()
         };
         assert!(size.audited(&rw_anon, None) && !size.audited(&rwx_shared, None));

@@ -180,4 +180,97 @@ mod tests {
         );
         assert_eq!(mirror.iter().count(), 2);
     }
+
+    /// One change of a process's mappings, in pages of a 64-page window.
+    #[derive(Debug, Clone)]
+    enum Change {
+        Map { start: u64, pages: u64, prot: u32 },
+        Unmap { start: u64, pages: u64 },
+        Protect { start: u64, pages: u64, prot: u32 },
+    }
+
+    fn change() -> impl proptest::strategy::Strategy<Value = Change> {
+        use proptest::prelude::*;
+        let range = (0u64..64, 1u64..24);
+        prop_oneof![
+            (range.clone(), 1u32..8).prop_map(|((start, pages), prot)| Change::Map {
+                start,
+                pages,
+                prot
+            }),
+            range
+                .clone()
+                .prop_map(|(start, pages)| Change::Unmap { start, pages }),
+            (range, 1u32..8).prop_map(|((start, pages), prot)| Change::Protect {
+                start,
+                pages,
+                prot
+            }),
+        ]
+    }
+
+    const PAGE: u64 = 4096;
+
+    /// The plain model: each page's region id and protection.
+    type Pages = std::collections::BTreeMap<u64, (u64, u32)>;
+
+    /// Applies `change` to the mirror as the kernel's records would (each region the
+    /// range touches gets the change), and to the model page by page.
+    fn apply(mirror: &mut RegionMirror, model: &mut Pages, change: &Change, id: u64) {
+        let (start, pages, prot) = match *change {
+            Change::Map { start, pages, prot } => {
+                let r = Region {
+                    prot,
+                    ..region(start * PAGE, (start + pages) * PAGE, id)
+                };
+                mirror.insert(tracked(r));
+                for page in start..start + pages {
+                    model.insert(page, (id, prot));
+                }
+                return;
+            }
+            Change::Unmap { start, pages } => (start, pages, UNMAP),
+            Change::Protect { start, pages, prot } => (start, pages, prot),
+        };
+        let (from, to) = (start * PAGE, (start + pages) * PAGE);
+        let touched: Vec<Region> = mirror
+            .iter()
+            .filter(|t| t.region.start < to && t.region.end > from)
+            .map(|t| t.region)
+            .collect();
+        for r in touched {
+            mirror.apply(&r, from, to, prot);
+        }
+        for page in start..start + pages {
+            if prot == UNMAP {
+                model.remove(&page);
+            } else if let Some(entry) = model.get_mut(&page) {
+                entry.1 = prot;
+            }
+        }
+    }
+
+    proptest::proptest! {
+        /// Under any sequence of mmap/munmap/mprotect, every page of the mirror holds the
+        /// region and protection the model says, and its regions never overlap.
+        #[test]
+        fn the_mirror_follows_a_page_model(changes in proptest::collection::vec(change(), 1..40)) {
+            let mut mirror = RegionMirror::default();
+            let mut model = Pages::new();
+            for (id, change) in changes.iter().enumerate() {
+                apply(&mut mirror, &mut model, change, id as u64 + 1);
+                let mut end = 0;
+                for t in mirror.iter() {
+                    proptest::prop_assert!(t.region.start >= end && t.region.start < t.region.end);
+                    end = t.region.end;
+                }
+                for page in 0..90 {
+                    let found = mirror
+                        .find(page * PAGE)
+                        .map(|t| (t.region.id, t.region.prot));
+                    proptest::prop_assert_eq!(found, model.get(&page).copied(), "page {} after {:?}", page, change);
+                }
+            }
+        }
+    }
 }
