@@ -10,6 +10,7 @@ pub mod config;
 pub mod counter_catalogue;
 pub mod counters;
 pub mod go_maps;
+pub mod map_names;
 pub mod records;
 pub mod region;
 pub mod region_filter;

@@ -5,6 +5,7 @@ use std::{sync::OnceLock, time::Duration};
 
 use anyhow::{Context, Result, anyhow};
 use aya::maps::{Array, HashMap, LpmTrie, MapData, PerCpuArray, RingBuf};
+use map_audit_common::map_names;
 use map_audit_common::{COMM_LEN, config::AgentConfig};
 use tokio::{
     io::{Interest, unix::AsyncFd},
@@ -114,15 +115,15 @@ pub fn run(args: RunArgs) -> Result<i32> {
     }
 
     let mut table = RegionTable::new(KernelMaps {
-        regions: LpmTrie::try_from(take_map(&mut ebpf, "REGIONS")?)?,
-        scope: HashMap::try_from(take_map(&mut ebpf, "SCOPE")?)?,
-        pending: HashMap::try_from(take_map(&mut ebpf, "PENDING_CALLS")?)?,
-        fork_fallbacks: HashMap::try_from(take_map(&mut ebpf, "FORK_FALLBACKS")?)?,
-        path_verdicts: HashMap::try_from(take_map(&mut ebpf, "PATH_VERDICTS")?)?,
-        versions: Array::try_from(take_map(&mut ebpf, "TABLE_VERSIONS")?)?,
+        regions: LpmTrie::try_from(take_map(&mut ebpf, map_names::REGIONS)?)?,
+        scope: HashMap::try_from(take_map(&mut ebpf, map_names::SCOPE)?)?,
+        pending: HashMap::try_from(take_map(&mut ebpf, map_names::PENDING_CALLS)?)?,
+        fork_fallbacks: HashMap::try_from(take_map(&mut ebpf, map_names::FORK_FALLBACKS)?)?,
+        path_verdicts: HashMap::try_from(take_map(&mut ebpf, map_names::PATH_VERDICTS)?)?,
+        versions: Array::try_from(take_map(&mut ebpf, map_names::TABLE_VERSIONS)?)?,
     });
     let mut comms: HashMap<_, [u8; COMM_LEN], u32> =
-        HashMap::try_from(take_map(&mut ebpf, "SCOPE_COMMS")?)?;
+        HashMap::try_from(take_map(&mut ebpf, map_names::SCOPE_COMMS)?)?;
     for name in &args.comms {
         let mut key = [0u8; COMM_LEN];
         key[..name.len()].copy_from_slice(name.as_bytes());
@@ -157,7 +158,7 @@ pub fn run(args: RunArgs) -> Result<i32> {
         }
     }
     let mut unwind_tables = UnwindTables::new(
-        match take_map(&mut ebpf, "UNWIND_ROWS")? {
+        match take_map(&mut ebpf, map_names::UNWIND_ROWS)? {
             aya::maps::Map::Array(data) => data,
             _ => {
                 return Err(anyhow!(
@@ -166,7 +167,7 @@ pub fn run(args: RunArgs) -> Result<i32> {
             }
         },
         args.unwind_table_rows,
-        HashMap::try_from(take_map(&mut ebpf, "FILE_TABLES")?)?,
+        HashMap::try_from(take_map(&mut ebpf, map_names::FILE_TABLES)?)?,
     )?;
     let held = if args.command.is_empty() {
         None
@@ -213,8 +214,8 @@ pub fn run(args: RunArgs) -> Result<i32> {
     writer.flush();
 
     let counters: PerCpuArray<MapData, u64> =
-        PerCpuArray::try_from(take_map(&mut ebpf, "COUNTERS")?)?;
-    let ring = RingBuf::try_from(take_map(&mut ebpf, "EVENTS")?)?;
+        PerCpuArray::try_from(take_map(&mut ebpf, map_names::COUNTERS)?)?;
+    let ring = RingBuf::try_from(take_map(&mut ebpf, map_names::EVENTS)?)?;
     let output_closed = writer.closed.clone();
     let (drain_requests, flush_requests) = tokio::sync::mpsc::unbounded_channel();
     let (pipeline, pipeline_thread) = pipeline::start(
@@ -225,8 +226,8 @@ pub fn run(args: RunArgs) -> Result<i32> {
             max_stack_depth: usize::from(args.max_stack_depth),
             unwind_tables: Some(unwind_tables),
             kernel_tallies: Some(KernelTallies::new(
-                HashMap::try_from(take_map(&mut ebpf, "FAULT_TALLIES")?)?,
-                Array::try_from(take_map(&mut ebpf, "TALLY_EPOCH")?)?,
+                HashMap::try_from(take_map(&mut ebpf, map_names::FAULT_TALLIES)?)?,
+                Array::try_from(take_map(&mut ebpf, map_names::TALLY_EPOCH)?)?,
             )),
         },
         clock,
@@ -243,7 +244,7 @@ pub fn run(args: RunArgs) -> Result<i32> {
 
     let stats_interval =
         (args.stats_interval > 0).then(|| Duration::from_secs(args.stats_interval));
-    let high_water = Array::try_from(take_map(&mut ebpf, "RINGBUF_HIGH_WATER")?)?;
+    let high_water = Array::try_from(take_map(&mut ebpf, map_names::RINGBUF_HIGH_WATER)?)?;
     let exit_code = runtime.block_on(
         ReadLoop {
             high_water,

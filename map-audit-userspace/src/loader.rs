@@ -5,7 +5,10 @@ use aya::{
     Ebpf, EbpfLoader,
     programs::{RawTracePoint, TracePoint},
 };
-use map_audit_common::config::{AgentConfig, KernelOffsets, TracepointOffsets};
+use map_audit_common::{
+    config::{AgentConfig, KernelOffsets, TracepointOffsets},
+    map_names,
+};
 use serde::Serialize;
 
 use crate::{
@@ -43,12 +46,12 @@ pub struct AttachedHook {
 /// Loads the object; maps are created and globals set, nothing attached yet.
 pub fn load(options: &LoadOptions) -> Result<Ebpf> {
     EbpfLoader::new()
-        .override_global("TRACEPOINT_OFFSETS", &options.offsets, true)
-        .override_global("AGENT_CONFIG", &options.config, true)
-        .override_global("KERNEL_OFFSETS", &options.kernel_offsets, true)
-        .map_max_entries("EVENTS", options.ringbuf_bytes)
-        .map_max_entries("REGIONS", options.region_table_entries)
-        .map_max_entries("UNWIND_ROWS", options.unwind_rows)
+        .override_global(map_names::TRACEPOINT_OFFSETS, &options.offsets, true)
+        .override_global(map_names::AGENT_CONFIG, &options.config, true)
+        .override_global(map_names::KERNEL_OFFSETS, &options.kernel_offsets, true)
+        .map_max_entries(map_names::EVENTS, options.ringbuf_bytes)
+        .map_max_entries(map_names::REGIONS, options.region_table_entries)
+        .map_max_entries(map_names::UNWIND_ROWS, options.unwind_rows)
         .load(EBPF_OBJECT)
         .context("loading the eBPF object failed; run as root (or with CAP_BPF and CAP_PERFMON) on Linux 5.8+ with BTF")
 }
@@ -178,4 +181,34 @@ pub fn kernel_offsets(btf: &KernelBtf) -> Result<KernelOffsets> {
 pub fn program<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut aya::programs::Program> {
     ebpf.program_mut(name)
         .ok_or_else(|| anyhow!("the embedded eBPF object has no program `{name}`; rebuild with `cargo xtask build-ebpf`"))
+}
+
+#[cfg(test)]
+mod tests {
+    use object::{Object, ObjectSection, ObjectSymbol};
+
+    use super::*;
+
+    /// The maps the agent names are the maps the object has: a map renamed or added on
+    /// one side only fails here, not at load time as root.
+    #[test]
+    fn the_objects_maps_are_the_shared_names() {
+        let object = object::File::parse(EBPF_OBJECT).unwrap();
+        let maps = object.section_by_name("maps").unwrap().index();
+        let mut found: Vec<&str> = object
+            .symbols()
+            .filter(|symbol| symbol.section_index() == Some(maps))
+            .map(|symbol| symbol.name().unwrap())
+            .collect();
+        found.sort_unstable();
+        let mut named = map_names::MAPS.to_vec();
+        named.sort_unstable();
+        assert_eq!(found, named);
+        for global in map_names::GLOBALS {
+            assert!(
+                object.symbols().any(|symbol| symbol.name() == Ok(global)),
+                "{global}"
+            );
+        }
+    }
 }

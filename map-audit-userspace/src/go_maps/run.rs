@@ -7,6 +7,7 @@ use std::{path::PathBuf, time::Duration};
 use anyhow::{Context, Result, anyhow, bail};
 use aya::maps::{MapData, PerCpuArray, RingBuf};
 use map_audit_common::go_maps::GoConfig;
+use map_audit_common::map_names;
 use object::{Object, ObjectSection};
 use tokio::io::{Interest, unix::AsyncFd};
 
@@ -127,8 +128,8 @@ pub fn run(args: GoMapsArgs) -> Result<i32> {
 
     let symbols = GoSymbols::new(functions, &binary.path.display().to_string());
     let reports = RaceReports::new(symbols, hooks, binary.info.go_version.clone(), clock);
-    let counters = PerCpuArray::try_from(take_map(&mut ebpf, "GO_COUNTERS")?)?;
-    let ring = RingBuf::try_from(take_map(&mut ebpf, "EVENTS")?)?;
+    let counters = PerCpuArray::try_from(take_map(&mut ebpf, map_names::GO_COUNTERS)?)?;
+    let ring = RingBuf::try_from(take_map(&mut ebpf, map_names::EVENTS)?)?;
 
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
