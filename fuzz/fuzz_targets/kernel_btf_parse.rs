@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use map_audit::kernel_btf::KernelBtf;
+use map_audit::kernel::kernel_btf::KernelBtf;
 
 fuzz_target!(|bytes: &[u8]| {
     if let Ok(btf) = KernelBtf::parse(bytes) {

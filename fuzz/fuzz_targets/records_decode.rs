@@ -4,9 +4,8 @@
 
 use libfuzzer_sys::fuzz_target;
 use map_audit::{
-    records::{Record, decode},
-    region_names::captured_path,
-};
+    pipeline::records::{Record, decode},
+    pipeline::captured_paths::captured_path};
 
 fuzz_target!(|bytes: &[u8]| {
     if let Ok(Record::MappedFile(file)) = decode(bytes) {

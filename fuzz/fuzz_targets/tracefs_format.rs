@@ -2,7 +2,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use map_audit::tracefs::parse_field_offset;
+use map_audit::kernel::tracefs::parse_field_offset;
 
 fuzz_target!(|bytes: &[u8]| {
     if let Ok(format) = std::str::from_utf8(bytes) {

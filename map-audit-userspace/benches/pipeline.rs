@@ -8,16 +8,16 @@ use std::{hint::black_box, io, sync::Arc};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use map_audit::{
-    aggregator::{Aggregator, RawFault},
-    clock::Clock,
-    events::{Body, ProcessInfo, WriteFault, hex},
-    exec_image::ImageMap,
-    json_writer::JsonWriter,
-    process_maps::ProcessMaps,
-    records::{self, Record},
-    region_names::region_json,
-    rendered_stacks::RenderedStacks,
-    symbolizer::StackSymbolizer,
+    output::clock::Clock,
+    output::events::{Body, ProcessInfo, WriteFault, hex},
+    output::json_writer::JsonWriter,
+    output::region_names::region_json,
+    pipeline::aggregator::{Aggregator, RawFault},
+    pipeline::records::{self, Record},
+    proc::process_maps::ProcessMaps,
+    stacks::exec_image::ImageMap,
+    stacks::rendered_stacks::RenderedStacks,
+    stacks::symbolizer::StackSymbolizer,
 };
 use map_audit_common::{
     records::{FaultRecord, KIND_WRITE_FAULT},

@@ -1,7 +1,7 @@
 //! The `map-audit` command.
 
 use clap::Parser;
-use map_audit::{agent, check, cli, config_file, go_maps, report};
+use map_audit::commands::{check, cli, config_file, go_maps, report, run};
 
 fn main() {
     let argv = match config_file::expand(std::env::args_os().collect()) {
@@ -24,7 +24,7 @@ fn main() {
         .init();
     let code = match cli.command {
         cli::Command::Check => check::run(),
-        cli::Command::Run(args) => exit_code(agent::run(*args)),
+        cli::Command::Run(args) => exit_code(run::run(*args)),
         cli::Command::GoMaps(args) => exit_code(go_maps::run::run(args)),
         cli::Command::Report(args) => exit_code(report::run(&args)),
     };

@@ -1,0 +1,149 @@
+//! Go mode's JSON events (schema `map-audit/v1`, same envelope as every event):
+//! `go_maps_started`, `go_map_concurrent_write`, `go_runtime_crash`, `go_maps_stats`
+//! and `go_maps_stopped`.
+
+use serde::{Serialize, Serializer};
+
+use super::{counters::GoCounters, hooks::Hook, hooks::Operation};
+use crate::output::events::{Body, Frame, OtherEvent, hex};
+
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+pub enum GoEvent {
+    Started(Started),
+    ConcurrentWrite(ConcurrentWrite),
+    Crash(RuntimeCrash),
+    Stats(Stats),
+}
+
+impl GoEvent {
+    pub fn name(&self) -> &'static str {
+        match self {
+            GoEvent::Started(_) => "go_maps_started",
+            GoEvent::ConcurrentWrite(_) => "go_map_concurrent_write",
+            GoEvent::Crash(_) => "go_runtime_crash",
+            GoEvent::Stats(s) if s.final_totals => "go_maps_stopped",
+            GoEvent::Stats(_) => "go_maps_stats",
+        }
+    }
+}
+
+impl From<GoEvent> for Body {
+    fn from(event: GoEvent) -> Self {
+        Body::Other(OtherEvent::new(event.name(), &event))
+    }
+}
+
+pub fn hex_serde<S: Serializer>(value: &u64, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(&hex(*value))
+}
+
+/// The audited program, as its build info tells.
+#[derive(Debug, Clone, Serialize)]
+pub struct Program {
+    pub pid: u32,
+    /// The executable's path as the agent opened it.
+    pub exe: String,
+    pub go_version: String,
+    pub build_id: Option<String>,
+    /// `GOEXPERIMENT` of the build; empty when it used the release's defaults.
+    pub experiments: Vec<String>,
+    /// Names came from `.gopclntab` alone (no symbol table).
+    pub stripped: bool,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Started {
+    pub version: &'static str,
+    pub kernel_release: String,
+    #[serde(flatten)]
+    pub program: Program,
+    /// The spawned command, if any.
+    pub command: Option<Vec<String>>,
+    pub goid_offset: u32,
+    /// "dwarf" or "table".
+    pub goid_offset_source: &'static str,
+    pub hooks: Vec<Hook>,
+    pub uprobes: usize,
+    pub ttl_ms: u64,
+    /// Go mode slows every map write by two uprobe hits: a diagnostic, not an
+    /// always-on audit.
+    pub cost_note: &'static str,
+}
+
+/// One goroutine's side of a race.
+#[derive(Debug, Serialize)]
+pub struct Writer {
+    pub goid: u64,
+    pub tid: u32,
+    /// Null only if the record named no hook this agent attached.
+    pub operation: Option<Operation>,
+    /// The runtime function it was in, e.g. "runtime.mapassign_faststr".
+    pub function: Option<String>,
+    /// When it entered the write.
+    pub entered_ts: String,
+    /// The runtime function first, then its caller (the Go code that wrote).
+    pub stack: Vec<Frame>,
+    pub stack_truncated: bool,
+}
+
+/// `go_map_concurrent_write`: `writers[1]` entered a write to `map` while `writers[0]`
+/// had not returned from its own.
+#[derive(Debug, Serialize)]
+pub struct ConcurrentWrite {
+    pub pid: u32,
+    pub comm: String,
+    pub go_version: String,
+    #[serde(serialize_with = "hex_serde")]
+    pub map: u64,
+    pub writers: [Writer; 2],
+    /// How long the first writer had been in its write.
+    pub overlap_ns: u64,
+}
+
+/// The map write a crashing goroutine was in.
+#[derive(Debug, Serialize)]
+pub struct OpenWrite {
+    #[serde(serialize_with = "hex_serde")]
+    pub map: u64,
+    pub function: Option<String>,
+    pub operation: Option<Operation>,
+}
+
+/// `go_runtime_crash`: a goroutine reached `runtime.fatal`/`throw`, or panicked inside
+/// a map write.
+#[derive(Debug, Serialize)]
+pub struct RuntimeCrash {
+    pub pid: u32,
+    pub tid: u32,
+    pub comm: String,
+    pub goid: u64,
+    /// "fatal" or "panic".
+    pub kind: &'static str,
+    /// The fatal error's text (at most 64 bytes), e.g. "concurrent map writes".
+    pub message: Option<String>,
+    pub in_map_write: Option<OpenWrite>,
+    pub stack: Vec<Frame>,
+    pub stack_truncated: bool,
+}
+
+/// Races not reported again within one interval, per map and pair of call sites.
+#[derive(Debug, Serialize)]
+pub struct Suppressed {
+    #[serde(serialize_with = "hex_serde")]
+    pub map: u64,
+    /// The two writers' callers ("main.f+0x4b"), sorted.
+    pub call_sites: [String; 2],
+    pub count: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Stats {
+    #[serde(skip)]
+    pub final_totals: bool,
+    pub counters: GoCounters,
+    pub suppressed: Vec<Suppressed>,
+    /// `go_maps_stopped` when the agent ran a command: how it ended.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub command_exit_code: Option<i32>,
+}

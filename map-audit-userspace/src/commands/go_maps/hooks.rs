@@ -1,0 +1,169 @@
+//! Which Go runtime functions Go mode hooks, where, and attaching the uprobes for one
+//! process. The map-write names hold from Go 1.17 through 1.24 (Swiss-table maps keep
+//! them through linkname); the linker drops those a program never calls, so each
+//! binary has its own subset.
+
+use std::{num::NonZeroU32, path::Path};
+
+use anyhow::{Context, Result, anyhow, bail};
+use aya::{
+    Ebpf,
+    programs::{
+        UProbe,
+        uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeScope},
+    },
+};
+use serde::Serialize;
+
+use super::{go_binary::GoBinary, pclntab::FunctionTable, return_sites};
+use crate::kernel::programs;
+
+/// (function, operation) of every map write Go mode watches.
+const MAP_WRITES: [(&str, Operation); 11] = [
+    ("runtime.mapassign", Operation::Assign),
+    ("runtime.mapassign_fast32", Operation::Assign),
+    ("runtime.mapassign_fast32ptr", Operation::Assign),
+    ("runtime.mapassign_fast64", Operation::Assign),
+    ("runtime.mapassign_fast64ptr", Operation::Assign),
+    ("runtime.mapassign_faststr", Operation::Assign),
+    ("runtime.mapdelete", Operation::Delete),
+    ("runtime.mapdelete_fast32", Operation::Delete),
+    ("runtime.mapdelete_fast64", Operation::Delete),
+    ("runtime.mapdelete_faststr", Operation::Delete),
+    ("runtime.mapclear", Operation::Clear),
+];
+
+/// Where the runtime dies or unwinds: `fatal` reports "concurrent map writes" since
+/// Go 1.19, `throw` before (and for the runtime's own errors), `gopanic` unwinds past
+/// a write's returns.
+const CRASHES: [(&str, Operation); 3] = [
+    ("runtime.fatal", Operation::Fatal),
+    ("runtime.throw", Operation::Fatal),
+    ("runtime.gopanic", Operation::Panic),
+];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Operation {
+    Assign,
+    Delete,
+    Clear,
+    Fatal,
+    Panic,
+}
+
+/// A hooked function; its index in `Hooks::list` is the uprobes' cookie.
+#[derive(Debug, Clone, Serialize)]
+pub struct Hook {
+    pub function: String,
+    pub operation: Operation,
+    #[serde(serialize_with = "crate::commands::go_maps::events::hex_serde")]
+    pub entry: u64,
+    /// Return instructions with a uprobe (map writes only).
+    pub return_probes: usize,
+    #[serde(skip)]
+    returns: Vec<u64>,
+}
+
+pub struct Hooks {
+    pub list: Vec<Hook>,
+}
+
+impl Hooks {
+    /// Finds the hooks in `binary`; fails when it has no map write to watch.
+    pub fn find(binary: &GoBinary, functions: &FunctionTable) -> Result<Self> {
+        let mut list = Vec::new();
+        for (name, operation) in MAP_WRITES.iter().chain(&CRASHES) {
+            let Some(function) = functions.by_name(name) else {
+                continue;
+            };
+            let returns = if matches!(operation, Operation::Fatal | Operation::Panic) {
+                Vec::new()
+            } else {
+                let code = binary
+                    .read_virtual(function.entry, function.end - function.entry)
+                    .with_context(|| format!("the code of {name} is not in the file"))?;
+                let returns = return_sites::find(code, function.entry);
+                if returns.is_empty() {
+                    bail!(
+                        "{name} has no return instruction go-maps can find; its writes could never close"
+                    );
+                }
+                returns
+            };
+            list.push(Hook {
+                function: name.to_string(),
+                operation: *operation,
+                entry: function.entry,
+                return_probes: returns.len(),
+                returns,
+            });
+        }
+        if !list.iter().any(|h| h.operation == Operation::Assign) {
+            bail!(
+                "{} has none of the runtime's map-assign functions: it writes no Go map go-maps could watch",
+                binary.path.display()
+            );
+        }
+        Ok(Self { list })
+    }
+
+    pub fn get(&self, index: u32) -> Option<&Hook> {
+        self.list.get(index as usize)
+    }
+
+    /// Attaches every uprobe for `pid` alone. `target` is the path the kernel resolves
+    /// to the binary's inode (for a running process, /proc/PID/exe: it works across
+    /// mount namespaces).
+    pub fn attach(
+        &self,
+        ebpf: &mut Ebpf,
+        binary: &GoBinary,
+        target: &Path,
+        pid: u32,
+    ) -> Result<usize> {
+        let pid = NonZeroU32::new(pid).ok_or_else(|| anyhow!("pid 0 cannot be audited"))?;
+        let mut probes = 0;
+        for (index, hook) in self.list.iter().enumerate() {
+            let (entry_program, return_program) = match hook.operation {
+                Operation::Fatal => ("go_runtime_fatal", None),
+                Operation::Panic => ("go_runtime_panic", None),
+                _ => ("go_map_write_entry", Some("go_map_write_return")),
+            };
+            let sites = std::iter::once((entry_program, hook.entry)).chain(
+                return_program
+                    .into_iter()
+                    .flat_map(|p| hook.returns.iter().map(move |&r| (p, r))),
+            );
+            for (program, address) in sites {
+                let offset = binary.file_offset(address).with_context(|| {
+                    format!(
+                        "{} at {address:#x} is not in a loaded segment",
+                        hook.function
+                    )
+                })?;
+                let uprobe: &mut UProbe = programs::program(ebpf, program)?.try_into()?;
+                if uprobe.fd().is_err() {
+                    uprobe
+                        .load()
+                        .with_context(|| format!("the kernel rejected the {program} program"))?;
+                }
+                let point = UProbeAttachPoint {
+                    location: UProbeAttachLocation::AbsoluteOffset(offset),
+                    cookie: Some(index as u64),
+                };
+                uprobe
+                    .attach(point, target, UProbeScope::OneProcess(pid))
+                    .with_context(|| {
+                        format!(
+                            "attaching a uprobe to {} (+{:#x}) failed; the kernel needs CONFIG_UPROBE_EVENTS",
+                            hook.function,
+                            address - hook.entry
+                        )
+                    })?;
+                probes += 1;
+            }
+        }
+        Ok(probes)
+    }
+}

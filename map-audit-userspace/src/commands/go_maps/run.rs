@@ -1,0 +1,268 @@
+//! `map-audit go-maps`: checks the program is Go, attaches the uprobes for its one
+//! process, and turns records into events until the process ends, `--duration`
+//! passes, or a signal; then prints the final `go_maps_stopped` counts.
+
+use std::{path::PathBuf, time::Duration};
+
+use anyhow::{Context, Result, anyhow, bail};
+use aya::maps::{MapData, PerCpuArray, RingBuf};
+use map_audit_common::go_maps::GoConfig;
+use map_audit_common::map_names;
+use object::{Object, ObjectSection};
+use tokio::io::{Interest, unix::AsyncFd};
+
+use super::{
+    counters::{self as go_counters, GoCounters, GoKernelCounters},
+    events::{GoEvent, Program, Started, Stats},
+    go_binary::GoBinary,
+    go_symbols::GoSymbols,
+    goid_offset,
+    hooks::Hooks,
+    load,
+    pclntab::FunctionTable,
+    race_reports::RaceReports,
+    records::{self, GoRecord},
+};
+use crate::{
+    commands::cli::{GoMapsArgs, OutputFormat},
+    commands::signals::Signals,
+    kernel::kernel_support,
+    kernel::{loader::raise_memlock_limit, programs::take_map},
+    output::clock::Clock,
+    output::events::Body,
+    output::json_writer::JsonWriter,
+    proc::target::{self, HeldCommand},
+};
+
+/// How often the ring buffer is drained and the process checked.
+const TICK: Duration = Duration::from_millis(20);
+
+pub fn run(args: GoMapsArgs) -> Result<i32> {
+    let (pid, path, shown) = match (args.pid, args.command.first()) {
+        (Some(_), Some(_)) => bail!("give either --pid PID or -- COMMAND, not both"),
+        (None, None) => bail!("nothing to audit: give --pid PID or -- COMMAND [ARGS]"),
+        (Some(pid), None) => {
+            target::check_pids(&[pid])?;
+            let exe = std::fs::read_link(format!("/proc/{pid}/exe"))
+                .with_context(|| format!("cannot see pid {pid}'s program"))?;
+            (
+                Some(pid),
+                PathBuf::from(format!("/proc/{pid}/exe")),
+                format!("pid {pid}'s program {}", exe.display()),
+            )
+        }
+        (None, Some(name)) => {
+            let path = target::program_path(name)?;
+            let shown = path.display().to_string();
+            (None, path, shown)
+        }
+    };
+    kernel_support::require_run_prerequisites()?;
+    let binary = GoBinary::open(&path, &shown)?;
+    if binary.info.goarch != "amd64" {
+        bail!(
+            "{shown} is a GOARCH={} build; go-maps reads amd64 registers only",
+            binary.info.goarch
+        );
+    }
+    let functions = {
+        let elf = binary.elf();
+        // PIE builds keep it in RELRO, as .data.rel.ro.gopclntab.
+        let section = elf
+            .section_by_name(".gopclntab")
+            .or_else(|| elf.section_by_name(".data.rel.ro.gopclntab"))
+            .ok_or_else(|| {
+                anyhow!("{shown} has no .gopclntab section, so go-maps cannot find its functions")
+            })?;
+        FunctionTable::parse(section.data()?)
+            .with_context(|| format!("reading the function table of {shown} failed"))?
+    };
+    let hooks = Hooks::find(&binary, &functions)?;
+    let goid = goid_offset::find(&binary)?;
+    raise_memlock_limit();
+
+    let held = if args.command.is_empty() {
+        None
+    } else {
+        Some(HeldCommand::spawn(&args.command)?)
+    };
+    let pid = pid
+        .or(held.as_ref().map(|h| h.pid))
+        .expect("a pid or a command");
+    let mut ebpf = load::load(
+        &GoConfig {
+            tgid: pid,
+            goid_offset: goid.offset,
+            ttl_ns: args.ttl.as_nanos() as u64,
+        },
+        args.ringbuf_size,
+    )?;
+    let uprobes = hooks.attach(&mut ebpf, &binary, &path, pid)?;
+
+    let clock = Clock::new();
+    let mut writer = JsonWriter::open(args.output.as_deref(), clock)?;
+    writer.pretty = args.format == OutputFormat::Pretty;
+    let program = Program {
+        pid,
+        exe: binary.path.display().to_string(),
+        go_version: binary.info.go_version.clone(),
+        build_id: binary.build_id.clone(),
+        experiments: binary.info.experiments.clone(),
+        stripped: binary.stripped,
+    };
+    writer.write(
+        None,
+        Body::from(GoEvent::Started(Started {
+            version: env!("CARGO_PKG_VERSION"),
+            kernel_release: kernel_support::kernel_release(),
+            program,
+            command: (!args.command.is_empty()).then(|| args.command.clone()),
+            goid_offset: goid.offset,
+            goid_offset_source: goid.source,
+            hooks: hooks.list.clone(),
+            uprobes,
+            ttl_ms: args.ttl.as_millis() as u64,
+            cost_note: "each map write of this process takes two uprobe hits (~10-14 us each here): a diagnostic mode",
+        })),
+    );
+    writer.flush();
+
+    let symbols = GoSymbols::new(functions, &binary.path.display().to_string());
+    let reports = RaceReports::new(symbols, hooks, binary.info.go_version.clone(), clock);
+    let counters = PerCpuArray::try_from(take_map(&mut ebpf, map_names::GO_COUNTERS)?)?;
+    let ring = RingBuf::try_from(take_map(&mut ebpf, map_names::EVENTS)?)?;
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime failed")?;
+    let signals = {
+        let _runtime = runtime.enter();
+        Signals::install()?
+    };
+    let mut session = Session {
+        pid,
+        reports,
+        writer,
+    };
+    let exit_code = runtime.block_on(session.read_loop(ring, &counters, held, signals, &args))?;
+    drop(ebpf);
+    let kernel = go_counters::read_kernel(&counters)?;
+    session.stats(kernel, true, exit_code);
+    session.writer.flush();
+    if let Some(reason) = session.writer.closed.get() {
+        bail!("the output failed ({reason}), so the agent stopped");
+    }
+    Ok(exit_code.unwrap_or(0))
+}
+
+struct Session {
+    pid: u32,
+    reports: RaceReports,
+    writer: JsonWriter,
+}
+
+impl Session {
+    async fn read_loop(
+        &mut self,
+        ring: RingBuf<MapData>,
+        counters: &PerCpuArray<MapData, u64>,
+        held: Option<HeldCommand>,
+        mut signals: Signals,
+        args: &GoMapsArgs,
+    ) -> Result<Option<i32>> {
+        let mut ring = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
+            .map_err(|err| err.into_parts().1)
+            .context("polling the ring buffer failed")?;
+        let mut tick = tokio::time::interval(TICK);
+        let mut stats_tick = tokio::time::interval(args.stats_interval);
+        stats_tick.tick().await;
+        let deadline =
+            tokio::time::sleep(args.duration.unwrap_or(Duration::from_secs(u64::MAX / 4)));
+        tokio::pin!(deadline);
+        // Without a command the receiver is never polled (the branch is disabled).
+        let mut exit_rx = match &held {
+            Some(held) => held.release_and_wait()?,
+            None => tokio::sync::oneshot::channel().1,
+        };
+        let exit_code = loop {
+            tokio::select! {
+                guard = ring.readable_mut() => {
+                    let mut guard = guard.context("polling the ring buffer failed")?;
+                    self.drain(guard.get_inner_mut());
+                    guard.clear_ready();
+                }
+                _ = tick.tick() => {
+                    self.drain(ring.get_mut());
+                    if held.is_none() && !std::path::Path::new(&format!("/proc/{}", self.pid)).exists() {
+                        break None;
+                    }
+                    if self.writer.closed.get().is_some() {
+                        break None;
+                    }
+                }
+                _ = stats_tick.tick() => self.stats(go_counters::read_kernel(counters)?, false, None),
+                _ = signals.hangup.recv() => self.writer.reopen(),
+                _ = signals.interrupt.recv() => break None,
+                _ = signals.terminate.recv() => break None,
+                _ = &mut deadline => break None,
+                code = &mut exit_rx, if held.is_some() => {
+                    break Some(code.context("the command waiter stopped")??);
+                }
+            }
+        };
+        self.drain(ring.get_mut());
+        Ok(exit_code)
+    }
+
+    fn drain(&mut self, ring: &mut RingBuf<MapData>) {
+        let mut wrote = false;
+        while let Some(bytes) = ring.next() {
+            let record = records::decode(&bytes);
+            drop(bytes);
+            let (ts_ns, event) = match record {
+                Ok(GoRecord::Race(race)) => match self.reports.race(&race) {
+                    Some(event) => (race.header.ts_ns, GoEvent::ConcurrentWrite(event)),
+                    None => continue,
+                },
+                Ok(GoRecord::Crash(crash)) => (
+                    crash.header.ts_ns,
+                    GoEvent::Crash(self.reports.crash(&crash)),
+                ),
+                Err(err) => {
+                    self.reports.counters.records_undecodable += 1;
+                    log::warn!("{err}");
+                    continue;
+                }
+            };
+            self.writer.write(Some(ts_ns), Body::from(event));
+            wrote = true;
+        }
+        if wrote {
+            // A race is often the process's last act: out now, not at the next flush.
+            self.writer.flush();
+        }
+    }
+
+    fn stats(
+        &mut self,
+        kernel: GoKernelCounters,
+        final_totals: bool,
+        command_exit_code: Option<i32>,
+    ) {
+        let suppressed = self.reports.take_suppressed();
+        self.writer.write(
+            None,
+            Body::from(GoEvent::Stats(Stats {
+                final_totals,
+                counters: GoCounters {
+                    kernel,
+                    agent: self.reports.counters,
+                },
+                suppressed,
+                command_exit_code,
+            })),
+        );
+        self.writer.flush();
+    }
+}

@@ -1,0 +1,60 @@
+//! `map-audit report [FILE|-]`: reads a map-audit JSON-lines stream (aggregated or
+//! every-event) and prints who writes: top processes, regions and stacks, or a flame
+//! graph (`--flamegraph`) or collapsed stacks (`--folded`). Data flow: `write_stream`
+//! (lines -> writes, malformed lines counted) -> `top_writers` (tables) or
+//! `folded_stacks` (-> inferno).
+
+pub mod folded_stacks;
+pub mod top_writers;
+pub mod write_stream;
+
+use std::{
+    fs::File,
+    io::{self, BufRead, BufReader, BufWriter, Write},
+};
+
+use anyhow::{Context, Result};
+
+use crate::commands::cli::ReportArgs;
+
+pub fn run(args: &ReportArgs) -> Result<i32> {
+    let input: Box<dyn BufRead> = match args.input.as_deref() {
+        None | Some("-") => Box::new(BufReader::new(io::stdin().lock())),
+        Some(path) => Box::new(BufReader::new(
+            File::open(path).with_context(|| format!("cannot open {path}"))?,
+        )),
+    };
+    let stream = write_stream::read(input)?;
+    if stream.malformed_lines > 0 {
+        eprintln!(
+            "map-audit report: skipped {} malformed line(s) (first at line {})",
+            stream.malformed_lines,
+            stream.first_malformed_line.unwrap_or(0)
+        );
+    }
+    if let Some(path) = &args.folded {
+        let mut out = create(path)?;
+        for line in folded_stacks::lines(&stream.writes, args.group_by) {
+            writeln!(out, "{line}")?;
+        }
+        out.flush()
+            .with_context(|| format!("writing {} failed", path.display()))?;
+    }
+    if let Some(path) = &args.flamegraph {
+        let lines = folded_stacks::lines(&stream.writes, args.group_by);
+        folded_stacks::flamegraph(&lines, create(path)?)
+            .with_context(|| format!("writing the flame graph {} failed", path.display()))?;
+    }
+    if args.folded.is_none() && args.flamegraph.is_none() || args.table {
+        let mut out = BufWriter::new(io::stdout().lock());
+        top_writers::print(&stream, args.top, &mut out)?;
+        out.flush()?;
+    }
+    Ok(0)
+}
+
+fn create(path: &std::path::Path) -> Result<BufWriter<File>> {
+    Ok(BufWriter::new(File::create(path).with_context(|| {
+        format!("cannot create {}", path.display())
+    })?))
+}

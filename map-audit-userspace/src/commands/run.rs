@@ -1,0 +1,424 @@
+//! `map-audit run`: load and attach the eBPF programs, set the scope, then move records
+//! from the ring buffer through the pipeline until a signal or the command's exit.
+
+use std::{sync::OnceLock, time::Duration};
+
+use anyhow::{Context, Result, anyhow};
+use aya::maps::{Array, HashMap, LpmTrie, MapData, PerCpuArray, RingBuf};
+use map_audit_common::map_names;
+use map_audit_common::{COMM_LEN, config::AgentConfig, region_filter::RegionFilterRule};
+use tokio::io::{Interest, unix::AsyncFd};
+
+use crate::{
+    commands::cli::{OutputFormat, RunArgs, UnwindMode},
+    commands::signals::Signals,
+    kernel::cgroup::Cgroup,
+    kernel::counters as stats,
+    kernel::kernel_btf::KernelBtf,
+    kernel::kernel_support,
+    kernel::kernel_tallies::KernelTallies,
+    kernel::loader::{self, raise_memlock_limit},
+    kernel::programs::take_map,
+    kernel::region_table::{KernelMaps, RegionTable},
+    kernel::tracefs,
+    output::addresses,
+    output::clock::Clock,
+    output::events::{AgentStarted, Body, Scope},
+    output::json_writer::JsonWriter,
+    output::metrics,
+    output::metrics_server,
+    pipeline,
+    pipeline::Message,
+    pipeline::proc_seed,
+    pipeline::region_filter::RegionFilter,
+    pipeline::ringbuf_reader,
+    pipeline::{correlator::Options, items::Item},
+    proc::mount_points::MountPoints,
+    proc::process_maps::Snapshots,
+    proc::target::{self, HeldCommand},
+    stacks::unwind::{self, tables::UnwindTables},
+};
+
+/// Forwards the eBPF programs' aya-log records to the `log` crate.
+type KernelLogger = aya_log::EbpfLogger<&'static dyn log::Log>;
+
+/// How long programs already running when they are detached get to finish.
+const DETACH_GRACE: Duration = Duration::from_millis(20);
+
+/// How often records submitted without a wake-up are collected.
+const DRAIN_INTERVAL: Duration = Duration::from_millis(20);
+
+/// Runs the agent; returns the process exit code.
+pub fn run(args: RunArgs) -> Result<i32> {
+    if args.pids.is_empty()
+        && args.comms.is_empty()
+        && args.command.is_empty()
+        && !args.all
+        && args.cgroup.is_none()
+    {
+        return Err(anyhow!(
+            "nothing to audit: give --pid PID, --comm NAME, --cgroup PATH, --all, or -- COMMAND [ARGS]"
+        ));
+    }
+    kernel_support::require_run_prerequisites()?;
+    target::check_pids(&args.pids)?;
+    addresses::set_redacted(args.redact_addresses);
+    let cgroup = args.cgroup.as_deref().map(Cgroup::resolve).transpose()?;
+    let tracefs = tracefs::root()?;
+    let offsets = tracefs::tracepoint_offsets(&tracefs)?;
+    let kernel_offsets = loader::kernel_offsets(&KernelBtf::from_sys_fs()?).context(
+        "this kernel's structs differ from what map-audit reads to find mapped files' paths",
+    )?;
+    raise_memlock_limit();
+    if let Some(addr) = &args.metrics_addr {
+        let bound = metrics_server::start(addr)?;
+        log::info!("serving metrics on http://{bound}/metrics");
+    }
+
+    let filter = RegionFilter {
+        rule: RegionFilterRule {
+            wx_only: u32::from(args.wx_only),
+            shared_only: u32::from(args.shared_only),
+            anon_only: u32::from(args.anon_only),
+            _pad: 0,
+            min_size: args.min_size,
+        },
+        path: args.path.clone(),
+    };
+    let log_enabled = args.kernel_log || std::env::var_os("RUST_LOG").is_some();
+    let mut ebpf = loader::load(&loader::LoadOptions {
+        offsets,
+        kernel_offsets,
+        config: AgentConfig {
+            match_comm: u32::from(!args.comms.is_empty()),
+            log_enabled: u32::from(log_enabled),
+            scope_all: u32::from(args.all),
+            agent_tgid: std::process::id(),
+            cgroup_id: cgroup.as_ref().map_or(0, |c| c.id),
+            cgroup_level: cgroup.as_ref().map_or(0, |c| c.level),
+            path_filter: u32::from(args.path.is_some()),
+            aggregate_in_kernel: u32::from(!args.every_event),
+            unwind_mode: args.unwind.config_value(),
+            region_filter: filter.rule,
+            rate_limit: args.rate_limit.unwrap_or(0),
+        },
+
+        ringbuf_bytes: args.ringbuf_size,
+        region_table_entries: args.region_table_size,
+        unwind_rows: args.unwind_table_rows,
+    })?;
+    let mut kernel_logger = if log_enabled {
+        match aya_log::EbpfLogger::init(&mut ebpf) {
+            Ok(logger) => Some(logger),
+            Err(err) => {
+                log::warn!("kernel-side logging is unavailable: {err}");
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let hooks = loader::attach(&mut ebpf, args.fault_hook)?;
+    if let Some(metrics) = metrics::get() {
+        metrics.hooks_attached(&hooks);
+        metrics.table_capacity("regions", u64::from(args.region_table_size));
+        metrics.ringbuf(u64::from(args.ringbuf_size), 0);
+    }
+
+    let mut table = RegionTable::new(KernelMaps {
+        regions: LpmTrie::try_from(take_map(&mut ebpf, map_names::REGIONS)?)?,
+        scope: HashMap::try_from(take_map(&mut ebpf, map_names::SCOPE)?)?,
+        pending: HashMap::try_from(take_map(&mut ebpf, map_names::PENDING_CALLS)?)?,
+        fork_fallbacks: HashMap::try_from(take_map(&mut ebpf, map_names::FORK_FALLBACKS)?)?,
+        path_verdicts: HashMap::try_from(take_map(&mut ebpf, map_names::PATH_VERDICTS)?)?,
+        versions: Array::try_from(take_map(&mut ebpf, map_names::TABLE_VERSIONS)?)?,
+    });
+    let mut comms: HashMap<_, [u8; COMM_LEN], u32> =
+        HashMap::try_from(take_map(&mut ebpf, map_names::SCOPE_COMMS)?)?;
+    for name in &args.comms {
+        let mut key = [0u8; COMM_LEN];
+        key[..name.len()].copy_from_slice(name.as_bytes());
+        comms
+            .insert(key, 1, 0)
+            .with_context(|| format!("adding comm {name} to the scope failed"))?;
+    }
+    // Processes running now: in scope with their mappings before auditing begins.
+    let mut seeds = Vec::new();
+    let mut running = args.pids.clone();
+    running.extend(proc_seed::pids_with_comm(&args.comms));
+    if let Some(cgroup) = &cgroup {
+        running.extend(cgroup.pids());
+    }
+    if args.all {
+        running.extend(proc_seed::all_pids());
+    }
+    running.retain(|&pid| pid != std::process::id());
+    running.sort_unstable();
+    running.dedup();
+    // Their maps are read now: the first record of a process that is about to exit may
+    // only be drained after it has gone, when /proc has nothing left to read.
+    let mut snapshots = Snapshots::default();
+    for pid in running {
+        match proc_seed::load_running(&mut table, &filter, pid) {
+            Ok(seed) => {
+                seeds.push(Item::Maps(pid, snapshots.get(pid, true).0));
+                seeds.push(seed);
+            }
+            Err(err) if args.pids.contains(&pid) => return Err(err),
+            Err(err) => log::debug!("skipping a process that matched the scope: {err:#}"),
+        }
+    }
+    let mut unwind_tables = UnwindTables::new(
+        match take_map(&mut ebpf, map_names::UNWIND_ROWS)? {
+            aya::maps::Map::Array(data) => data,
+            _ => {
+                return Err(anyhow!(
+                    "UNWIND_ROWS is not an array map; rebuild with `cargo xtask build-ebpf`"
+                ));
+            }
+        },
+        args.unwind_table_rows,
+        HashMap::try_from(take_map(&mut ebpf, map_names::FILE_TABLES)?)?,
+    )?;
+    let held = if args.command.is_empty() {
+        None
+    } else {
+        // Its program's and libraries' tables first: it writes before the agent could
+        // build them from its mappings' records.
+        if args.unwind != UnwindMode::FramePointer {
+            unwind::prebuild::command(&mut unwind_tables, &args.command[0]);
+        }
+        let held = HeldCommand::spawn(&args.command)?;
+        table
+            .add_to_scope(held.pid)
+            .context("adding the command to the scope failed")?;
+        Some(held)
+    };
+
+    // Signals are caught from here on: a SIGTERM sent right after `agent_started` must
+    // still flush and emit the final stats.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime failed")?;
+    let signals = {
+        let _runtime = runtime.enter();
+        Signals::install()?
+    };
+
+    let clock = Clock::new();
+    let mut writer = JsonWriter::open(args.output.as_deref(), clock)?;
+    writer.pretty = args.format == OutputFormat::Pretty;
+    writer.write(
+        None,
+        Body::AgentStarted(AgentStarted {
+            version: env!("CARGO_PKG_VERSION"),
+            kernel_release: kernel_support::kernel_release(),
+            hooks,
+            scope: Scope {
+                pids: args.pids.clone(),
+                comms: args.comms.clone(),
+                command: (!args.command.is_empty()).then(|| args.command.clone()),
+            },
+        }),
+    );
+    writer.flush();
+
+    let counters: PerCpuArray<MapData, u64> =
+        PerCpuArray::try_from(take_map(&mut ebpf, map_names::COUNTERS)?)?;
+    let ring = RingBuf::try_from(take_map(&mut ebpf, map_names::EVENTS)?)?;
+    let output_closed = writer.closed.clone();
+    let (drain_requests, flush_requests) = tokio::sync::mpsc::unbounded_channel();
+    let (pipeline, pipeline_thread) = pipeline::start(
+        table,
+        Options {
+            filter,
+            every_event: args.every_event,
+            max_stack_depth: usize::from(args.max_stack_depth),
+            unwind_tables: Some(unwind_tables),
+            kernel_tallies: Some(KernelTallies::new(
+                HashMap::try_from(take_map(&mut ebpf, map_names::FAULT_TALLIES)?)?,
+                Array::try_from(take_map(&mut ebpf, map_names::TALLY_EPOCH)?)?,
+            )),
+        },
+        clock,
+        writer,
+        pipeline::FlushBarrier {
+            drain: drain_requests,
+        },
+    )?;
+    if !seeds.is_empty() {
+        pipeline
+            .send(Message::Items(seeds))
+            .context("the pipeline stopped")?;
+    }
+
+    let stats_interval =
+        (args.stats_interval > 0).then(|| Duration::from_secs(args.stats_interval));
+    let high_water = Array::try_from(take_map(&mut ebpf, map_names::RINGBUF_HIGH_WATER)?)?;
+    let exit_code = runtime.block_on(
+        ReadLoop {
+            high_water,
+            flush_requests,
+            programs: ebpf,
+            ring,
+            snapshots,
+            counters: &counters,
+            pipeline: &pipeline,
+            held,
+            signals,
+            stats_interval,
+            flush_interval: (!args.every_event).then_some(args.flush_interval),
+            kernel_logger: kernel_logger.as_mut(),
+            output_closed: &output_closed,
+        }
+        .run(),
+    )?;
+
+    let kernel = stats::read_kernel(&counters)?;
+    // A pipeline that is gone already ended with its error, which its join returns.
+    let _ = pipeline.send(Message::Stop {
+        kernel,
+        command_exit_code: exit_code,
+    });
+    drop(pipeline);
+    pipeline_thread
+        .join()
+        .map_err(|_| anyhow!("the pipeline thread panicked"))?;
+    if let Some(reason) = output_closed.get() {
+        return Err(anyhow!(
+            "the output failed ({reason}), so the agent stopped"
+        ));
+    }
+    Ok(exit_code.unwrap_or(0))
+}
+
+/// What the reader loop works with.
+struct ReadLoop<'a> {
+    /// Owned so the loop can detach every program before its final drain.
+    programs: aya::Ebpf,
+    ring: RingBuf<MapData>,
+    /// /proc/PID/maps snapshots, seeded with the processes running at start.
+    snapshots: Snapshots,
+    counters: &'a PerCpuArray<MapData, u64>,
+    pipeline: &'a std::sync::mpsc::SyncSender<Message>,
+    held: Option<HeldCommand>,
+    signals: Signals,
+    stats_interval: Option<Duration>,
+    /// `None` in every-event mode.
+    flush_interval: Option<Duration>,
+    kernel_logger: Option<&'a mut KernelLogger>,
+    /// Set by the writer when the output fails.
+    output_closed: &'a OnceLock<String>,
+    /// `RINGBUF_HIGH_WATER`, read and reset per stats interval for the metrics.
+    high_water: Array<MapData, u64>,
+    /// The pipeline's requests for a drain before a flush (`pipeline::FlushBarrier`).
+    flush_requests: tokio::sync::mpsc::UnboundedReceiver<u64>,
+}
+
+impl ReadLoop<'_> {
+    /// Moves records to the pipeline until a signal or the command's exit; returns the
+    /// command's exit code when the agent ran one.
+    async fn run(self) -> Result<Option<i32>> {
+        let mut mounts = MountPoints::default();
+        let ReadLoop {
+            programs,
+            ring,
+            mut snapshots,
+            counters,
+            pipeline,
+            held,
+            mut signals,
+            stats_interval,
+            flush_interval,
+            mut kernel_logger,
+            output_closed,
+            mut high_water,
+            mut flush_requests,
+        } = self;
+        // SAFETY: the ring buffer owns its fd and keeps it open for as long as the AsyncFd
+        // that owns the ring buffer exists.
+        let mut ring = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
+            .map_err(|err| err.into_parts().1)
+            .context("polling the ring buffer failed")?;
+        let mut drain_tick = tokio::time::interval(DRAIN_INTERVAL);
+        let mut stats_tick =
+            tokio::time::interval(stats_interval.unwrap_or(Duration::from_secs(3600)));
+        stats_tick.tick().await;
+        let mut flush_tick =
+            tokio::time::interval(flush_interval.unwrap_or(Duration::from_secs(3600)));
+        flush_tick.tick().await;
+        // Without a command the receiver is never polled (the branch is disabled).
+        let mut exit_rx = match &held {
+            Some(held) => held.release_and_wait()?,
+            None => tokio::sync::oneshot::channel().1,
+        };
+        let exit_code = loop {
+            tokio::select! {
+                guard = ring.readable_mut() => {
+                    let mut guard = guard.context("polling the ring buffer failed")?;
+                    if !ringbuf_reader::drain(guard.get_inner_mut(), &mut snapshots, &mut mounts, pipeline) {
+                        break None;
+                    }
+                    guard.clear_ready();
+                }
+                _ = signals.hangup.recv() => {
+                    if pipeline.send(Message::ReopenOutput).is_err() {
+                        break None; // the pipeline ended: its join has the error
+                    }
+                }
+                _ = drain_tick.tick() => {
+                    if output_closed.get().is_some() {
+                        break None;
+                    }
+                    if let Some(logger) = kernel_logger.as_deref_mut() {
+                        logger.flush();
+                    }
+                    if !ringbuf_reader::drain(ring.get_mut(), &mut snapshots, &mut mounts, pipeline) {
+                        break None;
+                    }
+                }
+                _ = stats_tick.tick(), if stats_interval.is_some() => {
+                    if let Some(metrics) = metrics::get() {
+                        let bytes = high_water.get(&0, 0).unwrap_or(0);
+                        if let Err(err) = high_water.set(0, 0, 0) {
+                            log::debug!("resetting the ring buffer high-water mark failed: {err}");
+                        }
+                        metrics.ringbuf_high_water(bytes);
+                    }
+                    if pipeline.send(Message::Stats(stats::read_kernel(counters)?)).is_err() {
+                        break None;
+                    }
+                }
+                _ = flush_tick.tick(), if flush_interval.is_some() => {
+                    if pipeline.send(Message::Flush).is_err() {
+                        break None;
+                    }
+                }
+                Some(closing) = flush_requests.recv() => {
+                    // Every record of the closing interval goes ahead of its report: an
+                    // interval's first fault on each tally is a record, and the report
+                    // folds the tally's counts into the aggregate that record opened.
+                    if !ringbuf_reader::drain(ring.get_mut(), &mut snapshots, &mut mounts, pipeline) {
+                        break None;
+                    }
+                    if pipeline.send(Message::FlushReady { closing }).is_err() {
+                        break None;
+                    }
+                }
+                _ = signals.interrupt.recv() => break None,
+                _ = signals.terminate.recv() => break None,
+                code = &mut exit_rx, if held.is_some() => {
+                    break Some(code.context("the command waiter stopped")??);
+                }
+            }
+        };
+        // Detach every program first, so that nothing is produced after the last drain and
+        // the final counts add up exactly; then let in-flight programs finish.
+        drop(programs);
+        tokio::time::sleep(DETACH_GRACE).await;
+        // Everything the kernel committed before we stopped still gets out.
+        ringbuf_reader::drain(ring.get_mut(), &mut snapshots, &mut mounts, pipeline);
+        Ok(exit_code)
+    }
+}

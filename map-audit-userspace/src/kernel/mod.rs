@@ -1,0 +1,14 @@
+//! The kernel side, from user space: loading the eBPF object and choosing its hooks
+//! (`loader`, `fault_hooks`, with `kernel_btf`, `tracefs`, `kernel_support`, `cgroup`),
+//! and the agent's edits of the kernel's tables (`region_table`, `kernel_tallies`).
+
+pub mod cgroup;
+pub mod counters;
+pub mod fault_hooks;
+pub mod kernel_btf;
+pub mod kernel_support;
+pub mod kernel_tallies;
+pub mod loader;
+pub mod programs;
+pub mod region_table;
+pub mod tracefs;

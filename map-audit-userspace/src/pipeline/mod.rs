@@ -1,0 +1,174 @@
+//! The pipeline thread: correlates records, symbolises stacks and writes JSON lines.
+//! It owns everything that is not `Sync` (the blazesym symbolizer) or that may block
+//! (file output), so the ring-buffer reader never waits on them.
+
+pub mod aggregator;
+pub mod captured_paths;
+pub mod correlator;
+pub mod items;
+pub mod proc_seed;
+pub mod records;
+pub mod region_filter;
+pub mod region_mirror;
+pub mod ringbuf_reader;
+
+use std::{
+    sync::mpsc::{Receiver, SyncSender, sync_channel},
+    thread::JoinHandle,
+};
+
+use anyhow::{Context, Result};
+
+use crate::{
+    kernel::region_table::RegionTable,
+    output::clock::Clock,
+    output::events::{Body, Stats},
+    output::events::{Counters, KernelCounters},
+    output::json_writer::JsonWriter,
+    pipeline::{
+        correlator::{Correlator, Options},
+        items::{Item, Timed},
+    },
+};
+
+/// What the reader sends to the pipeline.
+pub enum Message {
+    Items(Vec<Item>),
+    /// Decoding failures seen by the reader.
+    Undecodable(u64),
+    /// The flush interval passed: the pipeline starts the next interval in the kernel
+    /// and asks the reader (`FlushBarrier`) to deliver every record made before that.
+    Flush,
+    /// Every record of interval `closing` has been delivered: report its aggregates.
+    FlushReady {
+        closing: u64,
+    },
+    /// Reopen the output file (SIGHUP after log rotation).
+    ReopenOutput,
+    /// Write `agent_stats` with these kernel counts.
+    Stats(KernelCounters),
+    /// Write `agent_stopped`, flush, and end the thread.
+    Stop {
+        kernel: KernelCounters,
+        command_exit_code: Option<i32>,
+    },
+}
+
+/// Batches in flight between reader and pipeline. When full the reader waits and the
+/// ring buffer absorbs the burst; what it cannot hold the kernel counts as lost.
+const CHANNEL_BATCHES: usize = 16;
+
+/// Starts the thread. The correlator (and its symbolizer, which is not `Send`) is built
+/// on it.
+pub fn start(
+    table: RegionTable,
+    options: Options,
+    clock: Clock,
+    mut writer: JsonWriter,
+    barrier: FlushBarrier,
+) -> Result<(SyncSender<Message>, JoinHandle<()>)> {
+    let (sender, receiver) = sync_channel(CHANNEL_BATCHES);
+    let handle = std::thread::Builder::new()
+        .name("pipeline".into())
+        .spawn(move || {
+            run(
+                &mut Correlator::new(table, options, clock),
+                barrier,
+                &mut writer,
+                receiver,
+            )
+        })
+        .context("starting the pipeline thread failed")?;
+    Ok((sender, handle))
+}
+
+/// How a flush waits for its interval's records: the pipeline starts the next interval
+/// in the kernel, then the reader drains the ring buffer and answers `FlushReady`. A
+/// tally's counts are read before it can move on another interval, so each fold
+/// splits them exactly at the interval's end (`map_audit_common::tally`).
+pub struct FlushBarrier {
+    /// Asks the reader for a drain, with the closing interval.
+    pub drain: tokio::sync::mpsc::UnboundedSender<u64>,
+}
+
+fn run(
+    correlator: &mut Correlator,
+    barrier: FlushBarrier,
+    writer: &mut JsonWriter,
+    receiver: Receiver<Message>,
+) {
+    let mut events: Vec<Timed> = Vec::new();
+    // A flush waiting for its drain; flushes due meanwhile are merged into it.
+    let mut flush_pending = false;
+    for message in receiver {
+        match message {
+            Message::Items(items) => {
+                for item in items {
+                    correlator.handle(item, &mut events);
+                    write_events(writer, &mut events);
+                }
+                writer.flush();
+            }
+            Message::Undecodable(n) => correlator.counters.records_undecodable += n,
+            Message::ReopenOutput => writer.reopen(),
+            Message::Flush => {
+                if !flush_pending && let Some(closing) = correlator.start_flush() {
+                    flush_pending = barrier.drain.send(closing).is_ok();
+                }
+            }
+            Message::FlushReady { closing } => {
+                flush_pending = false;
+                correlator.flush(|a| a.take_all(closing), &mut events);
+                write_events(writer, &mut events);
+                writer.flush();
+            }
+            Message::Stats(kernel) => {
+                correlator.reclaim_after_losses(&kernel, &mut events);
+                write_events(writer, &mut events);
+                write_stats(correlator, writer, kernel, false, None);
+                writer.flush();
+            }
+            Message::Stop {
+                kernel,
+                command_exit_code,
+            } => {
+                correlator.flush(|a| a.take_all(u64::MAX), &mut events);
+                correlator.reclaim_after_losses(&kernel, &mut events);
+                write_events(writer, &mut events);
+                write_stats(correlator, writer, kernel, true, command_exit_code);
+                writer.flush();
+                return;
+            }
+        }
+    }
+}
+
+fn write_events(writer: &mut JsonWriter, events: &mut Vec<Timed>) {
+    for event in events.drain(..) {
+        writer.write(event.ts_ns, event.body);
+    }
+}
+
+fn write_stats(
+    correlator: &Correlator,
+    writer: &mut JsonWriter,
+    kernel: KernelCounters,
+    final_totals: bool,
+    command_exit_code: Option<i32>,
+) {
+    let mut agent = correlator.agent_counters();
+    agent.lines_unwritten = writer.lines_unwritten;
+    let counters = Counters {
+        kernel,
+        agent,
+        table_entries: correlator.table_entries(),
+    };
+    writer.write(
+        None,
+        Body::Stats(Stats {
+            final_totals,
+            counters,
+            command_exit_code,
+        }),
+    );
+}

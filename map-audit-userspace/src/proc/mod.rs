@@ -1,0 +1,8 @@
+//! What /proc says: process maps (`process_maps`, `proc_seed` loads them into the
+//! kernel's table at start), mount points, and the command the agent starts
+//! (`target`).
+
+pub mod mount_points;
+pub mod process_maps;
+pub mod target;
+pub mod vdso_image;

@@ -1,0 +1,7 @@
+//! User stacks: the unwind tables the kernel's walk reads (`unwind`), and naming the
+//! frames it sends (`symbolizer` with blazesym, `exec_image`, `rendered_stacks`).
+
+pub mod exec_image;
+pub mod rendered_stacks;
+pub mod symbolizer;
+pub mod unwind;

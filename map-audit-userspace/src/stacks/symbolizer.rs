@@ -1,0 +1,278 @@
+//! User-stack symbolisation with blazesym.
+//!
+//! One long-lived `blazesym::symbolize::Symbolizer`: it is the unit of caching (ELF and
+//! DWARF data parsed once serve every later stack), and it is not `Sync`, so it lives
+//! on the pipeline thread. Addresses are turned into (file, file offset) with the
+//! reader's /proc snapshot first, so stacks of processes that have already exited
+//! still resolve as long as their files exist.
+
+use std::{cell::RefCell, ffi::OsString, path::Path, rc::Rc, sync::Arc};
+
+use blazesym::symbolize::{
+    CodeInfo, Input, Symbolized, Symbolizer,
+    source::{Elf, Kernel, Source},
+};
+
+use foldhash::HashMap as FoldHashMap;
+
+use crate::{
+    output::addresses, output::events::Frame, proc::process_maps::ProcessMaps,
+    stacks::exec_image::ImageMap,
+};
+
+pub struct StackSymbolizer {
+    inner: Symbolizer,
+    /// Frames by (file, file offset): each code address is symbolised once. Looked up
+    /// per frame, so keyed by the path's bytes with foldhash (a `Path` key hashes
+    /// component by component with SipHash: ~17% of the every-event pipeline).
+    cache: RefCell<FoldHashMap<OsString, FoldHashMap<u64, Option<FrameTemplate>>>>,
+}
+
+/// The frames of one code address, `addr` left empty (`None`: no symbol there).
+type FrameTemplate = Rc<Vec<Frame>>;
+
+/// Cached code addresses before the cache starts over (bounds the agent's memory).
+const CACHE_ENTRIES: usize = 100_000;
+
+/// A symbolised stack and how many of its frames stayed unknown.
+pub struct SymbolizedStack {
+    pub frames: Vec<Frame>,
+    pub unknown_frames: u64,
+}
+
+impl Default for StackSymbolizer {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl StackSymbolizer {
+    pub fn new() -> Self {
+        Self {
+            inner: Symbolizer::new(),
+            cache: RefCell::new(FoldHashMap::default()),
+        }
+    }
+
+    /// Symbolises `addrs` (innermost first) against `maps`.
+    pub fn symbolize(
+        &self,
+        maps: &ProcessMaps,
+        image: &ImageMap,
+        addrs: &[u64],
+    ) -> SymbolizedStack {
+        let started = crate::output::metrics::get().map(|_| std::time::Instant::now());
+        let mut frames = Vec::with_capacity(addrs.len());
+        let mut unknown_frames = 0;
+        for (i, &addr) in addrs.iter().enumerate() {
+            // Outer frames are return addresses: look up the call instruction before them.
+            let lookup = if i == 0 { addr } else { addr.saturating_sub(1) };
+            if !self.push_frames(maps, image, addr, lookup, &mut frames) {
+                unknown_frames += 1;
+            }
+        }
+        if let (Some(metrics), Some(started)) = (crate::output::metrics::get(), started) {
+            metrics.symbolized(started.elapsed().as_secs_f64());
+        }
+        SymbolizedStack {
+            frames,
+            unknown_frames,
+        }
+    }
+
+    /// Symbolises kernel addresses (innermost first) with /proc/kallsyms, without the
+    /// leading frames of the tracer itself (the BPF program and its trampoline).
+    pub fn symbolize_kernel(&self, addrs: &[u64]) -> SymbolizedStack {
+        let mut stack = self.symbolize_kernel_frames(addrs);
+        let tracer = stack
+            .frames
+            .iter()
+            .take_while(|f| {
+                f.symbol
+                    .as_deref()
+                    .is_some_and(|s| s.starts_with("bpf_prog_") || s.starts_with("bpf_trace_run"))
+            })
+            .count();
+        stack.frames.drain(..tracer);
+        stack
+    }
+
+    fn symbolize_kernel_frames(&self, addrs: &[u64]) -> SymbolizedStack {
+        let src = Source::Kernel(Kernel::default());
+        let results = self
+            .inner
+            .symbolize(&src, Input::AbsAddr(addrs))
+            .unwrap_or_else(|err| {
+                log::debug!("symbolizing a kernel stack failed: {err}");
+                Vec::new()
+            });
+        let mut unknown_frames = 0;
+        let frames = addrs
+            .iter()
+            .enumerate()
+            .map(|(i, &addr)| match results.get(i) {
+                Some(Symbolized::Sym(sym)) => Frame {
+                    addr: addresses::kernel_frame(addr),
+                    symbol: Some(sym.name.as_ref().into()),
+                    offset: Some(sym.offset as u64),
+                    module: sym.module.as_ref().map(|m| m.to_string_lossy().into()),
+                    file: None,
+                    line: None,
+                    inlined: false,
+                },
+                _ => {
+                    unknown_frames += 1;
+                    Frame {
+                        addr: addresses::kernel_frame(addr),
+                        symbol: None,
+                        offset: None,
+                        module: None,
+                        file: None,
+                        line: None,
+                        inlined: false,
+                    }
+                }
+            })
+            .collect();
+        SymbolizedStack {
+            frames,
+            unknown_frames,
+        }
+    }
+
+    /// Pushes the frames for one address (inlined callees first). Returns false, after
+    /// pushing a frame with what is known, when there is no symbol.
+    fn push_frames(
+        &self,
+        maps: &ProcessMaps,
+        image: &ImageMap,
+        addr: u64,
+        lookup: u64,
+        frames: &mut Vec<Frame>,
+    ) -> bool {
+        let entry = maps
+            .find(lookup)
+            .filter(|e| e.executable)
+            .or_else(|| image.find(lookup));
+        let unknown = |module: Option<Arc<str>>, file_offset: Option<u64>| Frame {
+            addr: addresses::user_frame(addr, file_offset),
+            symbol: None,
+            offset: None,
+            module,
+            file: None,
+            line: None,
+            inlined: false,
+        };
+        let Some((entry, path)) = entry.and_then(|e| Some((e, e.path.as_ref()?))) else {
+            log::trace!(
+                "{addr:#x} is in no executable file mapping ({} entries known)",
+                maps.entry_count()
+            );
+            frames.push(unknown(None, None));
+            return false;
+        };
+        let file_offset = lookup - entry.start + entry.offset;
+        let addr_offset = addr - entry.start + entry.offset;
+        let cached = self
+            .cache
+            .borrow()
+            .get(path.as_os_str())
+            .and_then(|by_offset| by_offset.get(&file_offset).cloned());
+        let template = match cached {
+            Some(template) => template,
+            None => {
+                let module: Arc<str> = module_name(path);
+                let template = self.resolve(path, file_offset, module);
+                let mut cache = self.cache.borrow_mut();
+                let entries = cache.values().map(FoldHashMap::len).sum::<usize>();
+                if entries >= CACHE_ENTRIES {
+                    if let Some(metrics) = crate::output::metrics::get() {
+                        metrics.cache_evicted("symbols", entries as u64);
+                    }
+                    cache.clear();
+                }
+                cache
+                    .entry(path.as_os_str().to_owned())
+                    .or_default()
+                    .insert(file_offset, template.clone());
+                template
+            }
+        };
+        let Some(template) = template else {
+            frames.push(unknown(Some(module_name(path)), Some(addr_offset)));
+            return false;
+        };
+        // The template's offsets are relative to `lookup`; a return address is one past.
+        frames.extend(template.iter().map(|f| Frame {
+            addr: addresses::user_frame(addr, Some(addr_offset)),
+            offset: f.offset.map(|o| o + (addr - lookup)),
+            ..f.clone()
+        }));
+        true
+    }
+
+    /// The frames (without `addr`) for `file_offset` in `path`, inlined callees first;
+    /// `None` when blazesym finds no symbol.
+    fn resolve(&self, path: &Path, file_offset: u64, module: Arc<str>) -> Option<Rc<Vec<Frame>>> {
+        let src = Source::Elf(Elf::new(path));
+        let sym = match self
+            .inner
+            .symbolize_single(&src, Input::FileOffset(file_offset))
+        {
+            Ok(Symbolized::Sym(sym)) => sym,
+            Ok(Symbolized::Unknown(reason)) => {
+                log::trace!(
+                    "no symbol at offset {file_offset:#x} of {}: {reason}",
+                    path.display()
+                );
+                return None;
+            }
+            Err(err) => {
+                log::debug!(
+                    "symbolizing offset {file_offset:#x} of {} failed: {err}",
+                    path.display()
+                );
+                return None;
+            }
+        };
+        let mut frames = Vec::with_capacity(1 + sym.inlined.len());
+        for inlined in sym.inlined.iter().rev() {
+            let (file, line) = code_location(inlined.code_info.as_ref());
+            frames.push(Frame {
+                addr: String::new(),
+                symbol: Some(inlined.name.as_ref().into()),
+                offset: None,
+                module: Some(module.clone()),
+                file,
+                line,
+                inlined: true,
+            });
+        }
+        let (file, line) = code_location(sym.code_info.as_deref());
+        frames.push(Frame {
+            addr: String::new(),
+            symbol: Some(sym.name.as_ref().into()),
+            offset: Some(sym.offset as u64),
+            module: Some(module),
+            file,
+            line,
+            inlined: false,
+        });
+        Some(Rc::new(frames))
+    }
+}
+
+/// The module a frame names: the file, or `[vdso]` for the agent's copy of it.
+fn module_name(path: &Path) -> Arc<str> {
+    if crate::proc::vdso_image::path() == Some(path) {
+        return crate::proc::vdso_image::MODULE.into();
+    }
+    path.to_string_lossy().into()
+}
+
+fn code_location(info: Option<&CodeInfo<'_>>) -> (Option<Arc<str>>, Option<u32>) {
+    match info {
+        Some(info) => (Some(info.to_path().to_string_lossy().into()), info.line),
+        None => (None, None),
+    }
+}

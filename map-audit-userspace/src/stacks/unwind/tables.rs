@@ -1,0 +1,247 @@
+//! The kernel's unwind tables (`UNWIND_ROWS`, `FILE_TABLES`): one table per executable
+//! file, keyed by the file's (device, inode) as the kernel sees it, shared by every
+//! process that maps the file. Built when the agent first sees a mapping of the file
+//! (a region record, the /proc load at start, or before a command it starts runs), off
+//! the fault path. Rows are written through a memory mapping of `UNWIND_ROWS` (one
+//! system call per row would cost ~30 ms for libc), then the file's entry goes in.
+//!
+//! Bounded: a file whose rows do not fit is counted (`unwind_table_full`) and its
+//! frames end their stacks (`no_unwind_info`). Tables no tracked mapping uses any more
+//! are freed at the agent's stats period (`collect`).
+
+use std::{
+    collections::{HashMap, HashSet},
+    fs::File,
+    os::fd::AsFd,
+    path::Path,
+    ptr::NonNull,
+};
+
+use anyhow::{Context, Result};
+use aya::maps::{HashMap as BpfHashMap, MapData};
+use map_audit_common::{
+    region::FileKey,
+    unwind::{UnwindRow, UnwindTable},
+};
+
+use super::cfi_rows;
+use crate::kernel::region_table::removal_failed;
+
+/// Bytes per row in the mapped array (the kernel rounds values up to 8).
+const ROW_STRIDE: usize = std::mem::size_of::<UnwindRow>().next_multiple_of(8);
+
+/// What the agent counts of its tables.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct TableCounters {
+    /// Files whose rows did not fit (`--unwind-table-rows`).
+    pub full: u64,
+    /// Files without CFI or that could not be read.
+    pub unbuilt: u64,
+    pub built: u64,
+    pub rows: u64,
+    /// File entries whose removal failed (see `region_table::removal_failed`).
+    pub removals_failed: u64,
+}
+
+pub struct UnwindTables {
+    /// `UNWIND_ROWS`, mapped; `capacity` rows.
+    rows: NonNull<u8>,
+    capacity: u32,
+    /// Keeps the map's fd open while it is mapped.
+    _rows_map: MapData,
+    files: BpfHashMap<MapData, FileKey, UnwindTable>,
+    /// Tables in the kernel, and files tried without success (never tried again).
+    built: HashMap<FileKey, UnwindTable>,
+    failed: HashSet<FileKey>,
+    /// Free row ranges (start, length), from the end of the used part too.
+    free: Vec<(u32, u32)>,
+    pub counters: TableCounters,
+}
+
+// SAFETY: the mapping is owned by this value and only used through `&mut self`.
+unsafe impl Send for UnwindTables {}
+
+impl UnwindTables {
+    /// Maps `UNWIND_ROWS` (`capacity` rows) into this process.
+    pub fn new(
+        rows_map: MapData,
+        capacity: u32,
+        files: BpfHashMap<MapData, FileKey, UnwindTable>,
+    ) -> Result<Self> {
+        let length = (capacity as usize * ROW_STRIDE).next_multiple_of(4096);
+        let mapped = unsafe {
+            nix::sys::mman::mmap(
+                None,
+                std::num::NonZeroUsize::new(length).context("an empty unwind table")?,
+                nix::sys::mman::ProtFlags::PROT_READ | nix::sys::mman::ProtFlags::PROT_WRITE,
+                nix::sys::mman::MapFlags::MAP_SHARED,
+                rows_map.fd().as_fd(),
+                0,
+            )
+        }
+        .context("mapping the kernel's unwind rows failed (BPF_F_MMAPABLE arrays: Linux 5.5+)")?;
+        Ok(Self {
+            rows: mapped.cast(),
+            capacity,
+            _rows_map: rows_map,
+            files,
+            built: HashMap::new(),
+            failed: HashSet::new(),
+            free: vec![(0, capacity)],
+            counters: TableCounters::default(),
+        })
+    }
+
+    /// Whether `file` has a table (or was tried).
+    pub fn known(&self, file: &FileKey) -> bool {
+        self.built.contains_key(file) || self.failed.contains(file)
+    }
+
+    /// Builds the table of `file`, opened by `open` (which must give that very file:
+    /// its device and inode are checked), unless it is known. Returns whether a table
+    /// was added (the caller then tells the fault path's caches).
+    pub fn ensure(&mut self, file: FileKey, open: impl FnOnce() -> Option<File>) -> bool {
+        if file.inode == 0 || self.known(&file) {
+            return false;
+        }
+        let started = std::time::Instant::now();
+        let mut bytes = 0;
+        let rows = match open().and_then(|f| read_if_same(f, &file)) {
+            Some(data) => {
+                bytes = data.len();
+                cfi_rows::rows_of_elf(&data)
+            }
+            None => Err(anyhow::anyhow!("the file is gone or was replaced")),
+        };
+        let took = started.elapsed();
+        let rows = match rows {
+            Ok(rows) if !rows.is_empty() => rows,
+            Ok(_) | Err(_) => {
+                log::debug!("no unwind table for {file:?}: {:?}", rows.err());
+                self.counters.unbuilt += 1;
+                self.failed.insert(file);
+                return false;
+            }
+        };
+        let Some(first) = self.allocate(rows.len() as u32) else {
+            self.counters.full += 1;
+            self.failed.insert(file);
+            return false;
+        };
+        self.write_rows(first, &rows);
+        let table = UnwindTable {
+            first_row: first,
+            rows: rows.len() as u32,
+        };
+        if let Err(err) = self.files.insert(file, table, 0) {
+            log::debug!("unwind table of {file:?} not stored: {err}");
+            self.release(table);
+            self.counters.full += 1;
+            self.failed.insert(file);
+            return false;
+        }
+        log::debug!(
+            "unwind table of {file:?}: {} rows from a {} KiB file in {took:?}",
+            rows.len(),
+            bytes / 1024
+        );
+        self.counters.built += 1;
+        self.counters.rows += rows.len() as u64;
+        self.built.insert(file, table);
+        true
+    }
+
+    /// Frees the tables of files not in `used` (no tracked mapping left). Returns
+    /// whether any went (the caller then tells the fault path's caches).
+    pub fn collect(&mut self, used: &HashSet<FileKey>) -> bool {
+        let unused: Vec<FileKey> = self
+            .built
+            .keys()
+            .filter(|file| !used.contains(file))
+            .copied()
+            .collect();
+        for file in &unused {
+            if let Some(table) = self.built.remove(file) {
+                let removed = self.files.remove(file);
+                self.counters.removals_failed += u64::from(removal_failed(removed));
+                self.release(table);
+            }
+        }
+        !unused.is_empty()
+    }
+
+    fn write_rows(&mut self, first: u32, rows: &[UnwindRow]) {
+        for (i, row) in rows.iter().enumerate() {
+            let index = first as usize + i;
+            debug_assert!(index < self.capacity as usize);
+            // SAFETY: `index` is inside the mapping (allocated range); rows are plain
+            // integers and the kernel reads them only once the file's entry is in.
+            unsafe {
+                self.rows
+                    .as_ptr()
+                    .add(index * ROW_STRIDE)
+                    .cast::<UnwindRow>()
+                    .write_unaligned(*row);
+            }
+        }
+    }
+
+    /// First fit.
+    fn allocate(&mut self, rows: u32) -> Option<u32> {
+        let i = self.free.iter().position(|&(_, len)| len >= rows)?;
+        let (start, len) = self.free[i];
+        if len == rows {
+            self.free.remove(i);
+        } else {
+            self.free[i] = (start + rows, len - rows);
+        }
+        Some(start)
+    }
+
+    fn release(&mut self, table: UnwindTable) {
+        self.free.push((table.first_row, table.rows));
+        self.free.sort_unstable();
+        let mut merged: Vec<(u32, u32)> = Vec::with_capacity(self.free.len());
+        for &(start, len) in &self.free {
+            match merged.last_mut() {
+                Some((s, l)) if *s + *l == start => *l += len,
+                _ => merged.push((start, len)),
+            }
+        }
+        self.free = merged;
+    }
+}
+
+impl Drop for UnwindTables {
+    fn drop(&mut self) {
+        let length = (self.capacity as usize * ROW_STRIDE).next_multiple_of(4096);
+        // The agent is done with the rows; a failed unmap only leaves the mapping.
+        if let Err(err) = unsafe { nix::sys::mman::munmap(self.rows.cast(), length) } {
+            log::debug!("unmapping the unwind rows failed: {err}");
+        }
+    }
+}
+
+/// The file's bytes, if it is the file `key` names.
+fn read_if_same(file: File, key: &FileKey) -> Option<memmap2::Mmap> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = file.metadata().ok()?;
+    let dev = meta.dev();
+    let same = FileKey::new(libc::major(dev), libc::minor(dev), meta.ino()) == *key;
+    if !same {
+        return None;
+    }
+    // Mapped, not read: only the CFI's pages are touched, and they leave with the map
+    // (gdb's 60 files are 50 MiB). A file truncated meanwhile would fault here, as it
+    // would in every process running it; blazesym maps the same files.
+    // SAFETY: read-only use, dropped before this file's table is built.
+    unsafe { memmap2::Mmap::map(&file) }.ok()
+}
+
+/// The key of the file at `path`, as the kernel names it.
+pub fn key_of_path(path: &Path) -> Option<FileKey> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(path).ok()?;
+    let dev = meta.dev();
+    Some(FileKey::new(libc::major(dev), libc::minor(dev), meta.ino()))
+}
