@@ -1,29 +1,29 @@
-//! Throughput of the agent's userspace pipeline per event, on one core: checked
-//! decoding of a ring-buffer record, its user stack (seen before: rendered once; or new:
-//! symbolised with a warm symbol cache and rendered) and JSON serialisation
-//! (every-event mode); and decoding plus aggregation (the default mode's per-fault work). The stack is this benchmark's own code, so blazesym reads a
+//! Throughput of the agent's userspace pipeline per event, on one core, through the
+//! real correlator (the kernel's tables in memory): checked decoding of a ring-buffer
+//! record, correlation, its user stack (seen before: rendered once) and JSON
+//! serialisation (every-event mode), or aggregation (the default mode's per-fault
+//! work); and, apart, symbolising and rendering a stack never seen before (warm
+//! symbol cache). The stack is this benchmark's own code, so blazesym reads a
 //! real ELF with DWARF. Run: `cargo bench -p map-audit --bench pipeline`.
 
 use std::{hint::black_box, io, sync::Arc};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use map_audit::{
-    output::clock::Clock,
-    output::events::{Body, ProcessInfo, WriteFault, hex},
-    output::json_writer::JsonWriter,
-    output::region_names::region_json,
-    pipeline::aggregator::{Aggregator, RawFault},
-    pipeline::records::{self, Record},
+    kernel::{region_table::RegionTable, table_maps::MemoryMaps},
+    output::{clock::Clock, json_writer::JsonWriter},
+    pipeline::{
+        correlator::{Correlator, Options},
+        items::{Item, Timed},
+        records::{self, Record},
+    },
     proc::process_maps::ProcessMaps,
-    stacks::exec_image::ImageMap,
-    stacks::rendered_stacks::RenderedStacks,
-    stacks::symbolizer::StackSymbolizer,
+    stacks::{exec_image::ImageMap, symbolizer::StackSymbolizer},
 };
 use map_audit_common::{
-    records::{FaultRecord, KIND_WRITE_FAULT},
-    region::Region,
+    records::{FaultRecord, KIND_REGION_MAPPED, KIND_WRITE_FAULT, RecordHeader, RegionRecord},
+    region::{PATH_MATCHED, Region},
 };
-use serde_json::value::RawValue;
 
 #[inline(never)]
 fn leaf() -> u64 {
@@ -49,6 +49,8 @@ fn record_bytes() -> Vec<u8> {
         prot: 3,
         flags: 0x22,
         id: 1,
+        generation: 1,
+        path_filter: PATH_MATCHED,
         ..Default::default()
     };
     let code = [
@@ -67,102 +69,80 @@ fn record_bytes() -> Vec<u8> {
     bytes.to_vec()
 }
 
+/// The real correlator (kernel tables in memory), with this process's maps and the
+/// region mapped, in every-event or aggregated mode.
+fn correlator(every_event: bool, maps: &Arc<ProcessMaps>, region: Region) -> Correlator {
+    let mut correlator = Correlator::new(
+        RegionTable::new(Box::new(MemoryMaps::default())),
+        Options::without_kernel(every_event),
+        Clock::new(),
+    );
+    let mapped = RegionRecord {
+        header: RecordHeader {
+            kind: KIND_REGION_MAPPED,
+            tgid: std::process::id(),
+            tid: std::process::id(),
+            ..Default::default()
+        },
+        region,
+        range_start: region.start,
+        range_end: region.end,
+        ..Default::default()
+    };
+    let mut out = Vec::new();
+    correlator.handle(Item::Maps(std::process::id(), maps.clone()), &mut out);
+    correlator.handle(Item::Record(Record::RegionMapped(mapped)), &mut out);
+    correlator
+}
+
+/// Decodes `bytes` and runs the record through `correlator`, writing what it gives.
+fn one_record(
+    correlator: &mut Correlator,
+    writer: &mut JsonWriter,
+    bytes: &[u8],
+    out: &mut Vec<Timed>,
+) {
+    let record = records::decode(black_box(bytes)).expect("a valid record");
+    correlator.handle(Item::Record(record), out);
+    for timed in out.drain(..) {
+        writer.write(timed.ts_ns, timed.body);
+    }
+}
+
 fn pipeline(c: &mut Criterion) {
     let bytes = record_bytes();
-    let maps = ProcessMaps::read(std::process::id()).expect("own maps");
-    let image = ImageMap::default();
-    let symbolizer = StackSymbolizer::new();
-    let mut writer = JsonWriter::with_writer(Box::new(io::sink()), Clock::new());
-    let process = ProcessInfo {
-        pid: 1,
-        tid: 1,
-        comm: "bench".into(),
-        exe: None,
+    let Ok(Record::WriteFault(fault)) = records::decode(&bytes) else {
+        unreachable!()
     };
-
-    let maps = Arc::new(maps);
-    let image = Arc::new(image);
-    let mut rendered = RenderedStacks::default();
-    let max_depth = 64;
+    let maps = Arc::new(ProcessMaps::read(std::process::id()).expect("own maps"));
+    let mut writer = JsonWriter::with_writer(Box::new(io::sink()), Clock::new());
+    let mut out = Vec::new();
 
     let mut group = c.benchmark_group("pipeline");
     group.throughput(Throughput::Elements(1));
     // The correlator's path: a repeated stack is symbolised and rendered once.
-    group.bench_function("every_event: decode + stack (seen before) + JSON", |b| {
-        b.iter(|| {
-            let Ok(Record::WriteFault(fault)) = records::decode(black_box(&bytes)) else {
-                unreachable!()
-            };
-            let depth = fault.stack_bytes as usize / 8;
-            let addrs = &fault.stack[..depth];
-            let stack = rendered.get(&maps, &image, addrs, max_depth, || {
-                let stack = symbolizer.symbolize(&maps, &image, addrs);
-                (stack.frames, stack.unknown_frames)
-            });
-            write_event(&mut writer, &fault, &process, stack.json.clone());
-        })
-    });
+    let mut every_event = correlator(true, &maps, fault.region);
+    group.bench_function(
+        "every_event: decode + correlate + stack (seen before) + JSON",
+        |b| b.iter(|| one_record(&mut every_event, &mut writer, &bytes, &mut out)),
+    );
     // A stack never seen before (symbol cache warm): symbolised and rendered per event.
-    group.bench_function("every_event, new stack: decode + symbolise + JSON", |b| {
+    let symbolizer = StackSymbolizer::new();
+    let image = Arc::new(ImageMap::default());
+    group.bench_function("new stack: symbolise + render", |b| {
         b.iter(|| {
-            let Ok(Record::WriteFault(fault)) = records::decode(black_box(&bytes)) else {
-                unreachable!()
-            };
             let depth = fault.stack_bytes as usize / 8;
             let stack = symbolizer.symbolize(&maps, &image, &fault.stack[..depth]);
-            let json = serde_json::value::to_raw_value(&stack.frames).unwrap();
-            write_event(&mut writer, &fault, &process, Arc::from(json));
+            black_box(serde_json::value::to_raw_value(&stack.frames).unwrap());
         })
     });
-
-    let mut aggregator = Aggregator::default();
-    group.bench_function("aggregated: decode + aggregate", |b| {
-        b.iter(|| {
-            let Ok(Record::WriteFault(fault)) = records::decode(black_box(&bytes)) else {
-                unreachable!()
-            };
-            let depth = fault.stack_bytes as usize / 8;
-            aggregator.add(RawFault {
-                process: process.clone(),
-                maps: maps.clone(),
-                image: image.clone(),
-                address: fault.address,
-                error_code: fault.error_code,
-                region: fault.region,
-                path: None,
-                user_stack: fault.stack[..depth].to_vec(),
-                user_stack_truncated: false,
-                stack_end: 0,
-                kernel_stack: None,
-                ts_ns: fault.header.ts_ns,
-                stack_hash: 0,
-                epoch: u64::from(fault.epoch),
-            });
-        })
+    let mut aggregated = correlator(false, &maps, fault.region);
+    group.bench_function("aggregated: decode + correlate + aggregate", |b| {
+        b.iter(|| one_record(&mut aggregated, &mut writer, &bytes, &mut out))
     });
     group.finish();
-    black_box(aggregator.take_all(u64::MAX).len());
-}
-
-fn write_event(
-    writer: &mut JsonWriter,
-    fault: &FaultRecord,
-    process: &ProcessInfo,
-    stack: Arc<RawValue>,
-) {
-    let event = WriteFault {
-        process: process.clone(),
-        address: hex(fault.address),
-        region: region_json(&fault.region, None),
-        access: "user",
-        error_code: Some(fault.error_code),
-        stack,
-        stack_truncated: false,
-        stack_end: "complete",
-        kernel_stack: None,
-        aggregate: None,
-    };
-    writer.write(Some(fault.header.ts_ns), Body::WriteFault(event));
+    aggregated.flush(|a| a.take_all(u64::MAX), &mut out);
+    black_box(out.len());
 }
 
 criterion_group!(benches, pipeline);

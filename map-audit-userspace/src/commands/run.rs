@@ -1,25 +1,37 @@
 //! `map-audit run`: load and attach the eBPF programs, set the scope, then move records
 //! from the ring buffer through the pipeline until a signal or the command's exit.
 
-use std::{sync::OnceLock, time::Duration};
+use std::{
+    sync::{Arc, OnceLock, mpsc::SyncSender},
+    thread::JoinHandle,
+    time::Duration,
+};
 
 use anyhow::{Context, Result, anyhow};
 use aya::maps::{Array, HashMap, LpmTrie, MapData, PerCpuArray, RingBuf};
-use map_audit_common::map_names;
-use map_audit_common::{COMM_LEN, config::AgentConfig, region_filter::RegionFilterRule};
-use tokio::io::{Interest, unix::AsyncFd};
+use map_audit_common::{
+    COMM_LEN,
+    config::{AgentConfig, KernelOffsets, TracepointOffsets},
+    map_names,
+    region_filter::RegionFilterRule,
+};
+use tokio::{
+    io::{Interest, unix::AsyncFd},
+    sync::mpsc::UnboundedReceiver,
+};
 
 use crate::{
     commands::cli::{OutputFormat, RunArgs, UnwindMode},
-    commands::signals::Signals,
+    commands::signals::{Signals, runtime_with_signals},
     kernel::cgroup::Cgroup,
     kernel::counters as stats,
     kernel::kernel_btf::KernelBtf,
     kernel::kernel_support,
     kernel::kernel_tallies::KernelTallies,
     kernel::loader::{self, raise_memlock_limit},
-    kernel::programs::take_map,
-    kernel::region_table::{KernelMaps, RegionTable},
+    kernel::programs::{AttachedHook, take_map},
+    kernel::region_table::RegionTable,
+    kernel::table_maps::KernelMaps,
     kernel::tracefs,
     output::addresses,
     output::clock::Clock,
@@ -75,184 +87,33 @@ pub fn run(args: RunArgs) -> Result<i32> {
         log::info!("serving metrics on http://{bound}/metrics");
     }
 
-    let filter = RegionFilter {
-        rule: RegionFilterRule {
-            wx_only: u32::from(args.wx_only),
-            shared_only: u32::from(args.shared_only),
-            anon_only: u32::from(args.anon_only),
-            _pad: 0,
-            min_size: args.min_size,
-        },
-        path: args.path.clone(),
-    };
-    let log_enabled = args.kernel_log || std::env::var_os("RUST_LOG").is_some();
-    let mut ebpf = loader::load(&loader::LoadOptions {
-        offsets,
-        kernel_offsets,
-        config: AgentConfig {
-            match_comm: u32::from(!args.comms.is_empty()),
-            log_enabled: u32::from(log_enabled),
-            scope_all: u32::from(args.all),
-            agent_tgid: std::process::id(),
-            cgroup_id: cgroup.as_ref().map_or(0, |c| c.id),
-            cgroup_level: cgroup.as_ref().map_or(0, |c| c.level),
-            path_filter: u32::from(args.path.is_some()),
-            aggregate_in_kernel: u32::from(!args.every_event),
-            unwind_mode: args.unwind.config_value(),
-            region_filter: filter.rule,
-            rate_limit: args.rate_limit.unwrap_or(0),
-        },
-
-        ringbuf_bytes: args.ringbuf_size,
-        region_table_entries: args.region_table_size,
-        unwind_rows: args.unwind_table_rows,
-    })?;
-    let mut kernel_logger = if log_enabled {
-        match aya_log::EbpfLogger::init(&mut ebpf) {
-            Ok(logger) => Some(logger),
-            Err(err) => {
-                log::warn!("kernel-side logging is unavailable: {err}");
-                None
-            }
-        }
-    } else {
-        None
-    };
-    let hooks = loader::attach(&mut ebpf, args.fault_hook)?;
-    if let Some(metrics) = metrics::get() {
-        metrics.hooks_attached(&hooks);
-        metrics.table_capacity("regions", u64::from(args.region_table_size));
-        metrics.ringbuf(u64::from(args.ringbuf_size), 0);
-    }
-
-    let mut table = RegionTable::new(KernelMaps {
-        regions: LpmTrie::try_from(take_map(&mut ebpf, map_names::REGIONS)?)?,
-        scope: HashMap::try_from(take_map(&mut ebpf, map_names::SCOPE)?)?,
-        pending: HashMap::try_from(take_map(&mut ebpf, map_names::PENDING_CALLS)?)?,
-        fork_fallbacks: HashMap::try_from(take_map(&mut ebpf, map_names::FORK_FALLBACKS)?)?,
-        path_verdicts: HashMap::try_from(take_map(&mut ebpf, map_names::PATH_VERDICTS)?)?,
-        versions: Array::try_from(take_map(&mut ebpf, map_names::TABLE_VERSIONS)?)?,
-    });
-    let mut comms: HashMap<_, [u8; COMM_LEN], u32> =
-        HashMap::try_from(take_map(&mut ebpf, map_names::SCOPE_COMMS)?)?;
-    for name in &args.comms {
-        let mut key = [0u8; COMM_LEN];
-        key[..name.len()].copy_from_slice(name.as_bytes());
-        comms
-            .insert(key, 1, 0)
-            .with_context(|| format!("adding comm {name} to the scope failed"))?;
-    }
+    let filter = region_filter(&args);
+    let (mut ebpf, hooks, mut kernel_logger) =
+        load_and_attach(&args, &filter, cgroup.as_ref(), offsets, kernel_offsets)?;
+    let mut table = region_table(&mut ebpf)?;
+    scope_comms(&mut ebpf, &args.comms)?;
     // Processes running now: in scope with their mappings before auditing begins.
-    let mut seeds = Vec::new();
-    let mut running = args.pids.clone();
-    running.extend(proc_seed::pids_with_comm(&args.comms));
-    if let Some(cgroup) = &cgroup {
-        running.extend(cgroup.pids());
-    }
-    if args.all {
-        running.extend(proc_seed::all_pids());
-    }
-    running.retain(|&pid| pid != std::process::id());
-    running.sort_unstable();
-    running.dedup();
-    // Their maps are read now: the first record of a process that is about to exit may
-    // only be drained after it has gone, when /proc has nothing left to read.
     let mut snapshots = Snapshots::default();
-    for pid in running {
-        match proc_seed::load_running(&mut table, &filter, pid) {
-            Ok(seed) => {
-                seeds.push(Item::Maps(pid, snapshots.get(pid, true).0));
-                seeds.push(seed);
-            }
-            Err(err) if args.pids.contains(&pid) => return Err(err),
-            Err(err) => log::debug!("skipping a process that matched the scope: {err:#}"),
-        }
-    }
-    let mut unwind_tables = UnwindTables::new(
-        match take_map(&mut ebpf, map_names::UNWIND_ROWS)? {
-            aya::maps::Map::Array(data) => data,
-            _ => {
-                return Err(anyhow!(
-                    "UNWIND_ROWS is not an array map; rebuild with `cargo xtask build-ebpf`"
-                ));
-            }
-        },
-        args.unwind_table_rows,
-        HashMap::try_from(take_map(&mut ebpf, map_names::FILE_TABLES)?)?,
+    let seeds = seed_running(&args, cgroup.as_ref(), &mut table, &filter, &mut snapshots)?;
+    let mut unwind_tables = unwind_tables(&mut ebpf, &args)?;
+    // After the scope is set up: the command is held until its pid is in scope.
+    let held = spawn_command(&args, &mut table, &mut unwind_tables)?;
+    // Before `agent_started`.
+    let (runtime, signals) = runtime_with_signals()?;
+    let writer = start_output(&args, hooks)?;
+    let (pipeline, pipeline_thread, flush_requests, output_closed) = start_pipeline(
+        &mut ebpf,
+        &args,
+        table,
+        filter,
+        unwind_tables,
+        writer,
+        seeds,
     )?;
-    let held = if args.command.is_empty() {
-        None
-    } else {
-        // Its program's and libraries' tables first: it writes before the agent could
-        // build them from its mappings' records.
-        if args.unwind != UnwindMode::FramePointer {
-            unwind::prebuild::command(&mut unwind_tables, &args.command[0]);
-        }
-        let held = HeldCommand::spawn(&args.command)?;
-        table
-            .add_to_scope(held.pid)
-            .context("adding the command to the scope failed")?;
-        Some(held)
-    };
-
-    // Signals are caught from here on: a SIGTERM sent right after `agent_started` must
-    // still flush and emit the final stats.
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime failed")?;
-    let signals = {
-        let _runtime = runtime.enter();
-        Signals::install()?
-    };
-
-    let clock = Clock::new();
-    let mut writer = JsonWriter::open(args.output.as_deref(), clock)?;
-    writer.pretty = args.format == OutputFormat::Pretty;
-    writer.write(
-        None,
-        Body::AgentStarted(AgentStarted {
-            version: env!("CARGO_PKG_VERSION"),
-            kernel_release: kernel_support::kernel_release(),
-            hooks,
-            scope: Scope {
-                pids: args.pids.clone(),
-                comms: args.comms.clone(),
-                command: (!args.command.is_empty()).then(|| args.command.clone()),
-            },
-        }),
-    );
-    writer.flush();
 
     let counters: PerCpuArray<MapData, u64> =
         PerCpuArray::try_from(take_map(&mut ebpf, map_names::COUNTERS)?)?;
     let ring = RingBuf::try_from(take_map(&mut ebpf, map_names::EVENTS)?)?;
-    let output_closed = writer.closed.clone();
-    let (drain_requests, flush_requests) = tokio::sync::mpsc::unbounded_channel();
-    let (pipeline, pipeline_thread) = pipeline::start(
-        table,
-        Options {
-            filter,
-            every_event: args.every_event,
-            max_stack_depth: usize::from(args.max_stack_depth),
-            unwind_tables: Some(unwind_tables),
-            kernel_tallies: Some(KernelTallies::new(
-                HashMap::try_from(take_map(&mut ebpf, map_names::FAULT_TALLIES)?)?,
-                Array::try_from(take_map(&mut ebpf, map_names::TALLY_EPOCH)?)?,
-            )),
-        },
-        clock,
-        writer,
-        pipeline::FlushBarrier {
-            drain: drain_requests,
-        },
-    )?;
-    if !seeds.is_empty() {
-        pipeline
-            .send(Message::Items(seeds))
-            .context("the pipeline stopped")?;
-    }
-
     let stats_interval =
         (args.stats_interval > 0).then(|| Duration::from_secs(args.stats_interval));
     let high_water = Array::try_from(take_map(&mut ebpf, map_names::RINGBUF_HIGH_WATER)?)?;
@@ -291,6 +152,240 @@ pub fn run(args: RunArgs) -> Result<i32> {
         ));
     }
     Ok(exit_code.unwrap_or(0))
+}
+
+/// The region filters given, as both the kernel and the agent apply them.
+fn region_filter(args: &RunArgs) -> RegionFilter {
+    RegionFilter {
+        rule: RegionFilterRule {
+            wx_only: u32::from(args.wx_only),
+            shared_only: u32::from(args.shared_only),
+            anon_only: u32::from(args.anon_only),
+            _pad: 0,
+            min_size: args.min_size,
+        },
+        path: args.path.clone(),
+    }
+}
+
+/// Loads the programs with this run's configuration and attaches every hook; the
+/// kernel-side logger when asked for.
+fn load_and_attach(
+    args: &RunArgs,
+    filter: &RegionFilter,
+    cgroup: Option<&Cgroup>,
+    offsets: TracepointOffsets,
+    kernel_offsets: KernelOffsets,
+) -> Result<(aya::Ebpf, Vec<AttachedHook>, Option<KernelLogger>)> {
+    let log_enabled = args.kernel_log || std::env::var_os("RUST_LOG").is_some();
+    let mut ebpf = loader::load(&loader::LoadOptions {
+        offsets,
+        kernel_offsets,
+        config: AgentConfig {
+            match_comm: u32::from(!args.comms.is_empty()),
+            log_enabled: u32::from(log_enabled),
+            scope_all: u32::from(args.all),
+            agent_tgid: std::process::id(),
+            cgroup_id: cgroup.map_or(0, |c| c.id),
+            cgroup_level: cgroup.map_or(0, |c| c.level),
+            path_filter: u32::from(args.path.is_some()),
+            aggregate_in_kernel: u32::from(!args.every_event),
+            unwind_mode: args.unwind.config_value(),
+            region_filter: filter.rule,
+            rate_limit: args.rate_limit.unwrap_or(0),
+        },
+
+        ringbuf_bytes: args.ringbuf_size,
+        region_table_entries: args.region_table_size,
+        unwind_rows: args.unwind_table_rows,
+    })?;
+    let kernel_logger = if log_enabled {
+        match aya_log::EbpfLogger::init(&mut ebpf) {
+            Ok(logger) => Some(logger),
+            Err(err) => {
+                log::warn!("kernel-side logging is unavailable: {err}");
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let hooks = loader::attach(&mut ebpf, args.fault_hook)?;
+    if let Some(metrics) = metrics::get() {
+        metrics.hooks_attached(&hooks);
+        metrics.table_capacity("regions", u64::from(args.region_table_size));
+        metrics.ringbuf(u64::from(args.ringbuf_size), 0);
+    }
+    Ok((ebpf, hooks, kernel_logger))
+}
+
+/// The agent's side of the kernel's region table and scope.
+fn region_table(ebpf: &mut aya::Ebpf) -> Result<RegionTable> {
+    Ok(RegionTable::new(Box::new(KernelMaps {
+        regions: LpmTrie::try_from(take_map(ebpf, map_names::REGIONS)?)?,
+        scope: HashMap::try_from(take_map(ebpf, map_names::SCOPE)?)?,
+        pending: HashMap::try_from(take_map(ebpf, map_names::PENDING_CALLS)?)?,
+        fork_fallbacks: HashMap::try_from(take_map(ebpf, map_names::FORK_FALLBACKS)?)?,
+        path_verdicts: HashMap::try_from(take_map(ebpf, map_names::PATH_VERDICTS)?)?,
+        versions: Array::try_from(take_map(ebpf, map_names::TABLE_VERSIONS)?)?,
+    })))
+}
+
+/// `--comm`: names whose processes join the scope at their next exec or mmap.
+fn scope_comms(ebpf: &mut aya::Ebpf, names: &[String]) -> Result<()> {
+    let mut comms: HashMap<_, [u8; COMM_LEN], u32> =
+        HashMap::try_from(take_map(ebpf, map_names::SCOPE_COMMS)?)?;
+    for name in names {
+        let mut key = [0u8; COMM_LEN];
+        key[..name.len()].copy_from_slice(name.as_bytes());
+        comms
+            .insert(key, 1, 0)
+            .with_context(|| format!("adding comm {name} to the scope failed"))?;
+    }
+    Ok(())
+}
+
+/// The processes in scope that run now: in the kernel's table with their mappings,
+/// and items for the pipeline. Their maps are read now: the first record of a process
+/// that is about to exit may only be drained after it has gone.
+fn seed_running(
+    args: &RunArgs,
+    cgroup: Option<&Cgroup>,
+    table: &mut RegionTable,
+    filter: &RegionFilter,
+    snapshots: &mut Snapshots,
+) -> Result<Vec<Item>> {
+    let mut seeds = Vec::new();
+    let mut running = args.pids.clone();
+    running.extend(proc_seed::pids_with_comm(&args.comms));
+    if let Some(cgroup) = cgroup {
+        running.extend(cgroup.pids());
+    }
+    if args.all {
+        running.extend(proc_seed::all_pids());
+    }
+    running.retain(|&pid| pid != std::process::id());
+    running.sort_unstable();
+    running.dedup();
+    for pid in running {
+        match proc_seed::load_running(table, filter, pid) {
+            Ok(seed) => {
+                seeds.push(Item::Maps(pid, snapshots.get(pid, true).0));
+                seeds.push(seed);
+            }
+            Err(err) if args.pids.contains(&pid) => return Err(err),
+            Err(err) => log::debug!("skipping a process that matched the scope: {err:#}"),
+        }
+    }
+    Ok(seeds)
+}
+
+/// The unwind tables the kernel's stack walk reads, filled through their mapping.
+fn unwind_tables(ebpf: &mut aya::Ebpf, args: &RunArgs) -> Result<UnwindTables> {
+    UnwindTables::new(
+        match take_map(ebpf, map_names::UNWIND_ROWS)? {
+            aya::maps::Map::Array(data) => data,
+            _ => {
+                return Err(anyhow!(
+                    "UNWIND_ROWS is not an array map; rebuild with `cargo xtask build-ebpf`"
+                ));
+            }
+        },
+        args.unwind_table_rows,
+        HashMap::try_from(take_map(ebpf, map_names::FILE_TABLES)?)?,
+    )
+}
+
+/// The command to audit, started and held before its exec until it is in scope.
+fn spawn_command(
+    args: &RunArgs,
+    table: &mut RegionTable,
+    unwind_tables: &mut UnwindTables,
+) -> Result<Option<HeldCommand>> {
+    if args.command.is_empty() {
+        return Ok(None);
+    }
+    // Its program's and libraries' tables first: it writes before the agent could
+    // build them from its mappings' records.
+    if args.unwind != UnwindMode::FramePointer {
+        unwind::prebuild::command(unwind_tables, &args.command[0]);
+    }
+    let held = HeldCommand::spawn(&args.command)?;
+    table
+        .add_to_scope(held.pid)
+        .context("adding the command to the scope failed")?;
+    Ok(Some(held))
+}
+
+/// The output, opened, with `agent_started` written.
+fn start_output(args: &RunArgs, hooks: Vec<AttachedHook>) -> Result<JsonWriter> {
+    let clock = Clock::new();
+    let mut writer = JsonWriter::open(args.output.as_deref(), clock)?;
+    writer.pretty = args.format == OutputFormat::Pretty;
+    writer.write(
+        None,
+        Body::AgentStarted(AgentStarted {
+            version: env!("CARGO_PKG_VERSION"),
+            kernel_release: kernel_support::kernel_release(),
+            hooks,
+            scope: Scope {
+                pids: args.pids.clone(),
+                comms: args.comms.clone(),
+                command: (!args.command.is_empty()).then(|| args.command.clone()),
+            },
+        }),
+    );
+    writer.flush();
+    Ok(writer)
+}
+
+/// What `start_pipeline` gives: the pipeline's input and thread, the flush barrier's
+/// requests, and the output's failure (set once it fails).
+type StartedPipeline = (
+    SyncSender<Message>,
+    JoinHandle<()>,
+    UnboundedReceiver<u64>,
+    Arc<OnceLock<String>>,
+);
+
+/// The pipeline thread, started on the tables and output, with the running processes'
+/// seeds as its first items.
+fn start_pipeline(
+    ebpf: &mut aya::Ebpf,
+    args: &RunArgs,
+    table: RegionTable,
+    filter: RegionFilter,
+    unwind_tables: UnwindTables,
+    writer: JsonWriter,
+    seeds: Vec<Item>,
+) -> Result<StartedPipeline> {
+    let clock = writer.clock();
+    let output_closed = writer.closed.clone();
+    let (drain_requests, flush_requests) = tokio::sync::mpsc::unbounded_channel();
+    let (pipeline, pipeline_thread) = pipeline::start(
+        table,
+        Options {
+            filter,
+            every_event: args.every_event,
+            max_stack_depth: usize::from(args.max_stack_depth),
+            unwind_tables: Some(unwind_tables),
+            kernel_tallies: Some(KernelTallies::new(
+                HashMap::try_from(take_map(ebpf, map_names::FAULT_TALLIES)?)?,
+                Array::try_from(take_map(ebpf, map_names::TALLY_EPOCH)?)?,
+            )),
+        },
+        clock,
+        writer,
+        pipeline::FlushBarrier {
+            drain: drain_requests,
+        },
+    )?;
+    if !seeds.is_empty() {
+        pipeline
+            .send(Message::Items(seeds))
+            .context("the pipeline stopped")?;
+    }
+    Ok((pipeline, pipeline_thread, flush_requests, output_closed))
 }
 
 /// What the reader loop works with.

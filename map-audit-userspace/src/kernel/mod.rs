@@ -11,4 +11,5 @@ pub mod kernel_tallies;
 pub mod loader;
 pub mod programs;
 pub mod region_table;
+pub mod table_maps;
 pub mod tracefs;

@@ -8,25 +8,16 @@
 //! block that still holds exactly the region it means, keeps its `--path` verdicts in
 //! a map of its own, and ends a fork's fallback by deleting the kernel's entry.
 
-use aya::maps::{
-    Array, HashMap, MapData, MapError,
-    lpm_trie::{Key, LpmTrie},
-};
 use map_audit_common::{
     blocks::block_order,
     region::{
-        AGENT_REGION_IDS, ForkFallback, PendingCall, Region, RegionKeyData, ScopeEntry,
-        TABLE_VERSION_AGENT, block_prefix_len, key_owner, region_key_data,
+        AGENT_REGION_IDS, ForkFallback, Region, ScopeEntry, block_prefix_len, key_owner,
+        region_key_data,
     },
     region_split::Piece,
 };
 
-/// `BPF_NOEXIST`: insert only where the kernel has put nothing since.
-const NO_EXIST: u64 = 1;
-/// `BPF_EXIST`: update only an entry that is there.
-const EXIST: u64 = 2;
-const EEXIST: i32 = 17;
-const ENOENT: i32 = 2;
+use crate::kernel::table_maps::{Insert, RegionKey, TableError, TableMaps};
 
 /// Generations the agent gives processes it puts in scope itself.
 pub const AGENT_GENERATIONS: u32 = 1 << 31;
@@ -39,19 +30,8 @@ pub struct TableEntries {
     pub pending_calls: u64,
 }
 
-/// The kernel maps the agent edits.
-pub struct KernelMaps {
-    pub regions: LpmTrie<MapData, RegionKeyData, Region>,
-    pub scope: HashMap<MapData, u32, ScopeEntry>,
-    pub pending: HashMap<MapData, u32, PendingCall>,
-    pub fork_fallbacks: HashMap<MapData, u32, ForkFallback>,
-    pub path_verdicts: HashMap<MapData, u64, u32>,
-    /// The kernel's table versions; the agent owns slot `TABLE_VERSION_AGENT`.
-    pub versions: Array<MapData, u64>,
-}
-
 pub struct RegionTable {
-    maps: KernelMaps,
+    maps: Box<dyn TableMaps>,
     agent_edits: u64,
     next_region_id: u64,
     next_generation: u32,
@@ -62,7 +42,7 @@ pub struct RegionTable {
 }
 
 impl RegionTable {
-    pub fn new(maps: KernelMaps) -> Self {
+    pub fn new(maps: Box<dyn TableMaps>) -> Self {
         Self {
             maps,
             agent_edits: 0,
@@ -73,12 +53,18 @@ impl RegionTable {
         }
     }
 
+    /// The tables themselves (tests read back what the agent did).
+    #[cfg(test)]
+    pub fn maps(&self) -> &dyn TableMaps {
+        &*self.maps
+    }
+
     /// Counts the entries of each table (walks them: milliseconds for a full table).
     pub fn entries(&self) -> TableEntries {
         TableEntries {
-            regions: self.maps.regions.keys().count() as u64,
-            scope: self.maps.scope.keys().count() as u64,
-            pending_calls: self.maps.pending.keys().count() as u64,
+            regions: self.maps.regions().len() as u64,
+            scope: self.maps.scope_len() as u64,
+            pending_calls: self.maps.pending_calls_len() as u64,
         }
     }
 
@@ -89,21 +75,21 @@ impl RegionTable {
     pub fn sweep_orphans(&mut self) -> usize {
         // One scope lookup per process, not per block.
         let mut generations: std::collections::HashMap<u32, Option<u32>> = Default::default();
-        let orphans: Vec<Key<RegionKeyData>> = self
+        let orphans: Vec<RegionKey> = self
             .maps
-            .regions
-            .keys()
-            .filter_map(Result::ok)
+            .regions()
+            .into_iter()
+            .map(|(key, _)| key)
             .filter(|key| {
-                let (tgid, generation) = key_owner(&key.data());
+                let (tgid, generation) = key_owner(&key.1);
                 let current = *generations
                     .entry(tgid)
-                    .or_insert_with(|| self.maps.scope.get(&tgid, 0).ok().map(|s| s.generation));
+                    .or_insert_with(|| self.maps.scope_get(tgid).map(|s| s.generation));
                 current != Some(generation)
             })
             .collect();
         for key in &orphans {
-            self.edits_failed += u64::from(removal_failed(self.maps.regions.remove(key)));
+            self.edits_failed += u64::from(removal_failed(self.maps.region_remove(key)));
         }
         if !orphans.is_empty() {
             self.tables_changed();
@@ -117,10 +103,9 @@ impl RegionTable {
     pub fn regions_of(&self, tgid: u32, generation: u32) -> Vec<(u64, u64)> {
         let mut ranges: Vec<(u64, u64)> = self
             .maps
-            .regions
-            .iter()
-            .filter_map(Result::ok)
-            .filter(|(key, _)| key_owner(&key.data()) == (tgid, generation))
+            .regions()
+            .into_iter()
+            .filter(|(key, _)| key_owner(&key.1) == (tgid, generation))
             .map(|(_, region)| (region.start, region.end))
             .collect();
         ranges.sort_unstable();
@@ -143,23 +128,23 @@ impl RegionTable {
             generation: self.next_generation,
             ..Default::default()
         };
-        match self.maps.scope.insert(tgid, entry, NO_EXIST) {
+        match self.maps.scope_insert_new(tgid, entry) {
             Ok(()) => {
                 self.tables_changed();
                 Ok(entry)
             }
-            Err(err) if errno(&err) == Some(EEXIST) => self
+            Err(TableError::Exists) => self
                 .scope_entry(tgid)
                 .ok_or_else(|| anyhow::anyhow!("pid {tgid} left the scope while it was added")),
-            Err(err) => Err(anyhow::Error::new(err).context(format!(
-                "adding pid {tgid} to the scope failed (the scope table holds at most 16,384 processes)"
-            ))),
+            Err(err) => Err(anyhow::anyhow!(
+                "adding pid {tgid} to the scope failed (the scope table holds at most 16,384 processes): {err:?}"
+            )),
         }
     }
 
     /// `tgid`'s scope entry as the kernel has it now.
     pub fn scope_entry(&self, tgid: u32) -> Option<ScopeEntry> {
-        self.maps.scope.get(&tgid, 0).ok()
+        self.maps.scope_get(tgid)
     }
 
     /// The fork's copy is in place: the child stops falling back to its parent's
@@ -168,11 +153,10 @@ impl RegionTable {
     pub fn end_fork_fallback(&mut self, child: u32, child_generation: u32) {
         if self
             .maps
-            .fork_fallbacks
-            .get(&child, 0)
-            .is_ok_and(|f| f.child_generation == child_generation)
+            .fork_fallback_get(child)
+            .is_some_and(|f| f.child_generation == child_generation)
         {
-            let removed = self.maps.fork_fallbacks.remove(&child);
+            let removed = self.maps.fork_fallback_remove(child);
             self.edits_failed += u64::from(removal_failed(removed));
             self.tables_changed();
         }
@@ -180,25 +164,21 @@ impl RegionTable {
 
     /// Children still falling back to their parents.
     pub fn fork_fallbacks(&self) -> Vec<(u32, ForkFallback)> {
-        self.maps
-            .fork_fallbacks
-            .iter()
-            .filter_map(Result::ok)
-            .collect()
+        self.maps.fork_fallbacks()
     }
 
     /// The agent's `--path` verdict for a region the kernel made pending.
     pub fn set_path_verdict(&mut self, region_id: u64, verdict: u32) {
-        if let Err(err) = self.maps.path_verdicts.insert(region_id, verdict, 0) {
+        if let Err(err) = self.maps.path_verdict_insert(region_id, verdict) {
             // Its faults keep coming to the agent, which filters them itself.
             self.edits_failed += 1;
-            log::debug!("path verdict of region {region_id} not stored: {err}");
+            log::debug!("path verdict of region {region_id} not stored: {err:?}");
         }
     }
 
     /// The region is gone: its verdict too.
     pub fn forget_path_verdict(&mut self, region_id: u64) {
-        let removed = self.maps.path_verdicts.remove(&region_id);
+        let removed = self.maps.path_verdict_remove(region_id);
         self.edits_failed += u64::from(removal_failed(removed));
     }
 
@@ -208,7 +188,7 @@ impl RegionTable {
     pub fn insert_if_absent(&mut self, tgid: u32, region: &Region) -> bool {
         let mut whole = true;
         for key in block_keys(tgid, region) {
-            whole &= self.insert_block(&key, region, NO_EXIST);
+            whole &= self.insert_block(&key, region, Insert::IfAbsent);
         }
         self.tables_changed();
         whole
@@ -223,8 +203,7 @@ impl RegionTable {
     pub fn replace_with_pieces(&mut self, tgid: u32, old: &Region, pieces: &[Piece]) {
         let still_there = block_keys(tgid, old).any(|key| {
             self.maps
-                .regions
-                .get(&key, 0)
+                .region_get(&key)
                 .is_ok_and(|found| same_region(&found, old))
         });
         if !still_there {
@@ -233,12 +212,12 @@ impl RegionTable {
         for piece in pieces {
             let region = old.piece(piece);
             for key in block_keys(tgid, &region) {
-                match self.maps.regions.get(&key, 0) {
+                match self.maps.region_get(&key) {
                     Ok(found) if same_region(&found, old) => {
-                        self.insert_block(&key, &region, EXIST);
+                        self.insert_block(&key, &region, Insert::IfPresent);
                     }
-                    Err(err) if errno(&err) == Some(ENOENT) => {
-                        self.insert_block(&key, &region, NO_EXIST);
+                    Err(TableError::Missing) => {
+                        self.insert_block(&key, &region, Insert::IfAbsent);
                     }
                     _ => {}
                 }
@@ -253,23 +232,22 @@ impl RegionTable {
         for key in block_keys(tgid, region) {
             if self
                 .maps
-                .regions
-                .get(&key, 0)
+                .region_get(&key)
                 .is_ok_and(|found| same_region(&found, region))
             {
-                self.edits_failed += u64::from(removal_failed(self.maps.regions.remove(&key)));
+                self.edits_failed += u64::from(removal_failed(self.maps.region_remove(&key)));
             }
         }
         self.tables_changed();
     }
 
     /// One block; a full table is counted. Returns whether it went in.
-    fn insert_block(&mut self, key: &Key<RegionKeyData>, region: &Region, flags: u64) -> bool {
-        match self.maps.regions.insert(key, region, flags) {
+    fn insert_block(&mut self, key: &RegionKey, region: &Region, insert: Insert) -> bool {
+        match self.maps.region_insert(key, region, insert) {
             Ok(()) => true,
             // Something newer is there (NOEXIST), or the block just went (EXIST).
-            Err(err) if matches!(errno(&err), Some(EEXIST | ENOENT)) => false,
-            Err(err) => {
+            Err(TableError::Exists | TableError::Missing) => false,
+            Err(TableError::Failed(err)) => {
                 self.blocks_not_inserted += 1;
                 log::debug!("region table insert failed: {err}");
                 false
@@ -282,12 +260,8 @@ impl RegionTable {
     /// memoised under the old version and dropped at its next fault.
     pub fn tables_changed(&mut self) {
         self.agent_edits += 1;
-        if let Err(err) = self
-            .maps
-            .versions
-            .set(TABLE_VERSION_AGENT, self.agent_edits, 0)
-        {
-            log::warn!("table version update failed: {err}");
+        if let Err(err) = self.maps.set_agent_version(self.agent_edits) {
+            log::warn!("table version update failed: {err:?}");
         }
     }
 }
@@ -302,26 +276,17 @@ fn same_region(found: &Region, region: &Region) -> bool {
 
 /// Whether a removal from a kernel table failed for another reason than the entry
 /// being gone already (the kernel or a racing removal took it first).
-pub fn removal_failed(result: Result<(), MapError>) -> bool {
-    match result {
-        Ok(()) => false,
-        Err(err) if errno(&err) == Some(ENOENT) => false,
+pub fn removal_failed(result: Result<(), impl Into<TableError>>) -> bool {
+    match result.map_err(Into::into) {
+        Ok(()) | Err(TableError::Missing) => false,
         Err(err) => {
-            log::debug!("kernel table removal failed: {err}");
+            log::debug!("kernel table removal failed: {err:?}");
             true
         }
     }
 }
 
-fn errno(err: &MapError) -> Option<i32> {
-    match err {
-        MapError::SyscallError(e) => e.io_error.raw_os_error(),
-        MapError::KeyNotFound => Some(ENOENT),
-        _ => None,
-    }
-}
-
-fn block_keys(tgid: u32, region: &Region) -> impl Iterator<Item = Key<RegionKeyData>> {
+fn block_keys(tgid: u32, region: &Region) -> impl Iterator<Item = RegionKey> {
     let (end, generation) = (region.end, region.generation);
     let mut cursor = region.start;
     std::iter::from_fn(move || {
@@ -329,7 +294,7 @@ fn block_keys(tgid: u32, region: &Region) -> impl Iterator<Item = Key<RegionKeyD
             return None;
         }
         let order = block_order(cursor, end);
-        let key = Key::new(
+        let key = (
             block_prefix_len(order),
             region_key_data(tgid, generation, cursor),
         );

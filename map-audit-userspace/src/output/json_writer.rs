@@ -66,6 +66,11 @@ impl JsonWriter {
         })
     }
 
+    /// The clock its timestamps come from.
+    pub fn clock(&self) -> Clock {
+        self.clock
+    }
+
     /// Writes to any writer (benchmarks, tests).
     pub fn with_writer(out: Box<dyn Write + Send>, clock: Clock) -> Self {
         Self {

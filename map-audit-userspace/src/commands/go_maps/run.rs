@@ -25,7 +25,7 @@ use super::{
 };
 use crate::{
     commands::cli::{GoMapsArgs, OutputFormat},
-    commands::signals::Signals,
+    commands::signals::{Signals, runtime_with_signals},
     kernel::kernel_support,
     kernel::{loader::raise_memlock_limit, programs::take_map},
     output::clock::Clock,
@@ -132,14 +132,7 @@ pub fn run(args: GoMapsArgs) -> Result<i32> {
     let counters = PerCpuArray::try_from(take_map(&mut ebpf, map_names::GO_COUNTERS)?)?;
     let ring = RingBuf::try_from(take_map(&mut ebpf, map_names::EVENTS)?)?;
 
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime failed")?;
-    let signals = {
-        let _runtime = runtime.enter();
-        Signals::install()?
-    };
+    let (runtime, signals) = runtime_with_signals()?;
     let mut session = Session {
         pid,
         reports,

@@ -1,0 +1,268 @@
+//! Turns kernel records into events: keeps a copy of each process's regions (with the
+//! file paths the kernel cannot give), attaches process details, symbolises stacks,
+//! and makes the region-table changes only the agent can make. One part per kind of
+//! record: `regions`, `processes`, `faults`; `unwind_tables` builds what the kernel's
+//! stack walk reads. The kernel's tables are behind `TableMaps`, so `tests` runs it on
+//! tables in memory.
+
+mod faults;
+mod processes;
+mod regions;
+mod unwind_tables;
+
+use std::{collections::HashMap, path::PathBuf, sync::Arc};
+
+use map_audit_common::{
+    COMM_LEN,
+    records::{
+        ERROR_CODE_UNKNOWN, FAULT_STACK_TRUNCATED, FAULT_VIA_PARENT, FaultRecord,
+        KIND_PROCESS_EXIT, MappedFileRecord, ORIGIN_BRK, ORIGIN_EXEC, ORIGIN_MREMAP, ProcessRecord,
+        RecordHeader, RegionRecord,
+    },
+    region::{MREMAP_DONTUNMAP, PATH_PENDING, PROT_EXEC, Region, change_applies},
+    region_split::{UNMAP, changes, split},
+};
+
+use crate::{
+    kernel::kernel_tallies::KernelTallies,
+    kernel::region_table::RegionTable,
+    output::addresses,
+    output::clock::Clock,
+    output::events::AgentCounters,
+    output::events::KernelCounters,
+    output::events::{
+        AggregateSummary, Body, ProcessInfo, Range, RegionEvent, RegionKind, WriteFault,
+    },
+    output::region_names::{is_file_backed, region_json},
+    pipeline::aggregator::{Aggregate, Aggregator, RawFault},
+    pipeline::captured_paths::{captured_path, kernel_string},
+    pipeline::items::{Item, Timed},
+    pipeline::records::Record,
+    pipeline::region_filter::RegionFilter,
+    pipeline::region_mirror::{RegionMirror, TrackedRegion},
+    proc::process_maps::{MapEntry, ProcessMaps},
+    stacks::exec_image::{ImageMap, TextOffsets},
+    stacks::rendered_stacks::RenderedStacks,
+    stacks::symbolizer::StackSymbolizer,
+    stacks::unwind::tables::UnwindTables,
+};
+
+/// How the correlator reports.
+pub struct Options {
+    pub filter: RegionFilter,
+    /// One event per fault instead of aggregates.
+    pub every_event: bool,
+    /// Frames per reported stack (`--max-stack-depth`), to keep lines under 16 KiB.
+    pub max_stack_depth: usize,
+    /// The kernel's fault tallies (aggregated mode).
+    pub kernel_tallies: Option<KernelTallies>,
+    /// The kernel's unwind tables (`None`: frame pointers only, or no kernel).
+    pub unwind_tables: Option<UnwindTables>,
+}
+
+impl Options {
+    /// No filters, no kernel tallies, no unwind tables: the correlator alone, as unit
+    /// tests and the pipeline benchmark run it.
+    pub fn without_kernel(every_event: bool) -> Self {
+        Self {
+            filter: RegionFilter::default(),
+            every_event,
+            max_stack_depth: 64,
+            kernel_tallies: None,
+            unwind_tables: None,
+        }
+    }
+}
+
+#[derive(Default)]
+struct ProcessState {
+    maps: Arc<ProcessMaps>,
+    /// Executable mappings from the kernel's records (when /proc was too late).
+    image: Arc<ImageMap>,
+    regions: RegionMirror,
+    /// The scope generation the regions belong to (0: not known yet).
+    generation: u32,
+}
+
+pub struct Correlator {
+    processes: HashMap<u32, ProcessState>,
+    /// Paths the kernel captured, by region id, until the region's `region_mapped`.
+    captured_paths: HashMap<u64, Arc<str>>,
+    mount_points: HashMap<u32, Arc<str>>,
+    text_offsets: TextOffsets,
+    symbolizer: StackSymbolizer,
+    rendered_stacks: RenderedStacks,
+    table: RegionTable,
+    filter: RegionFilter,
+    /// `None` in every-event mode.
+    aggregator: Option<Aggregator>,
+    max_stack_depth: usize,
+    clock: Clock,
+    pub counters: AgentCounters,
+    /// Forked children found still falling back to their parents at the last reclaim.
+    forks_waiting: HashMap<u32, u32>,
+    unwind_tables: Option<UnwindTables>,
+}
+
+impl Correlator {
+    pub fn new(table: RegionTable, options: Options, clock: Clock) -> Self {
+        Self {
+            processes: HashMap::new(),
+            captured_paths: HashMap::new(),
+            mount_points: HashMap::new(),
+            text_offsets: TextOffsets::default(),
+            symbolizer: StackSymbolizer::new(),
+            rendered_stacks: RenderedStacks::default(),
+            table,
+            filter: options.filter,
+            aggregator: (!options.every_event).then(|| Aggregator::new(options.kernel_tallies)),
+            max_stack_depth: options.max_stack_depth,
+            clock,
+            counters: AgentCounters::default(),
+            forks_waiting: HashMap::new(),
+            unwind_tables: options.unwind_tables,
+        }
+    }
+
+    pub fn table_entries(&self) -> crate::kernel::region_table::TableEntries {
+        self.table.entries()
+    }
+
+    /// The agent's counters, with those of its edits of the kernel's table and of its
+    /// unwind tables.
+    pub fn agent_counters(&self) -> AgentCounters {
+        let unwind = self
+            .unwind_tables
+            .as_ref()
+            .map(|t| t.counters)
+            .unwrap_or_default();
+        AgentCounters {
+            region_blocks_not_inserted: self.table.blocks_not_inserted,
+            unwind_table_full: unwind.full,
+            unwind_info_missing: unwind.unbuilt,
+            unwind_tables_built: unwind.built,
+            kernel_table_edits_failed: self.table.edits_failed
+                + unwind.removals_failed
+                + self
+                    .aggregator
+                    .as_ref()
+                    .map_or(0, Aggregator::tally_removals_failed),
+            ..self.counters
+        }
+    }
+
+    /// The events for one item (several when an exit or an unmap closes regions).
+    pub fn handle(&mut self, item: Item, out: &mut Vec<Timed>) {
+        match item {
+            Item::MountPoint(id, point) => {
+                self.mount_points.insert(id, point);
+            }
+            Item::Maps(pid, maps) => {
+                log::trace!("pid {pid}: {} mappings", maps.entry_count());
+                self.processes.entry(pid).or_default().maps = maps;
+            }
+            Item::Seed {
+                pid,
+                comm,
+                generation,
+                regions,
+                settled,
+            } => {
+                if !settled {
+                    self.counters.processes_seeded_unsettled += 1;
+                }
+                self.seed(pid, &comm, generation, regions, out)
+            }
+            Item::Record(record) => {
+                if !matches!(
+                    record,
+                    Record::MappedFile(_) | Record::WriteFault(_) | Record::KernelWriteFault(_)
+                ) {
+                    self.counters.region_and_process_records_delivered += 1;
+                }
+                match record {
+                    Record::RegionMapped(r) => self.region_mapped(&r, out),
+                    Record::RegionUnmapped(r) => self.region_changed(&r, UNMAP, out),
+                    Record::RegionProtected(r) => self.region_changed(&r, r.detail, out),
+                    Record::UnmapUnresolved(r) => self.range_unresolved(&r, UNMAP, out),
+                    Record::ProtectUnresolved(r) => self.range_unresolved(&r, r.detail, out),
+                    Record::RemapUnresolved(r) => self.remap_unresolved(&r, out),
+                    Record::WriteFault(f) => out.extend(self.write_fault(&f, None)),
+                    Record::KernelWriteFault(k) => {
+                        let depth = stack_depth(k.kernel_stack_bytes, k.kernel_stack.len());
+                        out.extend(self.write_fault(&k.fault, Some(&k.kernel_stack[..depth])));
+                    }
+                    Record::MappedFile(f) => self.mapped_file(&f),
+                    Record::ProcessFork(p) => self.process_fork(&p, out),
+                    Record::ExecImage(r) => self.exec_image(&r),
+                    Record::ProcessExec(p) => {
+                        self.process_gone(&p, out);
+                        self.processes.entry(p.tgid).or_default().generation = p.generation;
+                    }
+                    Record::ProcessExit(p) => {
+                        self.process_gone(&p, out);
+                        self.processes.remove(&p.tgid);
+                    }
+                }
+            }
+        }
+    }
+
+    pub(super) fn process_info(&mut self, header: &RecordHeader) -> ProcessInfo {
+        let state = self.processes.entry(header.tgid).or_default();
+        ProcessInfo {
+            pid: header.tgid,
+            tid: header.tid,
+            comm: kernel_string(&header.comm),
+            exe: state.maps.exe.clone(),
+        }
+    }
+}
+
+fn region_event(
+    ts_ns: Option<u64>,
+    kind: RegionKind,
+    process: ProcessInfo,
+    region: &Region,
+    path: Option<Arc<str>>,
+    cut: Option<(u64, u64)>,
+    new_prot: Option<u32>,
+) -> Timed {
+    Timed {
+        ts_ns,
+        body: Body::Region(RegionEvent::new(
+            kind,
+            process,
+            region_json(region, path.as_deref()),
+            cut.map(|(start, end)| Range {
+                start: addresses::in_region(start, region.start),
+                end: addresses::in_region(end, region.start),
+            }),
+            new_prot,
+        )),
+    }
+}
+
+/// The schema's name of a `STACK_END_*`.
+fn stack_end_name(end: u32) -> &'static str {
+    use map_audit_common::unwind::*;
+    match end {
+        STACK_END_COMPLETE => "complete",
+        STACK_END_DEPTH_LIMIT => "depth_limit",
+        STACK_END_UNREADABLE => "unreadable_stack",
+        STACK_END_ANONYMOUS_CODE => "jit_or_anonymous_code",
+        _ => "no_unwind_info",
+    }
+}
+
+/// Frames in a stack buffer from the byte count `bpf_get_stack` returned.
+fn stack_depth(bytes: i64, capacity: usize) -> usize {
+    if bytes > 0 {
+        (bytes as usize / 8).min(capacity)
+    } else {
+        0
+    }
+}
+
+#[cfg(test)]
+mod tests;
