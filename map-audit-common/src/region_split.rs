@@ -68,12 +68,10 @@ pub fn for_each_piece(
     new_prot: u32,
     mut piece: impl FnMut(Piece),
 ) -> (u64, u64) {
-    let cut_start = if region.start > start {
-        region.start
-    } else {
-        start
-    };
-    let cut_end = if region.end < end { region.end } else { end };
+    // The change clamped into the region: a range beside it cuts nothing (the
+    // property test found pieces reaching past the region when it did).
+    let cut_start = start.max(region.start).min(region.end);
+    let cut_end = end.max(cut_start).min(region.end);
     let mut push = |start: u64, end: u64, prot: u32| {
         piece(Piece {
             start,
@@ -162,5 +160,45 @@ mod tests {
         assert!(!changes(&r, 3));
         assert!(changes(&r, 1));
         assert!(changes(&r, UNMAP));
+    }
+
+    proptest::proptest! {
+        /// Against a page-by-page model: every page of the region is in exactly one
+        /// piece, with the new protection inside the change and the old one outside,
+        /// except an unmap's pages, which are in none; pieces are in address order and
+        /// keep the file offset of their pages.
+        #[test]
+        fn pieces_match_a_page_model(
+            start in 0u64..32, pages in 1u64..32,
+            cut_from in 0u64..64, cut_pages in 1u64..32,
+            new_prot in proptest::prop_oneof![proptest::strategy::Just(UNMAP), 0u32..8],
+        ) {
+            const PAGE: u64 = 4096;
+            let r = region(start * PAGE, (start + pages) * PAGE);
+            let (from, to) = (cut_from * PAGE, (cut_from + cut_pages) * PAGE);
+            let split = split(&r, from, to, new_prot);
+            let mut end = 0;
+            for piece in split.pieces() {
+                proptest::prop_assert!(piece.start >= end && piece.start < piece.end);
+                end = piece.end;
+            }
+            for page in start..start + pages {
+                let at = page * PAGE;
+                let inside = at >= from && at < to;
+                let holding: u32 = split
+                    .pieces()
+                    .iter()
+                    .filter(|p| p.start <= at && at < p.end)
+                    .map(|p| {
+                        let expected = if inside { new_prot } else { r.prot };
+                        assert_eq!(p.prot, expected, "page {page}");
+                        assert_eq!(r.piece(p).file_offset + (at - p.start), r.file_offset + (at - r.start));
+                        1
+                    })
+                    .sum();
+                let expected = u32::from(!(inside && new_prot == UNMAP));
+                proptest::prop_assert_eq!(holding, expected, "page {}", page);
+            }
+        }
     }
 }

@@ -7,4 +7,4 @@ pub mod config_file;
 pub mod go_maps;
 pub mod report;
 pub mod run;
-pub mod signals;
+pub(crate) mod signals;

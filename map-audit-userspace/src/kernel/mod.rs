@@ -2,14 +2,14 @@
 //! (`loader`, `fault_hooks`, with `kernel_btf`, `tracefs`, `kernel_support`, `cgroup`),
 //! and the agent's edits of the kernel's tables (`region_table`, `kernel_tallies`).
 
-pub mod cgroup;
-pub mod counters;
-pub mod fault_hooks;
+pub(crate) mod cgroup;
+pub(crate) mod counters;
+pub(crate) mod fault_hooks;
 pub mod kernel_btf;
-pub mod kernel_support;
-pub mod kernel_tallies;
-pub mod loader;
-pub mod programs;
+pub(crate) mod kernel_support;
+pub(crate) mod kernel_tallies;
+pub(crate) mod loader;
+pub(crate) mod programs;
 pub mod region_table;
 pub mod table_maps;
 pub mod tracefs;

@@ -2,11 +2,11 @@
 //! `addresses`, `clock`), written as JSON lines or pretty text (`json_writer`,
 //! `pretty_format`), and the Prometheus metrics (`metrics`, `metrics_server`).
 
-pub mod addresses;
+pub(crate) mod addresses;
 pub mod clock;
-pub mod events;
+pub(crate) mod events;
 pub mod json_writer;
-pub mod metrics;
-pub mod metrics_server;
-pub mod pretty_format;
-pub mod region_names;
+pub(crate) mod metrics;
+pub(crate) mod metrics_server;
+pub(crate) mod pretty_format;
+pub(crate) mod region_names;

@@ -2,15 +2,15 @@
 //! It owns everything that is not `Sync` (the blazesym symbolizer) or that may block
 //! (file output), so the ring-buffer reader never waits on them.
 
-pub mod aggregator;
+pub(crate) mod aggregator;
 pub mod captured_paths;
 pub mod correlator;
 pub mod items;
-pub mod proc_seed;
+pub(crate) mod proc_seed;
 pub mod records;
-pub mod region_filter;
-pub mod region_mirror;
-pub mod ringbuf_reader;
+pub(crate) mod region_filter;
+pub(crate) mod region_mirror;
+pub(crate) mod ringbuf_reader;
 
 use std::{
     sync::mpsc::{Receiver, SyncSender, sync_channel},

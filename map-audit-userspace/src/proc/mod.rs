@@ -2,7 +2,7 @@
 //! kernel's table at start), mount points, and the command the agent starts
 //! (`target`).
 
-pub mod mount_points;
+pub(crate) mod mount_points;
 pub mod process_maps;
-pub mod target;
-pub mod vdso_image;
+pub(crate) mod target;
+pub(crate) mod vdso_image;

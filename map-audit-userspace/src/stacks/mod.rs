@@ -2,6 +2,6 @@
 //! frames it sends (`symbolizer` with blazesym, `exec_image`, `rendered_stacks`).
 
 pub mod exec_image;
-pub mod rendered_stacks;
+pub(crate) mod rendered_stacks;
 pub mod symbolizer;
-pub mod unwind;
+pub(crate) mod unwind;
