@@ -15,6 +15,17 @@ struct Probe {
     detail: String,
 }
 
+impl Probe {
+    /// A check whose detail is `yes` or `no` depending on the result.
+    fn new(what: impl Into<String>, ok: bool, yes: &str, no: &str) -> Self {
+        Self {
+            what: what.into(),
+            ok,
+            detail: if ok { yes } else { no }.into(),
+        }
+    }
+}
+
 fn program_type(kind: ProgramType) -> (bool, String) {
     match is_program_supported(kind) {
         Ok(true) => (true, "the kernel loads this program type".into()),
@@ -23,28 +34,65 @@ fn program_type(kind: ProgramType) -> (bool, String) {
     }
 }
 
+/// What the checks found that decides whether and how `map-audit run` works.
+struct Findings {
+    probes: Vec<Probe>,
+    privileged: bool,
+    btf: bool,
+    ringbuf: bool,
+    needed_tracepoints: bool,
+    page_fault_tracepoint: bool,
+    tracepoint_programs: bool,
+    raw_tracepoint_programs: bool,
+    kprobe_events: bool,
+    perf_fallback: bool,
+}
+
 /// Prints the report; returns the exit code (0 when `map-audit run` can work here).
 pub fn run() -> i32 {
+    let findings = probe();
+    for probe in &findings.probes {
+        println!(
+            "{:<4} {:<48} {}",
+            if probe.ok { "yes" } else { "no" },
+            probe.what,
+            probe.detail
+        );
+    }
+    print_plan(&findings);
+    let fault_hook = findings.page_fault_tracepoint && findings.raw_tracepoint_programs;
+    let can_run = findings.privileged
+        && findings.btf
+        && findings.ringbuf
+        && findings.needed_tracepoints
+        && findings.tracepoint_programs
+        && (fault_hook || findings.kprobe_events || findings.perf_fallback);
+    if can_run {
+        println!("\nmap-audit can run on this kernel.");
+        0
+    } else {
+        println!("\nmap-audit cannot run here: see the `no` lines above.");
+        1
+    }
+}
+
+/// Runs every check.
+fn probe() -> Findings {
     let mut probes = Vec::new();
     let privileged = kernel_support::has_bpf_privileges();
-    probes.push(Probe {
-        what: "privileges (root, or CAP_BPF + CAP_PERFMON)".into(),
-        ok: privileged,
-        detail: if privileged {
-            "present".into()
-        } else {
-            "missing: run with sudo".into()
-        },
-    });
-    probes.push(Probe {
-        what: "BTF (/sys/kernel/btf/vmlinux)".into(),
-        ok: kernel_support::has_btf(),
-        detail: if kernel_support::has_btf() {
-            "present".into()
-        } else {
-            "missing: needs CONFIG_DEBUG_INFO_BTF=y".into()
-        },
-    });
+    probes.push(Probe::new(
+        "privileges (root, or CAP_BPF + CAP_PERFMON)",
+        privileged,
+        "present",
+        "missing: run with sudo",
+    ));
+    let btf = kernel_support::has_btf();
+    probes.push(Probe::new(
+        "BTF (/sys/kernel/btf/vmlinux)",
+        btf,
+        "present",
+        "missing: needs CONFIG_DEBUG_INFO_BTF=y",
+    ));
     let tracefs = tracefs::root();
     probes.push(Probe {
         what: "tracefs".into(),
@@ -54,7 +102,7 @@ pub fn run() -> i32 {
             Err(err) => format!("{err:#}"),
         },
     });
-    let tracepoint = |category: &'static str, name: &'static str| -> bool {
+    let tracepoint = |category: &str, name: &str| -> bool {
         tracefs
             .as_ref()
             .is_ok_and(|root| tracefs::tracepoint_exists(root, category, name))
@@ -72,26 +120,20 @@ pub fn run() -> i32 {
     ] {
         let ok = tracepoint(category, name);
         needed_tracepoints &= ok || name == "page_fault_kernel";
-        probes.push(Probe {
-            what: format!("tracepoint {category}:{name}"),
+        probes.push(Probe::new(
+            format!("tracepoint {category}:{name}"),
             ok,
-            detail: if ok {
-                "present".into()
-            } else {
-                "missing".into()
-            },
-        });
+            "present",
+            "missing",
+        ));
     }
     let ringbuf = is_map_supported(MapType::RingBuf).unwrap_or(false);
-    probes.push(Probe {
-        what: "ring buffer map (Linux 5.8+)".into(),
-        ok: ringbuf,
-        detail: if ringbuf {
-            "supported".into()
-        } else {
-            "unsupported: needs Linux 5.8+".into()
-        },
-    });
+    probes.push(Probe::new(
+        "ring buffer map (Linux 5.8+)",
+        ringbuf,
+        "supported",
+        "unsupported: needs Linux 5.8+",
+    ));
     let mut supported = |what: &str, kind| {
         let (ok, detail) = program_type(kind);
         probes.push(Probe {
@@ -112,47 +154,44 @@ pub fn run() -> i32 {
     let kprobe_events = tracefs
         .as_ref()
         .is_ok_and(|root| root.join("kprobe_events").exists());
-    probes.push(Probe {
-        what: "kprobe attach (kprobe_events)".into(),
-        ok: kprobe_events,
-        detail: if kprobe_events {
-            "present".into()
-        } else {
-            "missing: kernel built without CONFIG_KPROBES".into()
-        },
-    });
+    probes.push(Probe::new(
+        "kprobe attach (kprobe_events)",
+        kprobe_events,
+        "present",
+        "missing: kernel built without CONFIG_KPROBES",
+    ));
+    let perf_fallback = perf_page_faults_available();
     probes.push(Probe {
         what: "perf software event page-faults".into(),
-        ok: perf_page_faults_available(),
+        ok: perf_fallback,
         detail: "perf_event_open(PERF_COUNT_SW_PAGE_FAULTS) on this process".into(),
     });
-
-    for probe in &probes {
-        println!(
-            "{:<4} {:<48} {}",
-            if probe.ok { "yes" } else { "no" },
-            probe.what,
-            probe.detail
-        );
+    Findings {
+        probes,
+        privileged,
+        btf,
+        ringbuf,
+        needed_tracepoints,
+        page_fault_tracepoint: tracepoint("exceptions", "page_fault_user"),
+        tracepoint_programs,
+        raw_tracepoint_programs,
+        kprobe_events,
+        perf_fallback,
     }
-    let fault_hook = tracepoint("exceptions", "page_fault_user") && raw_tracepoint_programs;
-    let perf_fallback = perf_page_faults_available();
-    let can_run = privileged
-        && kernel_support::has_btf()
-        && ringbuf
-        && needed_tracepoints
-        && tracepoint_programs
-        && (fault_hook || kprobe_events || perf_fallback);
+}
+
+/// Which hooks and unwinding a run would use.
+fn print_plan(findings: &Findings) {
     println!();
     println!("map-audit run would use:");
     println!(
         "  mmap/munmap/fork/exit: tracepoints (syscalls:sys_*_mmap, sys_*_munmap, sched:sched_process_*)"
     );
-    let chosen = if fault_hook {
+    let chosen = if findings.page_fault_tracepoint && findings.raw_tracepoint_programs {
         "raw_tracepoint:exceptions:page_fault_{user,kernel} (cheapest measured)"
-    } else if kprobe_events {
+    } else if findings.kprobe_events {
         "kprobe:handle_mm_fault (no usable exceptions:page_fault_* tracepoints)"
-    } else if perf_fallback {
+    } else if findings.perf_fallback {
         "perf_event:software:page-faults (last resort: no error code, reads of writable pages included)"
     } else {
         "none available"
@@ -167,13 +206,6 @@ pub fn run() -> i32 {
     println!(
         "  (--unwind auto (default), cfi: stop where there is no CFI, frame-pointer: frame pointers only)"
     );
-    if can_run {
-        println!("\nmap-audit can run on this kernel.");
-        0
-    } else {
-        println!("\nmap-audit cannot run here: see the `no` lines above.");
-        1
-    }
 }
 
 fn perf_page_faults_available() -> bool {
