@@ -371,6 +371,27 @@ fn attaches_to_a_running_go_process_by_pid_go1_24() {
     );
 }
 
+/// Signals are caught before `go_maps_started` is written (they were caught after it,
+/// so a SIGTERM right after it could end the agent without its final stats).
+#[test]
+fn sigterm_right_after_go_maps_started_ends_with_go_maps_stopped_go1_24() {
+    let mut program = Command::new(mapwriters(Go::V1_24, Build::Plain))
+        .arg("race-on-input")
+        .stdin(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = program.id().to_string();
+    let mut agent = Agent::start(&["go-maps", "--pid", &pid]);
+    agent.wait_for("go_maps_started", |e| e["event"] == "go_maps_started");
+    assert_eq!(unsafe { libc::kill(agent.pid() as i32, libc::SIGTERM) }, 0);
+    let run = agent.wait();
+    program.kill().unwrap();
+    program.wait().unwrap();
+    assert_eq!(run.status.code(), Some(0), "{}", run.stderr);
+    assert_eq!(run.events.last().unwrap()["event"], "go_maps_stopped");
+}
+
 #[test]
 fn refuses_a_program_that_is_not_go() {
     let out = Command::new(AGENT)

@@ -98,6 +98,8 @@ pub fn run(args: GoMapsArgs) -> Result<i32> {
         args.ringbuf_size,
     )?;
     let uprobes = hooks.attach(&mut ebpf, &binary, &path, pid)?;
+    // Before `go_maps_started`: a SIGTERM right after it still ends with the final stats.
+    let (runtime, signals) = runtime_with_signals()?;
 
     let clock = Clock::new();
     let mut writer = JsonWriter::open(args.output.as_deref(), clock)?;
@@ -132,7 +134,6 @@ pub fn run(args: GoMapsArgs) -> Result<i32> {
     let counters = PerCpuArray::try_from(take_map(&mut ebpf, map_names::GO_COUNTERS)?)?;
     let ring = RingBuf::try_from(take_map(&mut ebpf, map_names::EVENTS)?)?;
 
-    let (runtime, signals) = runtime_with_signals()?;
     let mut session = Session {
         pid,
         reports,
