@@ -17,16 +17,26 @@ pub fn root() -> Result<PathBuf> {
         return Ok(found);
     }
     let target = Path::new(TRACEFS_PATHS[0]);
-    nix::mount::mount(
+    let mounted = nix::mount::mount(
         Some("tracefs"),
         target,
         Some("tracefs"),
         nix::mount::MsFlags::empty(),
         None::<&str>,
-    )
-    .with_context(|| {
-        format!("tracefs is not mounted and mounting it at {} failed; mount it with `mount -t tracefs tracefs {}`", target.display(), target.display())
-    })?;
+    );
+    if let Err(err) = mounted {
+        // Another agent starting beside this one may be mounting it (EBUSY here): its
+        // mount is as good as ours once it shows.
+        for _ in 0..20 {
+            if let Some(found) = mounted_root() {
+                return Ok(found);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        return Err(err).with_context(|| {
+            format!("tracefs is not mounted and mounting it at {} failed; mount it with `mount -t tracefs tracefs {}`", target.display(), target.display())
+        });
+    }
     Ok(target.to_path_buf())
 }
 
