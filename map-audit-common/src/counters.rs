@@ -129,5 +129,15 @@ named_counters! {
         /// verdicts, tallies, unwind files) and verdicts they refused, other than for an
         /// entry already gone: a stale entry may stay, a verdict is decided by the agent.
         kernel_table_edits_failed: Loss;
+        /// Re-arm rounds started (`--rearm-interval`).
+        rearm_rounds: Count;
+        /// Processes re-armed (their soft-dirty bits cleared), one per process per round.
+        processes_rearmed: Count;
+        /// Re-arms that failed (the process had exited, or clear_refs was refused): that
+        /// process's rewrites in that round are not seen.
+        rearm_failed: Count;
+        /// Re-arms skipped because the process's previous round went over
+        /// `--rearm-budget` (by choice): its rewrites in that round are not seen.
+        rearm_skipped_over_budget: Count;
     }
 }

@@ -31,9 +31,14 @@ fn main() {
     std::process::exit(code);
 }
 
+/// 1 for an error, 2 for an option this kernel cannot serve (as for a usage error).
 fn exit_code(result: anyhow::Result<i32>) -> i32 {
     result.unwrap_or_else(|err| {
         eprintln!("map-audit: {err:#}");
-        1
+        if err.is::<map_audit::kernel::kernel_support::NotOnThisKernel>() {
+            2
+        } else {
+            1
+        }
     })
 }

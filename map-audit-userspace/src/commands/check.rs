@@ -93,6 +93,13 @@ fn probe() -> Findings {
         "present",
         "missing: needs CONFIG_DEBUG_INFO_BTF=y",
     ));
+    // Optional: only `--rearm-interval` needs it.
+    probes.push(Probe::new(
+        "soft-dirty bits (--rearm-interval)",
+        kernel_support::has_soft_dirty(),
+        "present: re-arm rounds are available",
+        "missing: needs CONFIG_MEM_SOFT_DIRTY; runs work without --rearm-interval",
+    ));
     let tracefs = tracefs::root();
     probes.push(Probe {
         what: "tracefs".into(),

@@ -168,6 +168,21 @@ pub struct RunArgs {
     #[arg(long, value_name = "SECONDS", default_value = "1", value_parser = parse_seconds)]
     pub flush_interval: std::time::Duration,
 
+    /// Re-arm every audited process this often (seconds), so writes to memory it has
+    /// already written fault again: each round clears the process's soft-dirty bits
+    /// (`/proc/PID/clear_refs`), the aggregates of a round are reported when the next
+    /// one starts (this replaces --flush-interval), and each `write_fault` says its
+    /// `round`. Costs the process one extra fault per page it writes per round, and
+    /// disturbs CRIU or any other soft-dirty user of the same process. Needs
+    /// CONFIG_MEM_SOFT_DIRTY (`map-audit check`); not with --all.
+    #[arg(long, value_name = "SECONDS", value_parser = parse_seconds, conflicts_with_all = ["flush_interval", "all"])]
+    pub rearm_interval: Option<std::time::Duration>,
+
+    /// With --rearm-interval: a process whose last round took more than N re-armed
+    /// faults per second skips the next round (counted as `rearm_skipped_over_budget`).
+    #[arg(long, value_name = "N/s", value_parser = parse_rate, requires = "rearm_interval")]
+    pub rearm_budget: Option<u64>,
+
     /// At most this many fault records per second per process, e.g. 1000 or 1000/s
     /// (meant for --every-event; the rest are counted as `faults_rate_limited`).
     #[arg(long, value_name = "N/s", value_parser = parse_rate)]

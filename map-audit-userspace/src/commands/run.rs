@@ -42,6 +42,7 @@ use crate::{
     pipeline,
     pipeline::Message,
     pipeline::proc_seed,
+    pipeline::rearm_rounds::RearmRounds,
     pipeline::region_filter::RegionFilter,
     pipeline::ringbuf_reader,
     pipeline::{correlator::Options, items::Item},
@@ -73,6 +74,9 @@ pub fn run(args: RunArgs) -> Result<i32> {
         ));
     }
     kernel_support::require_run_prerequisites()?;
+    if args.rearm_interval.is_some() {
+        kernel_support::require_soft_dirty()?;
+    }
     target::check_pids(&args.pids)?;
     addresses::set_redacted(args.redact_addresses);
     let cgroup = args.cgroup.as_deref().map(Cgroup::resolve).transpose()?;
@@ -129,7 +133,10 @@ pub fn run(args: RunArgs) -> Result<i32> {
             held,
             signals,
             stats_interval,
-            flush_interval: (!args.every_event).then_some(args.flush_interval),
+            flush_interval: args
+                .rearm_interval
+                .or((!args.every_event).then_some(args.flush_interval)),
+            first_round_now: args.rearm_interval.is_some(),
             kernel_logger: kernel_logger.as_mut(),
             output_closed: &output_closed,
         }
@@ -373,6 +380,9 @@ fn start_pipeline(
                 HashMap::try_from(take_map(ebpf, map_names::FAULT_TALLIES)?)?,
                 Array::try_from(take_map(ebpf, map_names::TALLY_EPOCH)?)?,
             )),
+            rearm_rounds: args
+                .rearm_interval
+                .map(|_| RearmRounds::new(args.rearm_budget)),
         },
         clock,
         writer,
@@ -400,8 +410,11 @@ struct ReadLoop<'a> {
     held: Option<HeldCommand>,
     signals: Signals,
     stats_interval: Option<Duration>,
-    /// `None` in every-event mode.
+    /// `None` in every-event mode without `--rearm-interval` (which sets it).
     flush_interval: Option<Duration>,
+    /// `--rearm-interval`: the first round starts at once (the processes running now
+    /// may be warm already), not one interval later.
+    first_round_now: bool,
     kernel_logger: Option<&'a mut KernelLogger>,
     /// Set by the writer when the output fails.
     output_closed: &'a OnceLock<String>,
@@ -426,6 +439,7 @@ impl ReadLoop<'_> {
             mut signals,
             stats_interval,
             flush_interval,
+            first_round_now,
             mut kernel_logger,
             output_closed,
             mut high_water,
@@ -442,7 +456,9 @@ impl ReadLoop<'_> {
         stats_tick.tick().await;
         let mut flush_tick =
             tokio::time::interval(flush_interval.unwrap_or(Duration::from_secs(3600)));
-        flush_tick.tick().await;
+        if !first_round_now {
+            flush_tick.tick().await;
+        }
         // Without a command the receiver is never polled (the branch is disabled).
         let mut exit_rx = match &held {
             Some(held) => held.release_and_wait()?,

@@ -50,6 +50,38 @@ fn major_minor(release: &str) -> Option<(u32, u32)> {
     Some((parts.next()?.parse().ok()?, parts.next()?.parse().ok()?))
 }
 
+/// A run refused because this kernel lacks what an option needs: `map-audit` exits 2
+/// (like a usage error), since the same command works on another kernel.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct NotOnThisKernel(pub String);
+
+/// Whether the kernel keeps soft-dirty bits (CONFIG_MEM_SOFT_DIRTY), which
+/// `--rearm-interval` clears: such a kernel marks new mappings `sd` in smaps' VmFlags
+/// (every process has some: its stack, its heap). One read of /proc/self/smaps.
+pub fn has_soft_dirty() -> bool {
+    std::fs::read_to_string("/proc/self/smaps").is_ok_and(|smaps| smaps_has_soft_dirty(&smaps))
+}
+
+fn smaps_has_soft_dirty(smaps: &str) -> bool {
+    smaps
+        .lines()
+        .filter_map(|l| l.strip_prefix("VmFlags:"))
+        .any(|flags| flags.split_whitespace().any(|f| f == "sd"))
+}
+
+/// `--rearm-interval` on a kernel without soft-dirty bits: refused before loading.
+pub fn require_soft_dirty() -> Result<()> {
+    if has_soft_dirty() {
+        return Ok(());
+    }
+    Err(NotOnThisKernel(format!(
+        "--rearm-interval needs soft-dirty bits, which this kernel ({}) was built without (CONFIG_MEM_SOFT_DIRTY); run without it, or on a kernel that has them (Debian's, Ubuntu's and Fedora's x86-64 kernels do)",
+        kernel_release()
+    ))
+    .into())
+}
+
 /// The checks that stop a run before anything is loaded, each with what to do.
 pub fn require_run_prerequisites() -> Result<()> {
     check_prerequisites(has_bpf_privileges(), has_btf(), &kernel_release())
@@ -89,6 +121,14 @@ mod tests {
         );
         assert!(check_prerequisites(true, true, "5.17.0").is_ok());
         assert!(check_prerequisites(true, true, "6.1.0-56-cloud-amd64").is_ok());
+    }
+
+    #[test]
+    fn soft_dirty_is_read_from_vm_flags() {
+        let with = "7f00-7f01 rw-p 0 00:00 0\nVmFlags: rd wr mr mw me ac sd \n";
+        let without = "7f00-7f01 rw-p 0 00:00 0\nVmFlags: rd wr mr mw me ac \nsd: 1\n";
+        assert!(smaps_has_soft_dirty(with));
+        assert!(!smaps_has_soft_dirty(without));
     }
 
     #[test]

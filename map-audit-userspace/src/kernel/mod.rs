@@ -6,7 +6,7 @@ pub(crate) mod cgroup;
 pub(crate) mod counters;
 pub(crate) mod fault_hooks;
 pub mod kernel_btf;
-pub(crate) mod kernel_support;
+pub mod kernel_support;
 pub(crate) mod kernel_tallies;
 pub(crate) mod loader;
 pub(crate) mod programs;

@@ -195,6 +195,10 @@ pub struct WriteFault {
     /// `ts`... are those of the first (`ts`: the last).
     #[serde(flatten, skip_serializing_if = "Option::is_none")]
     pub aggregate: Option<AggregateSummary>,
+    /// `--rearm-interval`: the re-arm round the (first) fault happened in; 0 before
+    /// the first round.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub round: Option<u64>,
 }
 
 /// The aggregate a `write_fault` stands for (default mode).

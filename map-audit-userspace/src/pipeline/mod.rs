@@ -7,6 +7,7 @@ pub mod captured_paths;
 pub mod correlator;
 pub mod items;
 pub(crate) mod proc_seed;
+pub mod rearm_rounds;
 pub mod records;
 pub(crate) mod region_filter;
 pub(crate) mod region_mirror;
@@ -38,6 +39,7 @@ pub enum Message {
     Undecodable(u64),
     /// The flush interval passed: the pipeline starts the next interval in the kernel
     /// and asks the reader (`FlushBarrier`) to deliver every record made before that.
+    /// With `--rearm-interval` it also starts a re-arm round.
     Flush,
     /// Every record of interval `closing` has been delivered: report its aggregates.
     FlushReady {
@@ -112,8 +114,12 @@ fn run(
             Message::Undecodable(n) => correlator.counters.records_undecodable += n,
             Message::ReopenOutput => writer.reopen(),
             Message::Flush => {
-                if !flush_pending && let Some(closing) = correlator.start_flush() {
-                    flush_pending = barrier.drain.send(closing).is_ok();
+                correlator.start_round(monotonic_now_ns());
+                if !flush_pending {
+                    match correlator.start_flush() {
+                        Some(closing) => flush_pending = barrier.drain.send(closing).is_ok(),
+                        None => correlator.rearm_waiting(),
+                    }
                 }
             }
             Message::FlushReady { closing } => {
@@ -121,6 +127,7 @@ fn run(
                 correlator.flush(|a| a.take_all(closing), &mut events);
                 write_events(writer, &mut events);
                 writer.flush();
+                correlator.rearm_waiting();
             }
             Message::Stats(kernel) => {
                 correlator.reclaim_after_losses(&kernel, &mut events);
@@ -141,6 +148,13 @@ fn run(
             }
         }
     }
+}
+
+/// CLOCK_MONOTONIC, the clock of the records' times (`bpf_ktime_get_ns`).
+fn monotonic_now_ns() -> u64 {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).map_or(0, |t| {
+        t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64
+    })
 }
 
 fn write_events(writer: &mut JsonWriter, events: &mut Vec<Timed>) {

@@ -4,5 +4,6 @@
 
 pub(crate) mod mount_points;
 pub mod process_maps;
+pub(crate) mod soft_dirty;
 pub(crate) mod target;
 pub(crate) mod vdso_image;

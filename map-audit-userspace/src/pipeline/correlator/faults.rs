@@ -69,6 +69,28 @@ impl Correlator {
         self.aggregator.as_mut()?.start_interval()
     }
 
+    /// Starts a re-arm round (`--rearm-interval`) at monotonic time `now_ns`; its
+    /// processes are re-armed by `rearm_waiting`, once the previous round's aggregates
+    /// are reported (the budget needs their counts).
+    pub fn start_round(&mut self, now_ns: u64) {
+        if let Some(rounds) = &mut self.rearm_rounds {
+            rounds.start(now_ns);
+        }
+    }
+
+    /// Re-arms the processes with audited regions for the round that waits, if any.
+    pub fn rearm_waiting(&mut self) {
+        let Some(rounds) = &mut self.rearm_rounds else {
+            return;
+        };
+        let pids = self
+            .processes
+            .iter()
+            .filter(|(_, state)| state.regions.iter().next().is_some())
+            .map(|(&pid, _)| pid);
+        rounds.rearm(pids, soft_dirty::clear_soft_dirty);
+    }
+
     /// Reports the aggregates `take` removes from the aggregator (none in every-event
     /// mode): before a region or process ends, and at each flush.
     pub fn flush(
@@ -124,7 +146,13 @@ impl Correlator {
             }
             stack.frames
         });
-        self.counters.faults_delivered += summary.as_ref().map_or(1, |s| s.count);
+        let count = summary.as_ref().map_or(1, |s| s.count);
+        self.counters.faults_delivered += count;
+        let round = self.rearm_rounds.as_mut().map(|rounds| {
+            let round = rounds.round_of(fault.ts_ns);
+            rounds.note_faults(fault.process.pid, round, count);
+            round
+        });
         self.counters.write_fault_events += 1;
         Timed {
             ts_ns: Some(fault.ts_ns),
@@ -143,6 +171,7 @@ impl Correlator {
                 stack_end: stack_end_name(fault.stack_end),
                 kernel_stack,
                 aggregate: summary,
+                round,
             }),
         }
     }

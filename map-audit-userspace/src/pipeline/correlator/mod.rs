@@ -37,10 +37,12 @@ use crate::{
     pipeline::aggregator::{Aggregate, Aggregator, RawFault},
     pipeline::captured_paths::{captured_path, kernel_string},
     pipeline::items::{Item, Timed},
+    pipeline::rearm_rounds::RearmRounds,
     pipeline::records::Record,
     pipeline::region_filter::RegionFilter,
     pipeline::region_mirror::{RegionMirror, TrackedRegion},
     proc::process_maps::{MapEntry, ProcessMaps},
+    proc::soft_dirty,
     stacks::exec_image::{ImageMap, TextOffsets},
     stacks::rendered_stacks::RenderedStacks,
     stacks::symbolizer::StackSymbolizer,
@@ -58,6 +60,8 @@ pub struct Options {
     pub kernel_tallies: Option<KernelTallies>,
     /// The kernel's unwind tables (`None`: frame pointers only, or no kernel).
     pub unwind_tables: Option<UnwindTables>,
+    /// `--rearm-interval`: the rounds, with `--rearm-budget`.
+    pub rearm_rounds: Option<RearmRounds>,
 }
 
 impl Options {
@@ -70,6 +74,7 @@ impl Options {
             max_stack_depth: 64,
             kernel_tallies: None,
             unwind_tables: None,
+            rearm_rounds: None,
         }
     }
 }
@@ -102,6 +107,7 @@ pub struct Correlator {
     /// Forked children found still falling back to their parents at the last reclaim.
     forks_waiting: HashMap<u32, u32>,
     unwind_tables: Option<UnwindTables>,
+    rearm_rounds: Option<RearmRounds>,
 }
 
 impl Correlator {
@@ -121,6 +127,7 @@ impl Correlator {
             counters: AgentCounters::default(),
             forks_waiting: HashMap::new(),
             unwind_tables: options.unwind_tables,
+            rearm_rounds: options.rearm_rounds,
         }
     }
 
@@ -136,7 +143,16 @@ impl Correlator {
             .as_ref()
             .map(|t| t.counters)
             .unwrap_or_default();
+        let rounds = self
+            .rearm_rounds
+            .as_ref()
+            .map(|r| r.counters)
+            .unwrap_or_default();
         AgentCounters {
+            rearm_rounds: rounds.rounds,
+            processes_rearmed: rounds.processes_rearmed,
+            rearm_failed: rounds.rearm_failed,
+            rearm_skipped_over_budget: rounds.rearm_skipped_over_budget,
             region_blocks_not_inserted: self.table.blocks_not_inserted,
             unwind_table_full: unwind.full,
             unwind_info_missing: unwind.unbuilt,

@@ -1,0 +1,90 @@
+// Re-arm workloads (`tests/rearm.rs`), built the way users build: -O2, no frame
+// pointers.
+//
+//   rearm warm PAGES SECONDS   writes PAGES anonymous pages once, prints the region and
+//                              "ready" on stderr, then
+//                              for SECONDS rewrites pages 0..PAGES-2 (rewrite_all) and
+//                              the last page (rewrite_one) every millisecond.
+//   rearm churn SECONDS        for SECONDS maps, writes, remaps and unmaps regions as
+//                              fast as it can, then exits in the middle of it.
+#define _GNU_SOURCE
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <time.h>
+#include <unistd.h>
+
+#define PAGE 4096
+
+static double now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+__attribute__((noinline)) void rewrite_all(volatile char *region, long pages, char value) {
+    for (long i = 0; i < pages - 1; i++)
+        region[i * PAGE] = value;
+}
+
+__attribute__((noinline)) void rewrite_one(volatile char *region, long pages, char value) {
+    region[(pages - 1) * PAGE] = value;
+}
+
+static int warm(long pages, double seconds) {
+    char *region = mmap(NULL, pages * PAGE, PROT_READ | PROT_WRITE,
+                        MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (region == MAP_FAILED)
+        return perror("mmap"), 1;
+    memset(region, 1, pages * PAGE);
+    fprintf(stderr, "workload: region %p %p\nworkload: ready 1\n", (void *)region,
+            (void *)(region + pages * PAGE));
+    struct timespec tick = {0, 1000000};
+    double end = now() + seconds;
+    for (char value = 2; now() < end; value++) {
+        rewrite_all(region, pages, value);
+        rewrite_one(region, pages, value);
+        nanosleep(&tick, NULL);
+    }
+    return 0;
+}
+
+__attribute__((noinline)) void churn_write(volatile char *region, long pages) {
+    for (long i = 0; i < pages; i++)
+        region[i * PAGE] = (char)i;
+}
+
+static int churn(double seconds) {
+    double end = now() + seconds;
+    int kept = 0;
+    while (now() < end) {
+        long pages = 1 + rand() % 64;
+        char *region = mmap(NULL, pages * PAGE, PROT_READ | PROT_WRITE,
+                            MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (region == MAP_FAILED)
+            return perror("mmap"), 1;
+        churn_write(region, pages);
+        char *moved = mremap(region, pages * PAGE, 2 * pages * PAGE, MREMAP_MAYMOVE);
+        if (moved == MAP_FAILED)
+            return perror("mremap"), 1;
+        churn_write(moved, 2 * pages);
+        munmap(moved, pages * PAGE);
+        churn_write(moved + pages * PAGE, pages);
+        if (kept < 64 && rand() % 4 == 0)
+            kept++;
+        else
+            munmap(moved + pages * PAGE, pages * PAGE);
+    }
+    // Exits with regions still mapped and written, whatever round is running.
+    return 0;
+}
+
+int main(int argc, char **argv) {
+    if (argc == 4 && strcmp(argv[1], "warm") == 0)
+        return warm(atol(argv[2]), atof(argv[3]));
+    if (argc == 3 && strcmp(argv[1], "churn") == 0)
+        return churn(atof(argv[2]));
+    fprintf(stderr, "usage: rearm warm PAGES SECONDS | rearm churn SECONDS\n");
+    return 2;
+}
