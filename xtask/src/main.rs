@@ -6,6 +6,8 @@ mod build_ebpf;
 mod go_toolchains;
 mod soak;
 mod toolchain;
+mod vm_guest;
+mod vm_run;
 mod vm_test;
 
 use std::{
@@ -60,6 +62,20 @@ enum Task {
         #[arg(long = "kernel")]
         kernels: Vec<String>,
     },
+    /// Boot a matrix guest with the agent on PATH as `map-audit`, run COMMAND in it as
+    /// root, relay its output and exit with its status (needs root):
+    /// `cargo xtask vm-run --file ./prog -- map-audit run -- ./prog`.
+    VmRun {
+        /// The guest's kernel (6.1, 6.12).
+        #[arg(long, default_value = "6.12")]
+        kernel: String,
+        /// Copy this file to the same absolute path in the guest, with the libraries
+        /// it links (repeatable).
+        #[arg(long = "file", value_name = "PATH")]
+        files: Vec<PathBuf>,
+        #[arg(last = true, required = true, value_name = "COMMAND")]
+        command: Vec<String>,
+    },
     /// Run the release agent for N minutes under process churn and faults; report RSS,
     /// table fill, events/s and losses over time to docs/soak.md (needs root).
     Soak {
@@ -105,6 +121,11 @@ fn main() -> Result<()> {
             }
         }
         Task::VmTest { kernels } => vm_test::vm_test(&kernels),
+        Task::VmRun {
+            kernel,
+            files,
+            command,
+        } => std::process::exit(vm_run::vm_run(&kernel, &files, &command)?),
         Task::Soak { minutes } => {
             build_all(true)?;
             soak::soak(minutes)

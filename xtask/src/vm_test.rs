@@ -1,9 +1,7 @@
-//! `cargo xtask vm-test`: the fault-hook and audit integration tests on other kernels.
-//! Downloads Debian cloud kernels (cached in target/vm/kernels), builds the agent, the
-//! tests and the C workload statically, packs them with busybox into an initramfs, and
-//! boots each kernel under qemu's TCG: never `-enable-kvm`, since /dev/kvm on these
-//! machines is not hardware virtualisation (see platform notes). Prints a table of
-//! kernel x fault hook.
+//! `cargo xtask vm-test`: the fault-hook, audit and re-arm integration tests on other
+//! kernels. Builds the agent, the tests and the C workloads statically, packs them into
+//! an initramfs and boots each kernel (`vm_guest`). Prints a table of kernel x fault
+//! hook.
 
 use std::{
     fs,
@@ -14,31 +12,15 @@ use std::{
 
 use anyhow::{Context, Result, bail};
 
-use crate::{run, workspace_root};
+use crate::{
+    run,
+    vm_guest::{self, KERNELS, STATIC_TARGET},
+    workspace_root,
+};
 
-/// A Debian kernel: the apt package name is `prefix` + a number + `suffix`; the newest
-/// one Debian's package lists hold is used.
-struct KernelSource {
-    label: &'static str,
-    prefix: &'static str,
-    suffix: &'static str,
-}
-
-const KERNELS: [KernelSource; 2] = [
-    KernelSource {
-        label: "6.1",
-        prefix: "linux-image-6.1.0-",
-        suffix: "-cloud-amd64",
-    },
-    KernelSource {
-        label: "6.12",
-        prefix: "linux-image-6.12.",
-        suffix: "+deb12-cloud-amd64",
-    },
-];
-
-/// Integration-test binaries run in each guest.
-const SUITES: [&str; 2] = ["fault_hooks", "audit"];
+/// Integration-test binaries run in each guest. Their ignored tests run too: they are
+/// the ones that need what the host lacks (soft-dirty bits for `rearm`).
+const SUITES: [&str; 3] = ["fault_hooks", "audit", "rearm"];
 
 /// Fault hooks in the table, with the test that proves each. The raw tracepoint is
 /// the reference of every fault-hook test and the default hook of the audit suite.
@@ -66,9 +48,6 @@ const HOOK_TESTS: [(&str, &str); 6] = [
     ),
 ];
 
-/// How long one guest may run (boot, tests, power-off) before it is killed.
-const GUEST_TIMEOUT: Duration = Duration::from_secs(30 * 60);
-
 /// How many times a guest whose kernel locked up is booted again.
 const MAX_LOCKUP_RETRIES: u32 = 1;
 
@@ -79,10 +58,8 @@ const TEST_TIMEOUT: Duration = Duration::from_secs(5 * 60);
 /// How long one agent run may take inside a test in a guest (90 s on the host).
 const AGENT_RUN_TIMEOUT: Duration = Duration::from_secs(3 * 60);
 
-const STATIC_TARGET: &str = "x86_64-unknown-linux-gnu";
-
 pub fn vm_test(only: &[String]) -> Result<()> {
-    ensure_host_tools()?;
+    vm_guest::ensure_host_tools()?;
     let vm_dir = workspace_root().join("target/vm");
     let binaries = build_static(&vm_dir)?;
     let initramfs = pack_initramfs(&vm_dir, &binaries)?;
@@ -92,7 +69,7 @@ pub fn vm_test(only: &[String]) -> Result<()> {
         .iter()
         .filter(|k| only.is_empty() || only.iter().any(|o| o == k.label))
     {
-        let vmlinuz = fetch_kernel(&vm_dir.join("kernels"), source)?;
+        let vmlinuz = vm_guest::fetch_kernel(&vm_dir.join("kernels"), source)?;
         let log = vm_dir.join(format!("guest-{}.log", source.label));
         eprintln!(
             "xtask vm-test: booting {} ({}) under TCG; serial log in {}",
@@ -103,7 +80,7 @@ pub fn vm_test(only: &[String]) -> Result<()> {
         let started = Instant::now();
         let mut lockups = 0;
         let guest = loop {
-            let booted = boot(&vmlinuz, &initramfs, &log);
+            let booted = vm_guest::boot(&vmlinuz, &initramfs, &log, 2048);
             let serial = fs::read_to_string(&log)?;
             let guest = GuestReport::parse(&serial);
             if let Err(error) = &booted {
@@ -141,41 +118,35 @@ pub fn vm_test(only: &[String]) -> Result<()> {
     Ok(())
 }
 
-fn ensure_host_tools() -> Result<()> {
-    let missing: Vec<&str> = [
-        ("qemu-system-x86_64", "qemu-system-x86"),
-        ("busybox", "busybox-static"),
-    ]
-    .into_iter()
-    .filter(|(tool, _)| !Path::new("/usr/bin").join(tool).exists())
-    .map(|(_, package)| package)
-    .collect();
-    if missing.is_empty() {
-        return Ok(());
-    }
-    crate::toolchain::apt_install("vm-test's qemu and busybox", &missing)
-}
-
 /// Paths of what goes into the guest.
 struct StaticBinaries {
     agent: PathBuf,
     tests: Vec<(String, PathBuf)>,
-    workload: PathBuf,
+    /// (name in the guest's /bin, path)
+    workloads: Vec<(&'static str, PathBuf)>,
 }
 
-/// Builds the agent and the test suites statically (no libraries in the guest) and
-/// the workload with frame pointers.
+/// The C workloads, built statically the way their suites build them on the host:
+/// (name, source in tests/workloads, gcc flags).
+const WORKLOADS: [(&str, &str, &[&str]); 2] = [
+    (
+        "workload",
+        "workload.c",
+        &["-O0", "-fno-omit-frame-pointer"],
+    ),
+    ("rearm", "rearm.c", &["-O2"]),
+];
+
+/// Builds the agent and the test suites statically (no libraries in the guest), and
+/// the workloads.
 fn build_static(vm_dir: &Path) -> Result<StaticBinaries> {
     crate::build_ebpf::build()?;
-    let target_dir = vm_dir.to_path_buf();
-    let mut cargo = crate::cargo();
+    let mut cargo = vm_guest::static_cargo();
     cargo
-        .env("RUSTFLAGS", "-C target-feature=+crt-static")
-        .env("CARGO_PROFILE_DEV_DEBUG", "0")
         .args(["test", "--no-run", "--package", "map-audit", "--target"])
         .arg(STATIC_TARGET)
         .arg("--target-dir")
-        .arg(&target_dir)
+        .arg(vm_dir)
         .args(["--message-format", "json"]);
     for suite in SUITES {
         cargo.args(["--test", suite]);
@@ -203,52 +174,52 @@ fn build_static(vm_dir: &Path) -> Result<StaticBinaries> {
     if tests.len() != SUITES.len() {
         bail!("expected test binaries for {SUITES:?}, cargo reported {tests:?}");
     }
-    let workload = vm_dir.join("workload");
-    let source = workspace_root().join("map-audit-userspace/tests/workloads/workload.c");
-    run(Command::new("gcc")
-        .args(["-static", "-O0", "-g", "-fno-omit-frame-pointer", "-o"])
-        .arg(&workload)
-        .arg(&source))?;
+    let mut workloads = Vec::new();
+    for (name, source, flags) in WORKLOADS {
+        let out = vm_dir.join(name);
+        let source = workspace_root()
+            .join("map-audit-userspace/tests/workloads")
+            .join(source);
+        run(Command::new("gcc")
+            .args(["-static", "-g"])
+            .args(flags)
+            .arg("-o")
+            .arg(&out)
+            .arg(&source))?;
+        workloads.push((name, out));
+    }
     Ok(StaticBinaries {
         // Where the tests look for it (CARGO_BIN_EXE_map-audit).
-        agent: target_dir.join(STATIC_TARGET).join("debug/map-audit"),
+        agent: vm_guest::static_agent_path(vm_dir),
         tests,
-        workload,
+        workloads,
     })
 }
 
-/// The guest's /init: mounts what the agent needs, runs each test of each suite in a
-/// process of its own under a kill timeout (a hung test fails alone, by name, instead of
-/// eating the guest's time), powers off. Every line meant for the host starts with "@@".
+/// The guest's /init after the mounts: runs each test of each suite in a process of
+/// its own under a kill timeout (a hung test fails alone, by name, instead of eating
+/// the guest's time), powers off. Every line meant for the host starts with "@@".
 /// /tmp stays the initramfs's own (writable): a tmpfs over it would hide a checkout that
 /// lives under /tmp.
-const INIT: &str = r#"#!/bin/busybox sh
-/bin/busybox --install -s /bin
-export PATH=/bin
-mount -t proc proc /proc
-mount -t sysfs sysfs /sys
-mount -t devtmpfs devtmpfs /dev
-mount -t tracefs tracefs /sys/kernel/tracing
-mount -t debugfs debugfs /sys/kernel/debug
-mount -t bpf bpf /sys/fs/bpf
-export MAP_AUDIT_TEST_WORKLOAD=/bin/workload
-export MAP_AUDIT_TEST_TIMEOUT_SECS=AGENT_RUN_TIMEOUT
+const RUN_TESTS: &str = r#"export MAP_AUDIT_TEST_WORKLOAD=/bin/workload
+export MAP_AUDIT_TEST_REARM=/bin/rearm
+export MAP_AUDIT_TEST_TIMEOUT_SECS=@AGENT_RUN_TIMEOUT@
 echo "@@ kernel $(uname -r)"
 [ -e /sys/bus/event_source/devices/kprobe ] && echo "@@ kprobes yes" || echo "@@ kprobes no"
 grep -qx handle_mm_fault /sys/kernel/tracing/available_filter_functions && echo "@@ fentry yes" || echo "@@ fentry no"
-AGENT check > /tmp/check 2>&1
+@AGENT@ check > /tmp/check 2>&1
 sed 's/^/@@ check /' /tmp/check
 for suite in /tests/*; do
     name=$(basename "$suite")
     status=0
     for test in $("$suite" --list 2>/dev/null | sed -n 's/: test$//p'); do
         started=$(date +%s)
-        timeout -s KILL TEST_TIMEOUT "$suite" --exact "$test" --test-threads=1 > /tmp/out 2>&1
+        timeout -s KILL @TEST_TIMEOUT@ "$suite" --exact "$test" --include-ignored --test-threads=1 > /tmp/out 2>&1
         rc=$?
         # What a killed or failed test started must not slow the next one down.
         kill -9 -1 2>/dev/null
         sed "s/^/@@ $name /" /tmp/out
-        [ $rc -eq 137 ] && echo "@@ $name test $test ... KILLED after TEST_TIMEOUT s"
+        [ $rc -eq 137 ] && echo "@@ $name test $test ... KILLED after @TEST_TIMEOUT@ s"
         echo "@@ $name took $test $(( $(date +%s) - started )) s"
         [ $rc -eq 0 ] || status=$rc
     done
@@ -260,136 +231,26 @@ poweroff -f
 
 fn pack_initramfs(vm_dir: &Path, binaries: &StaticBinaries) -> Result<PathBuf> {
     let root = vm_dir.join("initramfs");
-    if root.exists() {
-        fs::remove_dir_all(&root)?;
+    vm_guest::new_root(&root)?;
+    for (name, path) in &binaries.workloads {
+        fs::copy(path, root.join("bin").join(name))?;
     }
-    for dir in [
-        "bin", "dev", "proc", "sys", "tmp", "tests", "root", "etc", "run",
-    ] {
-        fs::create_dir_all(root.join(dir))?;
-    }
-    fs::copy("/usr/bin/busybox", root.join("bin/busybox"))?;
-    fs::copy(&binaries.workload, root.join("bin/workload"))?;
     // `/bin/true` for the tests; busybox --install adds the rest at boot.
     std::os::unix::fs::symlink("busybox", root.join("bin/true"))?;
-    let agent_in_guest = root.join(binaries.agent.strip_prefix("/")?);
-    fs::create_dir_all(agent_in_guest.parent().unwrap())?;
-    fs::copy(&binaries.agent, &agent_in_guest)?;
+    vm_guest::copy_in(&root, &binaries.agent)?;
     for (name, path) in &binaries.tests {
         fs::copy(path, root.join("tests").join(name))?;
     }
-    let init = root.join("init");
-    let init_script = INIT
+    let init = format!("{}{RUN_TESTS}", vm_guest::INIT_MOUNTS)
         .replace(
-            "AGENT_RUN_TIMEOUT",
+            "@AGENT_RUN_TIMEOUT@",
             &AGENT_RUN_TIMEOUT.as_secs().to_string(),
         )
-        .replace("TEST_TIMEOUT", &TEST_TIMEOUT.as_secs().to_string())
-        .replace("AGENT", &binaries.agent.display().to_string());
-    fs::write(&init, init_script)?;
-    run(Command::new("chmod").arg("755").arg(&init))?;
+        .replace("@TEST_TIMEOUT@", &TEST_TIMEOUT.as_secs().to_string())
+        .replace("@AGENT@", &binaries.agent.display().to_string());
     let archive = vm_dir.join("initramfs.cpio");
-    let status = Command::new("sh")
-        .arg("-c")
-        .arg("find . | busybox cpio -o -H newc > \"$0\" 2>/dev/null")
-        .arg(&archive)
-        .current_dir(&root)
-        .status()?;
-    if !status.success() {
-        bail!("packing the initramfs failed");
-    }
+    vm_guest::pack(&root, &init, &archive)?;
     Ok(archive)
-}
-
-/// The newest kernel package matching `source`, downloaded and unpacked once.
-fn fetch_kernel(cache: &Path, source: &KernelSource) -> Result<PathBuf> {
-    fs::create_dir_all(cache)?;
-    let listing = Command::new("apt-cache")
-        .args(["search", "--names-only"])
-        .arg(format!("^{}", source.prefix.replace('.', "\\.")))
-        .output()?;
-    let package = String::from_utf8_lossy(&listing.stdout)
-        .lines()
-        .filter_map(|l| l.split_whitespace().next())
-        .filter_map(|name| {
-            let number = name
-                .strip_prefix(source.prefix)?
-                .strip_suffix(source.suffix)?;
-            Some((number.parse::<u32>().ok()?, name.to_string()))
-        })
-        .max()
-        .map(|(_, name)| name)
-        .with_context(|| {
-            format!(
-                "no {}N{} package in apt's lists (run apt-get update)",
-                source.prefix, source.suffix
-            )
-        })?;
-    let unpacked = cache.join(&package);
-    let release = package.trim_start_matches("linux-image-");
-    let vmlinuz = unpacked.join(format!("boot/vmlinuz-{release}"));
-    if vmlinuz.exists() {
-        return Ok(vmlinuz);
-    }
-    run(Command::new("apt-get")
-        .args(["download", "-q"])
-        .arg(&package)
-        .current_dir(cache))?;
-    let deb = fs::read_dir(cache)?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .find(|p| {
-            p.file_name()
-                .is_some_and(|n| n.to_string_lossy().starts_with(&format!("{package}_")))
-        })
-        .with_context(|| format!("apt-get download left no .deb for {package}"))?;
-    run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&unpacked))?;
-    if !vmlinuz.exists() {
-        bail!("{} has no {}", deb.display(), vmlinuz.display());
-    }
-    Ok(vmlinuz)
-}
-
-fn boot(vmlinuz: &Path, initramfs: &Path, log: &Path) -> Result<()> {
-    let mut qemu = Command::new("qemu-system-x86_64")
-        .args(["-m", "2048", "-smp", "2", "-cpu", "max"])
-        // Both vCPUs on one host thread. Multi-threaded TCG let a vCPU keep running a
-        // stale translation of kernel text the other had just patched (the sys_enter
-        // tracepoint's jump label, flipped when the agent attaches): int3, the kprobe
-        // handler sees the int3 gone and retries, forever (a soft lockup on 6.1).
-        .args(["-accel", "tcg,thread=single"])
-        .args(["-nographic", "-no-reboot", "-kernel"])
-        .arg(vmlinuz)
-        .arg("-initrd")
-        .arg(initramfs)
-        .args([
-            "-append",
-            // A soft lockup panics (qemu then exits: -no-reboot) with every CPU's
-            // backtrace on the console, instead of hanging until GUEST_TIMEOUT.
-            "console=ttyS0 rdinit=/init quiet loglevel=5 panic=-1 \
-             softlockup_panic=1 softlockup_all_cpu_backtrace=1",
-        ])
-        .stdin(Stdio::null())
-        .stdout(fs::File::create(log)?)
-        .stderr(Stdio::inherit())
-        .spawn()
-        .context("cannot start qemu-system-x86_64")?;
-    let deadline = Instant::now() + GUEST_TIMEOUT;
-    loop {
-        if let Some(status) = qemu.try_wait()? {
-            if !status.success() {
-                bail!("qemu exited with {status}; see {}", log.display());
-            }
-            return Ok(());
-        }
-        if Instant::now() > deadline {
-            let _ = qemu.kill();
-            bail!(
-                "the guest did not power off in {GUEST_TIMEOUT:?}; see {}",
-                log.display()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
 }
 
 /// What a guest printed: its kernel, the default hook `map-audit check` chose, and
