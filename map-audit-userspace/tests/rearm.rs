@@ -53,7 +53,7 @@ fn kernel_has_soft_dirty() -> bool {
 
 #[test]
 fn rearm_is_refused_in_one_sentence_without_soft_dirty_and_runs_with_it() {
-    let run = run_agent(&["run", "--rearm-interval", "1", "--", "/bin/true"]);
+    let run = run_agent(&["run", "--rearm-interval", "1", "--", "true"]);
     if kernel_has_soft_dirty() {
         assert!(run.status.success(), "{}", run.stderr);
         assert!(run.stopped()["counters"]["agent"]["rearm_rounds"].as_u64() >= Some(1));
@@ -217,7 +217,7 @@ fn needs_soft_dirty_a_warm_process_by_comm_shows_both_writers_each_round() {
 #[ignore = "needs soft-dirty bits (CONFIG_MEM_SOFT_DIRTY): runs in cargo xtask vm-test's guests"]
 fn needs_soft_dirty_a_command_shows_its_first_writes_then_rounds() {
     let workload = rearm_workload().to_string_lossy().into_owned();
-    let run = run_agent(&[
+    let mut agent = Agent::start(&[
         "run",
         "--rearm-interval",
         "1",
@@ -225,17 +225,18 @@ fn needs_soft_dirty_a_command_shows_its_first_writes_then_rounds() {
         &workload,
         "warm",
         &PAGES.to_string(),
-        "6",
+        "600",
     ]);
-    assert!(run.status.success(), "{}", run.stderr);
+    // Ended once round 4 has been reported (how long that takes depends on how fast the
+    // agent keeps up: an emulated guest is slow).
+    let later = agent.first("a fault of round 5", |e| {
+        e["event"] == "write_fault" && e["round"].as_u64() > Some(4)
+    });
+    let pid = later["pid"].as_u64().unwrap();
+    unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+    let run = agent.wait();
+    assert_eq!(run.stopped()["command_exit_code"], 128 + libc::SIGTERM);
     let region = run.workload_range("region");
-    let pid = run
-        .of_kind("region_mapped")
-        .into_iter()
-        .find(|e| region_range(e).0 <= region.0 && region.1 <= region_range(e).1)
-        .expect("the workload's region was mapped")["pid"]
-        .as_u64()
-        .unwrap();
     // The first writes fault on pages not present yet (error code: write | user).
     let first_touch: u64 = run
         .of_kind("write_fault")
@@ -256,11 +257,10 @@ fn needs_soft_dirty_rounds_racing_munmap_mremap_and_exit_lose_nothing() {
         "run",
         "--rearm-interval",
         "0.2",
-        "--every-event",
         "--",
         &workload,
         "churn",
-        "4",
+        "6",
     ]);
     assert!(run.status.success(), "{}", run.stderr);
     assert_eq!(run.stopped()["command_exit_code"], 0);
@@ -286,6 +286,8 @@ fn needs_soft_dirty_rounds_racing_munmap_mremap_and_exit_lose_nothing() {
             "a fault outside every announced region: {e}"
         );
     }
+    // Rounds re-armed the churning process (the pipeline starts them, so how many
+    // depends on how far it keeps up; each is counted either way).
     let agent: &Value = &run.stopped()["counters"]["agent"];
-    assert!(agent["rearm_rounds"].as_u64() >= Some(5), "{agent}");
+    assert!(agent["processes_rearmed"].as_u64() >= Some(2), "{agent}");
 }

@@ -413,7 +413,7 @@ struct ReadLoop<'a> {
     /// `None` in every-event mode without `--rearm-interval` (which sets it).
     flush_interval: Option<Duration>,
     /// `--rearm-interval`: the first round starts at once (the processes running now
-    /// may be warm already), not one interval later.
+    /// may be warm already, and a command may end within an interval).
     first_round_now: bool,
     kernel_logger: Option<&'a mut KernelLogger>,
     /// Set by the writer when the output fails.
@@ -456,8 +456,12 @@ impl ReadLoop<'_> {
         stats_tick.tick().await;
         let mut flush_tick =
             tokio::time::interval(flush_interval.unwrap_or(Duration::from_secs(3600)));
-        if !first_round_now {
-            flush_tick.tick().await;
+        // Ticks missed while the loop was busy are not made up in a burst: each would
+        // be a round of its own, too short to mean anything.
+        flush_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        flush_tick.tick().await;
+        if first_round_now && pipeline.send(Message::Flush).is_err() {
+            return Ok(None);
         }
         // Without a command the receiver is never polled (the branch is disabled).
         let mut exit_rx = match &held {

@@ -39,7 +39,7 @@ pub enum Message {
     Undecodable(u64),
     /// The flush interval passed: the pipeline starts the next interval in the kernel
     /// and asks the reader (`FlushBarrier`) to deliver every record made before that.
-    /// With `--rearm-interval` it also starts a re-arm round.
+    /// With `--rearm-interval` a re-arm round starts once it is reported.
     Flush,
     /// Every record of interval `closing` has been delivered: report its aggregates.
     FlushReady {
@@ -100,8 +100,10 @@ fn run(
     receiver: Receiver<Message>,
 ) {
     let mut events: Vec<Timed> = Vec::new();
-    // A flush waiting for its drain; flushes due meanwhile are merged into it.
+    // A flush waiting for its drain (flushes due meanwhile are merged into it), and
+    // whether a re-arm round starts once it is reported.
     let mut flush_pending = false;
+    let mut round_due = false;
     for message in receiver {
         match message {
             Message::Items(items) => {
@@ -113,21 +115,23 @@ fn run(
             }
             Message::Undecodable(n) => correlator.counters.records_undecodable += n,
             Message::ReopenOutput => writer.reopen(),
-            Message::Flush => {
-                correlator.start_round(monotonic_now_ns());
-                if !flush_pending {
-                    match correlator.start_flush() {
-                        Some(closing) => flush_pending = barrier.drain.send(closing).is_ok(),
-                        None => correlator.rearm_waiting(),
-                    }
+            Message::Flush if flush_pending => {}
+            Message::Flush => match correlator.start_flush() {
+                Some(closing) => {
+                    flush_pending = barrier.drain.send(closing).is_ok();
+                    round_due = correlator.rearms();
                 }
-            }
+                // Every-event mode: nothing to report first.
+                None => flush_pending = start_round(correlator, &barrier),
+            },
             Message::FlushReady { closing } => {
                 flush_pending = false;
                 correlator.flush(|a| a.take_all(closing), &mut events);
                 write_events(writer, &mut events);
                 writer.flush();
-                correlator.rearm_waiting();
+                if std::mem::take(&mut round_due) {
+                    flush_pending = start_round(correlator, &barrier);
+                }
             }
             Message::Stats(kernel) => {
                 correlator.reclaim_after_losses(&kernel, &mut events);
@@ -148,6 +152,19 @@ fn run(
             }
         }
     }
+}
+
+/// Starts a re-arm round once the previous one is reported (its counts decide the
+/// budget): a new flush interval at the same moment, so no aggregate spans two rounds,
+/// then the re-arm. The faults between the previous flush and this moment are the
+/// previous round's, reported by this flush: returns whether it waits for its drain.
+fn start_round(correlator: &mut Correlator, barrier: &FlushBarrier) -> bool {
+    correlator.start_round(monotonic_now_ns());
+    let pending = correlator
+        .start_flush()
+        .is_some_and(|closing| barrier.drain.send(closing).is_ok());
+    correlator.rearm_waiting();
+    pending
 }
 
 /// CLOCK_MONOTONIC, the clock of the records' times (`bpf_ktime_get_ns`).

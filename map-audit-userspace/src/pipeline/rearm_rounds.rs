@@ -51,8 +51,12 @@ impl RearmRounds {
         self.first_kept + self.starts.len() as u64 - 1
     }
 
-    /// Starts the next round at monotonic time `now_ns`; `rearm` then re-arms it.
+    /// Starts the next round at monotonic time `now_ns`; `rearm` then re-arms it. A
+    /// round not re-armed yet goes on instead (a slow drain: ticks merge, as flushes do).
     pub fn start(&mut self, now_ns: u64) {
+        if self.waiting {
+            return;
+        }
         self.starts.push_back(now_ns);
         if self.starts.len() > STARTS_KEPT {
             self.starts.pop_front();
@@ -60,6 +64,7 @@ impl RearmRounds {
         }
         self.waiting = true;
         self.counters.rounds += 1;
+        log::debug!("round {} starts at {now_ns}", self.current());
     }
 
     /// The round of a fault at monotonic time `ts_ns`.
@@ -107,6 +112,7 @@ impl RearmRounds {
             }
         }
         self.faults.retain(|&(_, round), _| round + 1 >= current);
+        log::debug!("round {current} re-armed: {:?}", self.counters);
     }
 
     /// How long the previous round lasted (`None` before the second round).
@@ -125,6 +131,7 @@ mod tests {
         let mut rounds = RearmRounds::new(None);
         assert_eq!(rounds.round_of(5), 0);
         rounds.start(100);
+        rounds.rearm([], |_| Ok(()));
         rounds.start(200);
         assert_eq!(
             [99, 100, 150, 200, 1000].map(|ts| rounds.round_of(ts)),
@@ -138,6 +145,7 @@ mod tests {
         let mut rounds = RearmRounds::new(None);
         for round in 1..=40u64 {
             rounds.start(round * 10);
+            rounds.rearm([], |_| Ok(()));
         }
         assert_eq!(rounds.starts.len(), STARTS_KEPT);
         assert_eq!(rounds.current(), 40);
@@ -173,6 +181,19 @@ mod tests {
         assert_eq!(cleared, [1, 2, 2, 1, 2]);
         assert_eq!(rounds.counters.rearm_skipped_over_budget, 1);
         assert_eq!(rounds.counters.processes_rearmed, 5);
+    }
+
+    #[test]
+    fn a_round_waiting_for_its_rearm_is_not_started_again() {
+        let mut rounds = RearmRounds::new(None);
+        rounds.start(100);
+        rounds.start(200);
+        assert_eq!(rounds.current(), 1);
+        assert_eq!(rounds.round_of(250), 1);
+        rounds.rearm([1], |_| Ok(()));
+        rounds.start(300);
+        assert_eq!(rounds.current(), 2);
+        assert_eq!(rounds.counters.rounds, 2);
     }
 
     #[test]

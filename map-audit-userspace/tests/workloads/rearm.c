@@ -5,8 +5,9 @@
 //                              "ready" on stderr, then
 //                              for SECONDS rewrites pages 0..PAGES-2 (rewrite_all) and
 //                              the last page (rewrite_one) every millisecond.
-//   rearm churn SECONDS        for SECONDS maps, writes, remaps and unmaps regions as
-//                              fast as it can, then exits in the middle of it.
+//   rearm churn SECONDS        for SECONDS maps, writes, remaps and unmaps regions
+//                              (100 times a second: the agent's rounds must keep up
+//                              in an emulated guest too), then exits in the middle.
 #define _GNU_SOURCE
 #include <stdio.h>
 #include <stdlib.h>
@@ -57,6 +58,7 @@ __attribute__((noinline)) void churn_write(volatile char *region, long pages) {
 
 static int churn(double seconds) {
     double end = now() + seconds;
+    struct timespec pause = {0, 10000000};
     int kept = 0;
     while (now() < end) {
         long pages = 1 + rand() % 64;
@@ -75,6 +77,7 @@ static int churn(double seconds) {
             kept++;
         else
             munmap(moved + pages * PAGE, pages * PAGE);
+        nanosleep(&pause, NULL);
     }
     // Exits with regions still mapped and written, whatever round is running.
     return 0;

@@ -69,9 +69,13 @@ impl Correlator {
         self.aggregator.as_mut()?.start_interval()
     }
 
+    /// Whether flushes start re-arm rounds (`--rearm-interval`).
+    pub fn rearms(&self) -> bool {
+        self.rearm_rounds.is_some()
+    }
+
     /// Starts a re-arm round (`--rearm-interval`) at monotonic time `now_ns`; its
-    /// processes are re-armed by `rearm_waiting`, once the previous round's aggregates
-    /// are reported (the budget needs their counts).
+    /// processes are re-armed by `rearm_waiting`.
     pub fn start_round(&mut self, now_ns: u64) {
         if let Some(rounds) = &mut self.rearm_rounds {
             rounds.start(now_ns);
