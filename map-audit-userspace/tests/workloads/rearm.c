@@ -83,11 +83,53 @@ static int churn(double seconds) {
     return 0;
 }
 
+// Cost figures (docs/benchmarks.md): PAGES written once, then for SECONDS rewritten
+// pass after pass; prints passes per second. With `clear`, each of 5 rounds times its
+// own clear_refs (the re-arm) and the pass after it (one fault per page).
+// 4 KiB pages unless "thp": a re-armed huge page faults once for its 2 MiB.
+static int bench(long pages, double seconds, int clear, int thp) {
+    char *region = mmap(NULL, pages * PAGE, PROT_READ | PROT_WRITE,
+                        MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (region == MAP_FAILED)
+        return perror("mmap"), 1;
+    madvise(region, pages * PAGE, thp ? MADV_HUGEPAGE : MADV_NOHUGEPAGE);
+    memset(region, 1, pages * PAGE);
+    if (clear) {
+        for (int round = 0; round < 5; round++) {
+            double quiet = now();
+            rewrite_all(region, pages + 1, (char)round);
+            double t0 = now();
+            FILE *refs = fopen("/proc/self/clear_refs", "w");
+            if (!refs || fputs("4", refs) < 0 || fclose(refs) != 0)
+                return perror("clear_refs"), 1;
+            double t1 = now();
+            rewrite_all(region, pages + 1, (char)round);
+            double t2 = now();
+            printf("clear_refs %.1f ms per GiB, re-fault %.0f ns per page (a pass without "
+                   "faults: %.0f ns per page)\n",
+                   (t1 - t0) * 1e3 * (1 << 18) / pages, (t2 - t1) * 1e9 / pages,
+                   (t0 - quiet) * 1e9 / pages);
+        }
+        return 0;
+    }
+    long passes = 0;
+    double start = now(), end = start + seconds;
+    for (; now() < end; passes++)
+        rewrite_all(region, pages + 1, (char)passes);
+    printf("passes_per_second %.2f\n", passes / (now() - start));
+    return 0;
+}
+
 int main(int argc, char **argv) {
+    if (argc == 4 && strcmp(argv[1], "bench") == 0)
+        return bench(atol(argv[2]), atof(argv[3]), 0, 0);
+    if (argc >= 3 && strcmp(argv[1], "clear-cost") == 0)
+        return bench(atol(argv[2]), 0, 1, argc == 4 && strcmp(argv[3], "thp") == 0);
     if (argc == 4 && strcmp(argv[1], "warm") == 0)
         return warm(atol(argv[2]), atof(argv[3]));
     if (argc == 3 && strcmp(argv[1], "churn") == 0)
         return churn(atof(argv[2]));
-    fprintf(stderr, "usage: rearm warm PAGES SECONDS | rearm churn SECONDS\n");
+    fprintf(stderr, "usage: rearm warm PAGES SECONDS | churn SECONDS | bench PAGES SECONDS | "
+                    "clear-cost PAGES [thp]\n");
     return 2;
 }
