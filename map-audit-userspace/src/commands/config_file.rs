@@ -8,7 +8,7 @@
 use std::{ffi::OsString, path::Path};
 
 use anyhow::{Context, Result, bail};
-use clap::CommandFactory;
+use clap::{CommandFactory, error::ErrorKind};
 
 use crate::commands::cli::Cli;
 
@@ -60,7 +60,14 @@ pub fn arguments(path: &Path) -> Result<Vec<OsString>> {
             // Checked alone, with clap's own parsers, so the error names this key.
             let mut probe = vec!["map-audit".to_string(), "run".into(), "--all".into()];
             probe.extend(pair.iter().cloned());
-            if let Err(err) = Cli::command().try_get_matches_from(&probe) {
+            // Relations between options (a conflict with the probe's --all, one that
+            // needs another) are left to the parse of the whole command line.
+            if let Err(err) = Cli::command().try_get_matches_from(&probe)
+                && !matches!(
+                    err.kind(),
+                    ErrorKind::ArgumentConflict | ErrorKind::MissingRequiredArgument
+                )
+            {
                 // clap's message, with what is allowed, on one line.
                 let reason = err
                     .to_string()
@@ -142,6 +149,31 @@ mod tests {
         assert!(args.contains(&"--all".to_string()), "{args:?}");
         let output = args.iter().position(|a| a == "--output").unwrap();
         assert_eq!(args[output + 1], "/var/log/map-audit/events.jsonl");
+    }
+
+    #[test]
+    fn keys_that_need_or_exclude_others_are_checked_together() {
+        let dir = std::env::temp_dir().join(format!("map-audit-rearm-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("c.toml");
+        std::fs::write(
+            &path,
+            "pid = [1]\nrearm_interval = 2\nrearm_budget = \"500/s\"\n",
+        )
+        .unwrap();
+        let parse = |path: &Path| {
+            let argv = ["map-audit", "run", "--config", path.to_str().unwrap()].map(OsString::from);
+            <Cli as clap::Parser>::try_parse_from(expand(argv.to_vec()).unwrap())
+        };
+        let crate::commands::cli::Command::Run(run) = parse(&path).unwrap().command else {
+            panic!("not run");
+        };
+        assert_eq!(run.rearm_interval, Some(std::time::Duration::from_secs(2)));
+        assert_eq!(run.rearm_budget, Some(500));
+        std::fs::write(&path, "all = true\nrearm_interval = 2\n").unwrap();
+        let err = parse(&path).map(drop).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::ArgumentConflict);
+        std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]
