@@ -239,13 +239,8 @@ fn assert_matches_perf(program: &Path, args: &[&str]) {
         ends.iter().all(|e| e == "complete"),
         "stacks not complete: {ends:?} {ours:?}"
     );
-    let without_omissions = |chain: &Chain| -> Chain {
-        chain
-            .iter()
-            .filter(|s| !perf_omits(s))
-            .cloned()
-            .collect()
-    };
+    let without_omissions =
+        |chain: &Chain| -> Chain { chain.iter().filter(|s| !perf_omits(s)).cloned().collect() };
     let mut ours: Vec<Chain> = ours.iter().map(without_omissions).collect();
     let mut theirs: Vec<Chain> = theirs.iter().map(without_omissions).collect();
     ours.sort();
