@@ -1,7 +1,7 @@
 #!/bin/sh
 # Re-arm cost figures (docs/benchmarks-rearm.md), run in a matrix guest:
-#   cargo xtask vm-run --file target/vm/rearm --file $PWD/xtask/guest/rearm-bench.sh \
-#     -- sh $PWD/xtask/guest/rearm-bench.sh $PWD/target/vm/rearm [BUDGET]
+#   cargo xtask vm-run --file target/vm/rearm-workload --file $PWD/xtask/guest/rearm-bench.sh \
+#     -- sh $PWD/xtask/guest/rearm-bench.sh $PWD/target/vm/rearm-workload [BUDGET]
 # (target/vm/rearm: tests/workloads/rearm.c built by `cargo xtask vm-test`, or
 # gcc -static -O2).
 # Each configuration: the agent (if any) started first with --comm, then a workload
@@ -9,6 +9,7 @@
 # agent's CPU over those 30 s (utime + stime ticks from /proc, 100 per second).
 W=${1:?usage: rearm-bench.sh PATH-OF-STATIC-rearm [BUDGET]}
 BUDGET=${2:-100000}
+C=$(basename "$W" | cut -c1-15)
 P=262144
 S=30
 echo "== target-side cost (no agent)"
@@ -19,8 +20,8 @@ for conf in none 30 5 1 1-budget none; do
     a=""
     case $conf in
         none) ;;
-        1-budget) map-audit run --comm rearm --rearm-interval 1 --rearm-budget $BUDGET -o /tmp/agent.out & a=$! ;;
-        *) map-audit run --comm rearm --rearm-interval $conf -o /tmp/agent.out & a=$! ;;
+        1-budget) map-audit run --comm "$C" --rearm-interval 1 --rearm-budget $BUDGET -o /tmp/agent.out & a=$! ;;
+        *) map-audit run --comm "$C" --rearm-interval $conf -o /tmp/agent.out & a=$! ;;
     esac
     if [ -n "$a" ]; then
         while ! grep -q agent_started /tmp/agent.out 2>/dev/null; do sleep 1; done

@@ -134,7 +134,8 @@ const WORKLOADS: [(&str, &str, &[&str]); 2] = [
         "workload.c",
         &["-O0", "-fno-omit-frame-pointer"],
     ),
-    ("rearm", "rearm.c", &["-O2"]),
+    // Not "rearm": the test binary's name, and `--comm` would match the tests too.
+    ("rearm-workload", "rearm.c", &["-O2"]),
 ];
 
 /// Builds the agent and the test suites statically (no libraries in the guest), and
@@ -202,7 +203,7 @@ fn build_static(vm_dir: &Path) -> Result<StaticBinaries> {
 /// /tmp stays the initramfs's own (writable): a tmpfs over it would hide a checkout that
 /// lives under /tmp.
 const RUN_TESTS: &str = r#"export MAP_AUDIT_TEST_WORKLOAD=/bin/workload
-export MAP_AUDIT_TEST_REARM=/bin/rearm
+export MAP_AUDIT_TEST_REARM=/bin/rearm-workload
 export MAP_AUDIT_TEST_TIMEOUT_SECS=@AGENT_RUN_TIMEOUT@
 echo "@@ kernel $(uname -r)"
 [ -e /sys/bus/event_source/devices/kprobe ] && echo "@@ kprobes yes" || echo "@@ kprobes no"
