@@ -27,20 +27,12 @@ const PAGES: u64 = 256;
 fn rearm_workload() -> &'static Path {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
     BUILT.get_or_init(|| {
-        if let Some(prebuilt) = std::env::var_os("MAP_AUDIT_TEST_REARM") {
-            return PathBuf::from(prebuilt);
-        }
-        let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-            .join(format!("rearm-workload-{}", std::process::id()));
-        let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/workloads/rearm.c");
-        let status = Command::new("gcc")
-            .args(["-O2", "-g", "-o"])
-            .arg(&out)
-            .arg(&source)
-            .status()
-            .expect("gcc runs");
-        assert!(status.success(), "compiling {} failed", source.display());
-        out
+        common::c_workload(
+            "MAP_AUDIT_TEST_REARM",
+            "rearm.c",
+            "rearm-workload",
+            &["-O2", "-g"],
+        )
     })
 }
 

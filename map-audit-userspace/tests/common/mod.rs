@@ -36,20 +36,12 @@ fn run_timeout() -> Duration {
 pub fn workload() -> &'static Path {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
     BUILT.get_or_init(|| {
-        if let Some(prebuilt) = std::env::var_os("MAP_AUDIT_TEST_WORKLOAD") {
-            return PathBuf::from(prebuilt);
-        }
-        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
-        let out = dir.join(format!("workload-{}", std::process::id()));
-        let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/workloads/workload.c");
-        let status = Command::new("gcc")
-            .args(["-O0", "-g", "-fno-omit-frame-pointer", "-o"])
-            .arg(&out)
-            .arg(&source)
-            .status()
-            .expect("gcc runs");
-        assert!(status.success(), "compiling {} failed", source.display());
-        out
+        c_workload(
+            "MAP_AUDIT_TEST_WORKLOAD",
+            "workload.c",
+            "workload",
+            &["-O0", "-g", "-fno-omit-frame-pointer"],
+        )
     })
 }
 
@@ -59,21 +51,35 @@ pub fn workload() -> &'static Path {
 pub fn dropouts_workload() -> &'static Path {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
     BUILT.get_or_init(|| {
-        if let Some(prebuilt) = std::env::var_os("MAP_AUDIT_TEST_DROPOUTS") {
-            return PathBuf::from(prebuilt);
-        }
-        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
-        let out = dir.join(format!("dropouts-{}", std::process::id()));
-        let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/workloads/dropouts.c");
-        let status = Command::new("gcc")
-            .args(["-O2", "-g", "-pthread", "-o"])
-            .arg(&out)
-            .arg(&source)
-            .status()
-            .expect("gcc runs");
-        assert!(status.success(), "compiling {} failed", source.display());
-        out
+        c_workload(
+            "MAP_AUDIT_TEST_DROPOUTS",
+            "dropouts.c",
+            "dropouts",
+            &["-O2", "-g", "-pthread"],
+        )
     })
+}
+
+/// `tests/workloads/SOURCE` built with gcc `flags` as `NAME-PID` in the test target
+/// folder, or the prebuilt program the environment variable `prebuilt` names.
+pub fn c_workload(prebuilt: &str, source: &str, name: &str, flags: &[&str]) -> PathBuf {
+    if let Some(prebuilt) = std::env::var_os(prebuilt) {
+        return PathBuf::from(prebuilt);
+    }
+    let out =
+        PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("{name}-{}", std::process::id()));
+    let source = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/workloads")
+        .join(source);
+    let status = Command::new("gcc")
+        .args(flags)
+        .arg("-o")
+        .arg(&out)
+        .arg(&source)
+        .status()
+        .expect("gcc runs");
+    assert!(status.success(), "compiling {} failed", source.display());
+    out
 }
 
 /// Whether this kernel has kprobes (its kprobe PMU): not on this project's CI host, yes
