@@ -169,7 +169,14 @@ fn assert_both_writers_each_round_by(
         );
     }
     for e in run.of_kind("write_fault") {
-        if e["pid"] != pid || e["round"].as_u64() < Some(rounds[0]) {
+        // Only the buffer: the kernel's own writes elsewhere (rseq's area on the brk
+        // heap, written on the way back to user mode) carry the interrupted writer's
+        // user stack but a kernel-mode error code.
+        let address = hex(e["address"].as_str().unwrap());
+        if e["pid"] != pid
+            || e["round"].as_u64() < Some(rounds[0])
+            || !(region.0..region.1).contains(&address)
+        {
             continue;
         }
         let symbols = stack_symbols(e);
