@@ -78,6 +78,12 @@ indexed_counters! {
         /// Processes `--rate-limit` could not hold back (bucket table full): their
         /// records all go out (not a loss).
         RATE_BUCKETS_FULL = 28, rate_buckets_full: Count;
+        /// `watch`: writes the hardware watchpoints caught (each is a record, or lost).
+        WATCH_HITS = 29, watch_hits: Count;
+        /// `watch`: hits lost because the ring buffer was full.
+        WATCH_HITS_LOST_RINGBUF_FULL = 30, watch_hits_lost_ringbuf_full: Loss;
+        /// `watch --rate-limit`: hits held back over the rate.
+        WATCH_HITS_RATE_LIMITED = 31, watch_hits_rate_limited: Loss;
     }
 }
 
@@ -139,5 +145,9 @@ named_counters! {
         /// Re-arms skipped because the process's previous round went over
         /// `--rearm-budget` (by choice): its rewrites in that round are not seen.
         rearm_skipped_over_budget: Count;
+        /// `watch`: hits reported, alone or in `write_watch` aggregates (their counts).
+        watch_hits_delivered: Count;
+        /// `watch`: `write_watch` events written.
+        write_watch_events: Count;
     }
 }

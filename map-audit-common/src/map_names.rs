@@ -32,9 +32,10 @@ pub const TABLE_VERSIONS: &str = "TABLE_VERSIONS";
 pub const TALLY_EPOCH: &str = "TALLY_EPOCH";
 pub const UNWIND_CACHE: &str = "UNWIND_CACHE";
 pub const UNWIND_ROWS: &str = "UNWIND_ROWS";
+pub const WATCH_SCRATCH: &str = "WATCH_SCRATCH";
 
 /// Every map of the object.
-pub const MAPS: [&str; 29] = [
+pub const MAPS: [&str; 30] = [
     AYA_LOGS,
     COUNTERS,
     EVENTS,
@@ -64,6 +65,7 @@ pub const MAPS: [&str; 29] = [
     TALLY_EPOCH,
     UNWIND_CACHE,
     UNWIND_ROWS,
+    WATCH_SCRATCH,
 ];
 
 /// Read-only globals the agent sets at load time.

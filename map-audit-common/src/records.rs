@@ -34,6 +34,8 @@ pub const KIND_PROCESS_EXEC: u32 = 10;
 /// `range_*` the old range, `region.start`/`end` the new one, `detail` mremap's
 /// flags): the agent moves what its copy holds there.
 pub const KIND_REMAP_UNRESOLVED: u32 = 13;
+/// A write a hardware watchpoint caught (`map-audit watch`; a `WatchRecord`).
+pub const KIND_WATCH_WRITE: u32 = 14;
 
 /// `RegionRecord::detail` of a region mapped by mmap.
 pub const ORIGIN_MMAP: u32 = 0;
@@ -145,8 +147,48 @@ impl FaultRecord {
     /// Bytes a `KIND_WRITE_FAULT` record takes in the ring buffer: the frames the stack
     /// has, not all `MAX_STACK_DEPTH` (a full record is ~7x the usual one).
     pub fn wire_len(stack_bytes: i64) -> usize {
-        Self::FIXED_BYTES + (stack_bytes.clamp(0, 8 * MAX_STACK_DEPTH as i64) as usize & !7)
+        Self::FIXED_BYTES + frame_bytes(stack_bytes)
     }
+}
+
+/// `KIND_WATCH_WRITE`: one write to a watched address, after it happened.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct WatchRecord {
+    pub header: RecordHeader,
+    /// The watched address (the breakpoint's, as the perf sample gives it).
+    pub address: u64,
+    /// The 8 bytes at `address` read after the write (the agent keeps the watch's
+    /// length of them); 0 when unreadable (`flags`).
+    pub value: u64,
+    /// Bytes of `stack` filled, or a negative errno.
+    pub stack_bytes: i64,
+    /// Why the stack walk stopped (`unwind::STACK_END_*`).
+    pub stack_end: u32,
+    /// `WATCH_VALUE_UNREAD` when the value could not be read.
+    pub flags: u32,
+    /// The writer's user stack: the instruction after the write, then return addresses.
+    pub stack: [u64; MAX_STACK_DEPTH],
+}
+const _: () = assert!(core::mem::offset_of!(WatchRecord, stack) == WatchRecord::FIXED_BYTES);
+const _: () = assert!(core::mem::size_of::<WatchRecord>() == 72 + 8 * MAX_STACK_DEPTH);
+
+/// `WatchRecord::flags`: the value could not be read after the write.
+pub const WATCH_VALUE_UNREAD: u32 = 1;
+
+impl WatchRecord {
+    /// Bytes before `stack`.
+    pub const FIXED_BYTES: usize = 72;
+
+    /// Bytes a record takes in the ring buffer: the frames its stack has.
+    pub fn wire_len(stack_bytes: i64) -> usize {
+        Self::FIXED_BYTES + frame_bytes(stack_bytes)
+    }
+}
+
+/// The bytes of a record's `stack` a walk's `stack_bytes` fills.
+fn frame_bytes(stack_bytes: i64) -> usize {
+    stack_bytes.clamp(0, 8 * MAX_STACK_DEPTH as i64) as usize & !7
 }
 
 /// Kernel frames captured for a write the kernel did (read(), recv(), copy_to_user).
@@ -199,4 +241,5 @@ mod pod {
     unsafe impl aya::Pod for super::MappedFileRecord {}
     unsafe impl aya::Pod for super::ProcessRecord {}
     unsafe impl aya::Pod for super::KernelFaultRecord {}
+    unsafe impl aya::Pod for super::WatchRecord {}
 }

@@ -3,6 +3,7 @@
 //! for processes in `scope` (`sched_process` adds forked children and reports execs and
 //! exits); `page_fault_user` and `page_fault_kernel` look each write fault up in the
 //! table (`write_fault`) and send matches through `maps::EVENTS` (`records`).
+//! `map-audit watch` adds `watch_write`, on hardware watchpoints, over the same scope.
 //! Go mode (`map-audit go-maps`) is separate: uprobes on the Go runtime's map writes
 //! (`go_map_write`, `go_runtime_crash`) over the tables in `go_writers`.
 #![no_std]
@@ -42,6 +43,7 @@ mod sys_mprotect;
 mod sys_mremap;
 mod sys_munmap;
 mod user_stack;
+mod watch_write;
 mod write_fault;
 
 #[cfg(not(test))]

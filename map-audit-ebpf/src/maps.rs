@@ -17,7 +17,7 @@ use map_audit_common::{
     COMM_LEN,
     config::{AgentConfig, KernelOffsets, TracepointOffsets},
     counters::COUNTER_COUNT,
-    records::FaultRecord,
+    records::{FaultRecord, WatchRecord},
     region::{
         FileKey, ForkFallback, PendingCall, RateBucket, Region, RegionKeyData, ScopeEntry,
         TABLE_VERSION_SLOTS,
@@ -97,6 +97,10 @@ pub static TALLY_EPOCH: Array<u64> = Array::with_max_entries(1, 0);
 /// nest with itself on one CPU.
 #[map]
 pub static FAULT_SCRATCH: PerCpuArray<FaultRecord> = PerCpuArray::with_max_entries(1, 0);
+
+/// `FAULT_SCRATCH` for a watchpoint's record (`watch_write`).
+#[map]
+pub static WATCH_SCRATCH: PerCpuArray<WatchRecord> = PerCpuArray::with_max_entries(1, 0);
 
 /// Every executable file's unwind rows (`map_audit_common::unwind`), sorted within each
 /// file; the agent writes them through a memory mapping of the map (BPF_F_MMAPABLE).

@@ -18,6 +18,12 @@ const NANO: u64 = 1_000_000_000;
 /// Whether a fault record of `tgid` may be sent now (counts it when not).
 #[inline(always)]
 pub fn admit(tgid: u32) -> bool {
+    admit_counted(tgid, FAULTS_RATE_LIMITED)
+}
+
+/// `admit` for records that count what is held back in `limited`.
+#[inline(always)]
+pub fn admit_counted(tgid: u32, limited: u32) -> bool {
     let rate = agent_config().rate_limit;
     if rate == 0 {
         return true;
@@ -43,7 +49,7 @@ pub fn admit(tgid: u32) -> bool {
     bucket.last_ns = now;
     if tokens < NANO {
         bucket.nano_tokens = tokens;
-        bump(FAULTS_RATE_LIMITED);
+        bump(limited);
         return false;
     }
     bucket.nano_tokens = tokens - NANO;

@@ -19,7 +19,7 @@ use crate::{
     go_writers::GO_WRITER_SCRATCH,
     maps::{
         FAULT_SCRATCH, FILE_TABLES, FRAME_WALK, REGIONS, STACK_WINDOW, TABLE_VERSIONS,
-        UNWIND_CACHE, UNWIND_ROWS, WINDOW_WORDS, agent_config,
+        UNWIND_CACHE, UNWIND_ROWS, WATCH_SCRATCH, WINDOW_WORDS, agent_config,
     },
 };
 use aya_ebpf::{
@@ -92,11 +92,12 @@ pub struct Walked {
     pub hash: u64,
 }
 
-/// Where a walk puts its frames: this CPU's fault record or Go writer.
+/// Where a walk puts its frames: this CPU's fault record, Go writer or watch record.
 #[derive(Clone, Copy)]
 pub enum Frames {
     Fault = 0,
     GoWriter = 1,
+    Watch = 2,
 }
 
 /// The frame buffer `frames` names (`MAX_STACK_DEPTH` words in a per-CPU map value).
@@ -105,6 +106,9 @@ fn frame_buffer(frames: u32) -> Option<*mut u64> {
     if frames == Frames::GoWriter as u32 {
         let writer = GO_WRITER_SCRATCH.get_ptr_mut(0)?;
         Some(unsafe { (*writer).stack.as_mut_ptr() })
+    } else if frames == Frames::Watch as u32 {
+        let record = WATCH_SCRATCH.get_ptr_mut(0)?;
+        Some(unsafe { (*record).stack.as_mut_ptr() })
     } else {
         let record = FAULT_SCRATCH.get_ptr_mut(0)?;
         Some(unsafe { (*record).stack.as_mut_ptr() })

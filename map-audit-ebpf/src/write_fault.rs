@@ -233,7 +233,7 @@ fn report_kernel_write<C: EbpfContext>(
 
 /// The counter of stacks that ended for `end` (not complete).
 #[inline(always)]
-fn stack_end_counter(end: u32) -> u32 {
+pub fn stack_end_counter(end: u32) -> u32 {
     match end {
         STACK_END_NO_UNWIND_INFO => STACKS_NO_UNWIND_INFO,
         STACK_END_UNREADABLE => STACKS_UNREADABLE,

@@ -1,7 +1,7 @@
 //! The `map-audit` command.
 
 use clap::Parser;
-use map_audit::commands::{check, cli, config_file, go_maps, report, run};
+use map_audit::commands::{check, cli, config_file, go_maps, report, run, watch};
 
 fn main() {
     let argv = match config_file::expand(std::env::args_os().collect()) {
@@ -26,6 +26,7 @@ fn main() {
         cli::Command::Check => check::run(),
         cli::Command::Run(args) => exit_code(run::run(*args)),
         cli::Command::GoMaps(args) => exit_code(go_maps::run::run(args)),
+        cli::Command::Watch(args) => exit_code(watch::run(*args)),
         cli::Command::Report(args) => exit_code(report::run(&args)),
     };
     std::process::exit(code);

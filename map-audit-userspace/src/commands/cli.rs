@@ -33,6 +33,9 @@ pub enum Command {
     /// Go mode: report goroutines that write one Go map at once, with both stacks,
     /// in one running Go program. A diagnostic: each map write costs two uprobe hits.
     GoMaps(GoMapsArgs),
+    /// Report every write to up to 4 variables or addresses (hardware watchpoints),
+    /// with the writer's stack: for one hot field, where `run` sees only first writes.
+    Watch(Box<WatchArgs>),
     /// Summarise a map-audit JSON stream: top writers by process, region and stack, or
     /// a flame graph of write stacks.
     Report(ReportArgs),
@@ -99,6 +102,61 @@ pub struct GoMapsArgs {
 
     /// Run COMMAND (a Go program) and audit it until it exits; map-audit then exits
     /// with its status.
+    #[arg(last = true, value_name = "COMMAND")]
+    pub command: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct WatchArgs {
+    /// Watch this running process (every thread, and the threads it starts later).
+    #[arg(long, value_name = "PID", required_unless_present = "command")]
+    pub pid: Option<u32>,
+
+    /// A data symbol of the program or a library it has loaded (`counter`,
+    /// `main.counter` in Go); LEN (1, 2, 4 or 8 bytes) defaults to the symbol's size.
+    #[arg(long = "symbol", value_name = "NAME[:LEN]")]
+    pub symbols: Vec<String>,
+
+    /// An address, e.g. 0x4c6f10:8 (LEN 1, 2, 4 or 8, default 8; aligned to LEN).
+    #[arg(long = "address", value_name = "ADDR[:LEN]")]
+    pub addresses: Vec<String>,
+
+    /// Print every write as its own event instead of aggregating them by (watch,
+    /// thread, stack) per --flush-interval.
+    #[arg(long)]
+    pub every_event: bool,
+
+    /// Seconds between reports of aggregated writes.
+    #[arg(long, value_name = "SECONDS", default_value = "1", value_parser = parse_seconds)]
+    pub flush_interval: std::time::Duration,
+
+    /// At most this many write records per second per process (the rest are counted
+    /// as `watch_hits_rate_limited`).
+    #[arg(long, value_name = "N/s", value_parser = parse_rate)]
+    pub rate_limit: Option<u64>,
+
+    /// How user stacks are walked (as for `run`).
+    #[arg(long, value_enum, default_value = "auto")]
+    pub unwind: UnwindMode,
+
+    /// Frames per reported stack (at most 64).
+    #[arg(long, value_name = "FRAMES", default_value_t = 64, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub max_stack_depth: u16,
+
+    /// Write events to this file (appended, created 0600) instead of stdout.
+    #[arg(long, short, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+
+    /// json (default) or pretty.
+    #[arg(long, value_enum, default_value = "json")]
+    pub format: OutputFormat,
+
+    /// Seconds between `agent_stats` events (0: only at exit).
+    #[arg(long, value_name = "SECONDS", default_value_t = 10)]
+    pub stats_interval: u64,
+
+    /// Run COMMAND and watch it until it exits (its executable's symbols: libraries
+    /// load after the watchpoints are set, so watch their variables by --pid).
     #[arg(last = true, value_name = "COMMAND")]
     pub command: Vec<String>,
 }

@@ -8,3 +8,4 @@ pub mod go_maps;
 pub mod report;
 pub mod run;
 pub(crate) mod signals;
+pub mod watch;

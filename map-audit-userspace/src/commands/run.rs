@@ -23,6 +23,7 @@ use tokio::{
 use crate::{
     commands::cli::{OutputFormat, RunArgs, UnwindMode},
     commands::signals::{Signals, runtime_with_signals},
+    commands::watch::{self, watch_spec::WatchSpec},
     kernel::cgroup::Cgroup,
     kernel::counters as stats,
     kernel::kernel_btf::KernelBtf,
@@ -63,6 +64,12 @@ const DRAIN_INTERVAL: Duration = Duration::from_millis(20);
 
 /// Runs the agent; returns the process exit code.
 pub fn run(args: RunArgs) -> Result<i32> {
+    audit(args, None)
+}
+
+/// `run`, or `watch` with the watches asked for: then the fault hooks stay detached
+/// and the watchpoints are set on the one process before output starts.
+pub fn audit(args: RunArgs, watches: Option<Vec<WatchSpec>>) -> Result<i32> {
     if args.pids.is_empty()
         && args.comms.is_empty()
         && args.command.is_empty()
@@ -92,8 +99,14 @@ pub fn run(args: RunArgs) -> Result<i32> {
     }
 
     let filter = region_filter(&args);
-    let (mut ebpf, hooks, mut kernel_logger) =
-        load_and_attach(&args, &filter, cgroup.as_ref(), offsets, kernel_offsets)?;
+    let (mut ebpf, mut hooks, mut kernel_logger) = load_and_attach(
+        &args,
+        &filter,
+        cgroup.as_ref(),
+        offsets,
+        kernel_offsets,
+        watches.is_none(),
+    )?;
     let mut table = region_table(&mut ebpf)?;
     scope_comms(&mut ebpf, &args.comms)?;
     // Processes running now: in scope with their mappings before auditing begins.
@@ -101,7 +114,17 @@ pub fn run(args: RunArgs) -> Result<i32> {
     let seeds = seed_running(&args, cgroup.as_ref(), &mut table, &filter, &mut snapshots)?;
     let mut unwind_tables = unwind_tables(&mut ebpf, &args)?;
     // After the scope is set up: the command is held until its pid is in scope.
-    let held = spawn_command(&args, &mut table, &mut unwind_tables)?;
+    let mut held = spawn_command(&args, &mut table, &mut unwind_tables, watches.is_some())?;
+    let watches_set = match &watches {
+        Some(specs) => Some(watch::set_watches(
+            &mut ebpf,
+            &args,
+            specs,
+            held.as_mut(),
+            &mut hooks,
+        )?),
+        None => None,
+    };
     // Before `agent_started`.
     let (runtime, signals) = runtime_with_signals()?;
     let writer = start_output(&args, hooks)?;
@@ -109,11 +132,20 @@ pub fn run(args: RunArgs) -> Result<i32> {
         &mut ebpf,
         &args,
         table,
-        filter,
         unwind_tables,
         writer,
         seeds,
+        watches_set.is_none(),
     )?;
+    if let Some((pid, points, threads)) = watches_set {
+        pipeline
+            .send(Message::WatchesSet {
+                pid,
+                points,
+                threads,
+            })
+            .context("the pipeline stopped")?;
+    }
 
     let counters: PerCpuArray<MapData, u64> =
         PerCpuArray::try_from(take_map(&mut ebpf, map_names::COUNTERS)?)?;
@@ -183,6 +215,7 @@ fn load_and_attach(
     cgroup: Option<&Cgroup>,
     offsets: TracepointOffsets,
     kernel_offsets: KernelOffsets,
+    fault_hooks: bool,
 ) -> Result<(aya::Ebpf, Vec<AttachedHook>, Option<KernelLogger>)> {
     let log_enabled = args.kernel_log || std::env::var_os("RUST_LOG").is_some();
     let mut ebpf = loader::load(&loader::LoadOptions {
@@ -217,7 +250,7 @@ fn load_and_attach(
     } else {
         None
     };
-    let hooks = loader::attach(&mut ebpf, args.fault_hook)?;
+    let hooks = loader::attach(&mut ebpf, fault_hooks.then_some(args.fault_hook))?;
     if let Some(metrics) = metrics::get() {
         metrics.hooks_attached(&hooks);
         metrics.table_capacity("regions", u64::from(args.region_table_size));
@@ -308,6 +341,7 @@ fn spawn_command(
     args: &RunArgs,
     table: &mut RegionTable,
     unwind_tables: &mut UnwindTables,
+    stop_at_exec: bool,
 ) -> Result<Option<HeldCommand>> {
     if args.command.is_empty() {
         return Ok(None);
@@ -317,7 +351,11 @@ fn spawn_command(
     if args.unwind != UnwindMode::FramePointer {
         unwind::prebuild::command(unwind_tables, &args.command[0]);
     }
-    let held = HeldCommand::spawn(&args.command)?;
+    let held = if stop_at_exec {
+        HeldCommand::spawn_stopping_at_exec(&args.command)?
+    } else {
+        HeldCommand::spawn(&args.command)?
+    };
     table
         .add_to_scope(held.pid)
         .context("adding the command to the scope failed")?;
@@ -361,10 +399,10 @@ fn start_pipeline(
     ebpf: &mut aya::Ebpf,
     args: &RunArgs,
     table: RegionTable,
-    filter: RegionFilter,
     unwind_tables: UnwindTables,
     writer: JsonWriter,
     seeds: Vec<Item>,
+    region_events: bool,
 ) -> Result<StartedPipeline> {
     let clock = writer.clock();
     let output_closed = writer.closed.clone();
@@ -372,7 +410,7 @@ fn start_pipeline(
     let (pipeline, pipeline_thread) = pipeline::start(
         table,
         Options {
-            filter,
+            filter: region_filter(args),
             every_event: args.every_event,
             max_stack_depth: usize::from(args.max_stack_depth),
             unwind_tables: Some(unwind_tables),
@@ -383,6 +421,7 @@ fn start_pipeline(
             rearm_rounds: args
                 .rearm_interval
                 .map(|_| RearmRounds::new(args.rearm_budget)),
+            region_events,
         },
         clock,
         writer,

@@ -80,8 +80,9 @@ const TRACEPOINTS: [(&str, &str, &str, &str); 14] = [
     ("exit", "sched_process_exit", "sched", "sched_process_exit"),
 ];
 
-/// Attaches every program; links live as long as `ebpf`.
-pub fn attach(ebpf: &mut Ebpf, fault_hook: FaultHook) -> Result<Vec<AttachedHook>> {
+/// Attaches every program (`fault_hook: None`: all but the fault hooks, for `watch`);
+/// links live as long as `ebpf`.
+pub fn attach(ebpf: &mut Ebpf, fault_hook: Option<FaultHook>) -> Result<Vec<AttachedHook>> {
     let mut hooks = Vec::new();
     for (role, name, category, point) in TRACEPOINTS {
         let program: &mut TracePoint = program(ebpf, name)?.try_into()?;
@@ -107,7 +108,9 @@ pub fn attach(ebpf: &mut Ebpf, fault_hook: FaultHook) -> Result<Vec<AttachedHook
         hook: "raw_tracepoint:sched:sched_process_fork".into(),
         reason: "gives the child task, so new threads are told apart from new processes".into(),
     });
-    hooks.extend(fault_hooks::attach(ebpf, fault_hook)?);
+    if let Some(fault_hook) = fault_hook {
+        hooks.extend(fault_hooks::attach(ebpf, fault_hook)?);
+    }
     Ok(hooks)
 }
 

@@ -1,6 +1,7 @@
 //! The kernel side, from user space: loading the eBPF object and choosing its hooks
 //! (`loader`, `fault_hooks`, with `kernel_btf`, `tracefs`, `kernel_support`, `cgroup`),
-//! and the agent's edits of the kernel's tables (`region_table`, `kernel_tallies`).
+//! the agent's edits of the kernel's tables (`region_table`, `kernel_tallies`), and
+//! `watch`'s hardware watchpoints (`watchpoints`).
 
 pub(crate) mod cgroup;
 pub(crate) mod counters;
@@ -13,3 +14,4 @@ pub(crate) mod programs;
 pub mod region_table;
 pub mod table_maps;
 pub mod tracefs;
+pub(crate) mod watchpoints;

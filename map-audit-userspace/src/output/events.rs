@@ -36,6 +36,8 @@ pub enum Body {
     AgentStarted(AgentStarted),
     Region(RegionEvent),
     WriteFault(WriteFault),
+    WatchStarted(WatchStarted),
+    WriteWatch(WriteWatch),
     Stats(Stats),
     /// An event kind a subcommand defines (Go mode's), in JSON form.
     Other(OtherEvent),
@@ -48,6 +50,8 @@ impl Body {
             Body::AgentStarted(_) => "agent_started",
             Body::Region(r) => r.kind.name(),
             Body::WriteFault(_) => "write_fault",
+            Body::WatchStarted(_) => "watch_started",
+            Body::WriteWatch(_) => "write_watch",
             Body::Stats(s) if s.final_totals => "agent_stopped",
             Body::Stats(_) => "agent_stats",
             Body::Other(event) => event.name,
@@ -199,6 +203,51 @@ pub struct WriteFault {
     /// the first round.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub round: Option<u64>,
+}
+
+/// `watch_started`: a watch is set on every thread of the process.
+#[derive(Debug, Serialize)]
+pub struct WatchStarted {
+    pub pid: u32,
+    /// The watch's number (its place on the command line), as `write_watch` gives it.
+    pub watch: u32,
+    pub address: String,
+    /// Bytes watched: 1, 2, 4 or 8.
+    pub length: u8,
+    /// The symbol it was given as, and the file defining it; null for an address.
+    pub symbol: Option<String>,
+    pub module: Option<String>,
+    /// Threads the watchpoint was set on at start (later ones inherit it).
+    pub threads: usize,
+}
+
+/// `write_watch`: writes to a watched address by one thread from one stack.
+#[derive(Debug, Serialize)]
+pub struct WriteWatch {
+    #[serde(flatten)]
+    pub process: ProcessInfo,
+    pub watch: u32,
+    pub address: String,
+    pub symbol: Option<String>,
+    /// The watched bytes after the (last) write, as a little-endian number in hex;
+    /// null when they could not be read.
+    pub value: Option<String>,
+    /// The writer's frames, innermost first: the first is the instruction after the
+    /// write (where the CPU reports it).
+    pub stack: Arc<RawValue>,
+    pub stack_truncated: bool,
+    pub stack_end: &'static str,
+    /// Aggregated mode: how many writes this event stands for.
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub aggregate: Option<WatchSummary>,
+}
+
+/// The writes a `write_watch` stands for (default mode).
+#[derive(Debug, Serialize)]
+pub struct WatchSummary {
+    pub count: u64,
+    pub first_ts: String,
+    pub last_ts: String,
 }
 
 /// The aggregate a `write_fault` stands for (default mode).

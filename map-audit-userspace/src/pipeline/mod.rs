@@ -47,6 +47,12 @@ pub enum Message {
     },
     /// Reopen the output file (SIGHUP after log rotation).
     ReopenOutput,
+    /// `watch`: the watchpoints are set on `threads` threads of `pid`.
+    WatchesSet {
+        pid: u32,
+        points: Vec<crate::kernel::watchpoints::WatchPoint>,
+        threads: usize,
+    },
     /// Write `agent_stats` with these kernel counts.
     Stats(KernelCounters),
     /// Write `agent_stopped`, flush, and end the thread.
@@ -115,6 +121,15 @@ fn run(
             }
             Message::Undecodable(n) => correlator.counters.records_undecodable += n,
             Message::ReopenOutput => writer.reopen(),
+            Message::WatchesSet {
+                pid,
+                points,
+                threads,
+            } => {
+                correlator.watches_set(pid, points, threads, &mut events);
+                write_events(writer, &mut events);
+                writer.flush();
+            }
             Message::Flush if flush_pending => {}
             Message::Flush => match correlator.start_flush() {
                 Some(closing) => {
@@ -127,6 +142,7 @@ fn run(
             Message::FlushReady { closing } => {
                 flush_pending = false;
                 correlator.flush(|a| a.take_all(closing), &mut events);
+                correlator.flush_watches(&mut events);
                 write_events(writer, &mut events);
                 writer.flush();
                 if std::mem::take(&mut round_due) {
@@ -144,6 +160,7 @@ fn run(
                 command_exit_code,
             } => {
                 correlator.flush(|a| a.take_all(u64::MAX), &mut events);
+                correlator.flush_watches(&mut events);
                 correlator.reclaim_after_losses(&kernel, &mut events);
                 write_events(writer, &mut events);
                 write_stats(correlator, writer, kernel, true, command_exit_code);

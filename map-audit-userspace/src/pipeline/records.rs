@@ -6,8 +6,8 @@ use map_audit_common::records::{
     FaultRecord, KIND_EXEC_IMAGE, KIND_KERNEL_WRITE_FAULT, KIND_MAPPED_FILE, KIND_PROCESS_EXEC,
     KIND_PROCESS_EXIT, KIND_PROCESS_FORK, KIND_PROTECT_UNRESOLVED, KIND_REGION_MAPPED,
     KIND_REGION_PROTECTED, KIND_REGION_UNMAPPED, KIND_REMAP_UNRESOLVED, KIND_UNMAP_UNRESOLVED,
-    KIND_WRITE_FAULT, KernelFaultRecord, MappedFileRecord, ProcessRecord, RecordHeader,
-    RegionRecord,
+    KIND_WATCH_WRITE, KIND_WRITE_FAULT, KernelFaultRecord, MappedFileRecord, ProcessRecord,
+    RecordHeader, RegionRecord, WatchRecord,
 };
 
 /// A decoded record.
@@ -22,6 +22,7 @@ pub enum Record {
     ExecImage(RegionRecord),
     WriteFault(Box<FaultRecord>),
     KernelWriteFault(Box<KernelFaultRecord>),
+    WatchWrite(Box<WatchRecord>),
     MappedFile(Box<MappedFileRecord>),
     ProcessFork(ProcessRecord),
     ProcessExec(ProcessRecord),
@@ -40,6 +41,7 @@ impl Record {
             | Record::ExecImage(r) => &r.header,
             Record::WriteFault(f) => &f.header,
             Record::KernelWriteFault(f) => &f.fault.header,
+            Record::WatchWrite(w) => &w.header,
             Record::MappedFile(f) => &f.header,
             Record::ProcessFork(p) | Record::ProcessExec(p) | Record::ProcessExit(p) => &p.header,
         }
@@ -71,7 +73,18 @@ pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
         KIND_UNMAP_UNRESOLVED => Record::UnmapUnresolved(read(bytes, "unmap_unresolved")?),
         KIND_PROTECT_UNRESOLVED => Record::ProtectUnresolved(read(bytes, "protect_unresolved")?),
         KIND_REMAP_UNRESOLVED => Record::RemapUnresolved(read(bytes, "remap_unresolved")?),
-        KIND_WRITE_FAULT => Record::WriteFault(Box::new(read_fault(bytes)?)),
+        KIND_WRITE_FAULT => Record::WriteFault(Box::new(read_framed(
+            bytes,
+            "write_fault",
+            FaultRecord::FIXED_BYTES,
+            |r: &FaultRecord| FaultRecord::wire_len(r.stack_bytes),
+        )?)),
+        KIND_WATCH_WRITE => Record::WatchWrite(Box::new(read_framed(
+            bytes,
+            "watch_write",
+            WatchRecord::FIXED_BYTES,
+            |r: &WatchRecord| WatchRecord::wire_len(r.stack_bytes),
+        )?)),
         KIND_EXEC_IMAGE => Record::ExecImage(read(bytes, "exec_image")?),
         KIND_KERNEL_WRITE_FAULT => {
             Record::KernelWriteFault(Box::new(read(bytes, "kernel_write_fault")?))
@@ -84,21 +97,26 @@ pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
     })
 }
 
-/// A write-fault record carries only the frames its stack has (`FaultRecord::wire_len`).
-fn read_fault(bytes: &[u8]) -> Result<FaultRecord, DecodeError> {
+/// A record with a stack carries only the frames its stack has (`wire_len`).
+fn read_framed<T: aya::Pod>(
+    bytes: &[u8],
+    kind: &'static str,
+    fixed_bytes: usize,
+    wire_len: impl Fn(&T) -> usize,
+) -> Result<T, DecodeError> {
     let invalid = |expected| DecodeError::InvalidSize {
-        kind: "write_fault",
+        kind,
         size: bytes.len(),
         expected,
     };
-    if bytes.len() < FaultRecord::FIXED_BYTES {
-        return Err(invalid(FaultRecord::FIXED_BYTES));
+    if bytes.len() < fixed_bytes {
+        return Err(invalid(fixed_bytes));
     }
-    let len = bytes.len().min(size_of::<FaultRecord>());
-    // SAFETY: all-zero is a valid FaultRecord (Pod), and `len` bytes fit in both.
-    let mut record: FaultRecord = unsafe { std::mem::zeroed() };
+    let len = bytes.len().min(size_of::<T>());
+    // SAFETY: all-zero is a valid `T` (Pod), and `len` bytes fit in both.
+    let mut record: T = unsafe { std::mem::zeroed() };
     unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), (&raw mut record).cast::<u8>(), len) };
-    let expected = FaultRecord::wire_len(record.stack_bytes);
+    let expected = wire_len(&record);
     if bytes.len() != len || len < expected {
         return Err(invalid(expected));
     }

@@ -1,7 +1,8 @@
 //! What /proc says: process maps (`process_maps`, `proc_seed` loads them into the
 //! kernel's table at start), mount points, and the command the agent starts
-//! (`target`).
+//! (`target`), and data symbols by name for `watch` (`data_symbols`).
 
+pub(crate) mod data_symbols;
 pub(crate) mod mount_points;
 pub mod process_maps;
 pub(crate) mod soft_dirty;

@@ -28,12 +28,26 @@ pub fn check_pids(pids: &[u32]) -> Result<()> {
 /// A forked command waiting at its gate.
 pub struct HeldCommand {
     pub pid: u32,
-    gate: OwnedFd,
+    /// `None` once opened.
+    gate: Option<OwnedFd>,
+    /// The child stops at its exec (traced) until [`resume`](Self::resume).
+    stops_at_exec: bool,
 }
 
 impl HeldCommand {
-    /// Forks `command`; the child waits until [`release`](Self::release).
+    /// Forks `command`; the child waits until [`release_and_wait`](Self::release_and_wait).
     pub fn spawn(command: &[String]) -> Result<Self> {
+        Self::spawn_with(command, false)
+    }
+
+    /// `spawn`, and the child stops again once its exec has loaded the program (so
+    /// what depends on its load address can be set before its first instruction):
+    /// [`run_to_exec`](Self::run_to_exec), then [`resume`](Self::resume).
+    pub fn spawn_stopping_at_exec(command: &[String]) -> Result<Self> {
+        Self::spawn_with(command, true)
+    }
+
+    fn spawn_with(command: &[String], stops_at_exec: bool) -> Result<Self> {
         let program = resolve_program(&command[0])?;
         let argv: Vec<CString> = command
             .iter()
@@ -49,7 +63,11 @@ impl HeldCommand {
                 drop(gate_write);
                 let mut byte = 0u8;
                 let n = unsafe { libc::read(gate_read.as_raw_fd(), (&raw mut byte).cast(), 1) };
-                if n == 1 {
+                // A traced child gets SIGTRAP at its exec: it stops for the agent.
+                if n == 1
+                    && (!stops_at_exec
+                        || unsafe { libc::ptrace(libc::PTRACE_TRACEME, 0, 0, 0) } == 0)
+                {
                     // Returns only on failure: the child exits 127, as a shell's does.
                     let _ = nix::unistd::execv(&program, &argv);
                 }
@@ -59,10 +77,36 @@ impl HeldCommand {
                 drop(gate_read);
                 Ok(Self {
                     pid: child.as_raw() as u32,
-                    gate: gate_write,
+                    gate: Some(gate_write),
+                    stops_at_exec,
                 })
             }
         }
+    }
+
+    /// Lets a command spawned with `spawn_stopping_at_exec` exec, and returns once it
+    /// has stopped there.
+    pub fn run_to_exec(&mut self) -> Result<()> {
+        let gate = self
+            .gate
+            .take()
+            .context("the command was released already")?;
+        write(&gate, &[1]).context("releasing the command failed")?;
+        match waitpid(Pid::from_raw(self.pid as i32), None)
+            .context("waiting for the command's exec failed")?
+        {
+            WaitStatus::Stopped(_, nix::sys::signal::Signal::SIGTRAP) => Ok(()),
+            WaitStatus::Exited(_, 127) => bail!("the command could not be started (exec failed)"),
+            other => bail!("the command did not stop at its exec ({other:?})"),
+        }
+    }
+
+    /// Lets a command stopped at its exec run (stops tracing it).
+    pub fn resume(&self) -> Result<()> {
+        if unsafe { libc::ptrace(libc::PTRACE_DETACH, self.pid as i32, 0, 0) } != 0 {
+            return Err(std::io::Error::last_os_error()).context("resuming the command failed");
+        }
+        Ok(())
     }
 
     /// Lets the command exec, and waits for it on a thread of its own: its exit code
@@ -77,7 +121,11 @@ impl HeldCommand {
                 let _ = exit_tx.send(wait_exit_code(pid));
             })
             .context("starting the command waiter failed")?;
-        write(&self.gate, &[1]).context("releasing the command failed")?;
+        if let Some(gate) = &self.gate {
+            write(gate, &[1]).context("releasing the command failed")?;
+        } else if self.stops_at_exec {
+            self.resume()?;
+        }
         Ok(exit_rx)
     }
 }

@@ -1,7 +1,7 @@
 //! Turns kernel records into events: keeps a copy of each process's regions (with the
 //! file paths the kernel cannot give), attaches process details, symbolises stacks,
 //! and makes the region-table changes only the agent can make. One part per kind of
-//! record: `regions`, `processes`, `faults`; `unwind_tables` builds what the kernel's
+//! record: `regions`, `processes`, `faults`, `watches`; `unwind_tables` builds what the kernel's
 //! stack walk reads. The kernel's tables are behind `TableMaps`, so `tests` runs it on
 //! tables in memory.
 
@@ -9,6 +9,7 @@ mod faults;
 mod processes;
 mod regions;
 mod unwind_tables;
+mod watches;
 
 use std::{collections::HashMap, path::PathBuf, sync::Arc};
 
@@ -62,6 +63,8 @@ pub struct Options {
     pub unwind_tables: Option<UnwindTables>,
     /// `--rearm-interval`: the rounds, with `--rearm-budget`.
     pub rearm_rounds: Option<RearmRounds>,
+    /// Print region events (`watch` tracks regions for its stack walks only).
+    pub region_events: bool,
 }
 
 impl Options {
@@ -75,6 +78,7 @@ impl Options {
             kernel_tallies: None,
             unwind_tables: None,
             rearm_rounds: None,
+            region_events: true,
         }
     }
 }
@@ -108,6 +112,8 @@ pub struct Correlator {
     forks_waiting: HashMap<u32, u32>,
     unwind_tables: Option<UnwindTables>,
     rearm_rounds: Option<RearmRounds>,
+    watches: watches::Watches,
+    region_events: bool,
 }
 
 impl Correlator {
@@ -128,6 +134,8 @@ impl Correlator {
             forks_waiting: HashMap::new(),
             unwind_tables: options.unwind_tables,
             rearm_rounds: options.rearm_rounds,
+            watches: watches::Watches::default(),
+            region_events: options.region_events,
         }
     }
 
@@ -169,6 +177,18 @@ impl Correlator {
 
     /// The events for one item (several when an exit or an unmap closes regions).
     pub fn handle(&mut self, item: Item, out: &mut Vec<Timed>) {
+        let first = out.len();
+        self.handle_item(item, out);
+        if !self.region_events {
+            let mut index = 0;
+            out.retain(|event| {
+                index += 1;
+                index <= first || !matches!(event.body, Body::Region(_))
+            });
+        }
+    }
+
+    fn handle_item(&mut self, item: Item, out: &mut Vec<Timed>) {
         match item {
             Item::MountPoint(id, point) => {
                 self.mount_points.insert(id, point);
@@ -192,7 +212,10 @@ impl Correlator {
             Item::Record(record) => {
                 if !matches!(
                     record,
-                    Record::MappedFile(_) | Record::WriteFault(_) | Record::KernelWriteFault(_)
+                    Record::MappedFile(_)
+                        | Record::WriteFault(_)
+                        | Record::KernelWriteFault(_)
+                        | Record::WatchWrite(_)
                 ) {
                     self.counters.region_and_process_records_delivered += 1;
                 }
@@ -208,6 +231,7 @@ impl Correlator {
                         let depth = stack_depth(k.kernel_stack_bytes, k.kernel_stack.len());
                         out.extend(self.write_fault(&k.fault, Some(&k.kernel_stack[..depth])));
                     }
+                    Record::WatchWrite(w) => self.watch_write(&w, out),
                     Record::MappedFile(f) => self.mapped_file(&f),
                     Record::ProcessFork(p) => self.process_fork(&p, out),
                     Record::ExecImage(r) => self.exec_image(&r),

@@ -1,0 +1,444 @@
+//! `map-audit watch` on real programs: hardware watchpoints on a global written by
+//! threads that start after the watch (as a command, and by pid), a shared library's
+//! global by symbol, an address by number, and the errors a user meets. Stacks are
+//! checked against perf's DWARF unwinder on the same watchpoint (`perf record -e
+//! mem:ADDR:w:u --call-graph dwarf`). The workload is built `-O2` without frame
+//! pointers, as users build.
+
+mod common;
+
+use std::{
+    collections::BTreeMap,
+    io::{BufRead, BufReader},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::OnceLock,
+};
+
+use common::{Agent, Run, c_workload, hex, run_agent, stack_symbols};
+use serde_json::Value;
+
+/// Writes per thread.
+const WRITES: u64 = 2000;
+
+fn workload() -> &'static Path {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        c_workload(
+            "MAP_AUDIT_TEST_WATCH",
+            "watch.c",
+            "watch",
+            &["-O2", "-g", "-pthread"],
+        )
+    })
+}
+
+/// The shared library with `lib_counter`, built as distributions build libraries.
+fn library() -> PathBuf {
+    c_workload(
+        "MAP_AUDIT_TEST_WATCH_LIB",
+        "watch_lib.c",
+        "libwatch.so",
+        &["-O2", "-g", "-shared", "-fPIC"],
+    )
+}
+
+/// Writes by the innermost function, summed over the events of watch `watch`.
+fn writes_by_writer(run: &Run, watch: u64) -> BTreeMap<String, u64> {
+    let mut writes = BTreeMap::new();
+    for e in run.of_kind("write_watch") {
+        if e["watch"] != watch {
+            continue;
+        }
+        let writer = stack_symbols(e).first().cloned().unwrap_or_default();
+        *writes.entry(writer).or_default() += e.get("count").map_or(1, |c| c.as_u64().unwrap());
+    }
+    writes
+}
+
+/// watch_hits = delivered + lost, and delivered = what the events stand for.
+fn assert_watch_accounting(run: &Run) {
+    let counters = &run.stopped()["counters"];
+    let (kernel, agent) = (&counters["kernel"], &counters["agent"]);
+    let n = |v: &Value| v.as_u64().unwrap();
+    assert_eq!(
+        n(&kernel["watch_hits"]),
+        n(&agent["watch_hits_delivered"])
+            + n(&kernel["watch_hits_lost_ringbuf_full"])
+            + n(&kernel["watch_hits_rate_limited"]),
+        "{counters}"
+    );
+    let events = run.of_kind("write_watch");
+    let represented: u64 = events
+        .iter()
+        .map(|e| e.get("count").map_or(1, |c| c.as_u64().unwrap()))
+        .sum();
+    assert_eq!(n(&agent["watch_hits_delivered"]), represented);
+    assert_eq!(n(&agent["write_watch_events"]), events.len() as u64);
+    assert_eq!(
+        n(&kernel["faults_matched"]),
+        0,
+        "watch attaches no fault hook"
+    );
+}
+
+fn watch_started(run: &Run, watch: u64) -> &Value {
+    run.of_kind("watch_started")
+        .into_iter()
+        .find(|e| e["watch"] == watch)
+        .unwrap_or_else(|| panic!("no watch_started for watch {watch}"))
+}
+
+#[test]
+fn threads_started_after_the_watch_are_attributed_exactly() {
+    let writes = WRITES.to_string();
+    let run = run_agent(&[
+        "watch",
+        "--symbol",
+        "counter",
+        "--",
+        workload().to_str().unwrap(),
+        "run",
+        &writes,
+    ]);
+    assert!(run.status.success(), "stderr:\n{}", run.stderr);
+    let started = watch_started(&run, 0);
+    assert_eq!(started["symbol"], "counter");
+    assert_eq!(started["length"], 8);
+    assert_eq!(started["threads"], 1, "set at exec, before any thread");
+    assert_eq!(started["module"], workload().to_str().unwrap());
+    let counter = started["address"].clone();
+    assert_eq!(
+        writes_by_writer(&run, 0),
+        BTreeMap::from([
+            ("bump_by_one".into(), WRITES),
+            ("bump_by_two".into(), WRITES)
+        ]),
+    );
+    let events = run.of_kind("write_watch");
+    // `neighbour` is written in the same loops: only `counter` is reported.
+    assert!(events.iter().all(|e| e["address"] == counter));
+    for e in &events {
+        let symbols = stack_symbols(e);
+        let thread = if symbols[0] == "bump_by_one" {
+            "thread_one"
+        } else {
+            "thread_two"
+        };
+        assert_eq!(
+            symbols,
+            [symbols[0].as_str(), thread, "start_thread", "clone3"]
+        );
+        assert_eq!(e["stack_end"], "complete");
+        assert_ne!(e["tid"], e["pid"], "written by the threads");
+    }
+    // The last write leaves 3 x WRITES.
+    let last = events
+        .iter()
+        .max_by_key(|e| e["last_ts"].as_str().unwrap().to_string())
+        .unwrap();
+    assert_eq!(hex(last["value"].as_str().unwrap()), 3 * WRITES);
+    assert_watch_accounting(&run);
+}
+
+#[test]
+fn stacks_match_perf_on_the_same_watchpoint() {
+    // perf needs the address before exec: a position-dependent build.
+    let program = c_workload(
+        "MAP_AUDIT_TEST_WATCH_NO_PIE",
+        "watch.c",
+        "watch-no-pie",
+        &["-O2", "-g", "-pthread", "-no-pie"],
+    );
+    let writes = "200";
+    let run = run_agent(&[
+        "watch",
+        "--every-event",
+        "--symbol",
+        "counter",
+        "--",
+        program.to_str().unwrap(),
+        "run",
+        writes,
+    ]);
+    assert!(run.status.success(), "stderr:\n{}", run.stderr);
+    let address = watch_started(&run, 0)["address"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut ours: BTreeMap<Vec<String>, u64> = BTreeMap::new();
+    for e in run.of_kind("write_watch") {
+        *ours.entry(stack_symbols(e)).or_default() += 1;
+    }
+    let theirs = perf_chains(&program, &address, writes);
+    // perf may lose a sample or two; the agent loses none.
+    assert!(ours.values().all(|&n| n == 200), "{ours:?}");
+    assert_eq!(
+        ours.keys().collect::<Vec<_>>(),
+        theirs.keys().collect::<Vec<_>>(),
+        "map-audit's stacks (left) and perf's (right) differ"
+    );
+}
+
+/// `perf record` on a user-mode write watchpoint at `address`: each sample's chain of
+/// symbols, with how often it was seen.
+fn perf_chains(program: &Path, address: &str, writes: &str) -> BTreeMap<Vec<String>, u64> {
+    let data = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("perf-watch-{}.data", std::process::id()));
+    let record = Command::new("perf")
+        .args(["record", "-q", "-e"])
+        .arg(format!("mem:{address}:w:u"))
+        .args(["--call-graph", "dwarf", "-o"])
+        .arg(&data)
+        .arg("--")
+        .arg(program)
+        .args(["run", writes])
+        .output()
+        .expect("perf runs (linux-perf)");
+    assert!(
+        record.status.success(),
+        "perf record failed:\n{}",
+        String::from_utf8_lossy(&record.stderr)
+    );
+    let script = Command::new("perf")
+        .args(["script", "-F", "ip,sym", "-i"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    let mut chains = BTreeMap::new();
+    for sample in String::from_utf8_lossy(&script.stdout).split("\n\n") {
+        let chain: Vec<String> = sample
+            .lines()
+            .filter_map(|l| l.trim().split_once(' ').map(|(_, s)| s.trim().to_string()))
+            .collect();
+        if !chain.is_empty() {
+            *chains.entry(chain).or_default() += 1;
+        }
+    }
+    chains
+}
+
+/// The workload waiting for SIGUSR1, with the addresses it printed.
+struct Waiting {
+    child: Child,
+    addresses: BTreeMap<String, String>,
+}
+
+impl Waiting {
+    fn start(lib: Option<&Path>) -> Self {
+        let mut command = Command::new(workload());
+        command.args(["wait", &WRITES.to_string()]);
+        if let Some(lib) = lib {
+            command.arg(lib);
+        }
+        let mut child = command
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("workload runs");
+        let mut line = String::new();
+        BufReader::new(child.stdout.as_mut().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert!(line.starts_with("ready"), "{line}");
+        let addresses = line
+            .split_whitespace()
+            .filter_map(|w| w.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Self { child, addresses }
+    }
+
+    fn pid(&self) -> String {
+        self.child.id().to_string()
+    }
+
+    /// Starts the threads and waits for the workload to end.
+    fn go(&mut self) {
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGUSR1) };
+        assert!(self.child.wait().unwrap().success());
+    }
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn by_pid_threads_started_after_attach_are_covered() {
+    let mut waiting = Waiting::start(None);
+    let agent = Agent::start(&["watch", "--pid", &waiting.pid(), "--symbol", "counter"]);
+    agent.wait_for("watch_started", |e| e["event"] == "watch_started");
+    waiting.go();
+    let run = agent.stop();
+    assert!(run.status.success(), "stderr:\n{}", run.stderr);
+    assert_eq!(
+        watch_started(&run, 0)["address"],
+        waiting.addresses["counter"]
+    );
+    assert_eq!(
+        writes_by_writer(&run, 0),
+        BTreeMap::from([
+            ("bump_by_one".into(), WRITES),
+            ("bump_by_two".into(), WRITES)
+        ]),
+    );
+    assert_watch_accounting(&run);
+}
+
+#[test]
+fn a_library_global_by_symbol_and_an_address_by_number() {
+    let lib = library();
+    let mut waiting = Waiting::start(Some(&lib));
+    let neighbour = format!("{}:8", waiting.addresses["neighbour"]);
+    let agent = Agent::start(&[
+        "watch",
+        "--pid",
+        &waiting.pid(),
+        "--symbol",
+        "lib_counter",
+        "--address",
+        &neighbour,
+    ]);
+    agent.wait_for("watch_started", |e| e["event"] == "watch_started");
+    waiting.go();
+    let run = agent.stop();
+    assert!(run.status.success(), "stderr:\n{}", run.stderr);
+    let in_lib = watch_started(&run, 0);
+    assert_eq!(in_lib["address"], waiting.addresses["lib_counter"]);
+    assert_eq!(in_lib["module"], lib.to_str().unwrap());
+    assert_eq!(watch_started(&run, 1)["symbol"], Value::Null);
+    assert_eq!(
+        writes_by_writer(&run, 0),
+        BTreeMap::from([("lib_bump".into(), WRITES)])
+    );
+    for e in run
+        .of_kind("write_watch")
+        .iter()
+        .filter(|e| e["watch"] == 0)
+    {
+        assert_eq!(
+            stack_symbols(e)[..2],
+            ["lib_bump".to_string(), "main".to_string()]
+        );
+        assert_eq!(e["symbol"], "lib_counter");
+    }
+    assert_eq!(
+        writes_by_writer(&run, 1),
+        BTreeMap::from([
+            ("bump_by_one".into(), WRITES),
+            ("bump_by_two".into(), WRITES)
+        ]),
+    );
+    assert_watch_accounting(&run);
+}
+
+/// `perf_event_attr` up to `sample_max_stack` (PERF_ATTR_SIZE_VER5, 112 bytes).
+#[repr(C)]
+#[derive(Default)]
+struct PerfEventAttr {
+    type_: u32,
+    size: u32,
+    config: u64,
+    sample_period: u64,
+    sample_type: u64,
+    read_format: u64,
+    flags: u64,
+    wakeup_events: u32,
+    bp_type: u32,
+    bp_addr: u64,
+    bp_len: u64,
+    branch_sample_type: u64,
+    sample_regs_user: u64,
+    sample_stack_user: u32,
+    clockid: i32,
+    sample_regs_intr: u64,
+    aux_watermark: u32,
+    sample_max_stack: u16,
+    reserved: u16,
+}
+const _: () = assert!(size_of::<PerfEventAttr>() == 112);
+
+#[test]
+fn all_four_debug_registers_taken_is_one_sentence() {
+    let waiting = Waiting::start(None);
+    let counter = hex(&waiting.addresses["counter"]);
+    // Another perf user holds all four registers on the process's thread.
+    let held: Vec<i32> = (0..4)
+        .map(|i| {
+            let attr = PerfEventAttr {
+                type_: 5, // PERF_TYPE_BREAKPOINT
+                size: 112,
+                sample_period: 1,
+                bp_type: 2, // HW_BREAKPOINT_W
+                bp_addr: counter + 8 * (i % 2),
+                bp_len: 8,
+                ..Default::default()
+            };
+            let fd = unsafe {
+                libc::syscall(
+                    libc::SYS_perf_event_open,
+                    &attr,
+                    waiting.child.id() as i32,
+                    -1,
+                    -1,
+                    8, // PERF_FLAG_FD_CLOEXEC
+                )
+            } as i32;
+            assert!(
+                fd >= 0,
+                "breakpoint {i}: {}",
+                std::io::Error::last_os_error()
+            );
+            fd
+        })
+        .collect();
+    let run = run_agent(&["watch", "--pid", &waiting.pid(), "--symbol", "counter"]);
+    for fd in held {
+        unsafe { libc::close(fd) };
+    }
+    assert_eq!(run.status.code(), Some(1), "stderr:\n{}", run.stderr);
+    assert_eq!(run.stderr.trim().lines().count(), 1, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("no free debug register"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn an_unknown_symbol_names_near_matches_and_the_command_never_runs() {
+    let run = run_agent(&[
+        "watch",
+        "--symbol",
+        "countr",
+        "--",
+        workload().to_str().unwrap(),
+        "run",
+        "1",
+    ]);
+    assert_eq!(run.status.code(), Some(1), "stderr:\n{}", run.stderr);
+    assert_eq!(run.stderr.trim().lines().count(), 1, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("did you mean `counter`"),
+        "{}",
+        run.stderr
+    );
+    assert!(run.events.is_empty(), "nothing printed: {:?}", run.events);
+}
+
+#[test]
+fn bad_lengths_and_alignment_are_refused_before_anything_loads() {
+    for (args, sentence) in [
+        (["--address", "0x1004:8"], "not aligned to its length 8"),
+        (["--symbol", "counter:3"], "not 1, 2, 4 or 8 bytes"),
+    ] {
+        let mut all = vec!["watch", "--pid", "1"];
+        all.extend(args);
+        let run = run_agent(&all);
+        assert_eq!(run.status.code(), Some(1), "stderr:\n{}", run.stderr);
+        assert!(run.stderr.contains(sentence), "{}", run.stderr);
+    }
+}
