@@ -84,6 +84,9 @@ indexed_counters! {
         WATCH_HITS_LOST_RINGBUF_FULL = 30, watch_hits_lost_ringbuf_full: Loss;
         /// `watch --rate-limit`: hits held back over the rate.
         WATCH_HITS_RATE_LIMITED = 31, watch_hits_rate_limited: Loss;
+        /// `watch`: writes the kernel made to a watched address for the process
+        /// (read() into it): counted here, not reported (no user registers to walk).
+        WATCH_KERNEL_WRITES = 32, watch_kernel_writes: Loss;
     }
 }
 

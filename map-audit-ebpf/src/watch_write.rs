@@ -10,7 +10,9 @@ use aya_ebpf::{
     programs::PerfEventContext,
 };
 use map_audit_common::{
-    counters::{WATCH_HITS, WATCH_HITS_LOST_RINGBUF_FULL, WATCH_HITS_RATE_LIMITED},
+    counters::{
+        WATCH_HITS, WATCH_HITS_LOST_RINGBUF_FULL, WATCH_HITS_RATE_LIMITED, WATCH_KERNEL_WRITES,
+    },
     records::{KIND_WATCH_WRITE, WATCH_VALUE_UNREAD, WatchRecord},
     unwind::{STACK_END_COMPLETE, STACK_END_UNREADABLE},
 };
@@ -26,8 +28,9 @@ use crate::{
 #[perf_event]
 pub fn watch_write(ctx: PerfEventContext) -> u32 {
     let data = unsafe { &*ctx.ctx };
-    // Watchpoints are opened with exclude_kernel: a sample always has user registers.
+    // A write the kernel made (copy_to_user): its registers are the kernel's.
     if data.regs.rip >> 63 != 0 {
+        bump(WATCH_KERNEL_WRITES);
         return 0;
     }
     bump(WATCH_HITS);

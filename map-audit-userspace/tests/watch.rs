@@ -218,6 +218,26 @@ fn perf_chains(program: &Path, address: &str, writes: &str) -> BTreeMap<Vec<Stri
     chains
 }
 
+#[test]
+fn writes_the_kernel_makes_are_counted_as_unreported() {
+    let run = run_agent(&[
+        "watch",
+        "--symbol",
+        "counter",
+        "--",
+        workload().to_str().unwrap(),
+        "kernel",
+        "50",
+    ]);
+    assert!(run.status.success(), "stderr:\n{}", run.stderr);
+    assert!(run.of_kind("write_watch").is_empty());
+    let kernel = &run.stopped()["counters"]["kernel"];
+    // One per store: /dev/zero's read clears the 8 bytes one store at a time here.
+    let stores = kernel["watch_kernel_writes"].as_u64().unwrap();
+    assert!(stores >= 50 && stores % 50 == 0, "{kernel}");
+    assert_watch_accounting(&run);
+}
+
 /// The workload waiting for SIGUSR1, with the addresses it printed.
 struct Waiting {
     child: Child,
@@ -269,10 +289,11 @@ impl Drop for Waiting {
 #[test]
 fn by_pid_threads_started_after_attach_are_covered() {
     let mut waiting = Waiting::start(None);
-    let agent = Agent::start(&["watch", "--pid", &waiting.pid(), "--symbol", "counter"]);
+    let mut agent = Agent::start(&["watch", "--pid", &waiting.pid(), "--symbol", "counter"]);
     agent.wait_for("watch_started", |e| e["event"] == "watch_started");
     waiting.go();
-    let run = agent.stop();
+    // The watch ends with the process.
+    let run = agent.wait();
     assert!(run.status.success(), "stderr:\n{}", run.stderr);
     assert_eq!(
         watch_started(&run, 0)["address"],

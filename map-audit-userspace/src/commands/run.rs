@@ -163,6 +163,7 @@ pub fn audit(args: RunArgs, watches: Option<Vec<WatchSpec>>) -> Result<i32> {
             counters: &counters,
             pipeline: &pipeline,
             held,
+            watched_pid: (watches.is_some() && args.command.is_empty()).then(|| args.pids[0]),
             signals,
             stats_interval,
             flush_interval: args
@@ -447,6 +448,8 @@ struct ReadLoop<'a> {
     counters: &'a PerCpuArray<MapData, u64>,
     pipeline: &'a std::sync::mpsc::SyncSender<Message>,
     held: Option<HeldCommand>,
+    /// `watch --pid`: the process whose end ends the run.
+    watched_pid: Option<u32>,
     signals: Signals,
     stats_interval: Option<Duration>,
     /// `None` in every-event mode without `--rearm-interval` (which sets it).
@@ -475,6 +478,7 @@ impl ReadLoop<'_> {
             counters,
             pipeline,
             held,
+            watched_pid,
             mut signals,
             stats_interval,
             flush_interval,
@@ -505,6 +509,10 @@ impl ReadLoop<'_> {
         // Without a command the receiver is never polled (the branch is disabled).
         let mut exit_rx = match &held {
             Some(held) => held.release_and_wait()?,
+            None => tokio::sync::oneshot::channel().1,
+        };
+        let mut gone_rx = match watched_pid {
+            Some(pid) => target::when_gone(pid)?,
             None => tokio::sync::oneshot::channel().1,
         };
         let exit_code = loop {
@@ -565,6 +573,7 @@ impl ReadLoop<'_> {
                 code = &mut exit_rx, if held.is_some() => {
                     break Some(code.context("the command waiter stopped")??);
                 }
+                _ = &mut gone_rx, if watched_pid.is_some() => break None,
             }
         };
         // Detach every program first, so that nothing is produced after the last drain and

@@ -130,6 +130,33 @@ impl HeldCommand {
     }
 }
 
+/// Tells (on the returned receiver) when `pid`, not a child of the agent, has ended:
+/// a thread waits on its pidfd.
+pub fn when_gone(pid: u32) -> Result<tokio::sync::oneshot::Receiver<()>> {
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error())
+            .with_context(|| format!("following pid {pid} failed (pidfd_open)"));
+    }
+    // SAFETY: pidfd_open returned a new descriptor that nothing else owns.
+    let fd = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd as i32) };
+    let (gone_tx, gone_rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("pid-wait".into())
+        .spawn(move || {
+            let mut poll = libc::pollfd {
+                fd: fd.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // Readable once the process has exited; EINTR retries.
+            while unsafe { libc::poll(&mut poll, 1, -1) } < 0 {}
+            let _ = gone_tx.send(());
+        })
+        .context("starting the pid waiter failed")?;
+    Ok(gone_rx)
+}
+
 /// Waits for `pid` and returns its exit code (128 + signal when killed, like a shell).
 pub fn wait_exit_code(pid: u32) -> Result<i32> {
     loop {

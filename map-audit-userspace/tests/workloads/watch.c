@@ -5,12 +5,15 @@
 //   watch wait N [LIB]   print the addresses ("ready counter=0x... neighbour=0x...",
 //                        and lib_counter from LIB, dlopen'ed), wait for SIGUSR1, then
 //                        as `run` (and LIB's lib_bump(N) from main)
+//   watch kernel N       the kernel writes `counter` N times (read() from /dev/zero)
 #include <dlfcn.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 long counter;
 long neighbour;
@@ -49,6 +52,13 @@ int main(int argc, char **argv) {
     }
     writes = atol(argv[2]);
     void (*lib_bump)(long) = NULL;
+    if (strcmp(argv[1], "kernel") == 0) {
+        int zero = open("/dev/zero", O_RDONLY);
+        for (long i = 0; i < writes; i++)
+            if (read(zero, &counter, sizeof counter) != sizeof counter)
+                return 1;
+        return 0;
+    }
     if (strcmp(argv[1], "wait") == 0) {
         void *lib_counter = NULL;
         if (argc > 3) {
