@@ -238,6 +238,66 @@ fn writes_the_kernel_makes_are_counted_as_unreported() {
     assert_watch_accounting(&run);
 }
 
+/// `tests/go/watched.go` built by Debian's Go 1.19 (`cargo xtask test` installs it).
+fn go_watched() -> PathBuf {
+    let go = Path::new("/usr/lib/go-1.19/bin/go");
+    assert!(
+        go.exists(),
+        "{} is missing: `cargo xtask test` installs golang-1.19-go",
+        go.display()
+    );
+    let tmp = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+    let out = tmp.join(format!("watched-go-{}", std::process::id()));
+    let status = Command::new(go)
+        .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/go"))
+        .env("GOROOT", "/usr/lib/go-1.19")
+        .env("GOTOOLCHAIN", "local")
+        .env("GOCACHE", tmp.join("gocache"))
+        .env("GOPATH", tmp.join("gopath"))
+        .env("HOME", &tmp)
+        .args(["build", "-o"])
+        .arg(&out)
+        .arg("watched.go")
+        .status()
+        .expect("go runs");
+    assert!(status.success(), "building watched.go failed");
+    out
+}
+
+#[test]
+fn a_go_global_by_its_go_name() {
+    let program = go_watched();
+    let run = run_agent(&[
+        "watch",
+        "--symbol",
+        "main.counter",
+        "--",
+        program.to_str().unwrap(),
+        &WRITES.to_string(),
+    ]);
+    assert!(run.status.success(), "stderr:\n{}", run.stderr);
+    assert_eq!(watch_started(&run, 0)["symbol"], "main.counter");
+    assert_eq!(
+        writes_by_writer(&run, 0),
+        BTreeMap::from([
+            ("main.bumpOne".into(), WRITES),
+            ("main.bumpTwo".into(), WRITES)
+        ]),
+    );
+    // Go's leaves keep no frame pointer; its .debug_frame (compressed) gives the caller.
+    for e in run.of_kind("write_watch") {
+        let symbols = stack_symbols(e);
+        let closure = if symbols[0] == "main.bumpOne" {
+            "main.main.func1"
+        } else {
+            "main.main.func2"
+        };
+        assert_eq!(symbols, [symbols[0].as_str(), closure, "runtime.goexit"]);
+        assert_eq!(e["stack_end"], "complete");
+    }
+    assert_watch_accounting(&run);
+}
+
 /// The workload waiting for SIGUSR1, with the addresses it printed.
 struct Waiting {
     child: Child,

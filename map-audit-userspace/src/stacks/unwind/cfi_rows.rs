@@ -37,7 +37,9 @@ pub fn rows_of_elf(data: &[u8]) -> Result<Vec<UnwindRow>> {
         }
         collect(&eh_frame, &bases, &mut rows)?;
     } else if let Some(section) = file.section_by_name(".debug_frame") {
-        let mut debug_frame = DebugFrame::new(section.data()?, LittleEndian);
+        // Compressed in Go binaries (SHF_COMPRESSED) and in packages built with -gz.
+        let data = section.uncompressed_data()?;
+        let mut debug_frame = DebugFrame::new(&data, LittleEndian);
         debug_frame.set_address_size(8);
         collect(&debug_frame, &BaseAddresses::default(), &mut rows)?;
     } else {
