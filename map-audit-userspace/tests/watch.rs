@@ -238,6 +238,66 @@ fn writes_the_kernel_makes_are_counted_as_unreported() {
     assert_watch_accounting(&run);
 }
 
+#[test]
+fn report_and_pretty_output_show_watched_writes() {
+    let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("watch-stream-{}.jsonl", std::process::id()));
+    let _ = std::fs::remove_file(&out);
+    let writes = WRITES.to_string();
+    let program = workload().to_str().unwrap();
+    let run = run_agent(&[
+        "watch",
+        "--symbol",
+        "counter",
+        "-o",
+        out.to_str().unwrap(),
+        "--",
+        program,
+        "run",
+        &writes,
+    ]);
+    assert!(run.status.success(), "stderr:\n{}", run.stderr);
+    let report = Command::new(common::AGENT)
+        .arg("report")
+        .arg(&out)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&report.stdout);
+    assert!(report.status.success(), "{text}");
+    assert!(
+        text.contains(&format!("{} watched writes in", 2 * WRITES)),
+        "{text}"
+    );
+    for writer in [
+        "counter: bump_by_one <- thread_one",
+        "counter: bump_by_two <- thread_two",
+    ] {
+        let row = text
+            .lines()
+            .find(|l| l.contains(writer))
+            .unwrap_or_else(|| panic!("{text}"));
+        assert_eq!(
+            row.split_whitespace().next(),
+            Some(writes.as_str()),
+            "{row}"
+        );
+    }
+    let pretty = Command::new(common::AGENT)
+        .args([
+            "watch", "--format", "pretty", "--symbol", "counter", "--", program, "run", "10",
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&pretty.stdout);
+    assert!(pretty.status.success(), "{text}");
+    assert!(
+        text.lines().any(|l| l.contains(" write_watch ")
+            && l.contains("watch=0 counter")
+            && l.contains("count=10 stack=bump_by_")),
+        "{text}"
+    );
+}
+
 /// `tests/go/watched.go` built by Debian's Go 1.19 (`cargo xtask test` installs it).
 fn go_watched() -> PathBuf {
     let go = Path::new("/usr/lib/go-1.19/bin/go");

@@ -26,6 +26,25 @@ pub fn line(event: &Value) -> String {
             event["count"].as_u64().unwrap_or(1),
             stack(&event["stack"])
         ),
+        "write_watch" => format!(
+            "{} tid={} watch={} {} value={} count={} stack={}",
+            who(),
+            event["tid"],
+            event["watch"],
+            event["symbol"].as_str().unwrap_or(text(&event["address"])),
+            text(&event["value"]),
+            event["count"].as_u64().unwrap_or(1),
+            stack(&event["stack"])
+        ),
+        "watch_started" => format!(
+            "pid={} watch={} {} at {} ({} bytes, {} threads)",
+            event["pid"],
+            event["watch"],
+            event["symbol"].as_str().unwrap_or("address"),
+            text(&event["address"]),
+            event["length"],
+            event["threads"]
+        ),
         "region_mapped" | "region_unmapped" | "region_protected" => {
             format!("{} region=[{}]", who(), region(&event["region"]))
         }
@@ -103,6 +122,20 @@ fn nonzero(counters: &Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_write_watch_is_one_readable_line() {
+        let event = serde_json::json!({
+            "schema": "map-audit/v1", "event": "write_watch", "ts": "2026-11-26T12:00:00.000000001Z",
+            "host": "h", "pid": 7, "tid": 9, "comm": "prog", "watch": 0, "address": "0x4040d8",
+            "symbol": "counter", "value": "0x2a", "count": 5,
+            "stack": [{"symbol": "bump"}, {"symbol": "worker"}, {"symbol": "start_thread"}, {"symbol": "clone3"}]
+        });
+        assert_eq!(
+            line(&event),
+            "2026-11-26T12:00:00.000000001Z write_watch              pid=7 comm=prog tid=9 watch=0 counter value=0x2a count=5 stack=bump <- worker <- start_thread"
+        );
+    }
 
     #[test]
     fn a_write_fault_is_one_readable_line() {

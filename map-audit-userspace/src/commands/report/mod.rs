@@ -32,16 +32,24 @@ pub fn run(args: &ReportArgs) -> Result<i32> {
             stream.first_malformed_line.unwrap_or(0)
         );
     }
+    // Flame graphs show both kinds of write; a watched write is rooted at its watch
+    // with `--group-by region`.
+    let all_writes: Vec<_> = stream
+        .writes
+        .iter()
+        .chain(&stream.watched)
+        .cloned()
+        .collect();
     if let Some(path) = &args.folded {
         let mut out = create(path)?;
-        for line in folded_stacks::lines(&stream.writes, args.group_by) {
+        for line in folded_stacks::lines(&all_writes, args.group_by) {
             writeln!(out, "{line}")?;
         }
         out.flush()
             .with_context(|| format!("writing {} failed", path.display()))?;
     }
     if let Some(path) = &args.flamegraph {
-        let lines = folded_stacks::lines(&stream.writes, args.group_by);
+        let lines = folded_stacks::lines(&all_writes, args.group_by);
         folded_stacks::flamegraph(&lines, create(path)?)
             .with_context(|| format!("writing the flame graph {} failed", path.display()))?;
     }

@@ -66,29 +66,46 @@ pub fn print(stream: &Stream, top: usize, out: &mut impl Write) -> Result<()> {
     let stacks = rank(&stream.writes, leaf_frames);
     writeln!(
         out,
-        "map-audit report: {total} writes in {} write_fault events; {} processes, {} regions, {} stacks; {} other events, {} malformed lines skipped",
+        "map-audit report: {total} writes in {} write_fault events; {} watched writes in {} write_watch events; {} processes, {} regions, {} stacks; {} other events, {} malformed lines skipped",
         stream.writes.len(),
+        stream.watched.iter().map(|w| w.count).sum::<u64>(),
+        stream.watched.len(),
         processes.len(),
         regions.len(),
         stacks.len(),
         stream.other_events,
         stream.malformed_lines
     )?;
-    section(
-        out,
-        "processes (pid comm exe)",
-        &processes,
-        top,
-        |(pid, comm, exe)| format!("{pid} {comm} {exe}"),
-    )?;
-    section(
-        out,
-        "regions (path prot size)",
-        &regions,
-        top,
-        ToString::to_string,
-    )?;
-    section(out, "stacks (leaf <- callers)", &stacks, top, Clone::clone)?;
+    // A stream of `watch` alone has no fault tables to show.
+    if !stream.writes.is_empty() || stream.watched.is_empty() {
+        section(
+            out,
+            "processes (pid comm exe)",
+            &processes,
+            top,
+            |(pid, comm, exe)| format!("{pid} {comm} {exe}"),
+        )?;
+        section(
+            out,
+            "regions (path prot size)",
+            &regions,
+            top,
+            ToString::to_string,
+        )?;
+        section(out, "stacks (leaf <- callers)", &stacks, top, Clone::clone)?;
+    }
+    if !stream.watched.is_empty() {
+        let watched = rank(&stream.watched, |w| {
+            (w.region.path.clone().unwrap_or_default(), leaf_frames(w))
+        });
+        section(
+            out,
+            "watched writes (watch: leaf <- callers)",
+            &watched,
+            top,
+            |(watch, stack)| format!("{watch}: {stack}"),
+        )?;
+    }
     Ok(())
 }
 

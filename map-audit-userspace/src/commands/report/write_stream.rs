@@ -1,6 +1,6 @@
-//! Reads `write_fault` events out of a map-audit stream. Other events are counted and
-//! passed over; lines that are not JSON objects, or `write_fault`s missing a field the
-//! report needs, are counted as malformed and skipped.
+//! Reads `write_fault` and `write_watch` events out of a map-audit stream. Other events
+//! are counted and passed over; lines that are not JSON objects, or writes missing a
+//! field the report needs, are counted as malformed and skipped.
 
 use std::io::BufRead;
 
@@ -44,9 +44,15 @@ pub struct RegionLabel {
 impl std::fmt::Display for RegionLabel {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let path = self.path.as_deref().unwrap_or("[anon]");
+        if self.prot == WATCH_PROT {
+            return write!(f, "[watch {path}]");
+        }
         write!(f, "{path} {} {}", self.prot, human_size(self.size))
     }
 }
+
+/// `RegionLabel::prot` of a watched write's label (its `path` is the watch).
+const WATCH_PROT: &str = "watch";
 
 pub fn human_size(bytes: u64) -> String {
     match bytes {
@@ -59,6 +65,9 @@ pub fn human_size(bytes: u64) -> String {
 
 pub struct Stream {
     pub writes: Vec<Write>,
+    /// `write_watch` events (`map-audit watch`): `region.path` is the watch (its symbol
+    /// or address), `pages` 0.
+    pub watched: Vec<Write>,
     pub malformed_lines: u64,
     pub first_malformed_line: Option<u64>,
     /// Lines of other kinds (region events, stats...).
@@ -85,6 +94,20 @@ struct WriteFault {
 }
 
 #[derive(Deserialize)]
+struct WriteWatch {
+    pid: u32,
+    comm: String,
+    exe: Option<String>,
+    ts: String,
+    address: String,
+    symbol: Option<String>,
+    stack: Vec<Frame>,
+    count: Option<u64>,
+    first_ts: Option<String>,
+    last_ts: Option<String>,
+}
+
+#[derive(Deserialize)]
 struct Region {
     start: String,
     end: String,
@@ -102,6 +125,7 @@ struct Frame {
 pub fn read(input: impl BufRead) -> Result<Stream> {
     let mut stream = Stream {
         writes: Vec::new(),
+        watched: Vec::new(),
         malformed_lines: 0,
         first_malformed_line: None,
         other_events: 0,
@@ -112,7 +136,8 @@ pub fn read(input: impl BufRead) -> Result<Stream> {
             continue;
         }
         match parse(&line) {
-            Ok(Some(write)) => stream.writes.push(write),
+            Ok(Some(Parsed::Fault(write))) => stream.writes.push(write),
+            Ok(Some(Parsed::Watch(write))) => stream.watched.push(write),
             Ok(None) => stream.other_events += 1,
             Err(()) => {
                 stream.malformed_lines += 1;
@@ -123,16 +148,45 @@ pub fn read(input: impl BufRead) -> Result<Stream> {
     Ok(stream)
 }
 
-fn parse(line: &str) -> Result<Option<Write>, ()> {
+enum Parsed {
+    Fault(Write),
+    Watch(Write),
+}
+
+fn parse(line: &str) -> Result<Option<Parsed>, ()> {
     let kind: Event = serde_json::from_str(line).map_err(|_| ())?;
-    if kind.event != "write_fault" {
-        return Ok(None);
+    match kind.event.as_str() {
+        "write_fault" => parse_fault(line).map(|w| Some(Parsed::Fault(w))),
+        "write_watch" => parse_watch(line).map(|w| Some(Parsed::Watch(w))),
+        _ => Ok(None),
     }
+}
+
+fn parse_watch(line: &str) -> Result<Write, ()> {
+    let event: WriteWatch = serde_json::from_str(line).map_err(|_| ())?;
+    Ok(Write {
+        pid: event.pid,
+        comm: event.comm,
+        exe: event.exe,
+        region: RegionLabel {
+            path: Some(event.symbol.unwrap_or(event.address)),
+            prot: WATCH_PROT.into(),
+            size: 0,
+        },
+        stack: event.stack.iter().map(frame_label).collect(),
+        count: event.count.unwrap_or(1),
+        pages: 0,
+        first_ts: event.first_ts.unwrap_or_else(|| event.ts.clone()),
+        last_ts: event.last_ts.unwrap_or(event.ts),
+    })
+}
+
+fn parse_fault(line: &str) -> Result<Write, ()> {
     let event: WriteFault = serde_json::from_str(line).map_err(|_| ())?;
     let address =
         |text: &str| u64::from_str_radix(text.trim_start_matches("0x"), 16).map_err(|_| ());
     let size = address(&event.region.end)?.saturating_sub(address(&event.region.start)?);
-    Ok(Some(Write {
+    Ok(Write {
         pid: event.pid,
         comm: event.comm,
         exe: event.exe,
@@ -146,7 +200,7 @@ fn parse(line: &str) -> Result<Option<Write>, ()> {
         pages: event.pages.unwrap_or(1),
         first_ts: event.first_ts.unwrap_or_else(|| event.ts.clone()),
         last_ts: event.last_ts.unwrap_or(event.ts),
-    }))
+    })
 }
 
 /// The symbol, or "module+addr" (file name only) when the frame has none.
