@@ -455,7 +455,7 @@ fn fault_program_stats() -> Option<(u64, u64)> {
     Some(total)
 }
 
-fn median(mut values: Vec<f64>) -> f64 {
+pub fn median(mut values: Vec<f64>) -> f64 {
     values.sort_by(f64::total_cmp);
     let n = values.len();
     if n % 2 == 1 {

@@ -11,7 +11,7 @@ use std::{
 
 use anyhow::{Context, Result, bail};
 
-use crate::{go_toolchains, run, workspace_root};
+use crate::{bench::median, go_toolchains, run, workspace_root};
 
 /// Map writes per run: ~5 s traced at ~25 us per write.
 const WRITES: u64 = 200_000;
@@ -88,9 +88,4 @@ fn timed_loop(mut command: Command) -> Result<f64> {
         .find_map(|l| l.strip_prefix("mapwriters: elapsed_ns "))
         .and_then(|v| v.trim().parse().ok())
         .with_context(|| format!("mapwriters did not report its time: {stderr}"))
-}
-
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
 }

@@ -2,6 +2,7 @@
 
 mod bench;
 mod bench_go;
+mod bench_watch;
 mod build_ebpf;
 mod go_toolchains;
 mod soak;
@@ -52,8 +53,11 @@ enum Task {
         #[arg(long, default_value_t = 5)]
         rounds: usize,
         /// Measure Go mode's cost per map write instead (docs/benchmarks-go.md).
-        #[arg(long)]
+        #[arg(long, conflicts_with = "watch")]
         go: bool,
+        /// Measure `watch`'s cost per watched write instead (docs/benchmarks-watch.md).
+        #[arg(long)]
+        watch: bool,
     },
     /// Run the fault-hook and audit tests on Debian kernels under qemu (TCG) and print
     /// a table of kernel x fault hook (needs root: the guests load eBPF).
@@ -112,10 +116,12 @@ fn main() -> Result<()> {
                 ],
             )
         }
-        Task::Bench { rounds, go } => {
+        Task::Bench { rounds, go, watch } => {
             build_all(true)?;
             if go {
                 bench_go::bench(rounds)
+            } else if watch {
+                bench_watch::bench(rounds)
             } else {
                 bench::bench(rounds)
             }

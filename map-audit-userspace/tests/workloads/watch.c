@@ -6,6 +6,7 @@
 //                        and lib_counter from LIB, dlopen'ed), wait for SIGUSR1, then
 //                        as `run` (and LIB's lib_bump(N) from main)
 //   watch kernel N       the kernel writes `counter` N times (read() from /dev/zero)
+// The threads' phase is timed: "watch: elapsed_ns T" on stderr (for the benchmark).
 #include <dlfcn.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -13,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 long counter;
@@ -80,11 +82,16 @@ int main(int argc, char **argv) {
         int sig;
         sigwait(&set, &sig);
     }
+    struct timespec start, end;
+    clock_gettime(CLOCK_MONOTONIC, &start);
     pthread_t one, two;
     pthread_create(&one, NULL, thread_one, NULL);
     pthread_create(&two, NULL, thread_two, NULL);
     pthread_join(one, NULL);
     pthread_join(two, NULL);
+    clock_gettime(CLOCK_MONOTONIC, &end);
+    fprintf(stderr, "watch: elapsed_ns %lld\n",
+            (long long)(end.tv_sec - start.tv_sec) * 1000000000LL + (end.tv_nsec - start.tv_nsec));
     if (lib_bump)
         lib_bump(writes);
     fprintf(stderr, "counter=%ld\n", counter);
