@@ -219,6 +219,34 @@ fn perf_chains(program: &Path, address: &str, writes: &str) -> BTreeMap<Vec<Stri
 }
 
 #[test]
+fn writes_over_the_rate_limit_are_counted() {
+    let writes = WRITES.to_string();
+    let run = run_agent(&[
+        "watch",
+        "--every-event",
+        "--rate-limit",
+        "100/s",
+        "--symbol",
+        "counter",
+        "--",
+        workload().to_str().unwrap(),
+        "run",
+        &writes,
+    ]);
+    assert!(run.status.success(), "stderr:\n{}", run.stderr);
+    let kernel = &run.stopped()["counters"]["kernel"];
+    assert_eq!(kernel["watch_hits"], 2 * WRITES, "{kernel}");
+    let limited = kernel["watch_hits_rate_limited"].as_u64().unwrap();
+    // A full bucket (100) passes, then ~100/s: the threads take well under a second.
+    assert!(limited >= 2 * WRITES - 200, "{kernel}");
+    assert_eq!(
+        run.of_kind("write_watch").len() as u64,
+        2 * WRITES - limited
+    );
+    assert_watch_accounting(&run);
+}
+
+#[test]
 fn writes_the_kernel_makes_are_counted_as_unreported() {
     let run = run_agent(&[
         "watch",
