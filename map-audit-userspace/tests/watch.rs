@@ -321,7 +321,8 @@ fn report_and_pretty_output_show_watched_writes() {
     assert!(
         text.lines().any(|l| l.contains(" write_watch ")
             && l.contains("watch=0 counter")
-            && l.contains("count=10 stack=bump_by_")),
+            && l.contains("count=10 during=")
+            && l.contains(" stack=bump_by_")),
         "{text}"
     );
 }

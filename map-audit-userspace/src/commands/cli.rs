@@ -15,9 +15,13 @@ pub enum OutputFormat {
 #[derive(Debug, Parser)]
 #[command(
     args_override_self = true,
+    arg_required_else_help = true,
     name = "map-audit",
     version,
-    about = "Audit writes into memory mappings with eBPF; JSON lines out."
+    about = "Audit writes into memory mappings with eBPF; JSON lines out.",
+    after_help = "Start here: `sudo map-audit check` (what this kernel offers), then \
+                  `sudo map-audit run -- ./your-program` (who writes where, with stacks).\n\
+                  Each command's --help has an example."
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -27,17 +31,28 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Audit processes and print events as JSON lines.
+    #[command(
+        after_help = "Example: sudo map-audit run --shared-only -o writes.jsonl -- ./server --port 8080"
+    )]
     Run(Box<RunArgs>),
     /// Show which hooks this kernel offers and which ones the agent would use.
+    #[command(after_help = "Example: sudo map-audit check")]
     Check,
     /// Go mode: report goroutines that write one Go map at once, with both stacks,
     /// in one running Go program. A diagnostic: each map write costs two uprobe hits.
+    #[command(after_help = "Example: sudo map-audit go-maps --pid $(pidof my-go-service)")]
     GoMaps(GoMapsArgs),
     /// Report every write to up to 4 variables or addresses (hardware watchpoints),
     /// with the writer's stack: for one hot field, where `run` sees only first writes.
+    #[command(
+        after_help = "Example: sudo map-audit watch --pid $(pidof server) --symbol request_count"
+    )]
     Watch(Box<WatchArgs>),
     /// Summarise a map-audit JSON stream: top writers by process, region and stack, or
     /// a flame graph of write stacks.
+    #[command(
+        after_help = "Example: map-audit report writes.jsonl --flamegraph writes.svg --table"
+    )]
     Report(ReportArgs),
 }
 

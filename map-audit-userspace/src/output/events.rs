@@ -275,6 +275,10 @@ pub struct Frame {
     pub line: Option<u32>,
     /// True for a function inlined into the next frame.
     pub inlined: bool,
+    /// A frame with no symbol but a module: `addr` as an offset into the module's file,
+    /// what `addr2line -e MODULE` takes (and `report` prints as `module+offset`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub file_offset: Option<String>,
 }
 
 /// `agent_stats` (periodic) and `agent_stopped` (final totals).

@@ -36,13 +36,23 @@ pub struct JsonWriter {
 }
 
 fn open_file(path: &Path) -> Result<File> {
-    OpenOptions::new()
+    match OpenOptions::new()
         .append(true)
         .create(true)
         .mode(0o600)
         .custom_flags(libc::O_NOFOLLOW)
         .open(path)
-        .with_context(|| format!("cannot open the output file {}", path.display()))
+    {
+        Ok(file) => Ok(file),
+        // O_NOFOLLOW on a symlink: say why rather than "too many levels of symbolic links".
+        Err(err) if err.raw_os_error() == Some(libc::ELOOP) => Err(anyhow::anyhow!(
+            "the output file {} is a symbolic link: the agent runs as root and does not write through links (one planted in a shared directory could aim it at any file; docs/security.md); give the link's target instead",
+            path.display()
+        )),
+        Err(err) => {
+            Err(err).with_context(|| format!("cannot open the output file {}", path.display()))
+        }
+    }
 }
 
 impl JsonWriter {
@@ -121,8 +131,11 @@ impl JsonWriter {
             body,
         };
         let result = if self.pretty {
+            // Stamped when written, so lines stay in order: an aggregate written at a
+            // flush shows its own span in the line.
+            let written = self.clock.now();
             serde_json::to_value(&event)
-                .map(|value| pretty_format::line(&value))
+                .map(|value| pretty_format::line(&value, &written))
                 .map_err(io::Error::from)
                 .and_then(|line| writeln!(self.out, "{line}"))
         } else {

@@ -3,9 +3,9 @@
 
 use serde_json::Value;
 
-/// "TS EVENT fields...", from the event as it would be printed in JSON.
-pub fn line(event: &Value) -> String {
-    let ts = event["ts"].as_str().unwrap_or("");
+/// "TS EVENT fields...", from the event as it would be printed in JSON; TS is
+/// `written`, when the line is written (aggregates add their "first..last" span).
+pub fn line(event: &Value, written: &str) -> String {
     let kind = event["event"].as_str().unwrap_or("?");
     let who = || format!("pid={} comm={}", event["pid"], text(&event["comm"]));
     let region = |r: &Value| {
@@ -19,23 +19,26 @@ pub fn line(event: &Value) -> String {
     };
     let detail = match kind {
         "write_fault" => format!(
-            "{} addr={} region=[{}] count={} stack={}",
+            "{} addr={} region=[{}] count={}{} stack={}",
             who(),
             text(&event["address"]),
             region(&event["region"]),
             event["count"].as_u64().unwrap_or(1),
+            span(event),
             stack(&event["stack"])
         ),
         "write_watch" => format!(
-            "{} tid={} watch={} {} value={} count={} stack={}",
+            "{} tid={} watch={} {} value={} count={}{} stack={}",
             who(),
             event["tid"],
             event["watch"],
             event["symbol"].as_str().unwrap_or(text(&event["address"])),
             text(&event["value"]),
             event["count"].as_u64().unwrap_or(1),
+            span(event),
             stack(&event["stack"])
         ),
+        "agent_started" => started(event),
         "watch_started" => format!(
             "pid={} watch={} {} at {} ({} bytes, {} threads)",
             event["pid"],
@@ -79,7 +82,60 @@ pub fn line(event: &Value) -> String {
             Value::Object(rest).to_string()
         }
     };
-    format!("{ts} {kind:<24} {detail}")
+    format!("{written} {kind:<24} {detail}")
+}
+
+/// " first..last" (times of day) for an aggregate; the event's own time otherwise.
+fn span(event: &Value) -> String {
+    let time_of_day = |v: &Value| {
+        let ts = v.as_str().unwrap_or("-");
+        ts.split_once('T').map_or(ts, |(_, t)| t).to_string()
+    };
+    match (event.get("first_ts"), event.get("last_ts")) {
+        (Some(first), Some(last)) => {
+            format!(" during={}..{}", time_of_day(first), time_of_day(last))
+        }
+        _ => format!(" at={}", time_of_day(&event["ts"])),
+    }
+}
+
+/// `agent_started`: version, kernel, the fault hook and why, the scope; the other
+/// hooks are in `--format json`.
+fn started(event: &Value) -> String {
+    let hooks = event["hooks"].as_array().cloned().unwrap_or_default();
+    let main_hook = hooks
+        .iter()
+        .find(|h| {
+            h["role"]
+                .as_str()
+                .is_some_and(|r| r.starts_with("fault") || r == "watch")
+        })
+        .map_or("-".to_string(), |h| {
+            format!("{} ({})", text(&h["hook"]), text(&h["reason"]))
+        });
+    let scope = &event["scope"];
+    let mut targets = Vec::new();
+    for pid in scope["pids"].as_array().into_iter().flatten() {
+        targets.push(format!("pid {pid}"));
+    }
+    for comm in scope["comms"].as_array().into_iter().flatten() {
+        targets.push(format!("comm {}", text(comm)));
+    }
+    if let Some(command) = scope["command"].as_array() {
+        let words: Vec<&str> = command.iter().map(text).collect();
+        targets.push(format!("command `{}`", words.join(" ")));
+    }
+    if targets.is_empty() {
+        targets.push("--all or --cgroup".into());
+    }
+    format!(
+        "map-audit {} on Linux {}; hook: {}; auditing {}; {} hooks in all (--format json lists them)",
+        text(&event["version"]),
+        text(&event["kernel_release"]),
+        main_hook,
+        targets.join(", "),
+        hooks.len()
+    )
 }
 
 fn text(value: &Value) -> &str {
@@ -124,16 +180,34 @@ mod tests {
     use super::*;
 
     #[test]
+    fn agent_started_reads_as_a_sentence() {
+        let event = serde_json::json!({
+            "schema": "map-audit/v1", "event": "agent_started", "ts": "2026-11-26T12:00:00.000000001Z",
+            "host": "h", "version": "0.1.0", "kernel_release": "6.1.0-57-cloud-amd64",
+            "hooks": [
+                {"role": "mmap", "hook": "tracepoint:syscalls:sys_enter_mmap", "reason": "stable"},
+                {"role": "fault_user", "hook": "raw_tracepoint:exceptions:page_fault_user", "reason": "cheapest measured"}
+            ],
+            "scope": {"pids": [42], "comms": [], "command": ["./prog", "-x"]}
+        });
+        assert_eq!(
+            line(&event, "2026-11-26T12:00:00.000000001Z"),
+            "2026-11-26T12:00:00.000000001Z agent_started            map-audit 0.1.0 on Linux 6.1.0-57-cloud-amd64; hook: raw_tracepoint:exceptions:page_fault_user (cheapest measured); auditing pid 42, command `./prog -x`; 2 hooks in all (--format json lists them)"
+        );
+    }
+
+    #[test]
     fn a_write_watch_is_one_readable_line() {
         let event = serde_json::json!({
             "schema": "map-audit/v1", "event": "write_watch", "ts": "2026-11-26T12:00:00.000000001Z",
             "host": "h", "pid": 7, "tid": 9, "comm": "prog", "watch": 0, "address": "0x4040d8",
             "symbol": "counter", "value": "0x2a", "count": 5,
+            "first_ts": "2026-11-26T12:00:00.000000001Z", "last_ts": "2026-11-26T12:00:00.500000001Z",
             "stack": [{"symbol": "bump"}, {"symbol": "worker"}, {"symbol": "start_thread"}, {"symbol": "clone3"}]
         });
         assert_eq!(
-            line(&event),
-            "2026-11-26T12:00:00.000000001Z write_watch              pid=7 comm=prog tid=9 watch=0 counter value=0x2a count=5 stack=bump <- worker <- start_thread"
+            line(&event, "2026-11-26T12:00:01.000000001Z"),
+            "2026-11-26T12:00:01.000000001Z write_watch              pid=7 comm=prog tid=9 watch=0 counter value=0x2a count=5 during=12:00:00.000000001Z..12:00:00.500000001Z stack=bump <- worker <- start_thread"
         );
     }
 
@@ -146,8 +220,8 @@ mod tests {
             "stack": [{"symbol": "write_pages"}, {"symbol": "main"}], "count": 3
         });
         assert_eq!(
-            line(&event),
-            "2026-11-26T12:00:00.000000001Z write_fault              pid=7 comm=prog addr=0x7f0000001000 region=[0x7f0000000000-0x7f0000010000 rw- [anon]] count=3 stack=write_pages <- main"
+            line(&event, "2026-11-26T12:00:01.000000001Z"),
+            "2026-11-26T12:00:01.000000001Z write_fault              pid=7 comm=prog addr=0x7f0000001000 region=[0x7f0000000000-0x7f0000010000 rw- [anon]] count=3 at=12:00:00.000000001Z stack=write_pages <- main"
         );
     }
 }

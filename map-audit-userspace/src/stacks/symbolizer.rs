@@ -16,7 +16,9 @@ use blazesym::symbolize::{
 use foldhash::HashMap as FoldHashMap;
 
 use crate::{
-    output::addresses, output::events::Frame, proc::process_maps::ProcessMaps,
+    output::addresses,
+    output::events::{Frame, hex},
+    proc::process_maps::ProcessMaps,
     stacks::exec_image::ImageMap,
 };
 
@@ -119,6 +121,7 @@ impl StackSymbolizer {
                     file: None,
                     line: None,
                     inlined: false,
+                    file_offset: None,
                 },
                 _ => {
                     unknown_frames += 1;
@@ -130,6 +133,7 @@ impl StackSymbolizer {
                         file: None,
                         line: None,
                         inlined: false,
+                        file_offset: None,
                     }
                 }
             })
@@ -162,6 +166,7 @@ impl StackSymbolizer {
             file: None,
             line: None,
             inlined: false,
+            file_offset: file_offset.map(hex),
         };
         let Some((entry, path)) = entry.and_then(|e| Some((e, e.path.as_ref()?))) else {
             log::trace!(
@@ -246,6 +251,7 @@ impl StackSymbolizer {
                 file,
                 line,
                 inlined: true,
+                file_offset: None,
             });
         }
         let (file, line) = code_location(sym.code_info.as_deref());
@@ -257,6 +263,7 @@ impl StackSymbolizer {
             file,
             line,
             inlined: false,
+            file_offset: None,
         });
         Some(Rc::new(frames))
     }

@@ -76,6 +76,7 @@ impl GoSymbols {
                 file: None,
                 line: None,
                 inlined: false,
+                file_offset: None,
             };
         };
         let entry = function.entry;
@@ -102,6 +103,7 @@ impl GoSymbols {
             file,
             line,
             inlined: false,
+            file_offset: None,
         }
     }
 }

@@ -13,7 +13,7 @@ use std::{
     io::{self, BufRead, BufReader, BufWriter, Write},
 };
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 
 use crate::commands::cli::ReportArgs;
 
@@ -40,6 +40,18 @@ pub fn run(args: &ReportArgs) -> Result<i32> {
         .chain(&stream.watched)
         .cloned()
         .collect();
+    if all_writes.is_empty() && (args.folded.is_some() || args.flamegraph.is_some()) {
+        // Said here, before inferno would log its own "No stack counts found".
+        bail!(
+            "no write_fault or write_watch events in {}: {} other events, {} malformed lines; a stream from `map-audit run` or `watch` has them",
+            args.input
+                .as_deref()
+                .filter(|i| *i != "-")
+                .unwrap_or("stdin"),
+            stream.other_events,
+            stream.malformed_lines
+        );
+    }
     if let Some(path) = &args.folded {
         let mut out = create(path)?;
         for line in folded_stacks::lines(&all_writes, args.group_by) {

@@ -120,9 +120,11 @@ struct Frame {
     addr: String,
     symbol: Option<String>,
     module: Option<String>,
+    /// Streams before this field have only the absolute `addr`.
+    file_offset: Option<String>,
 }
 
-pub fn read(input: impl BufRead) -> Result<Stream> {
+pub fn read(mut input: impl BufRead) -> Result<Stream> {
     let mut stream = Stream {
         writes: Vec::new(),
         watched: Vec::new(),
@@ -130,18 +132,31 @@ pub fn read(input: impl BufRead) -> Result<Stream> {
         first_malformed_line: None,
         other_events: 0,
     };
-    for (number, line) in input.lines().enumerate() {
-        let line = line.context("reading the stream failed")?;
-        if line.trim().is_empty() {
-            continue;
+    let mut bytes = Vec::new();
+    let mut number = 0u64;
+    loop {
+        bytes.clear();
+        if input
+            .read_until(b'\n', &mut bytes)
+            .context("reading the stream failed")?
+            == 0
+        {
+            break;
         }
-        match parse(&line) {
+        number += 1;
+        // A torn write or garbage after rotation is one malformed line, not the end.
+        let parsed = match std::str::from_utf8(&bytes) {
+            Ok(line) if line.trim().is_empty() => continue,
+            Ok(line) => parse(line),
+            Err(_) => Err(()),
+        };
+        match parsed {
             Ok(Some(Parsed::Fault(write))) => stream.writes.push(write),
             Ok(Some(Parsed::Watch(write))) => stream.watched.push(write),
             Ok(None) => stream.other_events += 1,
             Err(()) => {
                 stream.malformed_lines += 1;
-                stream.first_malformed_line.get_or_insert(number as u64 + 1);
+                stream.first_malformed_line.get_or_insert(number);
             }
         }
     }
@@ -203,13 +218,17 @@ fn parse_fault(line: &str) -> Result<Write, ()> {
     })
 }
 
-/// The symbol, or "module+addr" (file name only) when the frame has none.
+/// The symbol, or "module+offset" (file name, offset into the file: what perf and
+/// addr2line print) when the frame has none.
 fn frame_label(frame: &Frame) -> String {
     match (&frame.symbol, &frame.module) {
         (Some(symbol), _) => symbol.clone(),
         (None, Some(module)) => {
             let name = module.rsplit('/').next().unwrap_or(module);
-            format!("{name}+{}", frame.addr)
+            format!(
+                "{name}+{}",
+                frame.file_offset.as_ref().unwrap_or(&frame.addr)
+            )
         }
         (None, None) => format!("[unknown {}]", frame.addr),
     }
