@@ -143,7 +143,7 @@ fn an_output_path_that_is_a_symlink_is_refused_with_the_reason() {
 }
 
 #[test]
-fn frames_without_a_name_carry_and_report_their_file_offset() {
+fn frames_without_a_name_carry_and_report_their_module_offset() {
     let dir = tempfile::tempdir().unwrap();
     let stripped = dir.path().join("workload-stripped");
     std::fs::copy(workload(), &stripped).unwrap();
@@ -165,7 +165,7 @@ fn frames_without_a_name_carry_and_report_their_file_offset() {
     {
         for frame in event["stack"].as_array().into_iter().flatten() {
             if frame["symbol"].is_null() && frame["module"] == stripped.to_str().unwrap() {
-                let offset = frame["file_offset"].as_str().expect("a file offset");
+                let offset = frame["module_offset"].as_str().expect("a file offset");
                 offsets.push(u64::from_str_radix(&offset[2..], 16).unwrap());
             }
         }

@@ -278,7 +278,7 @@ pub struct Frame {
     /// A frame with no symbol but a module: `addr` as an offset into the module's file,
     /// what `addr2line -e MODULE` takes (and `report` prints as `module+offset`).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub file_offset: Option<String>,
+    pub module_offset: Option<String>,
 }
 
 /// `agent_stats` (periodic) and `agent_stopped` (final totals).

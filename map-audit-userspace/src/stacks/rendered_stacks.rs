@@ -105,7 +105,7 @@ mod tests {
             file: None,
             line: None,
             inlined: false,
-            file_offset: None,
+            module_offset: None,
         }
     }
 

@@ -121,7 +121,7 @@ impl StackSymbolizer {
                     file: None,
                     line: None,
                     inlined: false,
-                    file_offset: None,
+                    module_offset: None,
                 },
                 _ => {
                     unknown_frames += 1;
@@ -133,7 +133,7 @@ impl StackSymbolizer {
                         file: None,
                         line: None,
                         inlined: false,
-                        file_offset: None,
+                        module_offset: None,
                     }
                 }
             })
@@ -166,7 +166,7 @@ impl StackSymbolizer {
             file: None,
             line: None,
             inlined: false,
-            file_offset: file_offset.map(hex),
+            module_offset: file_offset.map(hex),
         };
         let Some((entry, path)) = entry.and_then(|e| Some((e, e.path.as_ref()?))) else {
             log::trace!(
@@ -251,7 +251,7 @@ impl StackSymbolizer {
                 file,
                 line,
                 inlined: true,
-                file_offset: None,
+                module_offset: None,
             });
         }
         let (file, line) = code_location(sym.code_info.as_deref());
@@ -263,7 +263,7 @@ impl StackSymbolizer {
             file,
             line,
             inlined: false,
-            file_offset: None,
+            module_offset: None,
         });
         Some(Rc::new(frames))
     }

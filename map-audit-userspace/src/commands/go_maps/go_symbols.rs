@@ -76,7 +76,7 @@ impl GoSymbols {
                 file: None,
                 line: None,
                 inlined: false,
-                file_offset: None,
+                module_offset: None,
             };
         };
         let entry = function.entry;
@@ -103,7 +103,7 @@ impl GoSymbols {
             file,
             line,
             inlined: false,
-            file_offset: None,
+            module_offset: None,
         }
     }
 }

@@ -121,7 +121,7 @@ struct Frame {
     symbol: Option<String>,
     module: Option<String>,
     /// Streams before this field have only the absolute `addr`.
-    file_offset: Option<String>,
+    module_offset: Option<String>,
 }
 
 pub fn read(mut input: impl BufRead) -> Result<Stream> {
@@ -227,7 +227,7 @@ fn frame_label(frame: &Frame) -> String {
             let name = module.rsplit('/').next().unwrap_or(module);
             format!(
                 "{name}+{}",
-                frame.file_offset.as_ref().unwrap_or(&frame.addr)
+                frame.module_offset.as_ref().unwrap_or(&frame.addr)
             )
         }
         (None, None) => format!("[unknown {}]", frame.addr),
