@@ -279,6 +279,11 @@ pub struct Frame {
     /// what `addr2line -e MODULE` takes (and `report` prints as `module+offset`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub module_offset: Option<String>,
+    /// A user frame without a name: why ("no_module": JIT or anonymous code;
+    /// "no_symbols": the module has none there, e.g. stripped without a debug file;
+    /// "module_unreadable": the file could not be read).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub symbol_missing: Option<&'static str>,
 }
 
 /// `agent_stats` (periodic) and `agent_stopped` (final totals).

@@ -106,6 +106,7 @@ mod tests {
             line: None,
             inlined: false,
             module_offset: None,
+            symbol_missing: None,
         }
     }
 

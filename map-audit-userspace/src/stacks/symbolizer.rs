@@ -27,11 +27,23 @@ pub struct StackSymbolizer {
     /// Frames by (file, file offset): each code address is symbolised once. Looked up
     /// per frame, so keyed by the path's bytes with foldhash (a `Path` key hashes
     /// component by component with SipHash: ~17% of the every-event pipeline).
-    cache: RefCell<FoldHashMap<OsString, FoldHashMap<u64, Option<FrameTemplate>>>>,
+    cache: RefCell<FoldHashMap<OsString, FoldHashMap<u64, Resolved>>>,
 }
 
-/// The frames of one code address, `addr` left empty (`None`: no symbol there).
+/// The frames of one code address, `addr` left empty.
 type FrameTemplate = Rc<Vec<Frame>>;
+
+/// Why a user frame has no name (its `symbol_missing`).
+type Unnamed = &'static str;
+
+/// A code address looked up: its frames, or why it has none.
+type Resolved = Result<FrameTemplate, Unnamed>;
+/// The address is in no file-backed executable mapping (JIT, anonymous code).
+const NO_MODULE: Unnamed = "no_module";
+/// The module has no symbol there (stripped, no debug file found).
+const NO_SYMBOLS: Unnamed = "no_symbols";
+/// The module could not be opened or parsed (gone, unreadable, not ELF).
+const MODULE_UNREADABLE: Unnamed = "module_unreadable";
 
 /// Cached code addresses before the cache starts over (bounds the agent's memory).
 const CACHE_ENTRIES: usize = 100_000;
@@ -122,6 +134,7 @@ impl StackSymbolizer {
                     line: None,
                     inlined: false,
                     module_offset: None,
+                    symbol_missing: None,
                 },
                 _ => {
                     unknown_frames += 1;
@@ -134,6 +147,7 @@ impl StackSymbolizer {
                         line: None,
                         inlined: false,
                         module_offset: None,
+                        symbol_missing: None,
                     }
                 }
             })
@@ -158,7 +172,7 @@ impl StackSymbolizer {
             .find(lookup)
             .filter(|e| e.executable)
             .or_else(|| image.find(lookup));
-        let unknown = |module: Option<Arc<str>>, file_offset: Option<u64>| Frame {
+        let unknown = |module: Option<Arc<str>>, file_offset: Option<u64>, why: Unnamed| Frame {
             addr: addresses::user_frame(addr, file_offset),
             symbol: None,
             offset: None,
@@ -167,13 +181,14 @@ impl StackSymbolizer {
             line: None,
             inlined: false,
             module_offset: file_offset.map(hex),
+            symbol_missing: Some(why),
         };
         let Some((entry, path)) = entry.and_then(|e| Some((e, e.path.as_ref()?))) else {
             log::trace!(
                 "{addr:#x} is in no executable file mapping ({} entries known)",
                 maps.entry_count()
             );
-            frames.push(unknown(None, None));
+            frames.push(unknown(None, None, NO_MODULE));
             return false;
         };
         let file_offset = lookup - entry.start + entry.offset;
@@ -203,9 +218,12 @@ impl StackSymbolizer {
                 template
             }
         };
-        let Some(template) = template else {
-            frames.push(unknown(Some(module_name(path)), Some(addr_offset)));
-            return false;
+        let template = match template {
+            Ok(template) => template,
+            Err(why) => {
+                frames.push(unknown(Some(module_name(path)), Some(addr_offset), why));
+                return false;
+            }
         };
         // The template's offsets are relative to `lookup`; a return address is one past.
         frames.extend(template.iter().map(|f| Frame {
@@ -217,8 +235,8 @@ impl StackSymbolizer {
     }
 
     /// The frames (without `addr`) for `file_offset` in `path`, inlined callees first;
-    /// `None` when blazesym finds no symbol.
-    fn resolve(&self, path: &Path, file_offset: u64, module: Arc<str>) -> Option<Rc<Vec<Frame>>> {
+    /// why there are none when blazesym finds no symbol.
+    fn resolve(&self, path: &Path, file_offset: u64, module: Arc<str>) -> Resolved {
         let src = Source::Elf(Elf::new(path));
         let sym = match self
             .inner
@@ -230,14 +248,14 @@ impl StackSymbolizer {
                     "no symbol at offset {file_offset:#x} of {}: {reason}",
                     path.display()
                 );
-                return None;
+                return Err(NO_SYMBOLS);
             }
             Err(err) => {
                 log::debug!(
                     "symbolizing offset {file_offset:#x} of {} failed: {err}",
                     path.display()
                 );
-                return None;
+                return Err(MODULE_UNREADABLE);
             }
         };
         let mut frames = Vec::with_capacity(1 + sym.inlined.len());
@@ -252,6 +270,7 @@ impl StackSymbolizer {
                 line,
                 inlined: true,
                 module_offset: None,
+                symbol_missing: None,
             });
         }
         let (file, line) = code_location(sym.code_info.as_deref());
@@ -264,8 +283,9 @@ impl StackSymbolizer {
             line,
             inlined: false,
             module_offset: None,
+            symbol_missing: None,
         });
-        Some(Rc::new(frames))
+        Ok(Rc::new(frames))
     }
 }
 

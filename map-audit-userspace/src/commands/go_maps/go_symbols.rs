@@ -77,6 +77,7 @@ impl GoSymbols {
                 line: None,
                 inlined: false,
                 module_offset: None,
+                symbol_missing: None,
             };
         };
         let entry = function.entry;
@@ -104,6 +105,7 @@ impl GoSymbols {
             line,
             inlined: false,
             module_offset: None,
+            symbol_missing: None,
         }
     }
 }

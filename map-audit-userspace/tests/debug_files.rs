@@ -1,0 +1,131 @@
+//! Names for frames of stripped binaries from separate debug files, found the way gdb
+//! and perf find them: `.gnu_debuglink` next to the binary, and the build id under
+//! `/usr/lib/debug/.build-id/`. Without one, a frame says why it has no name and where
+//! it is in its file. (debuginfod servers: not yet, issue 18.)
+
+mod common;
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+    sync::OnceLock,
+};
+
+use common::{c_workload, run_agent};
+use serde_json::Value;
+
+/// The workload built as distributions build (-O2 -g), then split: the stripped
+/// program in `dir` with a debuglink to `workload.debug`, returned with its build id.
+fn split_program(dir: &Path) -> (PathBuf, String) {
+    // Built once: the tests run at once and would race on the same output file.
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    let built = BUILT.get_or_init(|| {
+        c_workload(
+            "MAP_AUDIT_TEST_SPLIT_WORKLOAD",
+            "workload.c",
+            "workload-split",
+            &["-O2", "-g", "-Wl,--build-id"],
+        )
+    });
+    let program = dir.join("workload");
+    let debug = dir.join("workload.debug");
+    std::fs::copy(built, &program).unwrap();
+    let tool = |args: &[&str]| {
+        let status = Command::new(args[0]).args(&args[1..]).status().unwrap();
+        assert!(status.success(), "{args:?}");
+    };
+    let (p, d) = (program.to_str().unwrap(), debug.to_str().unwrap());
+    tool(&["objcopy", "--only-keep-debug", p, d]);
+    tool(&["strip", "-s", p]);
+    tool(&["objcopy", &format!("--add-gnu-debuglink={d}"), p]);
+    let notes = Command::new("readelf").args(["-n", p]).output().unwrap();
+    let build_id = String::from_utf8_lossy(&notes.stdout)
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Build ID: ").map(str::to_string))
+        .expect("a build id");
+    (program, build_id)
+}
+
+/// The program's own frames of its first write into its anonymous region.
+fn program_frames(program: &Path) -> Vec<Value> {
+    let run = run_agent(&[
+        "run",
+        "--every-event",
+        "--",
+        program.to_str().unwrap(),
+        "anon",
+        "2",
+    ]);
+    assert!(run.status.success(), "{}", run.stderr);
+    let fault = run
+        .of_kind("write_fault")
+        .into_iter()
+        .find(|e| e["stack"][0]["module"] == program.to_str().unwrap())
+        .unwrap_or_else(|| panic!("no write by the program itself"))
+        .clone();
+    fault["stack"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["module"] == program.to_str().unwrap())
+        .cloned()
+        .collect()
+}
+
+fn symbols(frames: &[Value]) -> Vec<&str> {
+    frames
+        .iter()
+        .map(|f| f["symbol"].as_str().unwrap_or("?"))
+        .collect()
+}
+
+#[test]
+fn a_debuglink_next_to_the_binary_names_its_frames() {
+    let dir = tempfile::tempdir().unwrap();
+    let (program, _) = split_program(dir.path());
+    let frames = program_frames(&program);
+    assert_eq!(symbols(&frames)[..3], ["write_pages", "anon", "main"]);
+    assert!(
+        frames[0]["line"].as_u64().is_some(),
+        "lines too: {frames:?}"
+    );
+}
+
+#[test]
+fn a_debug_file_under_usr_lib_debug_build_id_names_its_frames() {
+    let dir = tempfile::tempdir().unwrap();
+    let (program, build_id) = split_program(dir.path());
+    let target = Path::new("/usr/lib/debug/.build-id")
+        .join(&build_id[..2])
+        .join(format!("{}.debug", &build_id[2..]));
+    std::fs::create_dir_all(target.parent().unwrap()).unwrap();
+    std::fs::rename(dir.path().join("workload.debug"), &target).unwrap();
+    struct Remove(PathBuf);
+    impl Drop for Remove {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+    let _remove = Remove(target);
+    let frames = program_frames(&program);
+    assert_eq!(symbols(&frames)[..3], ["write_pages", "anon", "main"]);
+}
+
+#[test]
+fn without_a_debug_file_frames_say_why_and_where() {
+    let dir = tempfile::tempdir().unwrap();
+    let (program, _) = split_program(dir.path());
+    std::fs::remove_file(dir.path().join("workload.debug")).unwrap();
+    let frames = program_frames(&program);
+    let size = std::fs::metadata(&program).unwrap().len();
+    let unnamed: Vec<&Value> = frames.iter().filter(|f| f["symbol"].is_null()).collect();
+    assert!(unnamed.len() >= 3, "{frames:?}");
+    for frame in unnamed {
+        assert_eq!(frame["symbol_missing"], "no_symbols", "{frame}");
+        let offset = frame["module_offset"].as_str().unwrap();
+        assert!(
+            u64::from_str_radix(&offset[2..], 16).unwrap() < size,
+            "{frame}"
+        );
+    }
+}
