@@ -43,6 +43,15 @@ fn library() -> PathBuf {
     )
 }
 
+/// `map-audit watch OPTIONS -- workload MODE...`, run to its end.
+fn watch_workload(options: &[&str], mode: &[&str]) -> Run {
+    let mut args = vec!["watch"];
+    args.extend_from_slice(options);
+    args.extend(["--", workload().to_str().unwrap()]);
+    args.extend_from_slice(mode);
+    run_agent(&args)
+}
+
 /// Writes by the innermost function, summed over the events of watch `watch`.
 fn writes_by_writer(run: &Run, watch: u64) -> BTreeMap<String, u64> {
     let mut writes = BTreeMap::new();
@@ -91,16 +100,7 @@ fn watch_started(run: &Run, watch: u64) -> &Value {
 
 #[test]
 fn threads_started_after_the_watch_are_attributed_exactly() {
-    let writes = WRITES.to_string();
-    let run = run_agent(&[
-        "watch",
-        "--symbol",
-        "counter",
-        "--",
-        workload().to_str().unwrap(),
-        "run",
-        &writes,
-    ]);
+    let run = watch_workload(&["--symbol", "counter"], &["run", &WRITES.to_string()]);
     assert!(run.status.success(), "stderr:\n{}", run.stderr);
     let started = watch_started(&run, 0);
     assert_eq!(started["symbol"], "counter");
@@ -220,19 +220,16 @@ fn perf_chains(program: &Path, address: &str, writes: &str) -> BTreeMap<Vec<Stri
 
 #[test]
 fn writes_over_the_rate_limit_are_counted() {
-    let writes = WRITES.to_string();
-    let run = run_agent(&[
-        "watch",
-        "--every-event",
-        "--rate-limit",
-        "100/s",
-        "--symbol",
-        "counter",
-        "--",
-        workload().to_str().unwrap(),
-        "run",
-        &writes,
-    ]);
+    let run = watch_workload(
+        &[
+            "--every-event",
+            "--rate-limit",
+            "100/s",
+            "--symbol",
+            "counter",
+        ],
+        &["run", &WRITES.to_string()],
+    );
     assert!(run.status.success(), "stderr:\n{}", run.stderr);
     let kernel = &run.stopped()["counters"]["kernel"];
     assert_eq!(kernel["watch_hits"], 2 * WRITES, "{kernel}");
@@ -248,15 +245,7 @@ fn writes_over_the_rate_limit_are_counted() {
 
 #[test]
 fn writes_the_kernel_makes_are_counted_as_unreported() {
-    let run = run_agent(&[
-        "watch",
-        "--symbol",
-        "counter",
-        "--",
-        workload().to_str().unwrap(),
-        "kernel",
-        "50",
-    ]);
+    let run = watch_workload(&["--symbol", "counter"], &["kernel", "50"]);
     assert!(run.status.success(), "stderr:\n{}", run.stderr);
     assert!(run.of_kind("write_watch").is_empty());
     let kernel = &run.stopped()["counters"]["kernel"];
@@ -580,15 +569,7 @@ fn all_four_debug_registers_taken_is_one_sentence() {
 
 #[test]
 fn an_unknown_symbol_names_near_matches_and_the_command_never_runs() {
-    let run = run_agent(&[
-        "watch",
-        "--symbol",
-        "countr",
-        "--",
-        workload().to_str().unwrap(),
-        "run",
-        "1",
-    ]);
+    let run = watch_workload(&["--symbol", "countr"], &["run", "1"]);
     assert_eq!(run.status.code(), Some(1), "stderr:\n{}", run.stderr);
     assert_eq!(run.stderr.trim().lines().count(), 1, "{}", run.stderr);
     assert!(
