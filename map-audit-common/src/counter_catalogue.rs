@@ -44,7 +44,7 @@ macro_rules! named_counters {
     ) => {
         $(#[$meta])*
         #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-        #[cfg_attr(feature = "user", derive(serde::Serialize))]
+        #[cfg_attr(feature = "user", derive(serde::Serialize, schemars::JsonSchema))]
         pub struct $set {
             $( $(#[doc = $doc])* pub $field: u64, )*
         }

@@ -6,7 +6,7 @@ use aya::{Ebpf, programs::RawTracePoint};
 use serde::Serialize;
 
 /// A hook the agent attached, for `agent_started`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct AttachedHook {
     /// What the hook is for: "mmap", "munmap", "fork", "exit", "fault_user".
     pub role: &'static str,

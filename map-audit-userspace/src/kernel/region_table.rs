@@ -23,7 +23,7 @@ use crate::kernel::table_maps::{Insert, RegionKey, TableError, TableMaps};
 pub const AGENT_GENERATIONS: u32 = 1 << 31;
 
 /// Entries in the kernel's tables, for `agent_stats` (leaks show up here).
-#[derive(Debug, Default, Clone, Copy, serde::Serialize)]
+#[derive(Debug, Default, Clone, Copy, serde::Serialize, schemars::JsonSchema)]
 pub struct TableEntries {
     pub regions: u64,
     pub scope: u64,

@@ -1,10 +1,12 @@
-//! The JSON events the agent prints, schema `map-audit/v1` (see
-//! `schema/map-audit-v1.schema.json`). Fields are only ever added, never renamed.
+//! The JSON events the agent prints, schema `map-audit/v1`. The types are the schema:
+//! `schema/map-audit-v1.schema.json` is generated from them (`output::schema`), and
+//! their doc comments are its descriptions. Fields are only ever added, never renamed.
 //! Addresses are lowercase hex strings: JSON numbers above 2^53 lose precision in most
 //! collectors.
 
 use std::sync::Arc;
 
+use schemars::JsonSchema;
 use serde::Serialize;
 use serde_json::value::RawValue;
 
@@ -13,6 +15,7 @@ pub use map_audit_common::counters::{AgentCounters, KernelCounters};
 use crate::{
     kernel::{programs::AttachedHook, region_table::TableEntries},
     output::region_names::{RegionJson, prot_string},
+    output::schema::{Address, Prot, Timestamp},
 };
 
 pub const SCHEMA: &str = "map-audit/v1";
@@ -34,7 +37,9 @@ pub struct Event<'a> {
 #[serde(untagged)]
 pub enum Body {
     AgentStarted(AgentStarted),
-    Region(RegionEvent),
+    RegionMapped(RegionEvent<Mapped>),
+    RegionUnmapped(RegionEvent<Unmapped>),
+    RegionProtected(RegionEvent<Protected>),
     WriteFault(WriteFault),
     WatchStarted(WatchStarted),
     WriteWatch(WriteWatch),
@@ -44,11 +49,21 @@ pub enum Body {
 }
 
 impl Body {
+    /// `region_mapped`, `region_unmapped` or `region_protected`.
+    pub fn is_region_event(&self) -> bool {
+        matches!(
+            self,
+            Body::RegionMapped(_) | Body::RegionUnmapped(_) | Body::RegionProtected(_)
+        )
+    }
+
     /// The `event` name of this body.
     pub fn name(&self) -> &'static str {
         match self {
             Body::AgentStarted(_) => "agent_started",
-            Body::Region(r) => r.kind.name(),
+            Body::RegionMapped(_) => "region_mapped",
+            Body::RegionUnmapped(_) => "region_unmapped",
+            Body::RegionProtected(_) => "region_protected",
             Body::WriteFault(_) => "write_fault",
             Body::WatchStarted(_) => "watch_started",
             Body::WriteWatch(_) => "write_watch",
@@ -79,15 +94,19 @@ impl OtherEvent {
     }
 }
 
-#[derive(Debug, Serialize)]
+/// `agent_started`: the first line of `run` and `watch`.
+#[derive(Debug, Serialize, JsonSchema)]
 pub struct AgentStarted {
     pub version: &'static str,
     pub kernel_release: String,
+    /// The hooks attached, and why each was chosen.
+    #[schemars(length(min = 1))]
     pub hooks: Vec<AttachedHook>,
     pub scope: Scope,
 }
 
-#[derive(Debug, Serialize)]
+/// What the agent audits: processes by pid or name, and the command it ran.
+#[derive(Debug, Serialize, JsonSchema)]
 pub struct Scope {
     pub pids: Vec<u32>,
     pub comms: Vec<String>,
@@ -96,104 +115,139 @@ pub struct Scope {
 }
 
 /// Who did it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, JsonSchema)]
 pub struct ProcessInfo {
+    #[schemars(range(min = 1))]
     pub pid: u32,
+    #[schemars(range(min = 1))]
     pub tid: u32,
+    #[schemars(length(max = 64))]
     pub comm: String,
     /// `/proc/PID/exe`, null when the process was gone before the agent looked.
     pub exe: Option<String>,
 }
 
-/// Which region event.
-#[derive(Debug, Clone, Copy)]
-pub enum RegionKind {
-    /// `region_mapped`, with where the region came from: "mmap", "mremap", "fork"
-    /// (inherited), "proc" (there before the agent started).
-    Mapped(&'static str),
-    Unmapped,
-    Protected,
-}
-
-impl RegionKind {
-    pub fn name(self) -> &'static str {
-        match self {
-            RegionKind::Mapped(_) => "region_mapped",
-            RegionKind::Unmapped => "region_unmapped",
-            RegionKind::Protected => "region_protected",
-        }
-    }
-}
-
-/// `region_mapped`, `region_unmapped` and `region_protected`.
-#[derive(Debug, Serialize)]
-pub struct RegionEvent {
-    #[serde(skip)]
-    pub kind: RegionKind,
+/// `region_mapped`, `region_unmapped` and `region_protected`: the process, the region
+/// (for an unmap or mprotect: as it was before) and what changed.
+#[derive(Debug, Serialize, JsonSchema)]
+#[schemars(rename = "Region{Change}")]
+pub struct RegionEvent<Change> {
     #[serde(flatten)]
     pub process: ProcessInfo,
-    /// The region (for an unmap or mprotect: as it was before).
     pub region: RegionJson,
-    /// `region_mapped` only.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub origin: Option<&'static str>,
-    /// Unmap and mprotect: the part of the region changed.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub range: Option<Range>,
-    /// `region_protected` only: the new protection ("r--", "rw-", ...).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub new_prot: Option<String>,
+    #[serde(flatten)]
+    pub change: Change,
 }
 
-impl RegionEvent {
-    pub fn new(
-        kind: RegionKind,
-        process: ProcessInfo,
-        region: RegionJson,
-        range: Option<Range>,
-        new_prot: Option<u32>,
-    ) -> Self {
-        Self {
-            kind,
-            process,
-            region,
-            origin: match kind {
-                RegionKind::Mapped(origin) => Some(origin),
-                _ => None,
-            },
-            range,
-            new_prot: new_prot.map(prot_string),
+/// `region_mapped`: where the region came from.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct Mapped {
+    pub origin: Origin,
+}
+
+/// How a region came to be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Origin {
+    /// mmap.
+    Mmap,
+    /// mremap: moved or resized.
+    Mremap,
+    /// Inherited from the parent at fork.
+    Fork,
+    /// There before the agent started, read from /proc/PID/maps.
+    Proc,
+    /// The heap, made or grown by brk: same id as it grows.
+    Brk,
+    /// Mapped by the kernel at exec: the program's and its interpreter's segments, the
+    /// stack.
+    Exec,
+}
+
+/// `region_unmapped`: the part of the region unmapped.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct Unmapped {
+    pub range: Range,
+}
+
+/// `region_protected`: the part of the region changed, and its new protection.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct Protected {
+    pub range: Range,
+    #[schemars(with = "Prot")]
+    pub new_prot: String,
+}
+
+/// A region change, for `region_event`.
+pub enum RegionChange {
+    Mapped(Origin),
+    /// The range unmapped.
+    Unmapped(Range),
+    /// The range changed, and its new `PROT_*` bits.
+    Protected(Range, u32),
+}
+
+impl RegionChange {
+    /// The event of this change to `region` by `process`.
+    pub fn event(self, process: ProcessInfo, region: RegionJson) -> Body {
+        match self {
+            RegionChange::Mapped(origin) => Body::RegionMapped(RegionEvent {
+                process,
+                region,
+                change: Mapped { origin },
+            }),
+            RegionChange::Unmapped(range) => Body::RegionUnmapped(RegionEvent {
+                process,
+                region,
+                change: Unmapped { range },
+            }),
+            RegionChange::Protected(range, prot) => Body::RegionProtected(RegionEvent {
+                process,
+                region,
+                change: Protected {
+                    range,
+                    new_prot: prot_string(prot),
+                },
+            }),
         }
     }
 }
 
-#[derive(Debug, Serialize)]
+/// A part of a region, `end` exclusive.
+#[derive(Debug, Serialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
 pub struct Range {
+    #[schemars(with = "Address")]
     pub start: String,
+    #[schemars(with = "Address")]
     pub end: String,
 }
 
-#[derive(Debug, Serialize)]
+/// `write_fault`: a write into a tracked region (every-event mode: one fault;
+/// default: the faults of one process, region and stack in one flush interval).
+#[derive(Debug, Serialize, JsonSchema)]
+#[schemars(extend("dependentRequired" = { "count": ["pages", "first_ts", "last_ts"] }))]
 pub struct WriteFault {
     #[serde(flatten)]
     pub process: ProcessInfo,
+    #[schemars(with = "Address")]
     pub address: String,
     pub region: RegionJson,
-    /// "user": the process's own instruction wrote; "kernel": the kernel wrote for it
-    /// (read(), recv(), copy_to_user).
-    pub access: &'static str,
-    /// Null when the fault hook cannot see it (the perf-event hook).
+    pub access: Access,
+    /// The architecture's fault error code (x86: 0x2 write, 0x4 user); null when the
+    /// fault hook cannot see it (perf-event).
     pub error_code: Option<u64>,
-    /// User frames (`Frame`s), innermost first, rendered once per distinct stack
-    /// (`rendered_stacks.rs`).
+    /// User frames, innermost first.
+    // Rendered once per distinct stack (`rendered_stacks.rs`).
+    #[schemars(with = "UserStack")]
     pub stack: Arc<RawValue>,
-    /// True when the stack is not whole: `stack_end` is not "complete", or it was cut
-    /// to `--max-stack-depth`.
+    /// True whenever the walk stopped before the stack's outermost frame (`stack_end`
+    /// is not `complete`), or the stack was cut to `--max-stack-depth`.
     pub stack_truncated: bool,
-    /// Why the walk stopped (`unwind::STACK_END_*` by name).
-    pub stack_end: &'static str,
-    /// `access: "kernel"` only: the kernel's frames, innermost first.
+    pub stack_end: StackEnd,
+    /// `access: kernel` only: the kernel's frames, innermost first.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64))]
     pub kernel_stack: Option<Vec<Frame>>,
     /// Aggregated mode: how many faults this event stands for. `address`, `tid` and
     /// `ts`... are those of the first (`ts`: the last).
@@ -205,72 +259,140 @@ pub struct WriteFault {
     pub round: Option<u64>,
 }
 
+/// User frames, innermost first (the schema of a rendered `stack`).
+#[derive(JsonSchema)]
+#[expect(dead_code, reason = "only its schema is used")]
+#[schemars(transparent)]
+struct UserStack(#[schemars(length(max = 512))] Vec<Frame>);
+
+/// Who wrote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Access {
+    /// The process's own instruction wrote.
+    User,
+    /// The kernel wrote for it (read(), recv(), copy_to_user).
+    Kernel,
+}
+
+/// Why the user stack walk stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum StackEnd {
+    /// It reached the outermost frame.
+    Complete,
+    /// It took 64 frames with more left.
+    DepthLimit,
+    /// A frame's code has no unwind table (a file without CFI, or its table not built
+    /// yet or full).
+    NoUnwindInfo,
+    /// The stack memory could not be read.
+    UnreadableStack,
+    /// A frame's code is not in a file (JIT).
+    JitOrAnonymousCode,
+}
+
+impl StackEnd {
+    /// The name of the kernel's `unwind::STACK_END_*`.
+    pub fn from_kernel(end: u32) -> Self {
+        use map_audit_common::unwind::*;
+        match end {
+            STACK_END_COMPLETE => StackEnd::Complete,
+            STACK_END_DEPTH_LIMIT => StackEnd::DepthLimit,
+            STACK_END_UNREADABLE => StackEnd::UnreadableStack,
+            STACK_END_ANONYMOUS_CODE => StackEnd::JitOrAnonymousCode,
+            _ => StackEnd::NoUnwindInfo,
+        }
+    }
+}
+
 /// `watch_started`: a watch is set on every thread of the process.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, JsonSchema)]
 pub struct WatchStarted {
+    #[schemars(range(min = 1))]
     pub pid: u32,
     /// The watch's number (its place on the command line), as `write_watch` gives it.
+    #[schemars(range(max = 3))]
     pub watch: u32,
+    #[schemars(with = "Address")]
     pub address: String,
     /// Bytes watched: 1, 2, 4 or 8.
+    #[schemars(extend("enum" = [1, 2, 4, 8]))]
     pub length: u8,
     /// The symbol it was given as, and the file defining it; null for an address.
     pub symbol: Option<String>,
     pub module: Option<String>,
     /// Threads the watchpoint was set on at start (later ones inherit it).
+    #[schemars(range(min = 1))]
     pub threads: usize,
 }
 
 /// `write_watch`: writes to a watched address by one thread from one stack.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, JsonSchema)]
+#[schemars(extend("dependentRequired" = { "count": ["first_ts", "last_ts"] }))]
 pub struct WriteWatch {
     #[serde(flatten)]
     pub process: ProcessInfo,
+    #[schemars(range(max = 3))]
     pub watch: u32,
+    #[schemars(with = "Address")]
     pub address: String,
     pub symbol: Option<String>,
     /// The watched bytes after the (last) write, as a little-endian number in hex;
     /// null when they could not be read.
+    #[schemars(with = "Option<Address>")]
     pub value: Option<String>,
     /// The writer's frames, innermost first: the first is the instruction after the
     /// write (where the CPU reports it).
+    #[schemars(with = "UserStack")]
     pub stack: Arc<RawValue>,
     pub stack_truncated: bool,
-    pub stack_end: &'static str,
+    pub stack_end: StackEnd,
     /// Aggregated mode: how many writes this event stands for.
     #[serde(flatten, skip_serializing_if = "Option::is_none")]
     pub aggregate: Option<WatchSummary>,
 }
 
 /// The writes a `write_watch` stands for (default mode).
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, JsonSchema)]
 pub struct WatchSummary {
+    #[schemars(range(min = 1))]
     pub count: u64,
+    #[schemars(with = "Timestamp")]
     pub first_ts: String,
+    #[schemars(with = "Timestamp")]
     pub last_ts: String,
 }
 
 /// The aggregate a `write_fault` stands for (default mode).
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, JsonSchema)]
 pub struct AggregateSummary {
     /// Faults merged: same process, region, user and kernel stacks.
+    #[schemars(range(min = 1))]
     pub count: u64,
     /// Distinct pages written.
+    #[schemars(range(min = 1))]
     pub pages: u64,
+    #[schemars(with = "Timestamp")]
     pub first_ts: String,
+    #[schemars(with = "Timestamp")]
     pub last_ts: String,
 }
 
 /// One stack frame; unknown parts are null, never invented.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
 pub struct Frame {
+    #[schemars(with = "Address")]
     pub addr: String,
-    /// Shared with the symboliser's cache: a frame costs no string copies.
+    /// The function; null when unknown (`symbol_missing` says why).
+    // Shared with the symboliser's cache: a frame costs no string copies.
     pub symbol: Option<Arc<str>>,
     /// Offset of `addr` into `symbol`.
     pub offset: Option<u64>,
     /// Path of the ELF file.
     pub module: Option<Arc<str>>,
+    /// Source file and line, from the module's (or its debug file's) DWARF.
     pub file: Option<Arc<str>>,
     pub line: Option<u32>,
     /// True for a function inlined into the next frame.
@@ -278,16 +400,27 @@ pub struct Frame {
     /// A frame with no symbol but a module: `addr` as an offset into the module's file,
     /// what `addr2line -e MODULE` takes (and `report` prints as `module+offset`).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Address")]
     pub module_offset: Option<String>,
-    /// A user frame without a name: why ("no_module": JIT or anonymous code;
-    /// "no_symbols": the module has none there, e.g. stripped without a debug file;
-    /// "module_unreadable": the file could not be read).
+    /// A user frame without a name: why.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub symbol_missing: Option<&'static str>,
+    pub symbol_missing: Option<SymbolMissing>,
+}
+
+/// Why a user frame has no name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SymbolMissing {
+    /// JIT or anonymous code.
+    NoModule,
+    /// The module has none there (stripped, and no debug file found).
+    NoSymbols,
+    /// The module's file could not be read.
+    ModuleUnreadable,
 }
 
 /// `agent_stats` (periodic) and `agent_stopped` (final totals).
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, JsonSchema)]
 pub struct Stats {
     #[serde(skip)]
     pub final_totals: bool,
@@ -297,14 +430,14 @@ pub struct Stats {
     pub command_exit_code: Option<i32>,
 }
 
-/// Lowercase hex for addresses.
+/// Lowercase hex for addresses (`schema::Address`).
 pub fn hex(value: u64) -> String {
     format!("{value:#x}")
 }
 
 /// Every counter, for `agent_stats` and `agent_stopped`: for every kind, produced =
 /// delivered + lost can be checked.
-#[derive(Debug, Default, Clone, Copy, Serialize)]
+#[derive(Debug, Default, Clone, Copy, Serialize, JsonSchema)]
 pub struct Counters {
     pub kernel: KernelCounters,
     pub agent: AgentCounters,

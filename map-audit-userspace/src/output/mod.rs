@@ -1,5 +1,5 @@
 //! What the agent prints and serves: the events (`events`, `region_names`,
-//! `addresses`, `clock`), written as JSON lines or pretty text (`json_writer`,
+//! `addresses`, `clock`; their JSON Schema, `schema`), written as JSON lines or pretty text (`json_writer`,
 //! `pretty_format`), and the Prometheus metrics (`metrics`, `metrics_server`).
 
 pub(crate) mod addresses;
@@ -10,3 +10,4 @@ pub(crate) mod metrics;
 pub(crate) mod metrics_server;
 pub(crate) mod pretty_format;
 pub(crate) mod region_names;
+pub mod schema;

@@ -6,9 +6,13 @@ use map_audit_common::region::{
     MAP_SHARED_VALIDATE, MAP_STACK, REGION_HEAP, Region,
 };
 
+use schemars::JsonSchema;
 use serde::Serialize;
 
-use crate::output::addresses;
+use crate::output::{
+    addresses,
+    schema::{Address, Prot},
+};
 
 const MAP_NORESERVE: u32 = 0x4000;
 const MAP_POPULATE: u32 = 0x8000;
@@ -22,24 +26,44 @@ pub fn prot_string(prot: u32) -> String {
         .collect()
 }
 
+/// A region flag: its sharing type, the flags given to mmap, and `heap` (brk).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RegionFlag {
+    Shared,
+    Private,
+    /// Neither shared nor private (a kernel mapping).
+    UnknownSharing,
+    Anonymous,
+    Fixed,
+    FixedNoreplace,
+    Noreserve,
+    Populate,
+    Hugetlb,
+    Stack,
+    Growsdown,
+    /// The brk heap.
+    Heap,
+}
+
 /// Names of the mmap flags, sharing type first.
-pub fn flag_names(flags: u32) -> Vec<&'static str> {
+pub fn flag_names(flags: u32) -> Vec<RegionFlag> {
     let mut names = Vec::new();
     names.push(match flags & MAP_SHARED_VALIDATE {
-        MAP_SHARED | MAP_SHARED_VALIDATE => "shared",
-        MAP_PRIVATE => "private",
-        _ => "unknown_sharing",
+        MAP_SHARED | MAP_SHARED_VALIDATE => RegionFlag::Shared,
+        MAP_PRIVATE => RegionFlag::Private,
+        _ => RegionFlag::UnknownSharing,
     });
     for (mask, name) in [
-        (MAP_ANONYMOUS, "anonymous"),
-        (MAP_FIXED, "fixed"),
-        (MAP_FIXED_NOREPLACE, "fixed_noreplace"),
-        (MAP_NORESERVE, "noreserve"),
-        (MAP_POPULATE, "populate"),
-        (MAP_HUGETLB, "hugetlb"),
-        (MAP_STACK, "stack"),
-        (MAP_GROWSDOWN, "growsdown"),
-        (REGION_HEAP, "heap"),
+        (MAP_ANONYMOUS, RegionFlag::Anonymous),
+        (MAP_FIXED, RegionFlag::Fixed),
+        (MAP_FIXED_NOREPLACE, RegionFlag::FixedNoreplace),
+        (MAP_NORESERVE, RegionFlag::Noreserve),
+        (MAP_POPULATE, RegionFlag::Populate),
+        (MAP_HUGETLB, RegionFlag::Hugetlb),
+        (MAP_STACK, RegionFlag::Stack),
+        (MAP_GROWSDOWN, RegionFlag::Growsdown),
+        (REGION_HEAP, RegionFlag::Heap),
     ] {
         if flags & mask != 0 {
             names.push(name);
@@ -53,19 +77,24 @@ pub fn is_file_backed(region: &Region) -> bool {
     region.flags & MAP_ANONYMOUS == 0
 }
 
-#[derive(Debug, Clone, Serialize)]
+/// A tracked region.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
 pub struct RegionJson {
     /// Writable and executable at once (JIT, shellcode).
     pub wx: bool,
     /// Stable for the region's life; pieces left by a partial unmap keep it.
     pub id: u64,
+    #[schemars(with = "Address")]
     pub start: String,
     /// Exclusive.
+    #[schemars(with = "Address")]
     pub end: String,
-    /// "rw-", "rwx", ...
+    #[schemars(with = "Prot")]
     pub prot: String,
     /// "shared" or "private", then "anonymous", "fixed", ... as given to mmap.
-    pub flags: Vec<&'static str>,
+    #[schemars(length(min = 1))]
+    pub flags: Vec<RegionFlag>,
     /// Backing file; null for anonymous memory or when it could not be resolved.
     pub path: Option<String>,
     /// Offset into the file in bytes.
@@ -97,11 +126,11 @@ mod tests {
         assert_eq!(prot_string(0x7), "rwx");
         assert_eq!(
             flag_names(MAP_PRIVATE | MAP_ANONYMOUS),
-            ["private", "anonymous"]
+            [RegionFlag::Private, RegionFlag::Anonymous]
         );
         assert_eq!(
             flag_names(MAP_SHARED_VALIDATE | MAP_FIXED),
-            ["shared", "fixed"]
+            [RegionFlag::Shared, RegionFlag::Fixed]
         );
     }
 }

@@ -17,7 +17,7 @@ use foldhash::HashMap as FoldHashMap;
 
 use crate::{
     output::addresses,
-    output::events::{Frame, hex},
+    output::events::{Frame, SymbolMissing, hex},
     proc::process_maps::ProcessMaps,
     stacks::exec_image::ImageMap,
 };
@@ -34,16 +34,16 @@ pub struct StackSymbolizer {
 type FrameTemplate = Rc<Vec<Frame>>;
 
 /// Why a user frame has no name (its `symbol_missing`).
-type Unnamed = &'static str;
+type Unnamed = SymbolMissing;
 
 /// A code address looked up: its frames, or why it has none.
 type Resolved = Result<FrameTemplate, Unnamed>;
 /// The address is in no file-backed executable mapping (JIT, anonymous code).
-const NO_MODULE: Unnamed = "no_module";
+const NO_MODULE: Unnamed = SymbolMissing::NoModule;
 /// The module has no symbol there (stripped, no debug file found).
-const NO_SYMBOLS: Unnamed = "no_symbols";
+const NO_SYMBOLS: Unnamed = SymbolMissing::NoSymbols;
 /// The module could not be opened or parsed (gone, unreadable, not ELF).
-const MODULE_UNREADABLE: Unnamed = "module_unreadable";
+const MODULE_UNREADABLE: Unnamed = SymbolMissing::ModuleUnreadable;
 
 /// Cached code addresses before the cache starts over (bounds the agent's memory).
 const CACHE_ENTRIES: usize = 100_000;

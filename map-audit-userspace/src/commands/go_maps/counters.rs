@@ -15,7 +15,7 @@ pub fn read_kernel(map: &PerCpuArray<MapData, u64>) -> Result<GoKernelCounters> 
     GoKernelCounters::try_from_slots(|index| per_cpu_total(map, index, "the Go mode counters"))
 }
 
-#[derive(Debug, Default, Clone, Copy, Serialize, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, Copy, Serialize, schemars::JsonSchema, PartialEq, Eq)]
 pub struct GoCounters {
     pub kernel: GoKernelCounters,
     pub agent: GoAgentCounters,

@@ -2,10 +2,14 @@
 //! `go_maps_started`, `go_map_concurrent_write`, `go_runtime_crash`, `go_maps_stats`
 //! and `go_maps_stopped`.
 
+use schemars::JsonSchema;
 use serde::{Serialize, Serializer};
 
 use super::{counters::GoCounters, hooks::Hook, hooks::Operation};
-use crate::output::events::{Body, Frame, OtherEvent, hex};
+use crate::output::{
+    events::{Body, Frame, OtherEvent, hex},
+    schema::{Address, Timestamp},
+};
 
 #[derive(Debug, Serialize)]
 #[serde(untagged)]
@@ -39,11 +43,14 @@ pub fn hex_serde<S: Serializer>(value: &u64, serializer: S) -> Result<S::Ok, S::
 }
 
 /// The audited program, as its build info tells.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[schemars(rename = "GoProgram")]
 pub struct Program {
+    #[schemars(range(min = 1))]
     pub pid: u32,
     /// The executable's path as the agent opened it.
     pub exe: String,
+    #[schemars(regex(pattern = "^go"))]
     pub go_version: String,
     pub build_id: Option<String>,
     /// `GOEXPERIMENT` of the build; empty when it used the release's defaults.
@@ -52,7 +59,9 @@ pub struct Program {
     pub stripped: bool,
 }
 
-#[derive(Debug, Serialize)]
+/// `go_maps_started`: the program, and the hooks attached to it.
+#[derive(Debug, Serialize, JsonSchema)]
+#[schemars(rename = "GoMapsStarted")]
 pub struct Started {
     pub version: &'static str,
     pub kernel_release: String,
@@ -61,26 +70,42 @@ pub struct Started {
     /// The spawned command, if any.
     pub command: Option<Vec<String>>,
     pub goid_offset: u32,
-    /// "dwarf" or "table".
-    pub goid_offset_source: &'static str,
+    pub goid_offset_source: GoidOffsetSource,
+    #[schemars(length(min = 1))]
     pub hooks: Vec<Hook>,
+    #[schemars(range(min = 1))]
     pub uprobes: usize,
+    #[schemars(range(min = 1))]
     pub ttl_ms: u64,
     /// Go mode slows every map write by two uprobe hits: a diagnostic, not an
     /// always-on audit.
     pub cost_note: &'static str,
 }
 
+/// Where the goroutine id's offset in the runtime's `g` came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum GoidOffsetSource {
+    /// The binary's DWARF.
+    Dwarf,
+    /// The agent's table of Go releases (stripped binaries).
+    Table,
+}
+
 /// One goroutine's side of a race.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+#[schemars(rename = "GoWriter")]
 pub struct Writer {
     pub goid: u64,
+    #[schemars(range(min = 1))]
     pub tid: u32,
     /// Null only if the record named no hook this agent attached.
     pub operation: Option<Operation>,
     /// The runtime function it was in, e.g. "runtime.mapassign_faststr".
     pub function: Option<String>,
     /// When it entered the write.
+    #[schemars(with = "Timestamp")]
     pub entered_ts: String,
     /// The runtime function first, then its caller (the Go code that wrote).
     pub stack: Vec<Frame>,
@@ -89,12 +114,15 @@ pub struct Writer {
 
 /// `go_map_concurrent_write`: `writers[1]` entered a write to `map` while `writers[0]`
 /// had not returned from its own.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, JsonSchema)]
+#[schemars(rename = "GoMapConcurrentWrite")]
 pub struct ConcurrentWrite {
+    #[schemars(range(min = 1))]
     pub pid: u32,
     pub comm: String,
     pub go_version: String,
     #[serde(serialize_with = "hex_serde")]
+    #[schemars(with = "Address")]
     pub map: u64,
     pub writers: [Writer; 2],
     /// How long the first writer had been in its write.
@@ -102,9 +130,11 @@ pub struct ConcurrentWrite {
 }
 
 /// The map write a crashing goroutine was in.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, JsonSchema)]
+#[schemars(rename = "GoOpenWrite")]
 pub struct OpenWrite {
     #[serde(serialize_with = "hex_serde")]
+    #[schemars(with = "Address")]
     pub map: u64,
     pub function: Option<String>,
     pub operation: Option<Operation>,
@@ -112,14 +142,16 @@ pub struct OpenWrite {
 
 /// `go_runtime_crash`: a goroutine reached `runtime.fatal`/`throw`, or panicked inside
 /// a map write.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, JsonSchema)]
+#[schemars(rename = "GoRuntimeCrash")]
 pub struct RuntimeCrash {
+    #[schemars(range(min = 1))]
     pub pid: u32,
+    #[schemars(range(min = 1))]
     pub tid: u32,
     pub comm: String,
     pub goid: u64,
-    /// "fatal" or "panic".
-    pub kind: &'static str,
+    pub kind: CrashKind,
     /// The fatal error's text (at most 64 bytes), e.g. "concurrent map writes".
     pub message: Option<String>,
     pub in_map_write: Option<OpenWrite>,
@@ -127,17 +159,32 @@ pub struct RuntimeCrash {
     pub stack_truncated: bool,
 }
 
+/// How a goroutine crashed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum CrashKind {
+    /// `runtime.fatal` or `runtime.throw`: the process ends.
+    Fatal,
+    /// A panic inside a map write.
+    Panic,
+}
+
 /// Races not reported again within one interval, per map and pair of call sites.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+#[schemars(rename = "GoSuppressed")]
 pub struct Suppressed {
     #[serde(serialize_with = "hex_serde")]
+    #[schemars(with = "Address")]
     pub map: u64,
     /// The two writers' callers ("main.f+0x4b"), sorted.
     pub call_sites: [String; 2],
+    #[schemars(range(min = 1))]
     pub count: u64,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, JsonSchema)]
+#[schemars(rename = "GoMapsStats")]
 pub struct Stats {
     #[serde(skip)]
     pub final_totals: bool,

@@ -7,21 +7,20 @@ use std::borrow::Cow;
 use anyhow::{Context, Result, anyhow, bail};
 use object::{Object, ObjectSection};
 
-use super::go_binary::GoBinary;
+use super::{events::GoidOffsetSource, go_binary::GoBinary};
 
 /// The offset and where it came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct GoidOffset {
     pub offset: u32,
-    /// "dwarf" or "table".
-    pub source: &'static str,
+    pub source: GoidOffsetSource,
 }
 
 pub fn find(binary: &GoBinary) -> Result<GoidOffset> {
     match from_dwarf(binary) {
         Ok(offset) => Ok(GoidOffset {
             offset,
-            source: "dwarf",
+            source: GoidOffsetSource::Dwarf,
         }),
         Err(err) => {
             log::debug!("goid offset not read from DWARF: {err:#}");
@@ -33,7 +32,7 @@ pub fn find(binary: &GoBinary) -> Result<GoidOffset> {
             })?;
             Ok(GoidOffset {
                 offset,
-                source: "table",
+                source: GoidOffsetSource::Table,
             })
         }
     }

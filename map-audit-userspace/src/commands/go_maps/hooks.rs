@@ -42,7 +42,7 @@ const CRASHES: [(&str, Operation); 3] = [
     ("runtime.gopanic", Operation::Panic),
 ];
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Operation {
     Assign,
@@ -52,12 +52,15 @@ pub enum Operation {
     Panic,
 }
 
-/// A hooked function; its index in `Hooks::list` is the uprobes' cookie.
-#[derive(Debug, Clone, Serialize)]
+/// A runtime function Go mode hooks.
+// Its index in `Hooks::list` is the uprobes' cookie.
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
+#[schemars(deny_unknown_fields)]
 pub struct Hook {
     pub function: String,
     pub operation: Operation,
     #[serde(serialize_with = "crate::commands::go_maps::events::hex_serde")]
+    #[schemars(with = "crate::output::schema::Address")]
     pub entry: u64,
     /// Return instructions with a uprobe (map writes only).
     pub return_probes: usize,

@@ -9,7 +9,7 @@ use map_audit_common::go_maps::{CRASH_FATAL, GoCrashRecord, GoRaceRecord, GoWrit
 
 use super::{
     counters::GoAgentCounters,
-    events::{ConcurrentWrite, OpenWrite, RuntimeCrash, Suppressed, Writer},
+    events::{ConcurrentWrite, CrashKind, OpenWrite, RuntimeCrash, Suppressed, Writer},
     go_symbols::GoSymbols,
     hooks::Hooks,
     records::frames,
@@ -83,9 +83,9 @@ impl RaceReports {
             comm: comm(&record.header.comm),
             goid: record.writer.goid,
             kind: if record.crash == CRASH_FATAL {
-                "fatal"
+                CrashKind::Fatal
             } else {
-                "panic"
+                CrashKind::Panic
             },
             message: (!message.is_empty()).then(|| String::from_utf8_lossy(message).into_owned()),
             in_map_write: open,

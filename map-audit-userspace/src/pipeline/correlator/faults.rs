@@ -165,14 +165,14 @@ impl Correlator {
                 address: addresses::in_region(fault.address, fault.region.start),
                 region: region_json(&fault.region, fault.path.as_deref()),
                 access: if kernel_stack.is_some() {
-                    "kernel"
+                    Access::Kernel
                 } else {
-                    "user"
+                    Access::User
                 },
                 error_code: (fault.error_code != ERROR_CODE_UNKNOWN).then_some(fault.error_code),
                 stack: stack.json.clone(),
                 stack_truncated,
-                stack_end: stack_end_name(fault.stack_end),
+                stack_end: StackEnd::from_kernel(fault.stack_end),
                 kernel_stack,
                 aggregate: summary,
                 round,

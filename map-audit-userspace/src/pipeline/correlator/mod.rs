@@ -32,7 +32,8 @@ use crate::{
     output::events::AgentCounters,
     output::events::KernelCounters,
     output::events::{
-        AggregateSummary, Body, ProcessInfo, Range, RegionEvent, RegionKind, WriteFault,
+        Access, AggregateSummary, Body, Origin, ProcessInfo, Range, RegionChange, StackEnd,
+        WriteFault,
     },
     output::region_names::{is_file_backed, region_json},
     pipeline::aggregator::{Aggregate, Aggregator, RawFault},
@@ -183,7 +184,7 @@ impl Correlator {
             let mut index = 0;
             out.retain(|event| {
                 index += 1;
-                index <= first || !matches!(event.body, Body::Region(_))
+                index <= first || !event.body.is_region_event()
             });
         }
     }
@@ -261,37 +262,22 @@ impl Correlator {
 
 fn region_event(
     ts_ns: Option<u64>,
-    kind: RegionKind,
+    change: RegionChange,
     process: ProcessInfo,
     region: &Region,
     path: Option<Arc<str>>,
-    cut: Option<(u64, u64)>,
-    new_prot: Option<u32>,
 ) -> Timed {
     Timed {
         ts_ns,
-        body: Body::Region(RegionEvent::new(
-            kind,
-            process,
-            region_json(region, path.as_deref()),
-            cut.map(|(start, end)| Range {
-                start: addresses::in_region(start, region.start),
-                end: addresses::in_region(end, region.start),
-            }),
-            new_prot,
-        )),
+        body: change.event(process, region_json(region, path.as_deref())),
     }
 }
 
-/// The schema's name of a `STACK_END_*`.
-fn stack_end_name(end: u32) -> &'static str {
-    use map_audit_common::unwind::*;
-    match end {
-        STACK_END_COMPLETE => "complete",
-        STACK_END_DEPTH_LIMIT => "depth_limit",
-        STACK_END_UNREADABLE => "unreadable_stack",
-        STACK_END_ANONYMOUS_CODE => "jit_or_anonymous_code",
-        _ => "no_unwind_info",
+/// The part `cut` of `region`, as events print it.
+fn range_in(region: &Region, (start, end): (u64, u64)) -> Range {
+    Range {
+        start: addresses::in_region(start, region.start),
+        end: addresses::in_region(end, region.start),
     }
 }
 

@@ -36,12 +36,10 @@ impl Correlator {
             if self.reportable(&region, tracked.path.as_deref()) {
                 out.push(region_event(
                     Some(record.header.ts_ns),
-                    RegionKind::Mapped("fork"),
+                    RegionChange::Mapped(Origin::Fork),
                     process.clone(),
                     &region,
                     tracked.path,
-                    None,
-                    None,
                 ));
             }
         }
@@ -79,12 +77,10 @@ impl Correlator {
                 self.counters.regions_closed_by_agent += 1;
                 out.push(region_event(
                     Some(record.header.ts_ns),
-                    RegionKind::Unmapped,
+                    RegionChange::Unmapped(range_in(&region, (region.start, region.end))),
                     process.clone(),
                     &region,
                     tracked.path,
-                    Some((region.start, region.end)),
-                    None,
                 ));
             }
         }
@@ -192,12 +188,10 @@ impl Correlator {
             if self.reportable(&tracked.region, tracked.path.as_deref()) {
                 out.push(region_event(
                     None,
-                    RegionKind::Mapped("proc"),
+                    RegionChange::Mapped(Origin::Proc),
                     process.clone(),
                     &tracked.region,
                     tracked.path.clone(),
-                    None,
-                    None,
                 ));
             }
             self.processes

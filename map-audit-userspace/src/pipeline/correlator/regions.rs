@@ -77,19 +77,17 @@ impl Correlator {
             self.counters.paths_unresolved += 1;
         }
         let origin = match record.detail {
-            ORIGIN_MREMAP => "mremap",
-            ORIGIN_BRK => "brk",
-            ORIGIN_EXEC => "exec",
-            _ => "mmap",
+            ORIGIN_MREMAP => Origin::Mremap,
+            ORIGIN_BRK => Origin::Brk,
+            ORIGIN_EXEC => Origin::Exec,
+            _ => Origin::Mmap,
         };
         out.push(region_event(
             Some(record.header.ts_ns),
-            RegionKind::Mapped(origin),
+            RegionChange::Mapped(origin),
             process,
             &reported,
             path,
-            None,
-            None,
         ));
     }
 
@@ -293,14 +291,14 @@ impl Correlator {
             return None;
         }
         let new_prot = (new_prot != UNMAP).then_some(new_prot);
-        let kind = if new_prot.is_some() {
-            RegionKind::Protected
-        } else {
-            RegionKind::Unmapped
-        };
         let after = new_prot.map(|prot| Region { prot, ..*region });
         let reportable = self.reportable(region, path.as_deref())
             || after.is_some_and(|after| self.reportable(&after, path.as_deref()));
-        reportable.then(|| region_event(ts_ns, kind, process, region, path, Some(cut), new_prot))
+        let range = range_in(region, cut);
+        let change = match new_prot {
+            Some(prot) => RegionChange::Protected(range, prot),
+            None => RegionChange::Unmapped(range),
+        };
+        reportable.then(|| region_event(ts_ns, change, process, region, path))
     }
 }

@@ -167,7 +167,7 @@ impl Correlator {
                 value: value.map(|v| hex(low_bytes(v, length))),
                 stack: stack.json.clone(),
                 stack_truncated: record.stack_end != STACK_END_COMPLETE || stack.cut,
-                stack_end: stack_end_name(record.stack_end),
+                stack_end: StackEnd::from_kernel(record.stack_end),
                 aggregate: summary,
             }),
         }
