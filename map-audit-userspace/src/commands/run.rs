@@ -15,14 +15,12 @@ use map_audit_common::{
     map_names,
     region_filter::RegionFilterRule,
 };
-use tokio::{
-    io::{Interest, unix::AsyncFd},
-    sync::mpsc::UnboundedReceiver,
-};
+use tokio::sync::mpsc::UnboundedReceiver;
 
 use crate::{
     commands::cli::{OutputFormat, RunArgs, UnwindMode},
-    commands::signals::{Signals, runtime_with_signals},
+    commands::read_loop::{Reader, StopWhen, read_until_stopped},
+    commands::signals::runtime_with_signals,
     commands::watch::{self, watch_spec::WatchSpec},
     kernel::cgroup::Cgroup,
     kernel::counters as stats,
@@ -55,12 +53,6 @@ use crate::{
 
 /// Forwards the eBPF programs' aya-log records to the `log` crate.
 type KernelLogger = aya_log::EbpfLogger<&'static dyn log::Log>;
-
-/// How long programs already running when they are detached get to finish.
-const DETACH_GRACE: Duration = Duration::from_millis(20);
-
-/// How often records submitted without a wake-up are collected.
-const DRAIN_INTERVAL: Duration = Duration::from_millis(20);
 
 /// Runs the agent; returns the process exit code.
 pub fn run(args: RunArgs) -> Result<i32> {
@@ -153,28 +145,35 @@ pub fn audit(args: RunArgs, watches: Option<Vec<WatchSpec>>) -> Result<i32> {
     let stats_interval =
         (args.stats_interval > 0).then(|| Duration::from_secs(args.stats_interval));
     let high_water = Array::try_from(take_map(&mut ebpf, map_names::RINGBUF_HIGH_WATER)?)?;
-    let exit_code = runtime.block_on(
-        ReadLoop {
-            high_water,
-            flush_requests,
-            programs: ebpf,
-            ring,
+    let flush_interval = args
+        .rearm_interval
+        .or((!args.every_event).then_some(args.flush_interval));
+    let stop = StopWhen {
+        command: held,
+        // `watch --pid`: the process's end ends the run.
+        pid_gone: (watches.is_some() && args.command.is_empty()).then(|| args.pids[0]),
+        duration: None,
+    };
+    let exit_code = runtime.block_on(async {
+        let mut reader = RunReader {
+            programs: Some(ebpf),
             snapshots,
+            mounts: MountPoints::default(),
             counters: &counters,
             pipeline: &pipeline,
-            held,
-            watched_pid: (watches.is_some() && args.command.is_empty()).then(|| args.pids[0]),
-            signals,
-            stats_interval,
-            flush_interval: args
-                .rearm_interval
-                .or((!args.every_event).then_some(args.flush_interval)),
-            first_round_now: args.rearm_interval.is_some(),
+            flush_tick: RunReader::flush_tick(flush_interval),
             kernel_logger: kernel_logger.as_mut(),
             output_closed: &output_closed,
+            high_water,
+            flush_requests,
+        };
+        // `--rearm-interval`: the first round starts at once (the processes running
+        // now may be warm already, and a command may end within an interval).
+        if args.rearm_interval.is_some() && pipeline.send(Message::Flush).is_err() {
+            return Ok(None);
         }
-        .run(),
-    )?;
+        read_until_stopped(ring, &mut reader, signals, stop, stats_interval).await
+    })?;
 
     let kernel = stats::read_kernel(&counters)?;
     // A pipeline that is gone already ended with its error, which its join returns.
@@ -438,150 +437,102 @@ fn start_pipeline(
     Ok((pipeline, pipeline_thread, flush_requests, output_closed))
 }
 
-/// What the reader loop works with.
-struct ReadLoop<'a> {
-    /// Owned so the loop can detach every program before its final drain.
-    programs: aya::Ebpf,
-    ring: RingBuf<MapData>,
+/// `run`'s side of the read loop: records go to the pipeline thread.
+struct RunReader<'a> {
+    /// Owned so they can be detached before the final drain.
+    programs: Option<aya::Ebpf>,
     /// /proc/PID/maps snapshots, seeded with the processes running at start.
     snapshots: Snapshots,
+    mounts: MountPoints,
     counters: &'a PerCpuArray<MapData, u64>,
-    pipeline: &'a std::sync::mpsc::SyncSender<Message>,
-    held: Option<HeldCommand>,
-    /// `watch --pid`: the process whose end ends the run.
-    watched_pid: Option<u32>,
-    signals: Signals,
-    stats_interval: Option<Duration>,
+    pipeline: &'a SyncSender<Message>,
     /// `None` in every-event mode without `--rearm-interval` (which sets it).
-    flush_interval: Option<Duration>,
-    /// `--rearm-interval`: the first round starts at once (the processes running now
-    /// may be warm already, and a command may end within an interval).
-    first_round_now: bool,
+    flush_tick: Option<tokio::time::Interval>,
     kernel_logger: Option<&'a mut KernelLogger>,
     /// Set by the writer when the output fails.
     output_closed: &'a OnceLock<String>,
     /// `RINGBUF_HIGH_WATER`, read and reset per stats interval for the metrics.
     high_water: Array<MapData, u64>,
     /// The pipeline's requests for a drain before a flush (`pipeline::FlushBarrier`).
-    flush_requests: tokio::sync::mpsc::UnboundedReceiver<u64>,
+    flush_requests: UnboundedReceiver<u64>,
 }
 
-impl ReadLoop<'_> {
-    /// Moves records to the pipeline until a signal or the command's exit; returns the
-    /// command's exit code when the agent ran one.
-    async fn run(self) -> Result<Option<i32>> {
-        let mut mounts = MountPoints::default();
-        let ReadLoop {
-            programs,
-            ring,
-            mut snapshots,
-            counters,
-            pipeline,
-            held,
-            watched_pid,
-            mut signals,
-            stats_interval,
-            flush_interval,
-            first_round_now,
-            mut kernel_logger,
-            output_closed,
-            mut high_water,
-            mut flush_requests,
-        } = self;
-        // SAFETY: the ring buffer owns its fd and keeps it open for as long as the AsyncFd
-        // that owns the ring buffer exists.
-        let mut ring = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
-            .map_err(|err| err.into_parts().1)
-            .context("polling the ring buffer failed")?;
-        let mut drain_tick = tokio::time::interval(DRAIN_INTERVAL);
-        let mut stats_tick =
-            tokio::time::interval(stats_interval.unwrap_or(Duration::from_secs(3600)));
-        stats_tick.tick().await;
-        let mut flush_tick =
-            tokio::time::interval(flush_interval.unwrap_or(Duration::from_secs(3600)));
+/// `run`'s own wake-ups.
+enum RunWakeup {
+    /// The flush interval passed.
+    Flush,
+    /// The pipeline reports interval `closing` once every record before it is delivered.
+    DrainBeforeFlush(u64),
+}
+
+impl RunReader<'_> {
+    /// A flush tick, whose first tick is now.
+    fn flush_tick(interval: Option<Duration>) -> Option<tokio::time::Interval> {
+        let mut tick = tokio::time::interval(interval?);
         // Ticks missed while the loop was busy are not made up in a burst: each would
         // be a round of its own, too short to mean anything.
-        flush_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        flush_tick.tick().await;
-        if first_round_now && pipeline.send(Message::Flush).is_err() {
-            return Ok(None);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.reset();
+        Some(tick)
+    }
+}
+
+impl Reader for RunReader<'_> {
+    type Wakeup = RunWakeup;
+
+    fn drain(&mut self, ring: &mut RingBuf<MapData>) -> bool {
+        ringbuf_reader::drain(ring, &mut self.snapshots, &mut self.mounts, self.pipeline)
+    }
+
+    fn tick(&mut self) -> bool {
+        if let Some(logger) = self.kernel_logger.as_deref_mut() {
+            logger.flush();
         }
-        // Without a command the receiver is never polled (the branch is disabled).
-        let mut exit_rx = match &held {
-            Some(held) => held.release_and_wait()?,
-            None => tokio::sync::oneshot::channel().1,
-        };
-        let mut gone_rx = match watched_pid {
-            Some(pid) => target::when_gone(pid)?,
-            None => tokio::sync::oneshot::channel().1,
-        };
-        let exit_code = loop {
-            tokio::select! {
-                guard = ring.readable_mut() => {
-                    let mut guard = guard.context("polling the ring buffer failed")?;
-                    if !ringbuf_reader::drain(guard.get_inner_mut(), &mut snapshots, &mut mounts, pipeline) {
-                        break None;
-                    }
-                    guard.clear_ready();
-                }
-                _ = signals.hangup.recv() => {
-                    if pipeline.send(Message::ReopenOutput).is_err() {
-                        break None; // the pipeline ended: its join has the error
-                    }
-                }
-                _ = drain_tick.tick() => {
-                    if output_closed.get().is_some() {
-                        break None;
-                    }
-                    if let Some(logger) = kernel_logger.as_deref_mut() {
-                        logger.flush();
-                    }
-                    if !ringbuf_reader::drain(ring.get_mut(), &mut snapshots, &mut mounts, pipeline) {
-                        break None;
-                    }
-                }
-                _ = stats_tick.tick(), if stats_interval.is_some() => {
-                    if let Some(metrics) = metrics::get() {
-                        let bytes = high_water.get(&0, 0).unwrap_or(0);
-                        if let Err(err) = high_water.set(0, 0, 0) {
-                            log::debug!("resetting the ring buffer high-water mark failed: {err}");
-                        }
-                        metrics.ringbuf_high_water(bytes);
-                    }
-                    if pipeline.send(Message::Stats(stats::read_kernel(counters)?)).is_err() {
-                        break None;
-                    }
-                }
-                _ = flush_tick.tick(), if flush_interval.is_some() => {
-                    if pipeline.send(Message::Flush).is_err() {
-                        break None;
-                    }
-                }
-                Some(closing) = flush_requests.recv() => {
-                    // Every record of the closing interval goes ahead of its report: an
-                    // interval's first fault on each tally is a record, and the report
-                    // folds the tally's counts into the aggregate that record opened.
-                    if !ringbuf_reader::drain(ring.get_mut(), &mut snapshots, &mut mounts, pipeline) {
-                        break None;
-                    }
-                    if pipeline.send(Message::FlushReady { closing }).is_err() {
-                        break None;
-                    }
-                }
-                _ = signals.interrupt.recv() => break None,
-                _ = signals.terminate.recv() => break None,
-                code = &mut exit_rx, if held.is_some() => {
-                    break Some(code.context("the command waiter stopped")??);
-                }
-                _ = &mut gone_rx, if watched_pid.is_some() => break None,
+        self.output_closed.get().is_none()
+    }
+
+    fn stats(&mut self) -> Result<bool> {
+        if let Some(metrics) = metrics::get() {
+            let bytes = self.high_water.get(&0, 0).unwrap_or(0);
+            if let Err(err) = self.high_water.set(0, 0, 0) {
+                log::debug!("resetting the ring buffer high-water mark failed: {err}");
+            }
+            metrics.ringbuf_high_water(bytes);
+        }
+        let kernel = stats::read_kernel(self.counters)?;
+        Ok(self.pipeline.send(Message::Stats(kernel)).is_ok())
+    }
+
+    fn reopen_output(&mut self) -> bool {
+        self.pipeline.send(Message::ReopenOutput).is_ok()
+    }
+
+    async fn wakeup(&mut self) -> RunWakeup {
+        let flush = async {
+            match &mut self.flush_tick {
+                Some(tick) => tick.tick().await,
+                None => std::future::pending().await,
             }
         };
-        // Detach every program first, so that nothing is produced after the last drain and
-        // the final counts add up exactly; then let in-flight programs finish.
-        drop(programs);
-        tokio::time::sleep(DETACH_GRACE).await;
-        // Everything the kernel committed before we stopped still gets out.
-        ringbuf_reader::drain(ring.get_mut(), &mut snapshots, &mut mounts, pipeline);
-        Ok(exit_code)
+        tokio::select! {
+            _ = flush => RunWakeup::Flush,
+            Some(closing) = self.flush_requests.recv() => RunWakeup::DrainBeforeFlush(closing),
+        }
+    }
+
+    fn on_wakeup(&mut self, wakeup: RunWakeup, ring: &mut RingBuf<MapData>) -> bool {
+        match wakeup {
+            RunWakeup::Flush => self.pipeline.send(Message::Flush).is_ok(),
+            // Every record of the closing interval goes ahead of its report: an
+            // interval's first fault on each tally is a record, and the report folds
+            // the tally's counts into the aggregate that record opened.
+            RunWakeup::DrainBeforeFlush(closing) => {
+                self.drain(ring) && self.pipeline.send(Message::FlushReady { closing }).is_ok()
+            }
+        }
+    }
+
+    fn detach(&mut self) {
+        self.programs = None;
     }
 }

@@ -2,14 +2,13 @@
 //! process, and turns records into events until the process ends, `--duration`
 //! passes, or a signal; then prints the final `go_maps_stopped` counts.
 
-use std::{path::PathBuf, time::Duration};
+use std::path::PathBuf;
 
 use anyhow::{Context, Result, anyhow, bail};
 use aya::maps::{MapData, PerCpuArray, RingBuf};
 use map_audit_common::go_maps::GoConfig;
 use map_audit_common::map_names;
 use object::{Object, ObjectSection};
-use tokio::io::{Interest, unix::AsyncFd};
 
 use super::{
     counters::{self as go_counters, GoCounters, GoKernelCounters},
@@ -25,7 +24,8 @@ use super::{
 };
 use crate::{
     commands::cli::{GoMapsArgs, OutputFormat},
-    commands::signals::{Signals, runtime_with_signals},
+    commands::read_loop::{Reader, StopWhen, read_until_stopped},
+    commands::signals::runtime_with_signals,
     kernel::kernel_support,
     kernel::{loader::raise_memlock_limit, programs::take_map},
     output::clock::Clock,
@@ -33,9 +33,6 @@ use crate::{
     output::json_writer::JsonWriter,
     proc::target::{self, HeldCommand},
 };
-
-/// How often the ring buffer is drained and the process checked.
-const TICK: Duration = Duration::from_millis(20);
 
 pub fn run(args: GoMapsArgs) -> Result<i32> {
     let (pid, path, shown) = match (args.pid, args.command.first()) {
@@ -134,82 +131,79 @@ pub fn run(args: GoMapsArgs) -> Result<i32> {
     let counters = PerCpuArray::try_from(take_map(&mut ebpf, map_names::GO_COUNTERS)?)?;
     let ring = RingBuf::try_from(take_map(&mut ebpf, map_names::EVENTS)?)?;
 
+    let stop = StopWhen {
+        pid_gone: held.is_none().then_some(pid),
+        command: held,
+        duration: args.duration,
+    };
     let mut session = Session {
-        pid,
+        programs: Some(ebpf),
+        counters,
         reports,
         writer,
     };
-    let exit_code = runtime.block_on(session.read_loop(ring, &counters, held, signals, &args))?;
-    drop(ebpf);
-    let kernel = go_counters::read_kernel(&counters)?;
-    session.stats(kernel, true, exit_code);
-    session.writer.flush();
+    let exit_code = runtime.block_on(read_until_stopped(
+        ring,
+        &mut session,
+        signals,
+        stop,
+        Some(args.stats_interval),
+    ))?;
+    let kernel = go_counters::read_kernel(&session.counters)?;
+    session.write_stats(kernel, true, exit_code);
     if let Some(reason) = session.writer.closed.get() {
         bail!("the output failed ({reason}), so the agent stopped");
     }
     Ok(exit_code.unwrap_or(0))
 }
 
+/// Go mode's side of the read loop: records become events in this thread.
 struct Session {
-    pid: u32,
+    /// Owned so they can be detached before the final drain.
+    programs: Option<aya::Ebpf>,
+    counters: PerCpuArray<MapData, u64>,
     reports: RaceReports,
     writer: JsonWriter,
 }
 
-impl Session {
-    async fn read_loop(
-        &mut self,
-        ring: RingBuf<MapData>,
-        counters: &PerCpuArray<MapData, u64>,
-        held: Option<HeldCommand>,
-        mut signals: Signals,
-        args: &GoMapsArgs,
-    ) -> Result<Option<i32>> {
-        let mut ring = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
-            .map_err(|err| err.into_parts().1)
-            .context("polling the ring buffer failed")?;
-        let mut tick = tokio::time::interval(TICK);
-        let mut stats_tick = tokio::time::interval(args.stats_interval);
-        stats_tick.tick().await;
-        let deadline =
-            tokio::time::sleep(args.duration.unwrap_or(Duration::from_secs(u64::MAX / 4)));
-        tokio::pin!(deadline);
-        // Without a command the receiver is never polled (the branch is disabled).
-        let mut exit_rx = match &held {
-            Some(held) => held.release_and_wait()?,
-            None => tokio::sync::oneshot::channel().1,
-        };
-        let exit_code = loop {
-            tokio::select! {
-                guard = ring.readable_mut() => {
-                    let mut guard = guard.context("polling the ring buffer failed")?;
-                    self.drain(guard.get_inner_mut());
-                    guard.clear_ready();
-                }
-                _ = tick.tick() => {
-                    self.drain(ring.get_mut());
-                    if held.is_none() && !std::path::Path::new(&format!("/proc/{}", self.pid)).exists() {
-                        break None;
-                    }
-                    if self.writer.closed.get().is_some() {
-                        break None;
-                    }
-                }
-                _ = stats_tick.tick() => self.stats(go_counters::read_kernel(counters)?, false, None),
-                _ = signals.hangup.recv() => self.writer.reopen(),
-                _ = signals.interrupt.recv() => break None,
-                _ = signals.terminate.recv() => break None,
-                _ = &mut deadline => break None,
-                code = &mut exit_rx, if held.is_some() => {
-                    break Some(code.context("the command waiter stopped")??);
-                }
-            }
-        };
-        self.drain(ring.get_mut());
-        Ok(exit_code)
+impl Reader for Session {
+    type Wakeup = std::convert::Infallible;
+
+    fn drain(&mut self, ring: &mut RingBuf<MapData>) -> bool {
+        self.write_records(ring);
+        true
     }
 
-    fn drain(&mut self, ring: &mut RingBuf<MapData>) {
+    fn tick(&mut self) -> bool {
+        self.writer.closed.get().is_none()
+    }
+
+    fn stats(&mut self) -> Result<bool> {
+        let kernel = go_counters::read_kernel(&self.counters)?;
+        self.write_stats(kernel, false, None);
+        Ok(true)
+    }
+
+    fn reopen_output(&mut self) -> bool {
+        self.writer.reopen();
+        true
+    }
+
+    async fn wakeup(&mut self) -> Self::Wakeup {
+        std::future::pending().await
+    }
+
+    fn on_wakeup(&mut self, wakeup: Self::Wakeup, _: &mut RingBuf<MapData>) -> bool {
+        match wakeup {}
+    }
+
+    fn detach(&mut self) {
+        self.programs = None;
+    }
+}
+
+impl Session {
+    fn write_records(&mut self, ring: &mut RingBuf<MapData>) {
         let mut wrote = false;
         while let Some(bytes) = ring.next() {
             let record = records::decode(&bytes);
@@ -238,7 +232,7 @@ impl Session {
         }
     }
 
-    fn stats(
+    fn write_stats(
         &mut self,
         kernel: GoKernelCounters,
         final_totals: bool,
