@@ -33,8 +33,11 @@ pub struct TracepointOffsets {
     pub page_fault_error_code: u32,
     /// `sys_enter_brk`'s `brk`.
     pub brk_brk: u32,
+    pub msync_start: u32,
+    pub msync_len: u32,
+    pub msync_flags: u32,
 }
-const _: () = assert!(core::mem::size_of::<TracepointOffsets>() == 88);
+const _: () = assert!(core::mem::size_of::<TracepointOffsets>() == 100);
 
 /// Byte offsets of kernel struct members, read by the agent from the kernel's BTF, so
 /// the programs can follow an mmap's fd to its file's path on any kernel without CO-RE.

@@ -87,6 +87,21 @@ indexed_counters! {
         /// `watch`: writes the kernel made to a watched address for the process
         /// (read() into it): counted here, not reported (no user registers to walk).
         WATCH_KERNEL_WRITES = 32, watch_kernel_writes: Loss;
+        /// msync calls of in-scope processes on tracked regions (each is a record, or
+        /// lost).
+        MSYNCS = 33, msyncs: Count;
+        /// msync calls of in-scope processes whose start is in no tracked region (not
+        /// reported: nothing audited there).
+        MSYNCS_UNTRACKED = 34, msyncs_untracked: Count;
+        /// msync records lost because the ring buffer was full.
+        MSYNCS_LOST_RINGBUF_FULL = 35, msyncs_lost_ringbuf_full: Loss;
+        /// msync records held back by `--rate-limit`.
+        MSYNCS_RATE_LIMITED = 36, msyncs_rate_limited: Loss;
+        /// Pages of shared file mappings dirtied by a write fault (a record each, or lost).
+        PAGES_DIRTIED = 37, pages_dirtied: Count;
+        /// Dirtied-page records lost because the ring buffer was full: the next
+        /// `region_synced` of that range undercounts `pages_written_since_last_sync`.
+        PAGES_DIRTIED_LOST_RINGBUF_FULL = 38, pages_dirtied_lost_ringbuf_full: Loss;
     }
 }
 
@@ -152,5 +167,15 @@ named_counters! {
         watch_hits_delivered: Count;
         /// `watch`: `write_watch` events written.
         write_watch_events: Count;
+        /// msync calls reported, alone or in `region_synced` aggregates (their counts).
+        msyncs_delivered: Count;
+        /// msync calls on regions the region filters (`--path`, ...) leave out.
+        msyncs_filtered_by_agent: Count;
+        /// `region_synced` events written.
+        region_synced_events: Count;
+        /// Dirtied-page records received.
+        pages_dirtied_delivered: Count;
+        /// `region_unsynced` warnings written (`--unsynced-after`).
+        region_unsynced_events: Count;
     }
 }

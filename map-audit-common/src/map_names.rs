@@ -33,9 +33,10 @@ pub const TALLY_EPOCH: &str = "TALLY_EPOCH";
 pub const UNWIND_CACHE: &str = "UNWIND_CACHE";
 pub const UNWIND_ROWS: &str = "UNWIND_ROWS";
 pub const WATCH_SCRATCH: &str = "WATCH_SCRATCH";
+pub const SYNC_SCRATCH: &str = "SYNC_SCRATCH";
 
 /// Every map of the object.
-pub const MAPS: [&str; 30] = [
+pub const MAPS: [&str; 31] = [
     AYA_LOGS,
     COUNTERS,
     EVENTS,
@@ -66,6 +67,7 @@ pub const MAPS: [&str; 30] = [
     UNWIND_CACHE,
     UNWIND_ROWS,
     WATCH_SCRATCH,
+    SYNC_SCRATCH,
 ];
 
 /// Read-only globals the agent sets at load time.

@@ -36,6 +36,11 @@ pub const KIND_PROCESS_EXEC: u32 = 10;
 pub const KIND_REMAP_UNRESOLVED: u32 = 13;
 /// A write a hardware watchpoint caught (`map-audit watch`; a `WatchRecord`).
 pub const KIND_WATCH_WRITE: u32 = 14;
+/// An msync of an in-scope process on a tracked region (a `SyncRecord`).
+pub const KIND_REGION_SYNCED: u32 = 15;
+/// A write fault on a shared file mapping: the page is dirty until written back (a
+/// `DirtyPageRecord`, sent besides the fault's own accounting).
+pub const KIND_PAGE_DIRTIED: u32 = 16;
 
 /// `RegionRecord::detail` of a region mapped by mmap.
 pub const ORIGIN_MMAP: u32 = 0;
@@ -186,6 +191,60 @@ impl WatchRecord {
     }
 }
 
+/// `KIND_REGION_SYNCED`: one msync call, at its return.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct SyncRecord {
+    pub header: RecordHeader,
+    /// The range asked for (`start`, `len`) and msync's `MS_*` flags.
+    pub start: u64,
+    pub len: u64,
+    pub flags: u32,
+    /// Why the stack walk stopped (`unwind::STACK_END_*`).
+    pub stack_end: u32,
+    /// 0, or -errno.
+    pub ret: i64,
+    /// From entry to return.
+    pub duration_ns: u64,
+    /// The tracked region holding `start` (page-aligned down).
+    pub region: Region,
+    /// Bytes of `stack` filled, or a negative errno.
+    pub stack_bytes: i64,
+    /// The caller's user stack, innermost first (the instruction after the syscall).
+    pub stack: [u64; MAX_STACK_DEPTH],
+}
+const _: () = assert!(core::mem::offset_of!(SyncRecord, stack) == SyncRecord::FIXED_BYTES);
+const _: () = assert!(core::mem::size_of::<SyncRecord>() == 152 + 8 * MAX_STACK_DEPTH);
+
+impl SyncRecord {
+    /// Bytes before `stack`.
+    pub const FIXED_BYTES: usize = 152;
+
+    /// Bytes a record takes in the ring buffer: the frames its stack has.
+    pub fn wire_len(stack_bytes: i64) -> usize {
+        Self::FIXED_BYTES + frame_bytes(stack_bytes)
+    }
+}
+
+/// `MS_*` flags of msync.
+pub const MS_ASYNC: u32 = 1;
+pub const MS_INVALIDATE: u32 = 2;
+pub const MS_SYNC: u32 = 4;
+
+/// `KIND_PAGE_DIRTIED`: a page of a shared file mapping took a write fault.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct DirtyPageRecord {
+    pub header: RecordHeader,
+    pub region_id: u64,
+    /// The page's index in the file (`file_offset / PAGE_SIZE`): stable when the region
+    /// is split or moved.
+    pub file_page: u64,
+    /// The faulting address.
+    pub address: u64,
+}
+const _: () = assert!(core::mem::size_of::<DirtyPageRecord>() == 64);
+
 /// The bytes of a record's `stack` a walk's `stack_bytes` fills.
 fn frame_bytes(stack_bytes: i64) -> usize {
     stack_bytes.clamp(0, 8 * MAX_STACK_DEPTH as i64) as usize & !7
@@ -242,4 +301,6 @@ mod pod {
     unsafe impl aya::Pod for super::ProcessRecord {}
     unsafe impl aya::Pod for super::KernelFaultRecord {}
     unsafe impl aya::Pod for super::WatchRecord {}
+    unsafe impl aya::Pod for super::SyncRecord {}
+    unsafe impl aya::Pod for super::DirtyPageRecord {}
 }

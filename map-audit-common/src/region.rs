@@ -178,8 +178,10 @@ pub struct PendingCall {
     pub _pad: u32,
     /// The region id sequence when the call entered (see `change_applies`).
     pub seq: u64,
+    /// `bpf_ktime_get_ns` when the call entered (msync: its duration).
+    pub entered_ns: u64,
 }
-const _: () = assert!(core::mem::size_of::<PendingCall>() == 56);
+const _: () = assert!(core::mem::size_of::<PendingCall>() == 64);
 
 /// A process's `--rate-limit` token bucket, in nano-tokens (1e9 per fault record).
 #[repr(C)]
@@ -221,6 +223,12 @@ impl Region {
 
     pub fn is_anonymous(&self) -> bool {
         self.flags & MAP_ANONYMOUS != 0
+    }
+
+    /// A shared mapping of a file: its written pages go back to the file (msync, or
+    /// the kernel's writeback).
+    pub fn is_shared_file(&self) -> bool {
+        self.is_shared() && !self.is_anonymous()
     }
 }
 /// `MAP_SHARED`.

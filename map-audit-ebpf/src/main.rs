@@ -41,6 +41,7 @@ mod sys_brk;
 mod sys_mmap;
 mod sys_mprotect;
 mod sys_mremap;
+mod sys_msync;
 mod sys_munmap;
 mod user_stack;
 mod watch_write;

@@ -17,7 +17,7 @@ use map_audit_common::{
     COMM_LEN,
     config::{AgentConfig, KernelOffsets, TracepointOffsets},
     counters::COUNTER_COUNT,
-    records::{FaultRecord, WatchRecord},
+    records::{FaultRecord, SyncRecord, WatchRecord},
     region::{
         FileKey, ForkFallback, PendingCall, RateBucket, Region, RegionKeyData, ScopeEntry,
         TABLE_VERSION_SLOTS,
@@ -101,6 +101,10 @@ pub static FAULT_SCRATCH: PerCpuArray<FaultRecord> = PerCpuArray::with_max_entri
 /// `FAULT_SCRATCH` for a watchpoint's record (`watch_write`).
 #[map]
 pub static WATCH_SCRATCH: PerCpuArray<WatchRecord> = PerCpuArray::with_max_entries(1, 0);
+
+/// `FAULT_SCRATCH` for an msync's record (`sys_msync`).
+#[map]
+pub static SYNC_SCRATCH: PerCpuArray<SyncRecord> = PerCpuArray::with_max_entries(1, 0);
 
 /// Every executable file's unwind rows (`map_audit_common::unwind`), sorted within each
 /// file; the agent writes them through a memory mapping of the map (BPF_F_MMAPABLE).

@@ -5,12 +5,14 @@ use aya_ebpf::{
     helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns},
 };
 use map_audit_common::{
+    PAGE_SIZE,
     counters::{
-        PROCESS_RECORDS, PROCESS_RECORDS_LOST_RINGBUF_FULL, REGION_EVENTS,
-        REGION_EVENTS_LOST_RINGBUF_FULL,
+        PAGES_DIRTIED, PAGES_DIRTIED_LOST_RINGBUF_FULL, PROCESS_RECORDS,
+        PROCESS_RECORDS_LOST_RINGBUF_FULL, REGION_EVENTS, REGION_EVENTS_LOST_RINGBUF_FULL,
     },
     records::{
-        KIND_REGION_MAPPED, KIND_REMAP_UNRESOLVED, ProcessRecord, RecordHeader, RegionRecord,
+        DirtyPageRecord, KIND_PAGE_DIRTIED, KIND_REGION_MAPPED, KIND_REMAP_UNRESOLVED,
+        ProcessRecord, RecordHeader, RegionRecord,
     },
     region::Region,
 };
@@ -68,6 +70,23 @@ pub fn note_fill(filled: u64) {
     {
         unsafe { *high = filled };
     }
+}
+
+/// Reports a write fault at `address` on a page of the shared file mapping `region`:
+/// the page is dirty until written back (msync, or the kernel's writeback).
+#[inline(always)]
+pub fn page_dirtied(region: &Region, address: u64) {
+    bump(PAGES_DIRTIED);
+    let Some(mut entry) = EVENTS.reserve::<DirtyPageRecord>(0) else {
+        bump(PAGES_DIRTIED_LOST_RINGBUF_FULL);
+        return;
+    };
+    let record = unsafe { &mut *entry.as_mut_ptr() };
+    record.header = header(KIND_PAGE_DIRTIED);
+    record.region_id = region.id;
+    record.file_page = (address - region.start + region.file_offset) / PAGE_SIZE;
+    record.address = address;
+    entry.submit(batched_wakeup_flags(size_of::<DirtyPageRecord>() as u64));
 }
 
 /// Reports that `region` entered the table; `origin` is an `ORIGIN_*` value.

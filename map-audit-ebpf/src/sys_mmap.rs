@@ -42,6 +42,7 @@ fn try_sys_enter_mmap(ctx: &TracePointContext) -> Result<u32, i32> {
             fd: ctx.read_at::<i64>(off.mmap_fd as usize)? as i32,
             _pad: 0,
             seq: 0,
+            entered_ns: 0,
         }
     };
     pending::save(&call);

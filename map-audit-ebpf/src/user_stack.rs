@@ -18,8 +18,8 @@ use core::ffi::c_void;
 use crate::{
     go_writers::GO_WRITER_SCRATCH,
     maps::{
-        FAULT_SCRATCH, FILE_TABLES, FRAME_WALK, REGIONS, STACK_WINDOW, TABLE_VERSIONS,
-        UNWIND_CACHE, UNWIND_ROWS, WATCH_SCRATCH, WINDOW_WORDS, agent_config,
+        FAULT_SCRATCH, FILE_TABLES, FRAME_WALK, REGIONS, STACK_WINDOW, SYNC_SCRATCH,
+        TABLE_VERSIONS, UNWIND_CACHE, UNWIND_ROWS, WATCH_SCRATCH, WINDOW_WORDS, agent_config,
     },
 };
 use aya_ebpf::{
@@ -92,12 +92,14 @@ pub struct Walked {
     pub hash: u64,
 }
 
-/// Where a walk puts its frames: this CPU's fault record, Go writer or watch record.
+/// Where a walk puts its frames: this CPU's fault record, Go writer, watch record or
+/// msync record.
 #[derive(Clone, Copy)]
 pub enum Frames {
     Fault = 0,
     GoWriter = 1,
     Watch = 2,
+    Sync = 3,
 }
 
 /// The frame buffer `frames` names (`MAX_STACK_DEPTH` words in a per-CPU map value).
@@ -108,6 +110,9 @@ fn frame_buffer(frames: u32) -> Option<*mut u64> {
         Some(unsafe { (*writer).stack.as_mut_ptr() })
     } else if frames == Frames::Watch as u32 {
         let record = WATCH_SCRATCH.get_ptr_mut(0)?;
+        Some(unsafe { (*record).stack.as_mut_ptr() })
+    } else if frames == Frames::Sync as u32 {
+        let record = SYNC_SCRATCH.get_ptr_mut(0)?;
         Some(unsafe { (*record).stack.as_mut_ptr() })
     } else {
         let record = FAULT_SCRATCH.get_ptr_mut(0)?;

@@ -14,7 +14,6 @@ use map_audit_common::{
         WATCH_HITS, WATCH_HITS_LOST_RINGBUF_FULL, WATCH_HITS_RATE_LIMITED, WATCH_KERNEL_WRITES,
     },
     records::{KIND_WATCH_WRITE, WATCH_VALUE_UNREAD, WatchRecord},
-    unwind::{STACK_END_COMPLETE, STACK_END_UNREADABLE},
 };
 
 use crate::{
@@ -22,7 +21,7 @@ use crate::{
     maps::{EVENTS, WATCH_SCRATCH},
     rate_limit, records, scope,
     user_stack::{self, Frames, Tables, UserRegs},
-    write_fault::stack_end_counter,
+    write_fault::walk_result,
 };
 
 #[perf_event]
@@ -58,19 +57,7 @@ pub fn watch_write(ctx: PerfEventContext) -> u32 {
     };
     let walked = user_stack::walk(regs, Frames::Watch, tables);
     let record = unsafe { &mut *record };
-    match walked {
-        Some(walked) => {
-            record.stack_bytes = walked.bytes;
-            record.stack_end = walked.end;
-        }
-        None => {
-            record.stack_bytes = 0;
-            record.stack_end = STACK_END_UNREADABLE;
-        }
-    }
-    if record.stack_end != STACK_END_COMPLETE {
-        bump(stack_end_counter(record.stack_end));
-    }
+    (record.stack_bytes, record.stack_end) = walk_result(walked);
     record.header = records::header(KIND_WATCH_WRITE);
     record.address = address;
     match unsafe { bpf_probe_read_user(address as *const u64) } {

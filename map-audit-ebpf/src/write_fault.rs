@@ -82,6 +82,9 @@ pub fn report<C: EbpfContext>(
         return;
     };
     let flags = if own { 0 } else { FAULT_VIA_PARENT };
+    if region.is_shared_file() {
+        records::page_dirtied(&region, address);
+    }
     if kernel {
         report_kernel_write(ctx, tgid, address, error_code, &region, flags);
         return;
@@ -240,6 +243,20 @@ pub fn stack_end_counter(end: u32) -> u32 {
         STACK_END_ANONYMOUS_CODE => STACKS_IN_ANONYMOUS_CODE,
         _ => STACKS_TRUNCATED,
     }
+}
+
+/// A walk's (`stack_bytes`, `stack_end`) for a record whose stack it filled, its
+/// early end counted; a walk that could not start is an unreadable stack.
+#[inline(always)]
+pub fn walk_result(walked: Option<user_stack::Walked>) -> (i64, u32) {
+    let (bytes, end) = match walked {
+        Some(walked) => (walked.bytes, walked.end),
+        None => (0, STACK_END_UNREADABLE),
+    };
+    if end != STACK_END_COMPLETE {
+        bump(stack_end_counter(end));
+    }
+    (bytes, end)
 }
 
 /// Fills the fixed part of a fault record.

@@ -120,6 +120,8 @@ fn probe() -> Findings {
         ("syscalls", "sys_exit_mmap"),
         ("syscalls", "sys_enter_munmap"),
         ("syscalls", "sys_exit_munmap"),
+        ("syscalls", "sys_enter_msync"),
+        ("syscalls", "sys_exit_msync"),
         ("sched", "sched_process_fork"),
         ("sched", "sched_process_exit"),
         ("exceptions", "page_fault_user"),

@@ -256,6 +256,13 @@ pub struct RunArgs {
     #[arg(long, value_name = "N/s", value_parser = parse_rate, requires = "rearm_interval")]
     pub rearm_budget: Option<u64>,
 
+    /// Warn (`region_unsynced`) when pages of a shared file mapping stay written and not
+    /// msync'ed longer than this (seconds), and when they are unmapped (or their process
+    /// ends) without an msync. The kernel's own writeback may still have saved them:
+    /// this checks the program's durability intent. Off by default.
+    #[arg(long, value_name = "SECONDS", value_parser = parse_seconds)]
+    pub unsynced_after: Option<std::time::Duration>,
+
     /// At most this many fault records per second per process, e.g. 1000 or 1000/s
     /// (meant for --every-event; the rest are counted as `faults_rate_limited`).
     #[arg(long, value_name = "N/s", value_parser = parse_rate)]

@@ -4,7 +4,7 @@
 use std::{
     sync::{Arc, OnceLock, mpsc::SyncSender},
     thread::JoinHandle,
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use anyhow::{Context, Result, anyhow};
@@ -166,6 +166,7 @@ pub fn audit(args: RunArgs, watches: Option<Vec<WatchSpec>>) -> Result<i32> {
             output_closed: &output_closed,
             high_water,
             flush_requests,
+            unsynced_checked: args.unsynced_after.map(|_| Instant::now()),
         };
         // `--rearm-interval`: the first round starts at once (the processes running
         // now may be warm already, and a command may end within an interval).
@@ -422,6 +423,7 @@ fn start_pipeline(
                 .rearm_interval
                 .map(|_| RearmRounds::new(args.rearm_budget)),
             region_events,
+            unsynced_after: args.unsynced_after,
         },
         clock,
         writer,
@@ -455,7 +457,13 @@ struct RunReader<'a> {
     high_water: Array<MapData, u64>,
     /// The pipeline's requests for a drain before a flush (`pipeline::FlushBarrier`).
     flush_requests: UnboundedReceiver<u64>,
+    /// `--unsynced-after`: when the pipeline last checked unsynced pages' ages.
+    unsynced_checked: Option<Instant>,
 }
+
+/// How often `--unsynced-after` ages are checked (the check walks every process's
+/// unsynced pages).
+const UNSYNCED_CHECK_INTERVAL: Duration = Duration::from_millis(100);
 
 /// `run`'s own wake-ups.
 enum RunWakeup {
@@ -487,6 +495,14 @@ impl Reader for RunReader<'_> {
     fn tick(&mut self) -> bool {
         if let Some(logger) = self.kernel_logger.as_deref_mut() {
             logger.flush();
+        }
+        if let Some(checked) = &mut self.unsynced_checked
+            && checked.elapsed() >= UNSYNCED_CHECK_INTERVAL
+        {
+            *checked = Instant::now();
+            if self.pipeline.send(Message::CheckUnsynced).is_err() {
+                return false;
+            }
         }
         self.output_closed.get().is_none()
     }

@@ -43,11 +43,13 @@ pub fn load(options: &LoadOptions) -> Result<Ebpf> {
 }
 
 /// (role, program, category, tracepoint): the per-syscall and process tracepoints.
-const TRACEPOINTS: [(&str, &str, &str, &str); 14] = [
+const TRACEPOINTS: [(&str, &str, &str, &str); 16] = [
     ("mmap", "sys_enter_mmap", "syscalls", "sys_enter_mmap"),
     ("mmap", "sys_exit_mmap", "syscalls", "sys_exit_mmap"),
     ("munmap", "sys_enter_munmap", "syscalls", "sys_enter_munmap"),
     ("munmap", "sys_exit_munmap", "syscalls", "sys_exit_munmap"),
+    ("msync", "sys_enter_msync", "syscalls", "sys_enter_msync"),
+    ("msync", "sys_exit_msync", "syscalls", "sys_exit_msync"),
     (
         "mprotect",
         "sys_enter_mprotect",

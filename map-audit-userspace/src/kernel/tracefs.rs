@@ -92,6 +92,7 @@ pub fn tracepoint_offsets(root: &Path) -> Result<TracepointOffsets> {
     let mprotect = |f| field_offset(root, "syscalls", "sys_enter_mprotect", f);
     let pkey_mprotect = |f| field_offset(root, "syscalls", "sys_enter_pkey_mprotect", f);
     let mremap = |f| field_offset(root, "syscalls", "sys_enter_mremap", f);
+    let msync = |f| field_offset(root, "syscalls", "sys_enter_msync", f);
     let offsets = TracepointOffsets {
         mmap_addr: mmap("addr")?,
         mmap_len: mmap("len")?,
@@ -117,6 +118,9 @@ pub fn tracepoint_offsets(root: &Path) -> Result<TracepointOffsets> {
         page_fault_error_code: field_offset(root, "exceptions", "page_fault_user", "error_code")
             .unwrap_or(0),
         brk_brk: field_offset(root, "syscalls", "sys_enter_brk", "brk")?,
+        msync_start: msync("start")?,
+        msync_len: msync("len")?,
+        msync_flags: msync("flags")?,
     };
     let munmap_ret = field_offset(root, "syscalls", "sys_exit_munmap", "ret")?;
     if munmap_ret != offsets.exit_ret {

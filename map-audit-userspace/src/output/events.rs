@@ -43,6 +43,8 @@ pub enum Body {
     WriteFault(WriteFault),
     WatchStarted(WatchStarted),
     WriteWatch(WriteWatch),
+    RegionSynced(RegionSynced),
+    RegionUnsynced(RegionUnsynced),
     Stats(Stats),
     /// An event kind a subcommand defines (Go mode's), in JSON form.
     Other(OtherEvent),
@@ -67,6 +69,8 @@ impl Body {
             Body::WriteFault(_) => "write_fault",
             Body::WatchStarted(_) => "watch_started",
             Body::WriteWatch(_) => "write_watch",
+            Body::RegionSynced(_) => "region_synced",
+            Body::RegionUnsynced(_) => "region_unsynced",
             Body::Stats(s) if s.final_totals => "agent_stopped",
             Body::Stats(_) => "agent_stats",
             Body::Other(event) => event.name,
@@ -350,12 +354,13 @@ pub struct WriteWatch {
     pub stack_end: StackEnd,
     /// Aggregated mode: how many writes this event stands for.
     #[serde(flatten, skip_serializing_if = "Option::is_none")]
-    pub aggregate: Option<WatchSummary>,
+    pub aggregate: Option<CountSummary>,
 }
 
-/// The writes a `write_watch` stands for (default mode).
+/// The writes a `write_watch`, or the calls a `region_synced`, stands for (default
+/// mode).
 #[derive(Debug, Serialize, JsonSchema)]
-pub struct WatchSummary {
+pub struct CountSummary {
     #[schemars(range(min = 1))]
     pub count: u64,
     #[schemars(with = "Timestamp")]
@@ -377,6 +382,90 @@ pub struct AggregateSummary {
     pub first_ts: String,
     #[schemars(with = "Timestamp")]
     pub last_ts: String,
+}
+
+/// `region_synced`: an msync of a tracked region (default: the calls of one process,
+/// region, stack, flags and result in one flush interval).
+#[derive(Debug, Serialize, JsonSchema)]
+#[schemars(extend("dependentRequired" = { "count": ["first_ts", "last_ts"] }))]
+pub struct RegionSynced {
+    #[serde(flatten)]
+    pub process: ProcessInfo,
+    /// The region holding the range's first page.
+    pub region: RegionJson,
+    /// The range asked for (aggregated: the first call's).
+    pub range: Range,
+    /// msync's flags.
+    pub flags: Vec<SyncFlag>,
+    pub result: SyncResult,
+    /// From the call's entry to its return (for `sync`: the flush); aggregated, the
+    /// total of the calls.
+    pub duration_ns: u64,
+    /// Shared file mappings: pages of the range that took a write fault (first write,
+    /// or again after a writeback or a re-arm round) since the previous msync of them;
+    /// aggregated, the total. Null for regions msync does not write back (anonymous or
+    /// private).
+    pub pages_written_since_last_sync: Option<u64>,
+    /// The caller's frames, innermost first: the first is in the msync wrapper.
+    #[schemars(with = "UserStack")]
+    pub stack: Arc<RawValue>,
+    pub stack_truncated: bool,
+    pub stack_end: StackEnd,
+    /// Aggregated mode: how many calls this event stands for.
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub aggregate: Option<CountSummary>,
+}
+
+/// An msync flag.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SyncFlag {
+    /// MS_SYNC: the call waits for the write-back.
+    Sync,
+    /// MS_ASYNC: the call only schedules it.
+    Async,
+    /// MS_INVALIDATE.
+    Invalidate,
+    /// Bits msync does not know (it fails with EINVAL).
+    Unknown,
+}
+
+/// How an msync ended: 0, or the errno's name ("EINVAL", "ENOMEM", "EBUSY", "EIO").
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, JsonSchema)]
+#[serde(untagged)]
+pub enum SyncResult {
+    Done(#[schemars(range(min = 0, max = 0))] u8),
+    Failed(#[schemars(regex(pattern = "^E[A-Z0-9]+$"))] String),
+}
+
+/// `region_unsynced` (`--unsynced-after`): pages of a shared file mapping the process
+/// wrote and did not msync.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct RegionUnsynced {
+    /// The process, and the thread that wrote the oldest of the pages.
+    #[serde(flatten)]
+    pub process: ProcessInfo,
+    pub region: RegionJson,
+    pub reason: UnsyncedReason,
+    /// Pages written since their last msync.
+    #[schemars(range(min = 1))]
+    pub pages: u64,
+    /// When the oldest of them was written.
+    #[schemars(with = "Timestamp")]
+    pub since_ts: String,
+}
+
+/// Why a `region_unsynced` was written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum UnsyncedReason {
+    /// The pages were unmapped.
+    Unmapped,
+    /// The process ended (or exec'd) with them mapped.
+    Exited,
+    /// They stayed unsynced longer than `--unsynced-after` (reported once until the
+    /// next msync of them).
+    Unflushed,
 }
 
 /// One stack frame; unknown parts are null, never invented.

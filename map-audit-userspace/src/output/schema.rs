@@ -11,8 +11,8 @@ use serde_json::{Value, json};
 use crate::{
     commands::go_maps::events as go,
     output::events::{
-        AgentStarted, Mapped, Protected, RegionEvent, SCHEMA, Stats, Unmapped, WatchStarted,
-        WriteFault, WriteWatch,
+        AgentStarted, Mapped, Protected, RegionEvent, RegionSynced, RegionUnsynced, SCHEMA, Stats,
+        Unmapped, WatchStarted, WriteFault, WriteWatch,
     },
 };
 
@@ -41,6 +41,14 @@ fn event_kinds(generator: &mut SchemaGenerator) -> Vec<(&'static [&'static str],
             generator.subschema_for::<WatchStarted>(),
         ),
         (&["write_watch"], generator.subschema_for::<WriteWatch>()),
+        (
+            &["region_synced"],
+            generator.subschema_for::<RegionSynced>(),
+        ),
+        (
+            &["region_unsynced"],
+            generator.subschema_for::<RegionUnsynced>(),
+        ),
         (
             &["agent_stats", "agent_stopped"],
             generator.subschema_for::<Stats>(),

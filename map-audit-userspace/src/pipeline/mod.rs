@@ -47,6 +47,8 @@ pub enum Message {
     },
     /// Reopen the output file (SIGHUP after log rotation).
     ReopenOutput,
+    /// `--unsynced-after`: check how long pages have stayed unsynced.
+    CheckUnsynced,
     /// `watch`: the watchpoints are set on `threads` threads of `pid`.
     WatchesSet {
         pid: u32,
@@ -119,6 +121,11 @@ fn run(
                 }
                 writer.flush();
             }
+            Message::CheckUnsynced => {
+                correlator.check_unsynced(monotonic_now_ns(), &mut events);
+                write_events(writer, &mut events);
+                writer.flush();
+            }
             Message::Undecodable(n) => correlator.counters.records_undecodable += n,
             Message::ReopenOutput => writer.reopen(),
             Message::WatchesSet {
@@ -143,6 +150,7 @@ fn run(
                 flush_pending = false;
                 correlator.flush(|a| a.take_all(closing), &mut events);
                 correlator.flush_watches(&mut events);
+                correlator.flush_syncs(&mut events);
                 write_events(writer, &mut events);
                 writer.flush();
                 if std::mem::take(&mut round_due) {
@@ -161,6 +169,8 @@ fn run(
             } => {
                 correlator.flush(|a| a.take_all(u64::MAX), &mut events);
                 correlator.flush_watches(&mut events);
+                correlator.flush_syncs(&mut events);
+                correlator.check_unsynced(monotonic_now_ns(), &mut events);
                 correlator.reclaim_after_losses(&kernel, &mut events);
                 write_events(writer, &mut events);
                 write_stats(correlator, writer, kernel, true, command_exit_code);

@@ -3,11 +3,12 @@
 //! never undefined behaviour.
 
 use map_audit_common::records::{
-    FaultRecord, KIND_EXEC_IMAGE, KIND_KERNEL_WRITE_FAULT, KIND_MAPPED_FILE, KIND_PROCESS_EXEC,
-    KIND_PROCESS_EXIT, KIND_PROCESS_FORK, KIND_PROTECT_UNRESOLVED, KIND_REGION_MAPPED,
-    KIND_REGION_PROTECTED, KIND_REGION_UNMAPPED, KIND_REMAP_UNRESOLVED, KIND_UNMAP_UNRESOLVED,
-    KIND_WATCH_WRITE, KIND_WRITE_FAULT, KernelFaultRecord, MappedFileRecord, ProcessRecord,
-    RecordHeader, RegionRecord, WatchRecord,
+    DirtyPageRecord, FaultRecord, KIND_EXEC_IMAGE, KIND_KERNEL_WRITE_FAULT, KIND_MAPPED_FILE,
+    KIND_PAGE_DIRTIED, KIND_PROCESS_EXEC, KIND_PROCESS_EXIT, KIND_PROCESS_FORK,
+    KIND_PROTECT_UNRESOLVED, KIND_REGION_MAPPED, KIND_REGION_PROTECTED, KIND_REGION_SYNCED,
+    KIND_REGION_UNMAPPED, KIND_REMAP_UNRESOLVED, KIND_UNMAP_UNRESOLVED, KIND_WATCH_WRITE,
+    KIND_WRITE_FAULT, KernelFaultRecord, MappedFileRecord, ProcessRecord, RecordHeader,
+    RegionRecord, SyncRecord, WatchRecord,
 };
 
 /// A decoded record.
@@ -23,6 +24,8 @@ pub enum Record {
     WriteFault(Box<FaultRecord>),
     KernelWriteFault(Box<KernelFaultRecord>),
     WatchWrite(Box<WatchRecord>),
+    RegionSynced(Box<SyncRecord>),
+    PageDirtied(DirtyPageRecord),
     MappedFile(Box<MappedFileRecord>),
     ProcessFork(ProcessRecord),
     ProcessExec(ProcessRecord),
@@ -42,6 +45,8 @@ impl Record {
             Record::WriteFault(f) => &f.header,
             Record::KernelWriteFault(f) => &f.fault.header,
             Record::WatchWrite(w) => &w.header,
+            Record::RegionSynced(s) => &s.header,
+            Record::PageDirtied(p) => &p.header,
             Record::MappedFile(f) => &f.header,
             Record::ProcessFork(p) | Record::ProcessExec(p) | Record::ProcessExit(p) => &p.header,
         }
@@ -85,6 +90,13 @@ pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
             WatchRecord::FIXED_BYTES,
             |r: &WatchRecord| WatchRecord::wire_len(r.stack_bytes),
         )?)),
+        KIND_REGION_SYNCED => Record::RegionSynced(Box::new(read_framed(
+            bytes,
+            "region_synced",
+            SyncRecord::FIXED_BYTES,
+            |r: &SyncRecord| SyncRecord::wire_len(r.stack_bytes),
+        )?)),
+        KIND_PAGE_DIRTIED => Record::PageDirtied(read(bytes, "page_dirtied")?),
         KIND_EXEC_IMAGE => Record::ExecImage(read(bytes, "exec_image")?),
         KIND_KERNEL_WRITE_FAULT => {
             Record::KernelWriteFault(Box::new(read(bytes, "kernel_write_fault")?))

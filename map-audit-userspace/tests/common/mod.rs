@@ -272,6 +272,26 @@ impl Run {
             n(&agent["file_records_delivered"]) + n(&kernel["file_records_lost_ringbuf_full"]),
             "mapped-file records: produced != delivered + lost: {counters}"
         );
+        assert_eq!(
+            n(&kernel["msyncs"]),
+            n(&agent["msyncs_delivered"])
+                + n(&agent["msyncs_filtered_by_agent"])
+                + n(&kernel["msyncs_lost_ringbuf_full"])
+                + n(&kernel["msyncs_rate_limited"]),
+            "msync records: produced != delivered + lost: {counters}"
+        );
+        assert_eq!(
+            n(&kernel["pages_dirtied"]),
+            n(&agent["pages_dirtied_delivered"]) + n(&kernel["pages_dirtied_lost_ringbuf_full"]),
+            "dirtied-page records: produced != delivered + lost: {counters}"
+        );
+        let syncs = self.of_kind("region_synced");
+        assert_eq!(n(&agent["region_synced_events"]), syncs.len() as u64);
+        let represented: u64 = syncs
+            .iter()
+            .map(|e| e.get("count").map_or(1, |c| c.as_u64().unwrap()))
+            .sum();
+        assert_eq!(n(&agent["msyncs_delivered"]), represented);
         let faults = self.of_kind("write_fault");
         assert_eq!(n(&agent["write_fault_events"]), faults.len() as u64);
         let represented: u64 = faults

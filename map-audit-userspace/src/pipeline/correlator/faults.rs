@@ -125,22 +125,8 @@ impl Correlator {
         fault: RawFault,
         summary: Option<AggregateSummary>,
     ) -> Timed {
-        let symbolizer = &self.symbolizer;
-        let stack = self.rendered_stacks.get(
-            &fault.maps,
-            &fault.image,
-            &fault.user_stack,
-            self.max_stack_depth,
-            || {
-                let stack = symbolizer.symbolize(&fault.maps, &fault.image, &fault.user_stack);
-                (stack.frames, stack.unknown_frames)
-            },
-        );
-        self.counters.frames_unsymbolized += stack.unknown_frames;
+        let stack = self.user_stack(&fault.maps, &fault.image, &fault.user_stack);
         let stack_truncated = fault.user_stack_truncated || stack.cut;
-        if stack.cut {
-            self.counters.stacks_cut_for_output += 1;
-        }
         let kernel_stack = fault.kernel_stack.as_deref().map(|addrs| {
             let mut stack = self.symbolizer.symbolize_kernel(addrs);
             self.counters.frames_unsymbolized += stack.unknown_frames;

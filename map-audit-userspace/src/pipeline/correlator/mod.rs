@@ -1,13 +1,14 @@
 //! Turns kernel records into events: keeps a copy of each process's regions (with the
 //! file paths the kernel cannot give), attaches process details, symbolises stacks,
 //! and makes the region-table changes only the agent can make. One part per kind of
-//! record: `regions`, `processes`, `faults`, `watches`; `unwind_tables` builds what the kernel's
-//! stack walk reads. The kernel's tables are behind `TableMaps`, so `tests` runs it on
+//! record: `regions`, `processes`, `faults`, `watches`, `syncs` (msync); `unwind_tables`
+//! builds what the kernel's stack walk reads. The kernel's tables are behind `TableMaps`, so `tests` runs it on
 //! tables in memory.
 
 mod faults;
 mod processes;
 mod regions;
+mod syncs;
 mod unwind_tables;
 mod watches;
 
@@ -33,7 +34,7 @@ use crate::{
     output::events::KernelCounters,
     output::events::{
         Access, AggregateSummary, Body, Origin, ProcessInfo, Range, RegionChange, StackEnd,
-        WriteFault,
+        UnsyncedReason, WriteFault,
     },
     output::region_names::{is_file_backed, region_json},
     pipeline::aggregator::{Aggregate, Aggregator, RawFault},
@@ -46,7 +47,7 @@ use crate::{
     proc::process_maps::{MapEntry, ProcessMaps},
     proc::soft_dirty,
     stacks::exec_image::{ImageMap, TextOffsets},
-    stacks::rendered_stacks::RenderedStacks,
+    stacks::rendered_stacks::{RenderedStack, RenderedStacks},
     stacks::symbolizer::StackSymbolizer,
     stacks::unwind::tables::UnwindTables,
 };
@@ -66,6 +67,8 @@ pub struct Options {
     pub rearm_rounds: Option<RearmRounds>,
     /// Print region events (`watch` tracks regions for its stack walks only).
     pub region_events: bool,
+    /// `--unsynced-after`.
+    pub unsynced_after: Option<std::time::Duration>,
 }
 
 impl Options {
@@ -80,6 +83,7 @@ impl Options {
             unwind_tables: None,
             rearm_rounds: None,
             region_events: true,
+            unsynced_after: None,
         }
     }
 }
@@ -114,6 +118,7 @@ pub struct Correlator {
     unwind_tables: Option<UnwindTables>,
     rearm_rounds: Option<RearmRounds>,
     watches: watches::Watches,
+    syncs: syncs::Syncs,
     region_events: bool,
 }
 
@@ -136,6 +141,7 @@ impl Correlator {
             unwind_tables: options.unwind_tables,
             rearm_rounds: options.rearm_rounds,
             watches: watches::Watches::default(),
+            syncs: syncs::Syncs::new(options.unsynced_after),
             region_events: options.region_events,
         }
     }
@@ -217,6 +223,8 @@ impl Correlator {
                         | Record::WriteFault(_)
                         | Record::KernelWriteFault(_)
                         | Record::WatchWrite(_)
+                        | Record::RegionSynced(_)
+                        | Record::PageDirtied(_)
                 ) {
                     self.counters.region_and_process_records_delivered += 1;
                 }
@@ -233,6 +241,8 @@ impl Correlator {
                         out.extend(self.write_fault(&k.fault, Some(&k.kernel_stack[..depth])));
                     }
                     Record::WatchWrite(w) => self.watch_write(&w, out),
+                    Record::RegionSynced(s) => self.region_synced(s, out),
+                    Record::PageDirtied(p) => self.page_dirtied(&p),
                     Record::MappedFile(f) => self.mapped_file(&f),
                     Record::ProcessFork(p) => self.process_fork(&p, out),
                     Record::ExecImage(r) => self.exec_image(&r),
@@ -247,6 +257,28 @@ impl Correlator {
                 }
             }
         }
+    }
+
+    /// The user stack `frames`, symbolised and rendered once per distinct stack; its
+    /// unnamed frames and a cut to `--max-stack-depth` are counted.
+    pub(super) fn user_stack(
+        &mut self,
+        maps: &Arc<ProcessMaps>,
+        image: &Arc<ImageMap>,
+        frames: &[u64],
+    ) -> Arc<RenderedStack> {
+        let symbolizer = &self.symbolizer;
+        let stack = self
+            .rendered_stacks
+            .get(maps, image, frames, self.max_stack_depth, || {
+                let stack = symbolizer.symbolize(maps, image, frames);
+                (stack.frames, stack.unknown_frames)
+            });
+        self.counters.frames_unsymbolized += stack.unknown_frames;
+        if stack.cut {
+            self.counters.stacks_cut_for_output += 1;
+        }
+        stack
     }
 
     pub(super) fn process_info(&mut self, header: &RecordHeader) -> ProcessInfo {

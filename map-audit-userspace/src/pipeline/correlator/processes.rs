@@ -58,6 +58,7 @@ impl Correlator {
     /// The process exec'd or exited: its regions leave the kernel table.
     pub(super) fn process_gone(&mut self, record: &ProcessRecord, out: &mut Vec<Timed>) {
         self.flush(|a| a.take_process(record.tgid), out);
+        self.process_pages_gone(record.tgid, out);
         let Some(state) = self.processes.get_mut(&record.tgid) else {
             return;
         };

@@ -109,6 +109,7 @@ impl Correlator {
         out: &mut Vec<Timed>,
     ) {
         let pid = header.tgid;
+        self.pages_gone(pid, old.region.id, cut, UnsyncedReason::Unmapped, out);
         let state = self.processes.entry(pid).or_default();
         if !state.regions.contains_id(old.region.id) {
             self.region_gone(pid, old.region.id, out);
@@ -141,8 +142,12 @@ impl Correlator {
         let process = self.process_info(&record.header);
         let state = self.processes.entry(process.pid).or_default();
         let path = state.regions.apply(&region, cut.0, cut.1, new_prot);
-        if new_prot == UNMAP && !state.regions.contains_id(region.id) {
-            self.region_gone(process.pid, region.id, out);
+        let gone = !state.regions.contains_id(region.id);
+        if new_prot == UNMAP {
+            self.pages_gone(process.pid, region.id, cut, UnsyncedReason::Unmapped, out);
+            if gone {
+                self.region_gone(process.pid, region.id, out);
+            }
         }
         if let Some(event) = self.change_event(
             Some(record.header.ts_ns),
@@ -187,6 +192,9 @@ impl Correlator {
         for tracked in missed {
             let region = tracked.region;
             let split = split(&region, start, end, new_prot);
+            if new_prot == UNMAP {
+                self.pages_gone(tgid, region.id, (start, end), UnsyncedReason::Unmapped, out);
+            }
             if new_prot == UNMAP
                 && !self
                     .processes

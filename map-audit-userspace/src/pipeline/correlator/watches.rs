@@ -11,7 +11,7 @@ use map_audit_common::{
 use super::*;
 use crate::{
     kernel::watchpoints::WatchPoint,
-    output::events::{WatchStarted, WatchSummary, WriteWatch, hex},
+    output::events::{CountSummary, WatchStarted, WriteWatch, hex},
 };
 
 /// Aggregates by (watched address, thread, stack).
@@ -108,7 +108,7 @@ impl Correlator {
             self.watches.aggregates.drain().map(|(_, a)| a).collect();
         aggregates.sort_by_key(|a| a.first.record.header.ts_ns);
         for aggregate in aggregates {
-            let summary = WatchSummary {
+            let summary = CountSummary {
                 count: aggregate.count,
                 first_ts: self
                     .clock
@@ -125,7 +125,7 @@ impl Correlator {
         &mut self,
         hit: WatchHit,
         value: Option<u64>,
-        summary: Option<WatchSummary>,
+        summary: Option<CountSummary>,
     ) -> Timed {
         let WatchHit {
             record,
@@ -134,21 +134,7 @@ impl Correlator {
             image,
         } = hit;
         let depth = stack_depth(record.stack_bytes, record.stack.len());
-        let symbolizer = &self.symbolizer;
-        let stack = self.rendered_stacks.get(
-            &maps,
-            &image,
-            &record.stack[..depth],
-            self.max_stack_depth,
-            || {
-                let stack = symbolizer.symbolize(&maps, &image, &record.stack[..depth]);
-                (stack.frames, stack.unknown_frames)
-            },
-        );
-        self.counters.frames_unsymbolized += stack.unknown_frames;
-        if stack.cut {
-            self.counters.stacks_cut_for_output += 1;
-        }
+        let stack = self.user_stack(&maps, &image, &record.stack[..depth]);
         let point = self
             .watches
             .points
