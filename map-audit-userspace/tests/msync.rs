@@ -245,3 +245,41 @@ fn region_filters_apply_to_msyncs_and_are_counted() {
     assert_eq!(counters["kernel"]["msyncs"], 10);
     assert_eq!(counters["agent"]["msyncs_filtered_by_agent"], 10);
 }
+
+#[test]
+fn report_shows_who_flushes_which_file_how_often_and_how_long() {
+    let run = run(&[], &["2"]);
+    let dir = tempfile::tempdir().unwrap();
+    let stream = dir.path().join("stream.json");
+    let lines: Vec<String> = run.events.iter().map(Value::to_string).collect();
+    std::fs::write(&stream, lines.join("\n") + "\n").unwrap();
+    let out = std::process::Command::new(common::AGENT)
+        .args(["report", stream.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    let section = text
+        .split("\ntop ")
+        .find(|s| s.contains("flushes (pid comm: file <- caller)"))
+        .unwrap_or_else(|| panic!("no flushes table:\n{text}"));
+    // The cycles' three call sites, twice: 2 x (5 + 4 + 0) pages.
+    let row = section
+        .lines()
+        .find(|l| l.ends_with("<- flush_sync <- cycles"))
+        .unwrap_or_else(|| panic!("no row for the cycles:\n{section}"));
+    let columns: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(
+        (columns[0], columns[1], columns[4]),
+        ("6", "0", "18"),
+        "{row}"
+    );
+    assert!(row.contains(" rw- 64 KiB <- "), "{row}");
+    // The failed calls are counted as such.
+    let failed: u64 = section
+        .lines()
+        .skip(2)
+        .map(|l| l.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap())
+        .sum();
+    assert_eq!(failed, 2, "EINVAL and ENOMEM:\n{section}");
+}

@@ -38,6 +38,26 @@ pub fn line(event: &Value, written: &str) -> String {
             span(event),
             stack(&event["stack"])
         ),
+        "region_synced" => format!(
+            "{} region=[{}] flags={} result={} pages_written={} took={}us count={}{} stack={}",
+            who(),
+            region(&event["region"]),
+            event["flags"],
+            event["result"],
+            event["pages_written_since_last_sync"],
+            event["duration_ns"].as_u64().unwrap_or(0) / 1000,
+            event["count"].as_u64().unwrap_or(1),
+            span(event),
+            stack(&event["stack"])
+        ),
+        "region_unsynced" => format!(
+            "{} region=[{}] {} pages unsynced since {} ({})",
+            who(),
+            region(&event["region"]),
+            event["pages"],
+            text(&event["since_ts"]),
+            text(&event["reason"])
+        ),
         "agent_started" => started(event),
         "watch_started" => format!(
             "pid={} watch={} {} at {} ({} bytes, {} threads)",

@@ -1,9 +1,10 @@
 //! `map-audit report [FILE|-]`: reads a map-audit JSON-lines stream (aggregated or
-//! every-event) and prints who writes: top processes, regions and stacks, or a flame
-//! graph (`--flamegraph`) or collapsed stacks (`--folded`). Data flow: `write_stream`
-//! (lines -> writes, malformed lines counted) -> `top_writers` (tables) or
-//! `folded_stacks` (-> inferno).
+//! every-event) and prints who writes: top processes, regions and stacks, and who
+//! flushes (msync), or a flame graph (`--flamegraph`) or collapsed stacks (`--folded`).
+//! Data flow: `write_stream` (lines -> writes and flushes, malformed lines counted) ->
+//! `top_writers` and `flushes` (tables) or `folded_stacks` (-> inferno).
 
+pub mod flushes;
 pub mod folded_stacks;
 pub mod top_writers;
 pub mod write_stream;
@@ -68,6 +69,9 @@ pub fn run(args: &ReportArgs) -> Result<i32> {
     if args.folded.is_none() && args.flamegraph.is_none() || args.table {
         let mut out = BufWriter::new(io::stdout().lock());
         top_writers::print(&stream, args.top, &mut out)?;
+        if !stream.flushes.is_empty() {
+            flushes::print(&stream.flushes, args.top, &mut out)?;
+        }
         out.flush()?;
     }
     Ok(0)

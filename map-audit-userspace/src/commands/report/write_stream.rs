@@ -1,4 +1,5 @@
-//! Reads `write_fault` and `write_watch` events out of a map-audit stream. Other events
+//! Reads `write_fault`, `write_watch` and `region_synced` events out of a map-audit
+//! stream. Other events
 //! are counted and passed over; lines that are not JSON objects, or writes missing a
 //! field the report needs, are counted as malformed and skipped.
 
@@ -63,8 +64,26 @@ pub fn human_size(bytes: u64) -> String {
     }
 }
 
+/// One `region_synced` event: one msync (every-event) or an aggregate of `count`.
+#[derive(Debug, Clone)]
+pub struct Flush {
+    pub pid: u32,
+    pub comm: String,
+    pub region: RegionLabel,
+    /// Frame labels, innermost first (libc's msync first).
+    pub stack: Vec<String>,
+    pub count: u64,
+    pub duration_ns: u64,
+    /// Pages written since the previous msync (0 where msync writes nothing back).
+    pub pages: u64,
+    /// The calls failed (`result` is an errno name).
+    pub failed: bool,
+}
+
 pub struct Stream {
     pub writes: Vec<Write>,
+    /// `region_synced` events.
+    pub flushes: Vec<Flush>,
     /// `write_watch` events (`map-audit watch`): `region.path` is the watch (its symbol
     /// or address), `pages` 0.
     pub watched: Vec<Write>,
@@ -108,6 +127,18 @@ struct WriteWatch {
 }
 
 #[derive(Deserialize)]
+struct RegionSynced {
+    pid: u32,
+    comm: String,
+    region: Region,
+    stack: Vec<Frame>,
+    count: Option<u64>,
+    duration_ns: u64,
+    pages_written_since_last_sync: Option<u64>,
+    result: serde_json::Value,
+}
+
+#[derive(Deserialize)]
 struct Region {
     start: String,
     end: String,
@@ -127,6 +158,7 @@ struct Frame {
 pub fn read(mut input: impl BufRead) -> Result<Stream> {
     let mut stream = Stream {
         writes: Vec::new(),
+        flushes: Vec::new(),
         watched: Vec::new(),
         malformed_lines: 0,
         first_malformed_line: None,
@@ -153,6 +185,7 @@ pub fn read(mut input: impl BufRead) -> Result<Stream> {
         match parsed {
             Ok(Some(Parsed::Fault(write))) => stream.writes.push(write),
             Ok(Some(Parsed::Watch(write))) => stream.watched.push(write),
+            Ok(Some(Parsed::Flush(flush))) => stream.flushes.push(flush),
             Ok(None) => stream.other_events += 1,
             Err(()) => {
                 stream.malformed_lines += 1;
@@ -166,6 +199,7 @@ pub fn read(mut input: impl BufRead) -> Result<Stream> {
 enum Parsed {
     Fault(Write),
     Watch(Write),
+    Flush(Flush),
 }
 
 fn parse(line: &str) -> Result<Option<Parsed>, ()> {
@@ -173,6 +207,7 @@ fn parse(line: &str) -> Result<Option<Parsed>, ()> {
     match kind.event.as_str() {
         "write_fault" => parse_fault(line).map(|w| Some(Parsed::Fault(w))),
         "write_watch" => parse_watch(line).map(|w| Some(Parsed::Watch(w))),
+        "region_synced" => parse_flush(line).map(|f| Some(Parsed::Flush(f))),
         _ => Ok(None),
     }
 }
@@ -196,20 +231,38 @@ fn parse_watch(line: &str) -> Result<Write, ()> {
     })
 }
 
-fn parse_fault(line: &str) -> Result<Write, ()> {
-    let event: WriteFault = serde_json::from_str(line).map_err(|_| ())?;
+fn parse_flush(line: &str) -> Result<Flush, ()> {
+    let event: RegionSynced = serde_json::from_str(line).map_err(|_| ())?;
+    Ok(Flush {
+        pid: event.pid,
+        comm: event.comm,
+        region: region_label(event.region)?,
+        stack: event.stack.iter().map(frame_label).collect(),
+        count: event.count.unwrap_or(1),
+        duration_ns: event.duration_ns,
+        pages: event.pages_written_since_last_sync.unwrap_or(0),
+        failed: event.result != 0,
+    })
+}
+
+fn region_label(region: Region) -> Result<RegionLabel, ()> {
     let address =
         |text: &str| u64::from_str_radix(text.trim_start_matches("0x"), 16).map_err(|_| ());
-    let size = address(&event.region.end)?.saturating_sub(address(&event.region.start)?);
+    let size = address(&region.end)?.saturating_sub(address(&region.start)?);
+    Ok(RegionLabel {
+        path: region.path,
+        prot: region.prot,
+        size,
+    })
+}
+
+fn parse_fault(line: &str) -> Result<Write, ()> {
+    let event: WriteFault = serde_json::from_str(line).map_err(|_| ())?;
     Ok(Write {
         pid: event.pid,
         comm: event.comm,
         exe: event.exe,
-        region: RegionLabel {
-            path: event.region.path,
-            prot: event.region.prot,
-            size,
-        },
+        region: region_label(event.region)?,
         stack: event.stack.iter().map(frame_label).collect(),
         count: event.count.unwrap_or(1),
         pages: event.pages.unwrap_or(1),
