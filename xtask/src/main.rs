@@ -2,6 +2,7 @@
 
 mod bench;
 mod bench_go;
+mod bench_msync;
 mod bench_watch;
 mod build_ebpf;
 mod go_toolchains;
@@ -53,11 +54,15 @@ enum Task {
         #[arg(long, default_value_t = 5)]
         rounds: usize,
         /// Measure Go mode's cost per map write instead (docs/benchmarks-go.md).
-        #[arg(long, conflicts_with = "watch")]
+        #[arg(long, conflicts_with_all = ["watch", "msync"])]
         go: bool,
         /// Measure `watch`'s cost per watched write instead (docs/benchmarks-watch.md).
-        #[arg(long)]
+        #[arg(long, conflicts_with = "msync")]
         watch: bool,
+        /// Measure msync auditing's cost on a program that writes and msyncs a shared
+        /// file instead (docs/benchmarks-msync.md).
+        #[arg(long)]
+        msync: bool,
     },
     /// Run the fault-hook and audit tests on Debian kernels under qemu (TCG) and print
     /// a table of kernel x fault hook (needs root: the guests load eBPF).
@@ -116,12 +121,19 @@ fn main() -> Result<()> {
                 ],
             )
         }
-        Task::Bench { rounds, go, watch } => {
+        Task::Bench {
+            rounds,
+            go,
+            watch,
+            msync,
+        } => {
             build_all(true)?;
             if go {
                 bench_go::bench(rounds)
             } else if watch {
                 bench_watch::bench(rounds)
+            } else if msync {
+                bench_msync::bench(rounds)
             } else {
                 bench::bench(rounds)
             }

@@ -2,13 +2,18 @@
  * with msync in each way the suite checks, from named functions. Built -O2 without
  * frame pointers. Usage: msync FILE [ROUNDS [LINGER_MS]]: the write/sync cycles run
  * ROUNDS times (1); with LINGER_MS, one more page is written and synced only that
- * long after. Prints "workload: NAME ADDRESS" for the mappings it makes. */
+ * long after. Prints "workload: NAME ADDRESS" for the mappings it makes.
+ * Usage: msync bench FILE PAGES ROUNDS: writes every page of a PAGES-page mapping of
+ * FILE and msyncs it (MS_SYNC), ROUNDS times; prints the loop's time as
+ * "workload: elapsed_ns N" (`cargo xtask bench --msync`). */
 #define _GNU_SOURCE
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/mman.h>
+#include <string.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #define PAGE 4096L
@@ -72,7 +77,30 @@ __attribute__((noinline)) static void cycles(char *map) {
     rounds_done++; /* also keeps the last call out of tail position */
 }
 
+static long now_ns(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return t.tv_sec * 1000000000L + t.tv_nsec;
+}
+
+static int bench(const char *path, long pages, long rounds) {
+    int fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0600);
+    if (fd < 0 || ftruncate(fd, pages * PAGE) != 0)
+        die(path);
+    char *map = map_file(fd, pages, PROT_READ | PROT_WRITE);
+    long start = now_ns();
+    for (long round = 0; round < rounds; round++) {
+        write_pages(map, 0, pages);
+        if (flush_sync(map, pages * PAGE) != 0)
+            die("msync");
+    }
+    fprintf(stderr, "workload: elapsed_ns %ld\n", now_ns() - start);
+    return 0;
+}
+
 int main(int argc, char **argv) {
+    if (argc == 5 && strcmp(argv[1], "bench") == 0)
+        return bench(argv[2], atol(argv[3]), atol(argv[4]));
     if (argc < 2 || argc > 4) {
         fprintf(stderr, "usage: %s FILE [ROUNDS [LINGER_MS]]\n", argv[0]);
         return 2;
