@@ -244,4 +244,27 @@ mod tests {
             "2026-11-26T12:00:01.000000001Z write_fault              pid=7 comm=prog addr=0x7f0000001000 region=[0x7f0000000000-0x7f0000010000 rw- [anon]] count=3 at=12:00:00.000000001Z stack=write_pages <- main"
         );
     }
+    #[test]
+    fn msync_events_are_one_readable_line_each() {
+        let region = serde_json::json!({"start": "0x7f0000000000", "end": "0x7f0000010000", "prot": "rw-", "path": "/db/wal"});
+        let synced = serde_json::json!({
+            "schema": "map-audit/v1", "event": "region_synced", "ts": "2026-11-26T12:00:00.000000001Z",
+            "host": "h", "pid": 7, "comm": "prog", "region": region, "flags": ["sync"], "result": 0,
+            "duration_ns": 250_000, "pages_written_since_last_sync": 5,
+            "stack": [{"symbol": "msync"}, {"symbol": "commit"}, {"symbol": "main"}]
+        });
+        assert_eq!(
+            line(&synced, "2026-11-26T12:00:01.000000001Z"),
+            "2026-11-26T12:00:01.000000001Z region_synced            pid=7 comm=prog region=[0x7f0000000000-0x7f0000010000 rw- /db/wal] flags=[\"sync\"] result=0 pages_written=5 took=250us count=1 at=12:00:00.000000001Z stack=msync <- commit <- main"
+        );
+        let unsynced = serde_json::json!({
+            "schema": "map-audit/v1", "event": "region_unsynced", "ts": "2026-11-26T12:00:00.000000001Z",
+            "host": "h", "pid": 7, "comm": "prog", "region": region, "reason": "unmapped", "pages": 2,
+            "since_ts": "2026-11-26T11:59:59.000000001Z"
+        });
+        assert_eq!(
+            line(&unsynced, "2026-11-26T12:00:01.000000001Z"),
+            "2026-11-26T12:00:01.000000001Z region_unsynced          pid=7 comm=prog region=[0x7f0000000000-0x7f0000010000 rw- /db/wal] 2 pages unsynced since 2026-11-26T11:59:59.000000001Z (unmapped)"
+        );
+    }
 }
