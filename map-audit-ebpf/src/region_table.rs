@@ -32,6 +32,7 @@ use crate::{
     counters::bump,
     maps::{FORK_FALLBACKS, ID_SEQUENCE, RANGE_WALK, REGIONS, TABLE_EDIT},
     records, region_cache, scope,
+    user_stack::Tables,
 };
 
 /// Steps of one range walk (regions handled plus gap blocks skipped); beyond it the
@@ -117,6 +118,23 @@ pub fn lookup_for_fault(tgid: u32, scope: &ScopeEntry, address: u64) -> Option<(
             }
             None
         }
+    }
+}
+
+/// Whose unwind tables a walk in `tgid` uses, its region found in its own table
+/// (`own`) or, right after a fork, in its parent's: the child has no regions of its
+/// own yet, so its code is only found in the parent's.
+#[inline(always)]
+pub fn walk_tables(tgid: u32, region: &Region, own: bool) -> Tables {
+    if !own && let Some(fallback) = unsafe { FORK_FALLBACKS.get(tgid) } {
+        return Tables::Of {
+            tgid: fallback.parent_tgid,
+            generation: fallback.parent_generation,
+        };
+    }
+    Tables::Of {
+        tgid,
+        generation: region.generation,
     }
 }
 

@@ -22,8 +22,8 @@ use map_audit_common::{
 use crate::{
     counters::bump,
     maps::{EVENTS, SYNC_SCRATCH, tracepoint_offsets},
-    pending, rate_limit, records, region_cache, scope,
-    user_stack::{self, Frames, Tables, UserRegs},
+    pending, rate_limit, records, region_cache, region_table, scope,
+    user_stack::{self, Frames, UserRegs},
     write_fault::walk_result,
 };
 
@@ -57,7 +57,7 @@ fn try_sys_exit_msync(ctx: &TracePointContext) -> Result<u32, i32> {
         return Ok(0);
     };
     // A failed call may name an unaligned start: the region is the one holding its page.
-    let Some((region, _)) = region_cache::region_for_fault(tgid, call.addr & !(PAGE_SIZE - 1))
+    let Some((region, own)) = region_cache::region_for_fault(tgid, call.addr & !(PAGE_SIZE - 1))
     else {
         bump(MSYNCS_UNTRACKED);
         return Ok(0);
@@ -68,10 +68,7 @@ fn try_sys_exit_msync(ctx: &TracePointContext) -> Result<u32, i32> {
     }
     let now = unsafe { bpf_ktime_get_ns() };
     let user_regs = unsafe { bpf_task_pt_regs(bpf_get_current_task_btf()) } as *const pt_regs;
-    let tables = Tables::Of {
-        tgid,
-        generation: region.generation,
-    };
+    let tables = region_table::walk_tables(tgid, &region, own);
     let walked = user_stack::walk(UserRegs::At(user_regs), Frames::Sync, tables);
     let Some(record) = SYNC_SCRATCH.get_ptr_mut(0) else {
         return Ok(0);

@@ -33,8 +33,8 @@ use crate::{
     counters::bump,
     fault_tally,
     maps::{EVENTS, FAULT_SCRATCH, agent_config},
-    rate_limit, records, region_cache, region_filter,
-    user_stack::{self, Frames, Tables, UserRegs},
+    rate_limit, records, region_cache, region_filter, region_table,
+    user_stack::{self, Frames, UserRegs},
 };
 
 /// x86 page-fault error code bit: the access was a write.
@@ -95,10 +95,7 @@ pub fn report<C: EbpfContext>(
     // The walk writes the record's frames through a pointer of its own: no `&mut` to
     // the record may live across it.
     unsafe { (*record).flags = flags };
-    let tables = Tables::Of {
-        tgid,
-        generation: region.generation,
-    };
+    let tables = region_table::walk_tables(tgid, &region, own);
     let walked = user_regs.and_then(|regs| user_stack::walk(regs, Frames::Fault, tables));
     let record = unsafe { &mut *record };
     // Only stacks walked here are hashed; the agent decides a `--path` still pending,
@@ -179,10 +176,7 @@ fn report_kernel_write<C: EbpfContext>(
     // The user stack at the system call, walked like a user fault's from the task's
     // saved user registers (into this CPU's fault record first: the walk writes there).
     let user_regs = unsafe { bpf_task_pt_regs(bpf_get_current_task_btf()) } as *const pt_regs;
-    let tables = Tables::Of {
-        tgid,
-        generation: region.generation,
-    };
+    let tables = region_table::walk_tables(tgid, region, flags & FAULT_VIA_PARENT == 0);
     let walked = user_stack::walk(UserRegs::At(user_regs), Frames::Fault, tables);
     let Some(scratch) = FAULT_SCRATCH.get_ptr(0) else {
         return;

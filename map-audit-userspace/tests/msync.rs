@@ -146,14 +146,9 @@ fn every_msync_is_reported_with_its_flags_result_caller_and_pages_written_since_
         );
         let child = i == 8;
         assert_eq!(event["pid"].as_u64().unwrap() != parent, child, "{event}");
-        if child && event["stack_end"] == "no_unwind_info" {
-            // Right after a fork, until the agent has copied the parent's regions, the
-            // child's walk finds no unwind table past the first frame: marked, counted.
-            assert_eq!(event["stack_truncated"], true);
-        } else {
-            assert_eq!(&symbols[1..4], callers, "call {i}: {event}");
-            assert_eq!(event["stack_end"], "complete", "{event}");
-        }
+        // The child's too: right after the fork its walk uses its parent's tables.
+        assert_eq!(&symbols[1..4], callers, "call {i}: {event}");
+        assert_eq!(event["stack_end"], "complete", "{event}");
         assert!(event["duration_ns"].as_u64().unwrap() > 0);
         assert!(event.get("count").is_none(), "every-event mode: {event}");
     }
@@ -166,6 +161,23 @@ fn every_msync_is_reported_with_its_flags_result_caller_and_pages_written_since_
         events[4]["range"]["start"],
         json!(format!("{:#x}", map + 1))
     );
+    // The child's write faults, in the parent's regions until the agent copies them,
+    // are walked with the parent's tables too.
+    let child = events[8]["pid"].clone();
+    let child_writes: Vec<&Value> = run
+        .of_kind("write_fault")
+        .into_iter()
+        .filter(|e| e["pid"] == child && hex(e["region"]["start"].as_str().unwrap()) == map)
+        .collect();
+    assert_eq!(child_writes.len(), 2, "{child_writes:#?}");
+    for write in child_writes {
+        assert_eq!(
+            &stack_symbols(write)[..2],
+            ["write_pages", "main"],
+            "{write}"
+        );
+        assert_eq!(write["stack_end"], "complete", "{write}");
+    }
     assert!(run.of_kind("region_unsynced").is_empty(), "off by default");
     let kernel = &run.stopped()["counters"]["kernel"];
     assert_eq!(kernel["msyncs"], 10);
