@@ -455,6 +455,22 @@ fn fault_program_stats() -> Option<(u64, u64)> {
     Some(total)
 }
 
+/// Runs a workload that times its own loop and prints it on stderr as
+/// `{prefix}elapsed_ns N`; returns N.
+pub fn self_timed(command: &mut Command, prefix: &str) -> Result<f64> {
+    let out = command
+        .stdout(Stdio::null())
+        .output()
+        .with_context(|| format!("running {:?} failed", command.get_program()))?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let key = format!("{prefix}elapsed_ns ");
+    stderr
+        .lines()
+        .find_map(|l| l.strip_prefix(key.as_str()))
+        .and_then(|v| v.trim().parse().ok())
+        .with_context(|| format!("the workload did not report its time: {stderr}"))
+}
+
 pub fn median(mut values: Vec<f64>) -> f64 {
     values.sort_by(f64::total_cmp);
     let n = values.len();

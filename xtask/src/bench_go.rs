@@ -6,12 +6,15 @@
 use std::{
     fs,
     path::{Path, PathBuf},
-    process::{Command, Stdio},
+    process::Command,
 };
 
 use anyhow::{Context, Result, bail};
 
-use crate::{bench::median, go_toolchains, run, workspace_root};
+use crate::{
+    bench::{median, self_timed},
+    go_toolchains, run, workspace_root,
+};
 
 /// Map writes per run: ~5 s traced at ~25 us per write.
 const WRITES: u64 = 200_000;
@@ -77,15 +80,8 @@ fn build_program(root: &Path) -> Result<PathBuf> {
 
 /// Runs `command` with `serial WRITES` appended and returns the loop's own timing.
 fn timed_loop(mut command: Command) -> Result<f64> {
-    let out = command
-        .args(["serial", &WRITES.to_string()])
-        .stdout(Stdio::null())
-        .output()
-        .context("running mapwriters failed")?;
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    stderr
-        .lines()
-        .find_map(|l| l.strip_prefix("mapwriters: elapsed_ns "))
-        .and_then(|v| v.trim().parse().ok())
-        .with_context(|| format!("mapwriters did not report its time: {stderr}"))
+    self_timed(
+        command.args(["serial", &WRITES.to_string()]),
+        "mapwriters: ",
+    )
 }

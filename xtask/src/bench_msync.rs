@@ -9,12 +9,15 @@
 use std::{
     fs,
     path::{Path, PathBuf},
-    process::{Command, Stdio},
+    process::Command,
 };
 
 use anyhow::{Context, Result, bail};
 
-use crate::{bench::median, run, workspace_root};
+use crate::{
+    bench::{median, self_timed},
+    run, workspace_root,
+};
 
 const PAGES: u64 = 4096;
 const SYNCS: u64 = 16;
@@ -90,17 +93,11 @@ fn build_program(root: &Path) -> Result<PathBuf> {
 /// Runs `command` with `bench FILE PAGES SYNCS` appended; the loop as the workload
 /// timed it.
 fn timed(mut command: Command, file: &Path) -> Result<f64> {
-    let out = command
-        .arg("bench")
-        .arg(file)
-        .args([PAGES.to_string(), SYNCS.to_string()])
-        .stdout(Stdio::null())
-        .output()
-        .context("running the msync workload failed")?;
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    stderr
-        .lines()
-        .find_map(|l| l.strip_prefix("workload: elapsed_ns "))
-        .and_then(|v| v.trim().parse().ok())
-        .with_context(|| format!("the workload did not report its time: {stderr}"))
+    self_timed(
+        command
+            .arg("bench")
+            .arg(file)
+            .args([PAGES.to_string(), SYNCS.to_string()]),
+        "workload: ",
+    )
 }

@@ -9,12 +9,15 @@
 use std::{
     fs,
     path::{Path, PathBuf},
-    process::{Command, Stdio},
+    process::Command,
 };
 
 use anyhow::{Context, Result, bail};
 
-use crate::{bench::median, run, workspace_root};
+use crate::{
+    bench::{median, self_timed},
+    run, workspace_root,
+};
 
 /// Writes to the watched global per thread (two threads).
 const WRITES: u64 = 100_000;
@@ -121,15 +124,5 @@ fn symbol_address(program: &Path, symbol: &str) -> Result<u64> {
 
 /// Runs `command` with `run WRITES` appended; the threads' phase as the workload timed it.
 fn timed(mut command: Command) -> Result<f64> {
-    let out = command
-        .args(["run", &WRITES.to_string()])
-        .stdout(Stdio::null())
-        .output()
-        .context("running the watch workload failed")?;
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    stderr
-        .lines()
-        .find_map(|l| l.strip_prefix("watch: elapsed_ns "))
-        .and_then(|v| v.trim().parse().ok())
-        .with_context(|| format!("the workload did not report its time: {stderr}"))
+    self_timed(command.args(["run", &WRITES.to_string()]), "watch: ")
 }
