@@ -1,7 +1,8 @@
 //! Names for frames of stripped binaries from separate debug files, found the way gdb
 //! and perf find them: `.gnu_debuglink` next to the binary, and the build id under
 //! `/usr/lib/debug/.build-id/`. Without one, a frame says why it has no name and where
-//! it is in its file. (debuginfod servers: not yet, issue 18.)
+//! it is in its file; with `libc6-dbg` installed, libc's static functions are named.
+//! (debuginfod servers: not yet, issue 18.)
 
 mod common;
 
@@ -127,5 +128,55 @@ fn without_a_debug_file_frames_say_why_and_where() {
             u64::from_str_radix(&offset[2..], 16).unwrap() < size,
             "{frame}"
         );
+    }
+}
+
+/// libc's build id, from its notes.
+fn build_id_of(path: &str) -> String {
+    let notes = Command::new("readelf").args(["-n", path]).output().unwrap();
+    String::from_utf8_lossy(&notes.stdout)
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Build ID: ").map(str::to_string))
+        .unwrap_or_else(|| panic!("{path} has no build id"))
+}
+
+#[test]
+fn libc6_dbg_names_libcs_static_functions() {
+    let libc = "/usr/lib/x86_64-linux-gnu/libc.so.6";
+    let id = build_id_of(libc);
+    let debug_file = format!("/usr/lib/debug/.build-id/{}/{}.debug", &id[..2], &id[2..]);
+    assert!(
+        Path::new(&debug_file).exists(),
+        "{debug_file} is missing: install libc6-dbg (.ci/run does)"
+    );
+    // Debian's libc is stripped: its static functions are in no table of its own.
+    let own = Command::new("readelf")
+        .args(["-sW", libc])
+        .output()
+        .unwrap();
+    assert!(!String::from_utf8_lossy(&own.stdout).contains("__libc_start_call_main"));
+    let run = run_agent(&[
+        "run",
+        "--every-event",
+        "--",
+        common::workload().to_str().unwrap(),
+        "anon",
+        "2",
+    ]);
+    assert!(run.status.success(), "{}", run.stderr);
+    // Every stack of the program's own code starts at libc's __libc_start_call_main.
+    let frames: Vec<Value> = run
+        .of_kind("write_fault")
+        .iter()
+        .flat_map(|f| f["stack"].as_array().unwrap().clone())
+        .filter(|f| f["module"] == libc && f["symbol"] == "__libc_start_call_main")
+        .collect();
+    assert!(
+        !frames.is_empty(),
+        "no frame names it: {:#?}",
+        run.of_kind("write_fault")
+    );
+    for frame in frames {
+        assert!(frame["line"].as_u64().is_some(), "lines too: {frame}");
     }
 }

@@ -162,6 +162,10 @@ fn main() -> Result<()> {
                     &["linux-perf", "g++"],
                 )?;
             }
+            // libc's static functions are named from its separate debug file.
+            if !Path::new("/usr/share/doc/libc6-dbg").exists() {
+                toolchain::apt_install("libc6-dbg (the debug-file tests)", &["libc6-dbg"])?;
+            }
             let mut test = cargo();
             test.args(["test", "--workspace"]).args(&args);
             run(&mut test)
