@@ -417,6 +417,11 @@ fn row_for(walk: &FrameWalk, pc: u64) -> Found {
         };
     }
     let found = find_row(walk, pc);
+    // A missing table is not memoised: the agent adds tables as libraries are mapped
+    // without telling the memos (only a removal bumps the version).
+    if found.end == STACK_END_NO_UNWIND_INFO {
+        return found;
+    }
     cached.pc = pc;
     cached.tgid = walk.tgid;
     cached.generation = walk.generation;

@@ -306,6 +306,18 @@ fn a_writer_in_the_vdso_matches_perf() {
 }
 
 #[test]
+fn a_library_loaded_with_dlopen_matches_perf() {
+    let plugin = build(
+        "libdlopen-plugin.so",
+        "gcc",
+        "dlopen_plugin.c",
+        &["-O2", "-g", "-shared", "-fPIC"],
+    );
+    let host = build("dlopen-host", "gcc", "dlopen_host.c", &["-O2", "-g"]);
+    assert_matches_perf(&host, &[plugin.to_str().unwrap()]);
+}
+
+#[test]
 fn a_non_pie_program_matches_perf() {
     assert_matches_perf(&c_program("c-o2-no-pie", &["-no-pie"]), &["chain"]);
 }

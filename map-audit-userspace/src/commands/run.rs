@@ -48,7 +48,10 @@ use crate::{
     proc::mount_points::MountPoints,
     proc::process_maps::Snapshots,
     proc::target::{self, HeldCommand},
-    stacks::unwind::{self, tables::UnwindTables},
+    stacks::unwind::{
+        self,
+        tables::{SharedTables, UnwindTables},
+    },
 };
 
 /// Forwards the eBPF programs' aya-log records to the `log` crate.
@@ -104,9 +107,14 @@ pub fn audit(args: RunArgs, watches: Option<Vec<WatchSpec>>) -> Result<i32> {
     // Processes running now: in scope with their mappings before auditing begins.
     let mut snapshots = Snapshots::default();
     let seeds = seed_running(&args, cgroup.as_ref(), &mut table, &filter, &mut snapshots)?;
-    let mut unwind_tables = unwind_tables(&mut ebpf, &args)?;
+    let unwind_tables = SharedTables::new(unwind_tables(&mut ebpf, &args)?);
     // After the scope is set up: the command is held until its pid is in scope.
-    let mut held = spawn_command(&args, &mut table, &mut unwind_tables, watches.is_some())?;
+    let mut held = spawn_command(
+        &args,
+        &mut table,
+        &mut unwind_tables.lock(),
+        watches.is_some(),
+    )?;
     let watches_set = match &watches {
         Some(specs) => Some(watch::set_watches(
             &mut ebpf,
@@ -124,7 +132,7 @@ pub fn audit(args: RunArgs, watches: Option<Vec<WatchSpec>>) -> Result<i32> {
         &mut ebpf,
         &args,
         table,
-        unwind_tables,
+        unwind_tables.clone(),
         writer,
         seeds,
         watches_set.is_none(),
@@ -159,6 +167,7 @@ pub fn audit(args: RunArgs, watches: Option<Vec<WatchSpec>>) -> Result<i32> {
             programs: Some(ebpf),
             snapshots,
             mounts: MountPoints::default(),
+            unwind_tables,
             counters: &counters,
             pipeline: &pipeline,
             flush_tick: RunReader::flush_tick(flush_interval),
@@ -400,7 +409,7 @@ fn start_pipeline(
     ebpf: &mut aya::Ebpf,
     args: &RunArgs,
     table: RegionTable,
-    unwind_tables: UnwindTables,
+    unwind_tables: SharedTables,
     writer: JsonWriter,
     seeds: Vec<Item>,
     region_events: bool,
@@ -446,6 +455,8 @@ struct RunReader<'a> {
     /// /proc/PID/maps snapshots, seeded with the processes running at start.
     snapshots: Snapshots,
     mounts: MountPoints,
+    /// Built here as executable mappings arrive (`SharedTables`).
+    unwind_tables: SharedTables,
     counters: &'a PerCpuArray<MapData, u64>,
     pipeline: &'a SyncSender<Message>,
     /// `None` in every-event mode without `--rearm-interval` (which sets it).
@@ -489,7 +500,13 @@ impl Reader for RunReader<'_> {
     type Wakeup = RunWakeup;
 
     fn drain(&mut self, ring: &mut RingBuf<MapData>) -> bool {
-        ringbuf_reader::drain(ring, &mut self.snapshots, &mut self.mounts, self.pipeline)
+        ringbuf_reader::drain(
+            ring,
+            &mut self.snapshots,
+            &mut self.mounts,
+            &self.unwind_tables,
+            self.pipeline,
+        )
     }
 
     fn tick(&mut self) -> bool {

@@ -1,11 +1,13 @@
 //! Reads the kernel's ring buffer: woken by epoll (AsyncFd) when the kernel forces a
 //! wake-up, and on a short timer for records submitted without one. It also takes the
 //! /proc snapshots records need, here rather than later in the pipeline, while the
-//! process most likely still exists.
+//! process most likely still exists, and builds the unwind table of each newly mapped
+//! executable file before passing its record on.
 
 use std::sync::mpsc::SyncSender;
 
 use aya::maps::{MapData, RingBuf};
+use map_audit_common::region::PROT_EXEC;
 
 use crate::{
     output::region_names::is_file_backed,
@@ -14,6 +16,7 @@ use crate::{
     pipeline::records::{self, Record},
     proc::mount_points::MountPoints,
     proc::process_maps::Snapshots,
+    stacks::unwind::tables::SharedTables,
 };
 
 /// Items per message to the pipeline.
@@ -25,6 +28,7 @@ pub fn drain(
     ring: &mut RingBuf<MapData>,
     snapshots: &mut Snapshots,
     mounts: &mut MountPoints,
+    unwind_tables: &SharedTables,
     pipeline: &SyncSender<Message>,
 ) -> bool {
     let mut batch: Vec<Item> = Vec::with_capacity(BATCH);
@@ -61,6 +65,14 @@ pub fn drain(
             // A new file mapping may be a new library or the region's own path.
             let refresh = matches!(&record, Record::RegionMapped(r) if is_file_backed(&r.region));
             let (maps, fresh) = snapshots.get(pid, refresh);
+            // A library loaded with dlopen runs as soon as it is mapped: its table is
+            // built now, not when the pipeline gets to the record.
+            if let Record::RegionMapped(r) = &record
+                && r.region.prot & PROT_EXEC != 0
+            {
+                let path = maps.path_at(r.region.start);
+                unwind_tables.ensure_for_region(pid, &r.region, path.as_deref());
+            }
             if fresh {
                 log::trace!("pid {pid}: snapshot of {} mappings", maps.entry_count());
                 batch.push(Item::Maps(pid, maps));

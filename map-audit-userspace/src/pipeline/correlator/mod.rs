@@ -49,7 +49,7 @@ use crate::{
     stacks::exec_image::{ImageMap, TextOffsets},
     stacks::rendered_stacks::{RenderedStack, RenderedStacks},
     stacks::symbolizer::StackSymbolizer,
-    stacks::unwind::tables::UnwindTables,
+    stacks::unwind::tables::SharedTables,
 };
 
 /// How the correlator reports.
@@ -62,7 +62,7 @@ pub struct Options {
     /// The kernel's fault tallies (aggregated mode).
     pub kernel_tallies: Option<KernelTallies>,
     /// The kernel's unwind tables (`None`: frame pointers only, or no kernel).
-    pub unwind_tables: Option<UnwindTables>,
+    pub unwind_tables: Option<SharedTables>,
     /// `--rearm-interval`: the rounds, with `--rearm-budget`.
     pub rearm_rounds: Option<RearmRounds>,
     /// Print region events (`watch` tracks regions for its stack walks only).
@@ -115,7 +115,7 @@ pub struct Correlator {
     pub counters: AgentCounters,
     /// Forked children found still falling back to their parents at the last reclaim.
     forks_waiting: HashMap<u32, u32>,
-    unwind_tables: Option<UnwindTables>,
+    unwind_tables: Option<SharedTables>,
     rearm_rounds: Option<RearmRounds>,
     watches: watches::Watches,
     syncs: syncs::Syncs,
@@ -156,7 +156,7 @@ impl Correlator {
         let unwind = self
             .unwind_tables
             .as_ref()
-            .map(|t| t.counters)
+            .map(|t| t.lock().counters)
             .unwrap_or_default();
         let rounds = self
             .rearm_rounds

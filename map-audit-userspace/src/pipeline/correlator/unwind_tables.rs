@@ -4,33 +4,19 @@
 use super::*;
 
 impl Correlator {
-    /// Builds the unwind table of an executable file region's file, if it has none
-    /// (read through the mapping's own /proc entry: the file the process mapped, even
-    /// in another mount namespace).
+    /// Builds the unwind table of an executable file region's file, if it has none and
+    /// the reader has not built it already (`SharedTables::ensure_for_region`).
     pub(super) fn unwind_table_for(&mut self, pid: u32, region: &Region, path: Option<&str>) {
-        if region.prot & PROT_EXEC == 0 || region.file.inode == 0 {
-            return;
-        }
-        let Some(tables) = &mut self.unwind_tables else {
-            return;
-        };
-        if tables.known(&region.file) {
-            return;
-        }
-        let map_file = format!("/proc/{pid}/map_files/{:x}-{:x}", region.start, region.end);
-        let added = tables.ensure(region.file, || {
-            std::fs::File::open(&map_file)
-                .ok()
-                .or_else(|| path.and_then(|p| std::fs::File::open(p).ok()))
-        });
-        if added {
+        if let Some(tables) = &self.unwind_tables
+            && tables.ensure_for_region(pid, region, path)
+        {
             self.table.tables_changed();
         }
     }
 
     /// Frees the unwind tables of files no tracked mapping uses any more.
     pub(super) fn collect_unwind_tables(&mut self) {
-        let Some(tables) = &mut self.unwind_tables else {
+        let Some(tables) = &self.unwind_tables else {
             return;
         };
         let used = self
@@ -40,7 +26,7 @@ impl Correlator {
             .filter(|t| t.region.prot & PROT_EXEC != 0)
             .map(|t| t.region.file)
             .collect();
-        if tables.collect(&used) {
+        if tables.lock().collect(&used) {
             self.table.tables_changed();
         }
     }

@@ -15,12 +15,13 @@ use std::{
     os::fd::AsFd,
     path::Path,
     ptr::NonNull,
+    sync::{Arc, Mutex, MutexGuard, PoisonError},
 };
 
 use anyhow::{Context, Result};
 use aya::maps::{HashMap as BpfHashMap, MapData};
 use map_audit_common::{
-    region::FileKey,
+    region::{FileKey, PROT_EXEC, Region},
     unwind::{UnwindRow, UnwindTable},
 };
 
@@ -60,6 +61,44 @@ pub struct UnwindTables {
 
 // SAFETY: the mapping is owned by this value and only used through `&mut self`.
 unsafe impl Send for UnwindTables {}
+
+/// The tables, shared by the ring-buffer reader, which builds a library's table as its
+/// mapping's record arrives (a library loaded with `dlopen` is called right away, and
+/// the pipeline may be busy symbolising), and the correlator, which frees them.
+#[derive(Clone)]
+pub struct SharedTables(Arc<Mutex<UnwindTables>>);
+
+impl SharedTables {
+    pub fn new(tables: UnwindTables) -> Self {
+        Self(Arc::new(Mutex::new(tables)))
+    }
+
+    /// The tables. A thread that panicked holding them left them whole: each edit is
+    /// complete before the kernel can see it.
+    pub fn lock(&self) -> MutexGuard<'_, UnwindTables> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Builds the table of executable file region `region` of `pid` if its file has
+    /// none, reading the file through the mapping's own /proc entry (the file the
+    /// process mapped, even in another mount namespace), else through `path`. Returns
+    /// whether a table was added.
+    pub fn ensure_for_region(&self, pid: u32, region: &Region, path: Option<&str>) -> bool {
+        if region.prot & PROT_EXEC == 0 || region.file.inode == 0 {
+            return false;
+        }
+        let mut tables = self.lock();
+        if tables.known(&region.file) {
+            return false;
+        }
+        let map_file = format!("/proc/{pid}/map_files/{:x}-{:x}", region.start, region.end);
+        tables.ensure(region.file, || {
+            File::open(&map_file)
+                .ok()
+                .or_else(|| path.and_then(|p| File::open(p).ok()))
+        })
+    }
+}
 
 impl UnwindTables {
     /// Maps `UNWIND_ROWS` (`capacity` rows) into this process.
