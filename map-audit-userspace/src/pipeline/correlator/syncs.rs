@@ -71,7 +71,8 @@ struct SyncCall {
 }
 
 pub(super) struct Syncs {
-    dirty: HashMap<(u32, u64), DirtyPages>,
+    /// By process, then region id.
+    dirty: HashMap<u32, HashMap<u64, DirtyPages>>,
     aggregates: HashMap<SyncKey, SyncAggregate>,
     /// `--unsynced-after`, in nanoseconds.
     unsynced_after_ns: Option<u64>,
@@ -92,8 +93,12 @@ impl Correlator {
     pub(super) fn page_dirtied(&mut self, record: &DirtyPageRecord) {
         self.counters.pages_dirtied_delivered += 1;
         let tgid = record.header.tgid;
-        let key = (tgid, record.region_id);
-        if !self.syncs.dirty.contains_key(&key) {
+        let known = self
+            .syncs
+            .dirty
+            .get(&tgid)
+            .is_some_and(|regions| regions.contains_key(&record.region_id));
+        if !known {
             let Some(tracked) = self
                 .processes
                 .get(&tgid)
@@ -104,8 +109,8 @@ impl Correlator {
                 return;
             };
             let writer = self.process_info(&record.header);
-            self.syncs.dirty.insert(
-                key,
+            self.syncs.dirty.entry(tgid).or_default().insert(
+                record.region_id,
                 DirtyPages {
                     tracked,
                     pages: RoaringTreemap::new(),
@@ -115,7 +120,12 @@ impl Correlator {
                 },
             );
         }
-        let dirty = self.syncs.dirty.get_mut(&key).expect("inserted above");
+        let dirty = self
+            .syncs
+            .dirty
+            .get_mut(&tgid)
+            .and_then(|regions| regions.get_mut(&record.region_id))
+            .expect("inserted above");
         if dirty.pages.is_empty() {
             dirty.since_ns = record.header.ts_ns;
             dirty.warned = false;
@@ -138,11 +148,11 @@ impl Correlator {
         }
         let (start, end) = (record.start, record.start.saturating_add(record.len));
         let pages = record.region.is_shared_file().then(|| {
+            let Some(regions) = self.syncs.dirty.get_mut(&tgid) else {
+                return 0;
+            };
             let mut pages = 0;
-            for ((pid, _), dirty) in &mut self.syncs.dirty {
-                if *pid != tgid {
-                    continue;
-                }
+            for dirty in regions.values_mut() {
                 let range = dirty.file_pages(start, end);
                 pages += if record.ret == 0 {
                     dirty.warned = false;
@@ -151,9 +161,9 @@ impl Correlator {
                     dirty.pages.range_cardinality(range)
                 };
             }
+            regions.retain(|_, dirty| !dirty.pages.is_empty());
             pages
         });
-        self.syncs.dirty.retain(|_, dirty| !dirty.pages.is_empty());
         let process = self.process_info(&record.header);
         let state = self.processes.entry(tgid).or_default();
         let call = SyncCall {
@@ -272,14 +282,17 @@ impl Correlator {
         reason: UnsyncedReason,
         out: &mut Vec<Timed>,
     ) {
-        let Some(dirty) = self.syncs.dirty.get_mut(&(tgid, id)) else {
+        let Some(regions) = self.syncs.dirty.get_mut(&tgid) else {
+            return;
+        };
+        let Some(dirty) = regions.get_mut(&id) else {
             return;
         };
         let pages = dirty.pages.remove_range(dirty.file_pages(cut.0, cut.1));
         let since_ns = dirty.since_ns;
         let (writer, tracked) = (dirty.writer.clone(), dirty.tracked.clone());
         if dirty.pages.is_empty() {
-            self.syncs.dirty.remove(&(tgid, id));
+            regions.remove(&id);
         }
         if pages > 0 && self.syncs.unsynced_after_ns.is_some() {
             out.push(self.unsynced_event(writer, &tracked, reason, pages, since_ns));
@@ -291,13 +304,13 @@ impl Correlator {
         let ids: Vec<u64> = self
             .syncs
             .dirty
-            .keys()
-            .filter(|(pid, _)| *pid == tgid)
-            .map(|(_, id)| *id)
-            .collect();
+            .get(&tgid)
+            .map(|regions| regions.keys().copied().collect())
+            .unwrap_or_default();
         for id in ids {
             self.pages_gone(tgid, id, (0, u64::MAX), UnsyncedReason::Exited, out);
         }
+        self.syncs.dirty.remove(&tgid);
     }
 
     /// `--unsynced-after`: warns once for pages unsynced longer than the limit (at
@@ -307,7 +320,7 @@ impl Correlator {
             return;
         };
         let mut due = Vec::new();
-        for dirty in self.syncs.dirty.values_mut() {
+        for dirty in self.syncs.dirty.values_mut().flat_map(HashMap::values_mut) {
             if !dirty.warned && now_ns.saturating_sub(dirty.since_ns) >= limit {
                 dirty.warned = true;
                 due.push((
