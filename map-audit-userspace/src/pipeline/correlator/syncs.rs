@@ -209,13 +209,11 @@ impl Correlator {
             self.syncs.aggregates.drain().map(|(_, a)| a).collect();
         aggregates.sort_by_key(|a| a.first.record.header.ts_ns);
         for aggregate in aggregates {
-            let summary = CountSummary {
-                count: aggregate.count,
-                first_ts: self
-                    .clock
-                    .format_monotonic(aggregate.first.record.header.ts_ns),
-                last_ts: self.clock.format_monotonic(aggregate.last_ts_ns),
-            };
+            let summary = self.count_summary(
+                aggregate.count,
+                aggregate.first.record.header.ts_ns,
+                aggregate.last_ts_ns,
+            );
             let mut event = self.sync_event(
                 aggregate.first,
                 aggregate.duration_ns,

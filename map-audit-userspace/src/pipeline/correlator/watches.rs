@@ -108,16 +108,24 @@ impl Correlator {
             self.watches.aggregates.drain().map(|(_, a)| a).collect();
         aggregates.sort_by_key(|a| a.first.record.header.ts_ns);
         for aggregate in aggregates {
-            let summary = CountSummary {
-                count: aggregate.count,
-                first_ts: self
-                    .clock
-                    .format_monotonic(aggregate.first.record.header.ts_ns),
-                last_ts: self.clock.format_monotonic(aggregate.last_ts_ns),
-            };
+            let summary = self.count_summary(
+                aggregate.count,
+                aggregate.first.record.header.ts_ns,
+                aggregate.last_ts_ns,
+            );
             let mut event = self.watch_event(aggregate.first, aggregate.last_value, Some(summary));
             event.ts_ns = Some(aggregate.last_ts_ns);
             out.push(event);
+        }
+    }
+
+    /// What an aggregate of `count` events from `first_ns` to `last_ns` stands for
+    /// (`write_watch`, `region_synced`).
+    pub(super) fn count_summary(&self, count: u64, first_ns: u64, last_ns: u64) -> CountSummary {
+        CountSummary {
+            count,
+            first_ts: self.clock.format_monotonic(first_ns),
+            last_ts: self.clock.format_monotonic(last_ns),
         }
     }
 
