@@ -174,6 +174,43 @@ impl Run {
         self.faults_in((0, u64::MAX), Some(symbol))
     }
 
+    /// Checks that the `writes` faults a workload made in `symbol` are all reported, or
+    /// counted lost on the way (a ring buffer that filled while the machine was busy):
+    /// no write vanishes silently. A failure shows the run's non-zero loss counters and
+    /// the innermost frames of the other faults, so a CI log says where they went.
+    pub fn assert_writes_reported(&self, symbol: &str, writes: u64) {
+        let reported = self.faults_by(symbol);
+        let kernel = &self.stopped()["counters"]["kernel"];
+        let lost = kernel["faults_lost_ringbuf_full"].as_u64().unwrap()
+            + kernel["faults_rate_limited"].as_u64().unwrap();
+        if reported <= writes && reported + lost >= writes {
+            return;
+        }
+        let mut elsewhere = std::collections::BTreeMap::<String, u64>::new();
+        for fault in self.of_kind("write_fault") {
+            let innermost = stack_symbols(fault).into_iter().next().unwrap_or_default();
+            if innermost != symbol {
+                *elsewhere.entry(innermost).or_default() += fault["count"].as_u64().unwrap_or(1);
+            }
+        }
+        let counters = &self.stopped()["counters"];
+        let nonzero: Vec<String> = ["kernel", "agent"]
+            .iter()
+            .flat_map(|side| {
+                counters[side]
+                    .as_object()
+                    .unwrap()
+                    .iter()
+                    .filter(|(_, v)| v.as_u64().is_some_and(|n| n > 0))
+                    .map(move |(k, v)| format!("{side}.{k}={v}"))
+            })
+            .collect();
+        panic!(
+            "{reported} faults in {symbol} for {writes} writes, {lost} counted lost; \
+             other innermost frames: {elsewhere:?}; non-zero counters: {nonzero:?}"
+        );
+    }
+
     /// Follows every region's audited pages through the stream (mapped: in; made
     /// read-only: out; made writable again: in; unmapped: out) and checks that nothing
     /// is reported unmapped that was not in (no double report, no phantom piece), and,
