@@ -10,6 +10,8 @@ use std::{
 
 use procfs::process::{MMPermissions, MMapPath, Process};
 
+use super::module_files::{self, ModuleFile};
+
 /// One line of /proc/PID/maps.
 #[derive(Debug, Clone)]
 pub struct MapEntry {
@@ -17,9 +19,22 @@ pub struct MapEntry {
     pub end: u64,
     /// File offset of `start`.
     pub offset: u64,
-    /// Backing file, if any.
+    /// Backing file, if any, as the process names it.
     pub path: Option<PathBuf>,
     pub executable: bool,
+    /// The file, open, when the process is in another mount namespace (where `path`
+    /// names nothing on the host): see `module_files`.
+    pub file: Option<Arc<ModuleFile>>,
+}
+
+impl MapEntry {
+    /// Where the agent reads the backing file.
+    pub fn read_path(&self) -> Option<&Path> {
+        match &self.file {
+            Some(file) => Some(&file.read_path),
+            None => self.path.as_deref(),
+        }
+    }
 }
 
 /// A process's memory map at one moment, sorted by address.
@@ -41,18 +56,30 @@ impl ProcessMaps {
                 return None;
             }
         };
+        let foreign = module_files::in_other_mount_namespace(pid);
         let mut entries: Vec<MapEntry> = maps
             .into_iter()
-            .map(|m| MapEntry {
-                start: m.address.0,
-                end: m.address.1,
-                offset: m.offset,
-                path: match m.pathname {
-                    MMapPath::Path(p) => Some(p),
-                    MMapPath::Vdso => crate::proc::vdso_image::path().map(Path::to_path_buf),
+            .map(|m| {
+                let executable = m.perms.contains(MMPermissions::EXECUTE);
+                let (start, end) = m.address;
+                let file = match &m.pathname {
+                    MMapPath::Path(p) if foreign && executable => {
+                        module_files::open(pid, start, end, p)
+                    }
                     _ => None,
-                },
-                executable: m.perms.contains(MMPermissions::EXECUTE),
+                };
+                MapEntry {
+                    start,
+                    end,
+                    offset: m.offset,
+                    path: match m.pathname {
+                        MMapPath::Path(p) => Some(p),
+                        MMapPath::Vdso => crate::proc::vdso_image::path().map(Path::to_path_buf),
+                        _ => None,
+                    },
+                    executable,
+                    file,
+                }
             })
             .collect();
         if entries.is_empty() {
@@ -161,6 +188,7 @@ mod tests {
             offset: 0,
             path: None,
             executable: true,
+            file: None,
         }
     }
 

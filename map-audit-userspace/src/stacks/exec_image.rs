@@ -38,6 +38,7 @@ impl TextOffsets {
             offset: offset?,
             path: Some(PathBuf::from(&**path)),
             executable: true,
+            file: None,
         })
     }
 }
@@ -96,6 +97,7 @@ mod tests {
             offset: 0,
             path: None,
             executable: true,
+            file: None,
         };
         let mut map = ImageMap::default();
         map.insert(entry(0x1000, 0x3000));

@@ -18,7 +18,7 @@ use foldhash::HashMap as FoldHashMap;
 use crate::{
     output::addresses,
     output::events::{Frame, SymbolMissing, hex},
-    proc::process_maps::ProcessMaps,
+    proc::process_maps::{MapEntry, ProcessMaps},
     stacks::exec_image::ImageMap,
 };
 
@@ -193,16 +193,18 @@ impl StackSymbolizer {
         };
         let file_offset = lookup - entry.start + entry.offset;
         let addr_offset = addr - entry.start + entry.offset;
+        let cache_key = cache_key(entry, path);
         let cached = self
             .cache
             .borrow()
-            .get(path.as_os_str())
+            .get(&cache_key)
             .and_then(|by_offset| by_offset.get(&file_offset).cloned());
         let template = match cached {
             Some(template) => template,
             None => {
                 let module: Arc<str> = module_name(path);
-                let template = self.resolve(path, file_offset, module);
+                let read_path = entry.read_path().unwrap_or(path);
+                let template = self.resolve(read_path, file_offset, module);
                 let mut cache = self.cache.borrow_mut();
                 let entries = cache.values().map(FoldHashMap::len).sum::<usize>();
                 if entries >= CACHE_ENTRIES {
@@ -212,7 +214,7 @@ impl StackSymbolizer {
                     cache.clear();
                 }
                 cache
-                    .entry(path.as_os_str().to_owned())
+                    .entry(cache_key)
                     .or_default()
                     .insert(file_offset, template.clone());
                 template
@@ -287,6 +289,17 @@ impl StackSymbolizer {
         });
         Ok(Rc::new(frames))
     }
+}
+
+/// The symbol cache's key of a mapping's file: its path, and for a file of another
+/// mount namespace its (device, inode) too (two containers may have different files at
+/// one path).
+fn cache_key(entry: &MapEntry, path: &Path) -> OsString {
+    let mut key = path.as_os_str().to_owned();
+    if let Some(file) = &entry.file {
+        key.push(format!("\0{}:{}", file.identity.0, file.identity.1));
+    }
+    key
 }
 
 /// The module a frame names: the file, or `[vdso]` for the agent's copy of it.

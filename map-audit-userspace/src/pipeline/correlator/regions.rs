@@ -48,6 +48,7 @@ impl Correlator {
                 offset: region.file_offset,
                 path: Some(PathBuf::from(&**path)),
                 executable: true,
+                file: None,
             };
             Arc::make_mut(&mut state.image).insert(entry);
         }
