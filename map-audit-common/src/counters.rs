@@ -131,6 +131,10 @@ named_counters! {
         /// File-backed regions reported without a path (neither the kernel's capture nor
         /// the /proc snapshot had it).
         paths_unresolved: Loss;
+        /// Records whose cgroup id the agent could not name (the cgroup was gone, or
+        /// the cgroup tree had been walked less than a second before): their events
+        /// say `cgroup.path` null, and no container or pod.
+        cgroup_paths_unresolved: Loss;
         /// Captured paths deeper than the kernel walks (reported with a leading "...").
         paths_truncated: Loss;
         /// Lines that could not be written (output closed or failing).

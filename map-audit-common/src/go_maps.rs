@@ -97,7 +97,7 @@ pub struct GoRaceRecord {
     pub holder: GoWriter,
     pub current: GoWriter,
 }
-const _: () = assert!(core::mem::size_of::<GoRaceRecord>() == 48 + 2 * (48 + 8 * MAX_STACK_DEPTH));
+const _: () = assert!(core::mem::size_of::<GoRaceRecord>() == 56 + 2 * (48 + 8 * MAX_STACK_DEPTH));
 
 /// `KIND_GO_CRASH`: the crashing goroutine, and the map write it was in (if any).
 #[repr(C)]
@@ -120,7 +120,7 @@ pub struct GoCrashRecord {
     pub writer: GoWriter,
 }
 const _: () =
-    assert!(core::mem::size_of::<GoCrashRecord>() == 40 + 8 + 64 + 16 + 48 + 8 * MAX_STACK_DEPTH);
+    assert!(core::mem::size_of::<GoCrashRecord>() == 48 + 8 + 64 + 16 + 48 + 8 * MAX_STACK_DEPTH);
 
 /// Go mode's counters: the kernel's (the per-CPU `GO_COUNTERS`, by index) and the
 /// agent's, declared once each (see `counter_catalogue`).

@@ -69,9 +69,13 @@ pub struct RecordHeader {
     pub _pad: u32,
     /// `bpf_ktime_get_ns` (CLOCK_MONOTONIC).
     pub ts_ns: u64,
+    /// `bpf_get_current_cgroup_id`: the thread's cgroup v2 id (its directory's inode in
+    /// cgroupfs) when the record was made, so a process gone by the time the agent
+    /// reads the record still says which container it ran in.
+    pub cgroup_id: u64,
     pub comm: [u8; COMM_LEN],
 }
-const _: () = assert!(core::mem::size_of::<RecordHeader>() == 40);
+const _: () = assert!(core::mem::size_of::<RecordHeader>() == 48);
 
 /// `FaultRecord::error_code` when the hook does not know it (the perf event): such a
 /// fault may be a read of a writable page.
@@ -96,7 +100,7 @@ pub struct RegionRecord {
     /// leaves alone regions made after the call began. 0 otherwise.
     pub seq: u64,
 }
-const _: () = assert!(core::mem::size_of::<RegionRecord>() == 136);
+const _: () = assert!(core::mem::size_of::<RegionRecord>() == 144);
 
 /// `KIND_PROCESS_FORK` (the header is the parent's), `_EXEC` and `_EXIT`.
 #[repr(C)]
@@ -108,7 +112,7 @@ pub struct ProcessRecord {
     /// The new generation (the child's, or the process's after exec).
     pub generation: u32,
 }
-const _: () = assert!(core::mem::size_of::<ProcessRecord>() == 48);
+const _: () = assert!(core::mem::size_of::<ProcessRecord>() == 56);
 
 /// `KIND_WRITE_FAULT`.
 #[repr(C)]
@@ -136,7 +140,7 @@ pub struct FaultRecord {
     /// User return addresses, innermost first.
     pub stack: [u64; MAX_STACK_DEPTH],
 }
-const _: () = assert!(core::mem::size_of::<FaultRecord>() == 152 + 8 * MAX_STACK_DEPTH);
+const _: () = assert!(core::mem::size_of::<FaultRecord>() == 160 + 8 * MAX_STACK_DEPTH);
 const _: () = assert!(core::mem::offset_of!(FaultRecord, stack) == FaultRecord::FIXED_BYTES);
 
 /// `FaultRecord::flags`: the region is the parent's (a just-forked child the agent had
@@ -147,7 +151,7 @@ pub const FAULT_STACK_TRUNCATED: u32 = 2;
 
 impl FaultRecord {
     /// Bytes before `stack`.
-    pub const FIXED_BYTES: usize = 152;
+    pub const FIXED_BYTES: usize = 160;
 
     /// Bytes a `KIND_WRITE_FAULT` record takes in the ring buffer: the frames the stack
     /// has, not all `MAX_STACK_DEPTH` (a full record is ~7x the usual one).
@@ -176,14 +180,14 @@ pub struct WatchRecord {
     pub stack: [u64; MAX_STACK_DEPTH],
 }
 const _: () = assert!(core::mem::offset_of!(WatchRecord, stack) == WatchRecord::FIXED_BYTES);
-const _: () = assert!(core::mem::size_of::<WatchRecord>() == 72 + 8 * MAX_STACK_DEPTH);
+const _: () = assert!(core::mem::size_of::<WatchRecord>() == 80 + 8 * MAX_STACK_DEPTH);
 
 /// `WatchRecord::flags`: the value could not be read after the write.
 pub const WATCH_VALUE_UNREAD: u32 = 1;
 
 impl WatchRecord {
     /// Bytes before `stack`.
-    pub const FIXED_BYTES: usize = 72;
+    pub const FIXED_BYTES: usize = 80;
 
     /// Bytes a record takes in the ring buffer: the frames its stack has.
     pub fn wire_len(stack_bytes: i64) -> usize {
@@ -214,11 +218,11 @@ pub struct SyncRecord {
     pub stack: [u64; MAX_STACK_DEPTH],
 }
 const _: () = assert!(core::mem::offset_of!(SyncRecord, stack) == SyncRecord::FIXED_BYTES);
-const _: () = assert!(core::mem::size_of::<SyncRecord>() == 152 + 8 * MAX_STACK_DEPTH);
+const _: () = assert!(core::mem::size_of::<SyncRecord>() == 160 + 8 * MAX_STACK_DEPTH);
 
 impl SyncRecord {
     /// Bytes before `stack`.
-    pub const FIXED_BYTES: usize = 152;
+    pub const FIXED_BYTES: usize = 160;
 
     /// Bytes a record takes in the ring buffer: the frames its stack has.
     pub fn wire_len(stack_bytes: i64) -> usize {
@@ -243,7 +247,7 @@ pub struct DirtyPageRecord {
     /// The faulting address.
     pub address: u64,
 }
-const _: () = assert!(core::mem::size_of::<DirtyPageRecord>() == 64);
+const _: () = assert!(core::mem::size_of::<DirtyPageRecord>() == 72);
 
 /// The bytes of a record's `stack` a walk's `stack_bytes` fills.
 fn frame_bytes(stack_bytes: i64) -> usize {
@@ -288,7 +292,7 @@ pub struct MappedFileRecord {
     pub names: [[u8; PATH_COMPONENT_LEN]; MAX_PATH_COMPONENTS],
 }
 const _: () = assert!(
-    core::mem::size_of::<MappedFileRecord>() == 64 + PATH_COMPONENT_LEN * MAX_PATH_COMPONENTS
+    core::mem::size_of::<MappedFileRecord>() == 72 + PATH_COMPONENT_LEN * MAX_PATH_COMPONENTS
 );
 
 #[cfg(feature = "user")]

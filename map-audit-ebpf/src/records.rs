@@ -2,7 +2,10 @@
 
 use aya_ebpf::{
     bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
-    helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns, generated as raw},
+    helpers::{
+        bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns,
+        generated as raw,
+    },
 };
 use map_audit_common::{
     COMM_LEN, PAGE_SIZE,
@@ -42,6 +45,7 @@ pub fn header_at(kind: u32, ts_ns: u64) -> RecordHeader {
         tid: pid_tgid as u32,
         _pad: 0,
         ts_ns,
+        cgroup_id: unsafe { bpf_get_current_cgroup_id() },
         comm: bpf_get_current_comm().unwrap_or_default(),
     }
 }
@@ -91,6 +95,7 @@ pub fn page_dirtied(region: &Region, address: u64) {
     record.header.tid = pid_tgid as u32;
     record.header._pad = 0;
     record.header.ts_ns = unsafe { bpf_ktime_get_ns() };
+    record.header.cgroup_id = unsafe { bpf_get_current_cgroup_id() };
     // Straight into the record (zeroed on failure): a copy would call memmove, a third
     // frame on the stack.
     let comm = record.header.comm.as_mut_ptr();

@@ -36,6 +36,7 @@ fn region_mapped() -> serde_json::Value {
         "schema": "map-audit/v1", "event": "region_mapped",
         "ts": "2026-12-04T05:00:00.000000001Z", "host": "h",
         "pid": 7, "tid": 7, "comm": "w", "exe": "/usr/bin/w",
+        "cgroup": {"id": 1, "path": "/"}, "container": null, "kubernetes": null,
         "region": {
             "wx": false, "id": 3, "start": "0x7f0000000000", "end": "0x7f0000001000",
             "prot": "rw-", "flags": ["shared"], "path": "/tmp/f", "offset": 0

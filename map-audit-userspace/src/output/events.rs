@@ -14,8 +14,10 @@ pub use map_audit_common::counters::{AgentCounters, KernelCounters};
 
 use crate::{
     kernel::{programs::AttachedHook, region_table::TableEntries},
+    output::containers::{Container, Kubernetes},
     output::region_names::{RegionJson, prot_string},
     output::schema::{Address, Prot, Timestamp},
+    proc::cgroup_paths::CgroupInfo,
 };
 
 pub const SCHEMA: &str = "map-audit/v1";
@@ -129,6 +131,13 @@ pub struct ProcessInfo {
     pub comm: String,
     /// `/proc/PID/exe`, null when the process was gone before the agent looked.
     pub exe: Option<String>,
+    /// The thread's cgroup (v2) when the kernel made the record; null for records the
+    /// agent makes itself before the process's first.
+    pub cgroup: Option<Arc<CgroupInfo>>,
+    /// The container the process runs in, read from its cgroup path; null on the host.
+    pub container: Option<Container>,
+    /// The Kubernetes pod it runs in, read from its cgroup path; null outside one.
+    pub kubernetes: Option<Kubernetes>,
 }
 
 /// `region_mapped`, `region_unmapped` and `region_protected`: the process, the region

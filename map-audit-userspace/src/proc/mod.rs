@@ -1,8 +1,9 @@
 //! What /proc says: process maps (`process_maps`, `proc_seed` loads them into the
-//! kernel's table at start), mount points, the files of processes in other mount namespaces
+//! kernel's table at start), cgroup paths (`cgroup_paths`), mount points, the files of processes in other mount namespaces
 //! (`module_files`), and the command the agent starts
 //! (`target`), and data symbols by name for `watch` (`data_symbols`).
 
+pub(crate) mod cgroup_paths;
 pub(crate) mod data_symbols;
 pub mod module_files;
 pub(crate) mod mount_points;

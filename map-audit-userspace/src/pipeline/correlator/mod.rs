@@ -44,6 +44,7 @@ use crate::{
     pipeline::records::Record,
     pipeline::region_filter::RegionFilter,
     pipeline::region_mirror::{RegionMirror, TrackedRegion},
+    proc::cgroup_paths::CgroupPaths,
     proc::process_maps::{MapEntry, ProcessMaps},
     proc::soft_dirty,
     stacks::exec_image::{ImageMap, TextOffsets},
@@ -96,6 +97,8 @@ struct ProcessState {
     regions: RegionMirror,
     /// The scope generation the regions belong to (0: not known yet).
     generation: u32,
+    /// The cgroup id of its latest record (0: none yet).
+    cgroup_id: u64,
 }
 
 pub struct Correlator {
@@ -120,6 +123,7 @@ pub struct Correlator {
     watches: watches::Watches,
     syncs: syncs::Syncs,
     region_events: bool,
+    cgroups: CgroupPaths,
 }
 
 impl Correlator {
@@ -143,6 +147,7 @@ impl Correlator {
             watches: watches::Watches::default(),
             syncs: syncs::Syncs::new(options.unsynced_after),
             region_events: options.region_events,
+            cgroups: CgroupPaths::new(),
         }
     }
 
@@ -172,6 +177,7 @@ impl Correlator {
             unwind_table_full: unwind.full,
             unwind_info_missing: unwind.unbuilt,
             unwind_tables_built: unwind.built,
+            cgroup_paths_unresolved: self.cgroups.unresolved,
             kernel_table_edits_failed: self.table.edits_failed
                 + unwind.removals_failed
                 + self
@@ -282,12 +288,42 @@ impl Correlator {
     }
 
     pub(super) fn process_info(&mut self, header: &RecordHeader) -> ProcessInfo {
-        let state = self.processes.entry(header.tgid).or_default();
+        self.process_named(
+            header.tgid,
+            header.tid,
+            kernel_string(&header.comm),
+            header.cgroup_id,
+        )
+    }
+
+    /// What events say of process `pid` (thread `tid`): `cgroup_id` from its record,
+    /// else its latest record's, else read from /proc (a process loaded at start).
+    pub(super) fn process_named(
+        &mut self,
+        pid: u32,
+        tid: u32,
+        comm: String,
+        cgroup_id: u64,
+    ) -> ProcessInfo {
+        let state = self.processes.entry(pid).or_default();
+        if cgroup_id != 0 {
+            state.cgroup_id = cgroup_id;
+        }
+        let cgroup = match state.cgroup_id {
+            0 => self.cgroups.of_process(pid),
+            id => self.cgroups.get(id, pid),
+        };
+        if let Some(cgroup) = &cgroup {
+            state.cgroup_id = cgroup.id;
+        }
         ProcessInfo {
-            pid: header.tgid,
-            tid: header.tid,
-            comm: kernel_string(&header.comm),
+            pid,
+            tid,
+            comm,
             exe: state.maps.exe.clone(),
+            container: cgroup.as_ref().and_then(|c| c.container.clone()),
+            kubernetes: cgroup.as_ref().and_then(|c| c.kubernetes.clone()),
+            cgroup,
         }
     }
 }

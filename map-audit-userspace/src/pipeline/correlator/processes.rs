@@ -12,12 +12,20 @@ impl Correlator {
         let maps = parent.maps.clone();
         let image = parent.image.clone();
         let inherited: Vec<TrackedRegion> = parent.regions.iter().cloned().collect();
-        let process = ProcessInfo {
-            pid: child,
-            tid: child,
-            comm: kernel_string(&record.header.comm),
-            exe: maps.exe.clone(),
-        };
+        self.processes.insert(
+            child,
+            ProcessState {
+                maps: maps.clone(),
+                ..Default::default()
+            },
+        );
+        // The child starts in its parent's cgroup (the record is the parent's).
+        let process = self.process_named(
+            child,
+            child,
+            kernel_string(&record.header.comm),
+            record.header.cgroup_id,
+        );
         let mut copy = RegionMirror::default();
         for tracked in inherited {
             let region = Region {
@@ -51,6 +59,7 @@ impl Correlator {
                 image,
                 regions: copy,
                 generation: record.generation,
+                cgroup_id: process.cgroup.as_ref().map_or(0, |c| c.id),
             },
         );
     }
@@ -59,17 +68,20 @@ impl Correlator {
     pub(super) fn process_gone(&mut self, record: &ProcessRecord, out: &mut Vec<Timed>) {
         self.flush(|a| a.take_process(record.tgid), out);
         self.process_pages_gone(record.tgid, out);
+        if !self.processes.contains_key(&record.tgid) {
+            return;
+        }
+        let process = self.process_named(
+            record.tgid,
+            record.header.tid,
+            kernel_string(&record.header.comm),
+            record.header.cgroup_id,
+        );
         let Some(state) = self.processes.get_mut(&record.tgid) else {
             return;
         };
         let regions = std::mem::take(&mut state.regions);
         state.image = Arc::default();
-        let process = ProcessInfo {
-            pid: record.tgid,
-            tid: record.header.tid,
-            comm: kernel_string(&record.header.comm),
-            exe: state.maps.exe.clone(),
-        };
         for tracked in regions.into_regions() {
             let region = tracked.region;
             self.table.remove(record.tgid, &region);
@@ -116,6 +128,7 @@ impl Correlator {
                     tid: pid,
                     _pad: 0,
                     ts_ns: now_ns,
+                    cgroup_id: 0,
                     comm: [0; COMM_LEN],
                 },
                 tgid: pid,
@@ -172,14 +185,8 @@ impl Correlator {
         regions: Vec<TrackedRegion>,
         out: &mut Vec<Timed>,
     ) {
-        let state = self.processes.entry(pid).or_default();
-        state.generation = generation;
-        let process = ProcessInfo {
-            pid,
-            tid: pid,
-            comm: comm.to_string(),
-            exe: state.maps.exe.clone(),
-        };
+        self.processes.entry(pid).or_default().generation = generation;
+        let process = self.process_named(pid, pid, comm.to_string(), 0);
         for tracked in regions {
             self.unwind_table_for(pid, &tracked.region, tracked.path.as_deref());
             if tracked.region.path_filter != PATH_PENDING {

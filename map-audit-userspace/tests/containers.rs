@@ -1,0 +1,140 @@
+//! Every event names the process's cgroup (its id comes from the kernel with each
+//! record) and, when the cgroup is a container runtime's or a pod's, the container and
+//! pod. The workloads run in real cgroup v2 directories named the way Docker and
+//! Kubernetes (systemd driver, containerd) name theirs; forked children keep them.
+//! (The runtimes themselves, and names, images and pod names from their APIs: issue 19.)
+
+mod common;
+
+use std::{
+    os::unix::fs::MetadataExt,
+    path::{Path, PathBuf},
+};
+
+use common::{Run, run_agent, workload};
+use serde_json::{Value, json};
+
+const ID: &str = "4f5c0a2b9e8d7c6b5a4f3e2d1c0b9a8f7e6d5c4b3a2f1e0d9c8b7a6f5e4d3c2b";
+const POD: &str = "0f2e5b4c-1a2b-4c3d-8e9f-0123456789ab";
+
+/// The cgroup2 mount (on a hybrid layout, its `unified` directory).
+fn cgroup2_root() -> &'static Path {
+    let unified = Path::new("/sys/fs/cgroup/unified");
+    if unified.join("cgroup.procs").exists() {
+        unified
+    } else {
+        Path::new("/sys/fs/cgroup")
+    }
+}
+
+/// Cgroup directories made for one test, removed (innermost first) when dropped.
+struct Cgroups(Vec<PathBuf>);
+
+impl Cgroups {
+    /// `relative` (below a directory of this test run and `test`) and its parents.
+    fn make(test: &str, relative: &str) -> (Self, PathBuf) {
+        let mut dirs = Vec::new();
+        let top = format!("map-audit-test-{}-{test}", std::process::id());
+        let mut dir = cgroup2_root().join(top);
+        for component in std::iter::once("").chain(relative.split('/')) {
+            dir = dir.join(component);
+            if !dir.exists() {
+                std::fs::create_dir(&dir)
+                    .expect("creating a cgroup v2 directory (needs root and cgroup2)");
+                dirs.push(dir.clone());
+            }
+        }
+        (Self(dirs), dir)
+    }
+}
+
+impl Drop for Cgroups {
+    fn drop(&mut self) {
+        for dir in self.0.iter().rev() {
+            let _ = std::fs::remove_dir(dir);
+        }
+    }
+}
+
+/// `workload spawn 2` run in cgroup `dir`: the program writes a page, then a child it
+/// forks writes it again.
+fn spawn_in(dir: &Path) -> Run {
+    let script = format!(
+        "echo $$ > {}/cgroup.procs && exec {} spawn 2",
+        dir.display(),
+        workload().display()
+    );
+    let run = run_agent(&["run", "--every-event", "--", "sh", "-c", &script]);
+    assert!(run.status.success(), "stderr:\n{}", run.stderr);
+    run.assert_accounting();
+    run
+}
+
+/// The user-mode write faults of the program and of its forked child.
+fn program_faults(run: &Run) -> (Vec<&Value>, Vec<&Value>) {
+    let faults: Vec<&Value> = run
+        .of_kind("write_fault")
+        .into_iter()
+        .filter(|e| {
+            e["comm"] == "workload" || e["exe"].as_str().is_some_and(|x| x.contains("workload"))
+        })
+        .collect();
+    let parent = faults
+        .iter()
+        .find(|e| common::stack_symbols(e)[0] == "write_pages")
+        .map(|e| e["pid"].clone())
+        .expect("the program's own write");
+    faults.into_iter().partition(|e| e["pid"] == parent)
+}
+
+fn relative(dir: &Path) -> String {
+    format!("/{}", dir.strip_prefix(cgroup2_root()).unwrap().display())
+}
+
+#[test]
+fn events_name_the_docker_container_their_process_runs_in() {
+    let (_cgroups, dir) = Cgroups::make("docker", &format!("system.slice/docker-{ID}.scope"));
+    let run = spawn_in(&dir);
+    let (parent, child) = program_faults(&run);
+    assert!(!child.is_empty(), "the forked child's write is reported");
+    let id = std::fs::metadata(&dir).unwrap().ino();
+    for fault in parent.iter().chain(&child) {
+        assert_eq!(fault["cgroup"]["id"], id, "{fault}");
+        assert_eq!(fault["cgroup"]["path"], relative(&dir), "{fault}");
+        assert_eq!(
+            fault["container"],
+            json!({"id": ID, "runtime": "docker", "name": null, "image": null}),
+            "{fault}"
+        );
+        assert_eq!(fault["kubernetes"], Value::Null, "{fault}");
+    }
+    // The shell, before it moved itself into the container's cgroup, was on the host.
+    let host_shell = run
+        .of_kind("region_mapped")
+        .into_iter()
+        .find(|e| e["comm"] == "sh" && e["cgroup"]["id"] != id)
+        .expect("the shell's own mappings, made before it moved");
+    assert_eq!(host_shell["container"], Value::Null, "{host_shell}");
+}
+
+#[test]
+fn events_name_the_pod_and_container_of_a_kubernetes_cgroup() {
+    let pod = POD.replace('-', "_");
+    let (_cgroups, dir) = Cgroups::make(
+        "pod",
+        &format!(
+            "kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod{pod}.slice/cri-containerd-{ID}.scope"
+        ),
+    );
+    let run = spawn_in(&dir);
+    let (parent, child) = program_faults(&run);
+    for fault in parent.iter().chain(&child) {
+        assert_eq!(fault["container"]["id"], ID, "{fault}");
+        assert_eq!(fault["container"]["runtime"], "containerd", "{fault}");
+        assert_eq!(
+            fault["kubernetes"],
+            json!({"pod_uid": POD, "pod_name": null, "pod_namespace": null, "container_name": null}),
+            "{fault}"
+        );
+    }
+}
