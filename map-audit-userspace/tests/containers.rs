@@ -138,3 +138,43 @@ fn events_name_the_pod_and_container_of_a_kubernetes_cgroup() {
         );
     }
 }
+
+#[test]
+fn report_roots_flame_graph_stacks_at_their_container() {
+    let (_cgroups, dir) = Cgroups::make("report", &format!("system.slice/docker-{ID}.scope"));
+    let run = spawn_in(&dir);
+    let stream: String = run.events.iter().map(|e| format!("{e}\n")).collect();
+    let folded = tempfile::NamedTempFile::new().unwrap();
+    let mut report = std::process::Command::new(common::AGENT)
+        .args(["report", "--group-by", "container", "--folded"])
+        .arg(folded.path())
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    report
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stream.as_bytes())
+        .unwrap();
+    assert!(report.wait().unwrap().success());
+    let folded = std::fs::read_to_string(folded.path()).unwrap();
+    let in_container = |l: &&str| l.starts_with(&format!("docker {};", &ID[..12]));
+    let writes = |l: &str| l.rsplit_once(' ').unwrap().1.parse::<u64>().unwrap();
+    let (parent, child) = program_faults(&run);
+    let program_writes: u64 = parent
+        .iter()
+        .chain(&child)
+        .map(|e| e["count"].as_u64().unwrap_or(1))
+        .sum();
+    let container_writes: u64 = folded.lines().filter(in_container).map(writes).sum();
+    assert!(
+        container_writes >= program_writes,
+        "the program's {program_writes} writes are under its container: {folded}"
+    );
+    assert!(
+        folded.lines().any(|l| l.starts_with("[host];")),
+        "the shell's writes before it moved are on the host: {folded}"
+    );
+}

@@ -70,7 +70,7 @@ pub struct ReportArgs {
     #[arg(long, value_name = "OUT.folded")]
     pub folded: Option<PathBuf>,
 
-    /// Root the flame graph's stacks at their process or region.
+    /// Root the flame graph's stacks at their process, region, container or pod.
     #[arg(long, value_enum, default_value = "none")]
     pub group_by: crate::commands::report::write_stream::GroupBy,
 

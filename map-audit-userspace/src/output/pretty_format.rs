@@ -7,7 +7,18 @@ use serde_json::Value;
 /// `written`, when the line is written (aggregates add their "first..last" span).
 pub fn line(event: &Value, written: &str) -> String {
     let kind = event["event"].as_str().unwrap_or("?");
-    let who = || format!("pid={} comm={}", event["pid"], text(&event["comm"]));
+    let who = || {
+        let mut who = format!("pid={} comm={}", event["pid"], text(&event["comm"]));
+        let container = &event["container"];
+        if let Some(id) = container["id"].as_str() {
+            let short: String = id.chars().take(12).collect();
+            who.push_str(&format!(" container={short}"));
+        }
+        if let Some(uid) = event["kubernetes"]["pod_uid"].as_str() {
+            who.push_str(&format!(" pod={uid}"));
+        }
+        who
+    };
     let region = |r: &Value| {
         format!(
             "{}-{} {} {}",
@@ -243,6 +254,14 @@ mod tests {
             line(&event, "2026-11-26T12:00:01.000000001Z"),
             "2026-11-26T12:00:01.000000001Z write_fault              pid=7 comm=prog addr=0x7f0000001000 region=[0x7f0000000000-0x7f0000010000 rw- [anon]] count=3 at=12:00:00.000000001Z stack=write_pages <- main"
         );
+        let mut in_pod = event.clone();
+        in_pod["container"] =
+            serde_json::json!({"id": "4f5c0a2b9e8d7c6b", "runtime": "containerd"});
+        in_pod["kubernetes"] =
+            serde_json::json!({"pod_uid": "0f2e5b4c-1a2b-4c3d-8e9f-0123456789ab"});
+        assert!(line(&in_pod, "2026-11-26T12:00:01.000000001Z").contains(
+            "pid=7 comm=prog container=4f5c0a2b9e8d pod=0f2e5b4c-1a2b-4c3d-8e9f-0123456789ab addr="
+        ));
     }
     #[test]
     fn msync_events_are_one_readable_line_each() {

@@ -18,6 +18,10 @@ pub fn lines(writes: &[Writes], group_by: GroupBy) -> Vec<String> {
             GroupBy::None => {}
             GroupBy::Process => frames.push(format!("{} ({})", write.comm, write.pid)),
             GroupBy::Region => frames.push(write.region.to_string()),
+            GroupBy::Container => {
+                frames.push(write.container.clone().unwrap_or_else(|| "[host]".into()))
+            }
+            GroupBy::Pod => frames.push(write.pod.clone().unwrap_or_else(|| "[no pod]".into())),
         }
         frames.extend(write.stack.iter().rev().cloned());
         if frames.is_empty() {

@@ -17,6 +17,10 @@ pub enum GroupBy {
     Process,
     /// A root frame per region: its path, or "[anon rw- 64 KiB]".
     Region,
+    /// A root frame per container: "docker 4f5c0a2b9e8d", or "[host]".
+    Container,
+    /// A root frame per Kubernetes pod: "pod UID" (or NAMESPACE/NAME), or "[no pod]".
+    Pod,
 }
 
 /// One `write_fault` event: one write (every-event) or an aggregate of `count`.
@@ -25,6 +29,10 @@ pub struct Write {
     pub pid: u32,
     pub comm: String,
     pub exe: Option<String>,
+    /// "RUNTIME SHORT-ID" of its container (`None`: on the host, or an older stream).
+    pub container: Option<String>,
+    /// Its pod, NAMESPACE/NAME when known, else "pod UID".
+    pub pod: Option<String>,
     pub region: RegionLabel,
     /// Frame labels, innermost first.
     pub stack: Vec<String>,
@@ -103,6 +111,11 @@ struct WriteFault {
     pid: u32,
     comm: String,
     exe: Option<String>,
+    /// Streams before these fields have neither.
+    #[serde(default)]
+    container: Option<ContainerField>,
+    #[serde(default)]
+    kubernetes: Option<KubernetesField>,
     ts: String,
     region: Region,
     stack: Vec<Frame>,
@@ -117,6 +130,10 @@ struct WriteWatch {
     pid: u32,
     comm: String,
     exe: Option<String>,
+    #[serde(default)]
+    container: Option<ContainerField>,
+    #[serde(default)]
+    kubernetes: Option<KubernetesField>,
     ts: String,
     address: String,
     symbol: Option<String>,
@@ -136,6 +153,43 @@ struct RegionSynced {
     duration_ns: u64,
     pages_written_since_last_sync: Option<u64>,
     result: serde_json::Value,
+}
+
+#[derive(Deserialize)]
+struct ContainerField {
+    id: String,
+    runtime: Option<String>,
+    name: Option<String>,
+}
+
+impl ContainerField {
+    /// Its name when known, else runtime and short id (as `docker ps` shows it).
+    fn label(&self) -> String {
+        if let Some(name) = &self.name {
+            return name.clone();
+        }
+        let short: String = self.id.chars().take(12).collect();
+        match &self.runtime {
+            Some(runtime) => format!("{runtime} {short}"),
+            None => short,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct KubernetesField {
+    pod_uid: String,
+    pod_name: Option<String>,
+    pod_namespace: Option<String>,
+}
+
+impl KubernetesField {
+    fn label(&self) -> String {
+        match (&self.pod_namespace, &self.pod_name) {
+            (Some(namespace), Some(name)) => format!("{namespace}/{name}"),
+            _ => format!("pod {}", self.pod_uid),
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -218,6 +272,8 @@ fn parse_watch(line: &str) -> Result<Write, ()> {
         pid: event.pid,
         comm: event.comm,
         exe: event.exe,
+        container: event.container.as_ref().map(ContainerField::label),
+        pod: event.kubernetes.as_ref().map(KubernetesField::label),
         region: RegionLabel {
             path: Some(event.symbol.unwrap_or(event.address)),
             prot: WATCH_PROT.into(),
@@ -262,6 +318,8 @@ fn parse_fault(line: &str) -> Result<Write, ()> {
         pid: event.pid,
         comm: event.comm,
         exe: event.exe,
+        container: event.container.as_ref().map(ContainerField::label),
+        pod: event.kubernetes.as_ref().map(KubernetesField::label),
         region: region_label(event.region)?,
         stack: event.stack.iter().map(frame_label).collect(),
         count: event.count.unwrap_or(1),
