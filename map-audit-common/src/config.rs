@@ -36,8 +36,13 @@ pub struct TracepointOffsets {
     pub msync_start: u32,
     pub msync_len: u32,
     pub msync_flags: u32,
+    /// `cgroup:cgroup_mkdir` (read only with `--container`; zero when absent).
+    pub cgroup_mkdir_root: u32,
+    pub cgroup_mkdir_level: u32,
+    pub cgroup_mkdir_id: u32,
+    pub cgroup_mkdir_path: u32,
 }
-const _: () = assert!(core::mem::size_of::<TracepointOffsets>() == 100);
+const _: () = assert!(core::mem::size_of::<TracepointOffsets>() == 116);
 
 /// Byte offsets of kernel struct members, read by the agent from the kernel's BTF, so
 /// the programs can follow an mmap's fd to its file's path on any kernel without CO-RE.
@@ -127,10 +132,9 @@ pub struct AgentConfig {
     pub scope_all: u32,
     /// The agent's own tgid, never audited (its writes would feed back).
     pub agent_tgid: u32,
-    /// `--cgroup`: the cgroup v2 id whose tree joins the scope, 0 for none.
-    pub cgroup_id: u64,
-    /// The cgroup's level in the hierarchy (root is 0).
-    pub cgroup_level: u32,
+    /// `--cgroup` or `--container` given: processes in the trees of `SCOPE_CGROUPS`
+    /// join the scope.
+    pub match_cgroups: u32,
     /// `--path GLOB` given: new file-backed regions start `PATH_PENDING`, others
     /// `PATH_REJECTED`.
     pub path_filter: u32,
@@ -145,8 +149,8 @@ pub struct AgentConfig {
     /// `--rate-limit`: fault records per second per process, 0 for no limit.
     pub rate_limit: u64,
 }
-const _: () = assert!(core::mem::size_of::<AgentConfig>() == 72);
-const _: () = assert!(core::mem::offset_of!(AgentConfig, region_filter) == 40);
+const _: () = assert!(core::mem::size_of::<AgentConfig>() == 64);
+const _: () = assert!(core::mem::offset_of!(AgentConfig, region_filter) == 32);
 
 /// `--unwind auto`: the unwind tables where the code has them, frame pointers elsewhere.
 pub const UNWIND_AUTO: u32 = 0;

@@ -102,6 +102,11 @@ indexed_counters! {
         /// Dirtied-page records lost because the ring buffer was full: the next
         /// `region_synced` of that range undercounts `pages_written_since_last_sync`.
         PAGES_DIRTIED_LOST_RINGBUF_FULL = 38, pages_dirtied_lost_ringbuf_full: Loss;
+        /// `--container`: cgroups made while the agent ran (a record each, or lost).
+        CGROUP_RECORDS = 39, cgroup_records: Count;
+        /// Made-cgroup records lost because the ring buffer was full: a container
+        /// started then is not found until its processes are seen otherwise.
+        CGROUP_RECORDS_LOST_RINGBUF_FULL = 40, cgroup_records_lost_ringbuf_full: Loss;
     }
 }
 
@@ -135,6 +140,11 @@ named_counters! {
         /// the cgroup tree had been walked less than a second before): their events
         /// say `cgroup.path` null, and no container or pod.
         cgroup_paths_unresolved: Loss;
+        /// Made-cgroup records received (`--container`).
+        cgroup_records_delivered: Count;
+        /// `--container`: container cgroups put in the scope (at start, and as they
+        /// were made).
+        containers_scoped: Count;
         /// Captured paths deeper than the kernel walks (reported with a leading "...").
         paths_truncated: Loss;
         /// Lines that could not be written (output closed or failing).

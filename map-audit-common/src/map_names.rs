@@ -25,6 +25,8 @@ pub const REGIONS: &str = "REGIONS";
 pub const REGION_CACHE: &str = "REGION_CACHE";
 pub const RINGBUF_HIGH_WATER: &str = "RINGBUF_HIGH_WATER";
 pub const SCOPE: &str = "SCOPE";
+pub const SCOPE_CGROUPS: &str = "SCOPE_CGROUPS";
+pub const SCOPE_CGROUP_LEVELS: &str = "SCOPE_CGROUP_LEVELS";
 pub const SCOPE_COMMS: &str = "SCOPE_COMMS";
 pub const STACK_WINDOW: &str = "STACK_WINDOW";
 pub const TABLE_EDIT: &str = "TABLE_EDIT";
@@ -36,7 +38,7 @@ pub const WATCH_SCRATCH: &str = "WATCH_SCRATCH";
 pub const SYNC_SCRATCH: &str = "SYNC_SCRATCH";
 
 /// Every map of the object.
-pub const MAPS: [&str; 31] = [
+pub const MAPS: [&str; 33] = [
     AYA_LOGS,
     COUNTERS,
     EVENTS,
@@ -59,6 +61,8 @@ pub const MAPS: [&str; 31] = [
     REGION_CACHE,
     RINGBUF_HIGH_WATER,
     SCOPE,
+    SCOPE_CGROUPS,
+    SCOPE_CGROUP_LEVELS,
     SCOPE_COMMS,
     STACK_WINDOW,
     TABLE_EDIT,

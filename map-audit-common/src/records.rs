@@ -41,6 +41,9 @@ pub const KIND_REGION_SYNCED: u32 = 15;
 /// A write fault on a shared file mapping: the page is dirty until written back (a
 /// `DirtyPageRecord`, sent besides the fault's own accounting).
 pub const KIND_PAGE_DIRTIED: u32 = 16;
+/// A cgroup was made (with `--container`: the agent checks whether it is a scoped
+/// container's).
+pub const KIND_CGROUP_MADE: u32 = 17;
 
 /// `RegionRecord::detail` of a region mapped by mmap.
 pub const ORIGIN_MMAP: u32 = 0;
@@ -295,6 +298,26 @@ const _: () = assert!(
     core::mem::size_of::<MappedFileRecord>() == 72 + PATH_COMPONENT_LEN * MAX_PATH_COMPONENTS
 );
 
+/// Bytes of a made cgroup's path kept (longer paths are cut; the container id is near
+/// the end, so a cut path is not matched).
+pub const CGROUP_PATH_LEN: usize = 256;
+
+/// `KIND_CGROUP_MADE`: `cgroup:cgroup_mkdir`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct CgroupRecord {
+    pub header: RecordHeader,
+    /// Its cgroup id (its directory's inode).
+    pub id: u64,
+    /// Depth below its hierarchy's root.
+    pub level: u32,
+    /// The hierarchy (0: cgroup v2).
+    pub hierarchy: u32,
+    /// NUL-terminated path below the hierarchy's root.
+    pub path: [u8; CGROUP_PATH_LEN],
+}
+const _: () = assert!(core::mem::size_of::<CgroupRecord>() == 64 + CGROUP_PATH_LEN);
+
 #[cfg(feature = "user")]
 mod pod {
     // SAFETY: plain `repr(C)` integers with no padding (sizes asserted above).
@@ -307,4 +330,5 @@ mod pod {
     unsafe impl aya::Pod for super::WatchRecord {}
     unsafe impl aya::Pod for super::SyncRecord {}
     unsafe impl aya::Pod for super::DirtyPageRecord {}
+    unsafe impl aya::Pod for super::CgroupRecord {}
 }

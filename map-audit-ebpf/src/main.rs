@@ -14,6 +14,7 @@
 // the 512-byte BPF stack first (go_map_write_entry no longer fit when clippy was obeyed).
 #![allow(clippy::needless_borrows_for_generic_args)]
 
+mod cgroup_mkdir;
 mod counters;
 mod exec_mappings;
 mod fault_tally;

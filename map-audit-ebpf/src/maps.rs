@@ -68,6 +68,15 @@ pub static RANGE_WALK: PerCpuArray<RangeWalk> = PerCpuArray::with_max_entries(1,
 #[map]
 pub static REGION_CACHE: PerCpuArray<RegionCache> = PerCpuArray::with_max_entries(1, 0);
 
+/// `--cgroup` and `--container` cgroup ids; a process in one of their trees joins
+/// `SCOPE` at its next exec or mmap.
+#[map]
+pub static SCOPE_CGROUPS: HashMap<u64, u32> = HashMap::with_max_entries(4096, 0);
+
+/// Bit `l` set: some `SCOPE_CGROUPS` entry is at level `l` (the levels to check).
+#[map]
+pub static SCOPE_CGROUP_LEVELS: Array<u32> = Array::with_max_entries(1, 0);
+
 /// `--comm` names; a process whose comm matches joins `SCOPE` at its next mmap.
 #[map]
 pub static SCOPE_COMMS: HashMap<[u8; COMM_LEN], u32> = HashMap::with_max_entries(64, 0);

@@ -179,12 +179,29 @@ fn adoptable(tgid: u32) -> bool {
     if config.scope_all != 0 {
         return true;
     }
-    if config.cgroup_id != 0
-        && unsafe { bpf_get_current_ancestor_cgroup_id(config.cgroup_level as i32) }
-            == config.cgroup_id
-    {
+    if config.match_cgroups != 0 && in_scoped_cgroup() {
         return true;
     }
     config.match_comm != 0
         && bpf_get_current_comm().is_ok_and(|comm| maps::SCOPE_COMMS.get_ptr(comm).is_some())
+}
+
+/// Cgroup levels checked (a container's scope sits 2 to 6 levels down).
+const MAX_CGROUP_LEVEL: u32 = 16;
+
+/// Whether the current thread is in the tree of a `SCOPE_CGROUPS` cgroup: its ancestor
+/// at each level some entry is at, looked up.
+#[inline(always)]
+fn in_scoped_cgroup() -> bool {
+    let levels = maps::SCOPE_CGROUP_LEVELS.get(0).copied().unwrap_or(0);
+    for level in 0..MAX_CGROUP_LEVEL {
+        if levels & (1 << level) == 0 {
+            continue;
+        }
+        let id = unsafe { bpf_get_current_ancestor_cgroup_id(level as i32) };
+        if unsafe { maps::SCOPE_CGROUPS.get(&id) }.is_some() {
+            return true;
+        }
+    }
+    false
 }

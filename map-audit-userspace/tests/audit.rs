@@ -387,12 +387,7 @@ fn a_running_pid_is_audited_from_its_next_mapping() {
     target.stdin.take().unwrap().write_all(b"go\n").unwrap();
     let output = target.wait_with_output().unwrap();
     assert!(output.status.success());
-    let stderr = String::from_utf8_lossy(&output.stderr).to_string();
-    let written = stderr
-        .lines()
-        .find_map(|l| l.strip_prefix("workload: written "))
-        .expect("workload reported its region");
-    let start = hex(written.split_whitespace().next().unwrap());
+    let start = common::written_start(&output);
     agent.wait_for("the process's exit", |e| {
         e["event"] == "region_unmapped" && e["pid"] == pid
     });

@@ -178,3 +178,88 @@ fn report_roots_flame_graph_stacks_at_their_container() {
         "the shell's writes before it moved are on the host: {folded}"
     );
 }
+
+/// `workload anon 2` started in cgroup `dir` now; returns where it wrote.
+fn anon_in(dir: &Path) -> u64 {
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "echo $$ > {}/cgroup.procs && exec {} anon 2",
+            dir.display(),
+            workload().display()
+        ))
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    common::written_start(&out)
+}
+
+#[test]
+fn container_scope_takes_running_and_later_containers_and_nothing_else() {
+    // Two containers whose ids share a prefix no other test uses, one with another.
+    let first = format!("c0ffee{}", &ID[6..]);
+    let later = format!("c0ffee{}", &ID[6..].replace('4', "7"));
+    let other = format!("9d1e{}", &ID[4..]);
+    let (_running_dir, running) =
+        Cgroups::make("scope-a", &format!("system.slice/docker-{first}.scope"));
+    // A process in the first container, started before the agent.
+    let mut before = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "echo $$ > {}/cgroup.procs && exec {} wait-anon 2",
+            running.display(),
+            workload().display()
+        ))
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let agent = common::Agent::start(&["run", "--every-event", "--container", "c0ffee"]);
+    agent.wait_for("agent_started", |e| e["event"] == "agent_started");
+    // Made after the agent started: found through the kernel's cgroup_mkdir report.
+    let (_later_dir, later_dir) =
+        Cgroups::make("scope-b", &format!("system.slice/docker-{later}.scope"));
+    let (_other_dir, other_dir) =
+        Cgroups::make("scope-c", &format!("system.slice/docker-{other}.scope"));
+    // A runtime makes the cgroup well before it starts the container's process.
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    let in_later = anon_in(&later_dir);
+    anon_in(&other_dir);
+    let on_host = std::process::Command::new(workload())
+        .args(["anon", "2"])
+        .output()
+        .unwrap();
+    assert!(on_host.status.success());
+    {
+        use std::io::Write;
+        before.stdin.take().unwrap().write_all(b"go\n").unwrap();
+    }
+    let in_running = common::written_start(&before.wait_with_output().unwrap());
+    let run = agent.stop();
+    run.assert_accounting();
+    let faults_at = |start: u64, container: &str| {
+        run.of_kind("write_fault")
+            .into_iter()
+            .filter(|e| {
+                e["address"].as_str().map(common::hex) == Some(start)
+                    && e["container"]["id"] == container
+            })
+            .count()
+    };
+    // `anon` writes its first page, maps it again and rewrites it.
+    assert_eq!(
+        faults_at(in_running, &first),
+        2,
+        "the container running at start"
+    );
+    assert_eq!(faults_at(in_later, &later), 2, "the container made later");
+    let elsewhere = run
+        .of_kind("write_fault")
+        .into_iter()
+        .filter(|e| e["container"]["id"] == other.as_str() || e["container"].is_null())
+        .count();
+    assert_eq!(elsewhere, 0, "only the named containers are audited");
+    let counters = &run.stopped()["counters"];
+    assert_eq!(counters["agent"]["containers_scoped"], 2, "{counters}");
+}

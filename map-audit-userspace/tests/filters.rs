@@ -5,7 +5,7 @@ mod common;
 
 use std::process::Command;
 
-use common::{Agent, Run, hex, region_range, run_agent, workload};
+use common::{Agent, Run, hex, region_range, run_agent, workload, written_start};
 use serde_json::Value;
 
 fn faults_in(run: &Run, (start, end): (u64, u64)) -> usize {
@@ -151,16 +151,7 @@ fn a_cgroup_tree_is_the_scope() {
         .output()
         .unwrap();
     assert!(inside.status.success() && outside.status.success());
-    let written = |out: &std::process::Output| {
-        let text = String::from_utf8_lossy(&out.stderr).to_string();
-        let line = text
-            .lines()
-            .find_map(|l| l.strip_prefix("workload: written "))
-            .unwrap()
-            .to_string();
-        hex(line.split_whitespace().next().unwrap())
-    };
-    let (inside_start, outside_start) = (written(&inside), written(&outside));
+    let (inside_start, outside_start) = (written_start(&inside), written_start(&outside));
     agent.wait_for("the inside process's exit", |e| {
         e["event"] == "region_unmapped" && e["region"]["start"] == format!("{inside_start:#x}")
     });

@@ -211,6 +211,13 @@ pub struct RunArgs {
     #[arg(long, value_name = "PATH")]
     pub cgroup: Option<PathBuf>,
 
+    /// Audit the processes of the containers whose id starts with ID (repeatable; at
+    /// least 4 hex digits), those running now and those started later, as their cgroup
+    /// names them: Docker, containerd, CRI-O, Podman; for systemd-nspawn the machine
+    /// name. Needs cgroup v2.
+    #[arg(long = "container", value_name = "ID", value_parser = parse_container_id)]
+    pub containers: Vec<String>,
+
     /// Audit only regions that are writable and executable at once (JIT, shellcode).
     #[arg(long)]
     pub wx_only: bool,
@@ -371,6 +378,15 @@ fn parse_rate(value: &str) -> Result<u64, String> {
 
 fn parse_glob(value: &str) -> Result<glob::Pattern, String> {
     glob::Pattern::new(value).map_err(|e| format!("`{value}` is not a valid glob: {e}"))
+}
+
+fn parse_container_id(id: &str) -> Result<String, String> {
+    if id.len() < 4 {
+        return Err(format!(
+            "a container id prefix needs at least 4 characters (got {id:?}): a shorter one would match unrelated containers"
+        ));
+    }
+    Ok(id.to_string())
 }
 
 fn parse_comm(value: &str) -> Result<String, String> {

@@ -30,6 +30,7 @@ use crate::{
     kernel::loader::{self, raise_memlock_limit},
     kernel::programs::{AttachedHook, take_map},
     kernel::region_table::RegionTable,
+    kernel::scope_cgroups::ScopeCgroups,
     kernel::table_maps::KernelMaps,
     kernel::tracefs,
     output::addresses,
@@ -70,9 +71,10 @@ pub fn audit(args: RunArgs, watches: Option<Vec<WatchSpec>>) -> Result<i32> {
         && args.command.is_empty()
         && !args.all
         && args.cgroup.is_none()
+        && args.containers.is_empty()
     {
         return Err(anyhow!(
-            "nothing to audit: give --pid PID, --comm NAME, --cgroup PATH, --all, or -- COMMAND [ARGS]"
+            "nothing to audit: give --pid PID, --comm NAME, --cgroup PATH, --container ID, --all, or -- COMMAND [ARGS]"
         ));
     }
     kernel_support::require_run_prerequisites()?;
@@ -94,19 +96,14 @@ pub fn audit(args: RunArgs, watches: Option<Vec<WatchSpec>>) -> Result<i32> {
     }
 
     let filter = region_filter(&args);
-    let (mut ebpf, mut hooks, mut kernel_logger) = load_and_attach(
-        &args,
-        &filter,
-        cgroup.as_ref(),
-        offsets,
-        kernel_offsets,
-        watches.is_none(),
-    )?;
+    let (mut ebpf, mut hooks, mut kernel_logger) =
+        load_and_attach(&args, &filter, offsets, kernel_offsets, watches.is_none())?;
     let mut table = region_table(&mut ebpf)?;
     scope_comms(&mut ebpf, &args.comms)?;
+    let (scope_cgroups, cgroups) = scope_cgroups(&mut ebpf, &args, cgroup)?;
     // Processes running now: in scope with their mappings before auditing begins.
     let mut snapshots = Snapshots::default();
-    let seeds = seed_running(&args, cgroup.as_ref(), &mut table, &filter, &mut snapshots)?;
+    let seeds = seed_running(&args, &cgroups, &mut table, &filter, &mut snapshots)?;
     let unwind_tables = SharedTables::new(unwind_tables(&mut ebpf, &args)?);
     // After the scope is set up: the command is held until its pid is in scope.
     let mut held = spawn_command(
@@ -134,7 +131,7 @@ pub fn audit(args: RunArgs, watches: Option<Vec<WatchSpec>>) -> Result<i32> {
         table,
         unwind_tables.clone(),
         writer,
-        seeds,
+        (seeds, scope_cgroups),
         watches_set.is_none(),
     )?;
     if let Some((pid, points, threads)) = watches_set {
@@ -222,7 +219,6 @@ fn region_filter(args: &RunArgs) -> RegionFilter {
 fn load_and_attach(
     args: &RunArgs,
     filter: &RegionFilter,
-    cgroup: Option<&Cgroup>,
     offsets: TracepointOffsets,
     kernel_offsets: KernelOffsets,
     fault_hooks: bool,
@@ -236,8 +232,7 @@ fn load_and_attach(
             log_enabled: u32::from(log_enabled),
             scope_all: u32::from(args.all),
             agent_tgid: std::process::id(),
-            cgroup_id: cgroup.map_or(0, |c| c.id),
-            cgroup_level: cgroup.map_or(0, |c| c.level),
+            match_cgroups: u32::from(args.cgroup.is_some() || !args.containers.is_empty()),
             path_filter: u32::from(args.path.is_some()),
             aggregate_in_kernel: u32::from(!args.every_event),
             unwind_mode: args.unwind.config_value(),
@@ -260,7 +255,10 @@ fn load_and_attach(
     } else {
         None
     };
-    let hooks = loader::attach(&mut ebpf, fault_hooks.then_some(args.fault_hook))?;
+    let mut hooks = loader::attach(&mut ebpf, fault_hooks.then_some(args.fault_hook))?;
+    if !args.containers.is_empty() {
+        hooks.push(loader::attach_cgroup_mkdir(&mut ebpf)?);
+    }
     if let Some(metrics) = metrics::get() {
         metrics.hooks_attached(&hooks);
         metrics.table_capacity("regions", u64::from(args.region_table_size));
@@ -295,12 +293,38 @@ fn scope_comms(ebpf: &mut aya::Ebpf, names: &[String]) -> Result<()> {
     Ok(())
 }
 
+/// `--cgroup` and `--container`: their cgroups in the kernel's scope, and the cgroups
+/// whose processes run now (loaded from /proc).
+fn scope_cgroups(
+    ebpf: &mut aya::Ebpf,
+    args: &RunArgs,
+    cgroup: Option<Cgroup>,
+) -> Result<(Option<ScopeCgroups>, Vec<Cgroup>)> {
+    if cgroup.is_none() && args.containers.is_empty() {
+        return Ok((None, Vec::new()));
+    }
+    let mut scope = ScopeCgroups::new(
+        HashMap::try_from(take_map(ebpf, map_names::SCOPE_CGROUPS)?)?,
+        Array::try_from(take_map(ebpf, map_names::SCOPE_CGROUP_LEVELS)?)?,
+        args.containers.clone(),
+    );
+    let mut cgroups = Vec::new();
+    if let Some(cgroup) = cgroup {
+        scope.add(cgroup.id, cgroup.level)?;
+        cgroups.push(cgroup);
+    }
+    if !args.containers.is_empty() {
+        cgroups.extend(scope.add_running_containers()?);
+    }
+    Ok((Some(scope), cgroups))
+}
+
 /// The processes in scope that run now: in the kernel's table with their mappings,
 /// and items for the pipeline. Their maps are read now: the first record of a process
 /// that is about to exit may only be drained after it has gone.
 fn seed_running(
     args: &RunArgs,
-    cgroup: Option<&Cgroup>,
+    cgroups: &[Cgroup],
     table: &mut RegionTable,
     filter: &RegionFilter,
     snapshots: &mut Snapshots,
@@ -308,7 +332,7 @@ fn seed_running(
     let mut seeds = Vec::new();
     let mut running = args.pids.clone();
     running.extend(proc_seed::pids_with_comm(&args.comms));
-    if let Some(cgroup) = cgroup {
+    for cgroup in cgroups {
         running.extend(cgroup.pids());
     }
     if args.all {
@@ -411,7 +435,7 @@ fn start_pipeline(
     table: RegionTable,
     unwind_tables: SharedTables,
     writer: JsonWriter,
-    seeds: Vec<Item>,
+    (seeds, scope_cgroups): (Vec<Item>, Option<ScopeCgroups>),
     region_events: bool,
 ) -> Result<StartedPipeline> {
     let clock = writer.clock();
@@ -433,6 +457,7 @@ fn start_pipeline(
                 .map(|_| RearmRounds::new(args.rearm_budget)),
             region_events,
             unsynced_after: args.unsynced_after,
+            scope_cgroups,
         },
         clock,
         writer,

@@ -44,20 +44,12 @@ impl Cgroup {
     /// Pids in this cgroup and its descendants now.
     pub fn pids(&self) -> Vec<u32> {
         let mut pids = Vec::new();
-        let mut dirs = vec![self.path.clone()];
-        while let Some(dir) = dirs.pop() {
+        crate::proc::cgroup_paths::walk(&self.path, |dir, _| {
             if let Ok(procs) = std::fs::read_to_string(dir.join("cgroup.procs")) {
                 pids.extend(procs.lines().filter_map(|l| l.trim().parse::<u32>().ok()));
             }
-            if let Ok(entries) = std::fs::read_dir(&dir) {
-                dirs.extend(
-                    entries
-                        .filter_map(Result::ok)
-                        .map(|e| e.path())
-                        .filter(|p| p.is_dir()),
-                );
-            }
-        }
+            true
+        });
         pids
     }
 }

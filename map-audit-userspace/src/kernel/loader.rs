@@ -116,6 +116,23 @@ pub fn attach(ebpf: &mut Ebpf, fault_hook: Option<FaultHook>) -> Result<Vec<Atta
     Ok(hooks)
 }
 
+/// `--container`: the kernel reports each cgroup made, so containers started later
+/// join the scope.
+pub fn attach_cgroup_mkdir(ebpf: &mut Ebpf) -> Result<AttachedHook> {
+    let program: &mut TracePoint = program(ebpf, "cgroup_mkdir")?.try_into()?;
+    program
+        .load()
+        .context("the kernel rejected the cgroup_mkdir program")?;
+    program.attach("cgroup", "cgroup_mkdir").context(
+        "attaching to tracepoint cgroup:cgroup_mkdir failed; --container needs it (tracefs mounted, Linux 4.19+)",
+    )?;
+    Ok(AttachedHook {
+        role: "cgroup",
+        hook: "tracepoint:cgroup:cgroup_mkdir".into(),
+        reason: "--container: containers started after the agent join the scope".into(),
+    })
+}
+
 /// Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK.
 pub fn raise_memlock_limit() {
     let unlimited = libc::rlimit {

@@ -93,6 +93,7 @@ pub fn tracepoint_offsets(root: &Path) -> Result<TracepointOffsets> {
     let pkey_mprotect = |f| field_offset(root, "syscalls", "sys_enter_pkey_mprotect", f);
     let mremap = |f| field_offset(root, "syscalls", "sys_enter_mremap", f);
     let msync = |f| field_offset(root, "syscalls", "sys_enter_msync", f);
+    let cgroup_mkdir = |f| field_offset(root, "cgroup", "cgroup_mkdir", f);
     let offsets = TracepointOffsets {
         mmap_addr: mmap("addr")?,
         mmap_len: mmap("len")?,
@@ -121,6 +122,11 @@ pub fn tracepoint_offsets(root: &Path) -> Result<TracepointOffsets> {
         msync_start: msync("start")?,
         msync_len: msync("len")?,
         msync_flags: msync("flags")?,
+        // Needed only with `--container`, which checks that the tracepoint exists.
+        cgroup_mkdir_root: cgroup_mkdir("root").unwrap_or(0),
+        cgroup_mkdir_level: cgroup_mkdir("level").unwrap_or(0),
+        cgroup_mkdir_id: cgroup_mkdir("id").unwrap_or(0),
+        cgroup_mkdir_path: cgroup_mkdir("path").unwrap_or(0),
     };
     let munmap_ret = field_offset(root, "syscalls", "sys_exit_munmap", "ret")?;
     if munmap_ret != offsets.exit_ret {

@@ -3,12 +3,12 @@
 //! never undefined behaviour.
 
 use map_audit_common::records::{
-    DirtyPageRecord, FaultRecord, KIND_EXEC_IMAGE, KIND_KERNEL_WRITE_FAULT, KIND_MAPPED_FILE,
-    KIND_PAGE_DIRTIED, KIND_PROCESS_EXEC, KIND_PROCESS_EXIT, KIND_PROCESS_FORK,
-    KIND_PROTECT_UNRESOLVED, KIND_REGION_MAPPED, KIND_REGION_PROTECTED, KIND_REGION_SYNCED,
-    KIND_REGION_UNMAPPED, KIND_REMAP_UNRESOLVED, KIND_UNMAP_UNRESOLVED, KIND_WATCH_WRITE,
-    KIND_WRITE_FAULT, KernelFaultRecord, MappedFileRecord, ProcessRecord, RecordHeader,
-    RegionRecord, SyncRecord, WatchRecord,
+    CgroupRecord, DirtyPageRecord, FaultRecord, KIND_CGROUP_MADE, KIND_EXEC_IMAGE,
+    KIND_KERNEL_WRITE_FAULT, KIND_MAPPED_FILE, KIND_PAGE_DIRTIED, KIND_PROCESS_EXEC,
+    KIND_PROCESS_EXIT, KIND_PROCESS_FORK, KIND_PROTECT_UNRESOLVED, KIND_REGION_MAPPED,
+    KIND_REGION_PROTECTED, KIND_REGION_SYNCED, KIND_REGION_UNMAPPED, KIND_REMAP_UNRESOLVED,
+    KIND_UNMAP_UNRESOLVED, KIND_WATCH_WRITE, KIND_WRITE_FAULT, KernelFaultRecord, MappedFileRecord,
+    ProcessRecord, RecordHeader, RegionRecord, SyncRecord, WatchRecord,
 };
 
 /// A decoded record.
@@ -30,6 +30,7 @@ pub enum Record {
     ProcessFork(ProcessRecord),
     ProcessExec(ProcessRecord),
     ProcessExit(ProcessRecord),
+    CgroupMade(Box<CgroupRecord>),
 }
 
 impl Record {
@@ -49,6 +50,7 @@ impl Record {
             Record::PageDirtied(p) => &p.header,
             Record::MappedFile(f) => &f.header,
             Record::ProcessFork(p) | Record::ProcessExec(p) | Record::ProcessExit(p) => &p.header,
+            Record::CgroupMade(c) => &c.header,
         }
     }
 }
@@ -105,6 +107,7 @@ pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
         KIND_PROCESS_FORK => Record::ProcessFork(read(bytes, "process_fork")?),
         KIND_PROCESS_EXEC => Record::ProcessExec(read(bytes, "process_exec")?),
         KIND_PROCESS_EXIT => Record::ProcessExit(read(bytes, "process_exit")?),
+        KIND_CGROUP_MADE => Record::CgroupMade(Box::new(read(bytes, "cgroup_made")?)),
         other => return Err(DecodeError::UnknownKind(other)),
     })
 }

@@ -123,18 +123,15 @@ impl CgroupPaths {
         }
         self.last_walk = Some(Instant::now());
         let mut found = None;
-        let mut dirs = vec![root.clone()];
-        while let Some(dir) = dirs.pop() {
-            let Some(dir_id) = dir_id(&dir) else {
-                continue;
+        walk(&root, |dir, path| {
+            let Some(dir_id) = dir_id(dir) else {
+                return true;
             };
-            let relative = Path::new("/").join(dir.strip_prefix(&root).unwrap_or(&dir));
-            let path = relative.to_string_lossy().into_owned();
             if dir_id == id {
-                found = Some(path);
+                found = Some(path.to_string());
             } else {
                 self.by_id.entry(dir_id).or_insert_with(|| {
-                    let (container, kubernetes) = containers::parse(&path);
+                    let (container, kubernetes) = containers::parse(path);
                     Arc::new(CgroupInfo {
                         id: dir_id,
                         path: Some(path.into()),
@@ -143,16 +140,29 @@ impl CgroupPaths {
                     })
                 });
             }
-            if let Ok(entries) = std::fs::read_dir(&dir) {
-                dirs.extend(
-                    entries
-                        .filter_map(Result::ok)
-                        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
-                        .map(|e| e.path()),
-                );
-            }
-        }
+            true
+        });
         (found, true)
+    }
+}
+
+/// Visits `root` and the directories below it with their paths relative to `root`
+/// (`"/"`, `"/system.slice"`, ...); `visit` returns whether to go below a directory.
+pub(crate) fn walk(root: &Path, mut visit: impl FnMut(&Path, &str) -> bool) {
+    let mut dirs = vec![root.to_path_buf()];
+    while let Some(dir) = dirs.pop() {
+        let relative = Path::new("/").join(dir.strip_prefix(root).unwrap_or(&dir));
+        if !visit(&dir, &relative.to_string_lossy()) {
+            continue;
+        }
+        if let Ok(entries) = std::fs::read_dir(&dir) {
+            dirs.extend(
+                entries
+                    .filter_map(Result::ok)
+                    .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                    .map(|e| e.path()),
+            );
+        }
     }
 }
 
@@ -170,7 +180,7 @@ fn dir_id(dir: &Path) -> Option<u64> {
 
 /// The cgroup2 mount point (`/sys/fs/cgroup`, or `/sys/fs/cgroup/unified` on a hybrid
 /// layout).
-fn cgroup2_mount() -> Option<PathBuf> {
+pub(crate) fn cgroup2_mount() -> Option<PathBuf> {
     let mounts = procfs::process::Process::myself().ok()?.mountinfo().ok()?;
     mounts
         .into_iter()

@@ -318,6 +318,11 @@ impl Run {
             "msync records: produced != delivered + lost: {counters}"
         );
         assert_eq!(
+            n(&kernel["cgroup_records"]),
+            n(&agent["cgroup_records_delivered"]) + n(&kernel["cgroup_records_lost_ringbuf_full"]),
+            "made-cgroup records: produced != delivered + lost: {counters}"
+        );
+        assert_eq!(
             n(&kernel["pages_dirtied"]),
             n(&agent["pages_dirtied_delivered"]) + n(&kernel["pages_dirtied_lost_ringbuf_full"]),
             "dirtied-page records: produced != delivered + lost: {counters}"
@@ -367,6 +372,16 @@ pub fn stack_symbols(event: &Value) -> Vec<String> {
         .iter()
         .map(|f| f["symbol"].as_str().unwrap_or("?").to_string())
         .collect()
+}
+
+/// Where `workload` reported writing (its "workload: written START ..." line).
+pub fn written_start(output: &std::process::Output) -> u64 {
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let line = stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("workload: written "))
+        .unwrap_or_else(|| panic!("the workload reported no region: {stderr}"));
+    hex(line.split_whitespace().next().unwrap())
 }
 
 /// Runs the agent to completion (use with `-- COMMAND`).

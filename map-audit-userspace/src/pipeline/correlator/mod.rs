@@ -28,6 +28,7 @@ use map_audit_common::{
 use crate::{
     kernel::kernel_tallies::KernelTallies,
     kernel::region_table::RegionTable,
+    kernel::scope_cgroups::ScopeCgroups,
     output::addresses,
     output::clock::Clock,
     output::events::AgentCounters,
@@ -70,6 +71,8 @@ pub struct Options {
     pub region_events: bool,
     /// `--unsynced-after`.
     pub unsynced_after: Option<std::time::Duration>,
+    /// `--cgroup`/`--container`: containers made later join the scope here.
+    pub scope_cgroups: Option<ScopeCgroups>,
 }
 
 impl Options {
@@ -85,6 +88,7 @@ impl Options {
             rearm_rounds: None,
             region_events: true,
             unsynced_after: None,
+            scope_cgroups: None,
         }
     }
 }
@@ -124,6 +128,7 @@ pub struct Correlator {
     syncs: syncs::Syncs,
     region_events: bool,
     cgroups: CgroupPaths,
+    scope_cgroups: Option<ScopeCgroups>,
 }
 
 impl Correlator {
@@ -148,6 +153,7 @@ impl Correlator {
             syncs: syncs::Syncs::new(options.unsynced_after),
             region_events: options.region_events,
             cgroups: CgroupPaths::new(),
+            scope_cgroups: options.scope_cgroups,
         }
     }
 
@@ -178,6 +184,10 @@ impl Correlator {
             unwind_info_missing: unwind.unbuilt,
             unwind_tables_built: unwind.built,
             cgroup_paths_unresolved: self.cgroups.unresolved,
+            containers_scoped: self
+                .scope_cgroups
+                .as_ref()
+                .map_or(0, |s| s.containers_scoped),
             kernel_table_edits_failed: self.table.edits_failed
                 + unwind.removals_failed
                 + self
@@ -231,6 +241,7 @@ impl Correlator {
                         | Record::WatchWrite(_)
                         | Record::RegionSynced(_)
                         | Record::PageDirtied(_)
+                        | Record::CgroupMade(_)
                 ) {
                     self.counters.region_and_process_records_delivered += 1;
                 }
@@ -259,6 +270,13 @@ impl Correlator {
                     Record::ProcessExit(p) => {
                         self.process_gone(&p, out);
                         self.processes.remove(&p.tgid);
+                    }
+                    Record::CgroupMade(c) => {
+                        self.counters.cgroup_records_delivered += 1;
+                        if let Some(scope) = &mut self.scope_cgroups {
+                            let path = kernel_string(&c.path);
+                            scope.made(c.hierarchy, c.id, c.level, &path);
+                        }
                     }
                 }
             }
