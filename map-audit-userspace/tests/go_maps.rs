@@ -20,18 +20,28 @@ use serde_json::Value;
 enum Go {
     V1_19,
     V1_24,
+    V1_25,
+    V1_26,
+    V1_27,
 }
 
 impl Go {
     fn binary(self) -> PathBuf {
+        let unpacked = |release: &str| {
+            Path::new(env!("CARGO_MANIFEST_DIR")).join(format!(
+                "../target/toolchains/go-{release}/usr/lib/go-{release}/bin/go"
+            ))
+        };
         let path = match self {
             Go::V1_19 => PathBuf::from("/usr/lib/go-1.19/bin/go"),
-            Go::V1_24 => Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("../target/toolchains/go-1.24/usr/lib/go-1.24/bin/go"),
+            Go::V1_24 => unpacked("1.24"),
+            Go::V1_25 => unpacked("1.25"),
+            Go::V1_26 => unpacked("1.26"),
+            Go::V1_27 => unpacked("1.27"),
         };
         assert!(
             path.exists(),
-            "{} is missing: `cargo xtask test` installs the Go toolchains (golang-1.19-go from apt, golang-1.24-go unpacked from trixie)",
+            "{} is missing: `cargo xtask test` installs the Go toolchains (golang-1.19-go from apt, 1.24 to 1.27 unpacked from trixie, trixie-backports and forky)",
             path.display()
         );
         path
@@ -220,30 +230,48 @@ fn reports_both_goroutines_of_a_map_race_before_the_crash_go1_19() {
 
 #[test]
 fn reports_both_goroutines_of_a_swiss_map_race_before_the_crash_go1_24() {
-    let run = reports_a_race_before_the_crash(&mapwriters(Go::V1_24, Build::Plain));
+    reports_a_race_of(Go::V1_24, "go1.24.4", Build::Plain, (160, "dwarf"));
+}
+
+/// A newer release's race, with the goid offset its DWARF gives.
+fn reports_a_race_of(go: Go, version: &str, how: Build, offset: (u64, &str)) {
+    let run = reports_a_race_before_the_crash(&mapwriters(go, how));
     let started = &run.events[0];
-    assert_eq!(started["go_version"], "go1.24.4");
+    assert_eq!(started["go_version"], version);
+    assert_eq!(started["stripped"], how == Build::Stripped);
     assert_eq!(
         (
             started["goid_offset"].as_u64(),
             started["goid_offset_source"].as_str()
         ),
-        (Some(160), Some("dwarf"))
+        (Some(offset.0), Some(offset.1))
     );
 }
 
 #[test]
+fn reports_both_goroutines_of_a_map_race_before_the_crash_go1_25() {
+    reports_a_race_of(Go::V1_25, "go1.25.12", Build::Plain, (152, "dwarf"));
+}
+
+/// Go 1.26 stores 0 as the function table's text start (entries count from `.text`).
+#[test]
+fn reports_both_goroutines_of_a_map_race_before_the_crash_go1_26() {
+    reports_a_race_of(Go::V1_26, "go1.26.10", Build::Plain, (152, "dwarf"));
+}
+
+#[test]
+fn reports_both_goroutines_of_a_map_race_before_the_crash_go1_27() {
+    reports_a_race_of(Go::V1_27, "go1.27.3", Build::Plain, (152, "dwarf"));
+}
+
+#[test]
+fn a_stripped_binary_is_named_from_gopclntab_go1_27() {
+    reports_a_race_of(Go::V1_27, "go1.27.3", Build::Stripped, (152, "table"));
+}
+
+#[test]
 fn a_stripped_binary_is_named_from_gopclntab_go1_19() {
-    let run = reports_a_race_before_the_crash(&mapwriters(Go::V1_19, Build::Stripped));
-    let started = &run.events[0];
-    assert_eq!(started["stripped"], true);
-    assert_eq!(
-        (
-            started["goid_offset"].as_u64(),
-            started["goid_offset_source"].as_str()
-        ),
-        (Some(152), Some("table"))
-    );
+    reports_a_race_of(Go::V1_19, "go1.19.8", Build::Stripped, (152, "table"));
 }
 
 #[test]
@@ -311,6 +339,11 @@ fn mutex_sync_map_and_local_maps_get_no_reports_go1_19() {
 #[test]
 fn mutex_sync_map_and_local_maps_get_no_reports_go1_24() {
     correct_programs_get_no_reports(Go::V1_24);
+}
+
+#[test]
+fn mutex_sync_map_and_local_maps_get_no_reports_go1_27() {
+    correct_programs_get_no_reports(Go::V1_27);
 }
 
 /// A panic inside a map write (assignment to a nil map) unwinds past its return

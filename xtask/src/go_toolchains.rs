@@ -1,8 +1,9 @@
 //! The Go toolchains Go mode's tests build their workloads with, from Debian's
-//! packages only: golang-1.19-go (bookworm, installed with apt) and golang-1.24-go
-//! 1.24.4 (trixie; Swiss-table maps), which is downloaded with apt-get from a private
-//! trixie source list and unpacked under target/toolchains: its `go` is static and
-//! runs here, and nothing of trixie is installed system-wide.
+//! packages only: golang-1.19-go (bookworm, installed with apt), and 1.24 (trixie;
+//! Swiss-table maps), 1.25 (trixie-backports), 1.26 and 1.27 (forky; `textStart` 0 in
+//! the function table), each downloaded with apt-get from a private source list of its
+//! suite and unpacked under target/toolchains: their `go` is static and runs here, and
+//! nothing of those suites is installed system-wide.
 
 use std::{
     path::{Path, PathBuf},
@@ -14,11 +15,19 @@ use anyhow::{Context, Result};
 use crate::{run, toolchain::apt_install, workspace_root};
 
 pub const GO_1_19: &str = "/usr/lib/go-1.19/bin/go";
-const TRIXIE_PACKAGES: [&str; 2] = ["golang-1.24-go", "golang-1.24-src"];
+/// (release, the Debian suite that has it) for the unpacked toolchains.
+const DEBIAN_GO: [(&str, &str); 4] = [
+    ("1.24", "trixie"),
+    ("1.25", "trixie-backports"),
+    ("1.26", "forky"),
+    ("1.27", "forky"),
+];
 
-/// Where the unpacked Go 1.24 lives (the tests look here too).
-pub fn go_1_24() -> PathBuf {
-    workspace_root().join("target/toolchains/go-1.24/usr/lib/go-1.24/bin/go")
+/// Where an unpacked Go release lives (the tests look here too).
+pub fn unpacked_go(release: &str) -> PathBuf {
+    workspace_root().join(format!(
+        "target/toolchains/go-{release}/usr/lib/go-{release}/bin/go"
+    ))
 }
 
 /// Installs what is missing.
@@ -26,24 +35,28 @@ pub fn ensure() -> Result<()> {
     if !Path::new(GO_1_19).exists() {
         apt_install("Go 1.19 (Go mode's test workloads)", &["golang-1.19-go"])?;
     }
-    if !go_1_24().exists() {
-        unpack_trixie_go()?;
+    for (release, suite) in DEBIAN_GO {
+        if !unpacked_go(release).exists() {
+            unpack_debian_go(release, suite)?;
+        }
     }
     Ok(())
 }
 
-fn unpack_trixie_go() -> Result<()> {
+fn unpack_debian_go(release: &str, suite: &str) -> Result<()> {
     let base = workspace_root().join("target/toolchains");
-    let apt = base.join("trixie-apt");
-    let debs = base.join("trixie-debs");
-    let root = base.join("go-1.24");
+    let apt = base.join(format!("{suite}-apt"));
+    let debs = base.join(format!("go-{release}-debs"));
+    let root = base.join(format!("go-{release}"));
     for dir in [apt.join("lists/partial"), debs.clone()] {
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     }
-    let sources = apt.join("trixie.list");
+    let sources = apt.join(format!("{suite}.list"));
     std::fs::write(
         &sources,
-        "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian trixie main\n",
+        format!(
+            "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian {suite} main\n"
+        ),
     )?;
     let apt_get = |args: &[&str], dir: &Path| {
         let mut command = Command::new("apt-get");
@@ -60,11 +73,15 @@ fn unpack_trixie_go() -> Result<()> {
         command
     };
     eprintln!(
-        "xtask: downloading Go 1.24 from Debian trixie into {}",
+        "xtask: downloading Go {release} from Debian {suite} into {}",
         base.display()
     );
     run(&mut apt_get(&["update", "-q"], &apt))?;
-    run(apt_get(&["download", "-q"], &debs).args(TRIXIE_PACKAGES))?;
+    let packages = [
+        format!("golang-{release}-go"),
+        format!("golang-{release}-src"),
+    ];
+    run(apt_get(&["download", "-q"], &debs).args(&packages))?;
     for entry in std::fs::read_dir(&debs)? {
         let deb = entry?.path();
         if deb.extension().is_some_and(|e| e == "deb") {
@@ -72,9 +89,9 @@ fn unpack_trixie_go() -> Result<()> {
         }
     }
     anyhow::ensure!(
-        go_1_24().exists(),
-        "the trixie packages did not contain {}",
-        go_1_24().display()
+        unpacked_go(release).exists(),
+        "the {suite} packages did not contain {}",
+        unpacked_go(release).display()
     );
     Ok(())
 }

@@ -1,6 +1,7 @@
 //! Where `goid` sits in `runtime.g`: from the binary's DWARF when it has some (gimli),
 //! else from a table of releases checked here. The field moves between releases (152
-//! in Go 1.17-1.22, 160 in 1.23-1.24), so a wrong guess reads another field.
+//! in Go 1.17-1.22, 160 in 1.23-1.24, 152 again in 1.25-1.27), so a wrong guess reads
+//! another field.
 
 use std::borrow::Cow;
 
@@ -26,7 +27,7 @@ pub fn find(binary: &GoBinary) -> Result<GoidOffset> {
             log::debug!("goid offset not read from DWARF: {err:#}");
             let offset = from_table(binary.info.release).ok_or_else(|| {
                 anyhow!(
-                    "{} has no DWARF and go-maps knows the goid offset of Go 1.17-1.24 only; rebuild without -ldflags=-w",
+                    "{} has no DWARF and go-maps knows the goid offset of Go 1.17-1.27 only; rebuild without -ldflags=-w",
                     binary.info.go_version
                 )
             })?;
@@ -38,12 +39,14 @@ pub fn find(binary: &GoBinary) -> Result<GoidOffset> {
     }
 }
 
-/// The releases checked on this machine kind (1.19, 1.21, 1.23, 1.24) and those
-/// between them with the same `runtime.g` layout.
+/// The releases checked on this machine kind (1.19, 1.21, 1.23, 1.24, 1.25, 1.26,
+/// 1.27: from their own DWARF) and those between them with the same `runtime.g`
+/// layout.
 pub fn from_table(release: (u32, u32)) -> Option<u32> {
     match release {
         (1, 17..=22) => Some(152),
         (1, 23..=24) => Some(160),
+        (1, 25..=27) => Some(152),
         _ => None,
     }
 }
@@ -100,7 +103,9 @@ mod tests {
         assert_eq!(from_table((1, 22)), Some(152));
         assert_eq!(from_table((1, 23)), Some(160));
         assert_eq!(from_table((1, 24)), Some(160));
-        assert_eq!(from_table((1, 25)), None);
+        assert_eq!(from_table((1, 25)), Some(152));
+        assert_eq!(from_table((1, 27)), Some(152));
+        assert_eq!(from_table((1, 28)), None);
         assert_eq!(from_table((1, 16)), None);
     }
 }

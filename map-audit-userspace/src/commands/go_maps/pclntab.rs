@@ -29,7 +29,9 @@ pub struct FunctionTable {
 }
 
 impl FunctionTable {
-    pub fn parse(table: &[u8]) -> Result<Self> {
+    /// `text`: the address of the `.text` section, where Go 1.26+ tables count their
+    /// entries from (they store 0 as `textStart`; 1.18-1.25 store the address).
+    pub fn parse(table: &[u8], text: u64) -> Result<Self> {
         let read = Reader(table);
         let magic = read.u32(0)?;
         let go118 = match magic {
@@ -61,6 +63,7 @@ impl FunctionTable {
                 read.u64(56)?,
             )
         };
+        let text_start = if text_start == 0 { text } else { text_start };
         let [names, cutab, filetab, pctab, pcln] =
             [names, cutab, filetab, pctab, pcln].map(|o| o as usize);
         let entry_size = if go118 { 8 } else { 16 };
@@ -230,7 +233,7 @@ mod tests {
 
     #[test]
     fn finds_functions_by_name_and_address() {
-        let functions = FunctionTable::parse(&table()).unwrap();
+        let functions = FunctionTable::parse(&table(), 0).unwrap();
         assert_eq!(functions.len(), 2);
         let b = functions.by_name("main.bb").unwrap();
         assert_eq!((b.entry, b.end), (0x401040, 0x401090));
@@ -265,7 +268,7 @@ mod tests {
     #[test]
     fn refuses_cut_or_foreign_tables() {
         let t = table();
-        assert!(FunctionTable::parse(&t[..80]).is_err());
-        assert!(FunctionTable::parse(b"\x01\x02\x03\x04 not a table").is_err());
+        assert!(FunctionTable::parse(&t[..80], 0).is_err());
+        assert!(FunctionTable::parse(b"\x01\x02\x03\x04 not a table", 0).is_err());
     }
 }

@@ -71,7 +71,8 @@ pub fn run(args: GoMapsArgs) -> Result<i32> {
             .ok_or_else(|| {
                 anyhow!("{shown} has no .gopclntab section, so go-maps cannot find its functions")
             })?;
-        FunctionTable::parse(section.data()?)
+        let text = elf.section_by_name(".text").map_or(0, |s| s.address());
+        FunctionTable::parse(section.data()?, text)
             .with_context(|| format!("reading the function table of {shown} failed"))?
     };
     let hooks = Hooks::find(&binary, &functions)?;
