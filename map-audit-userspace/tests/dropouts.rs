@@ -15,6 +15,12 @@ use std::{
 
 use common::{Agent, Run, dropouts_workload, hex, region_range, run_agent};
 
+/// The race workloads' agent: a 64 MiB ring buffer (the default is 16), so that a
+/// debug-built agent on a busy 2-core machine running the other tests of this file
+/// falls behind 160,000 faults without losing records (losses would be counted, and
+/// `assert_writes_reported` accepts counted ones, but then the race went untested).
+const RACE_AGENT: &[&str] = &["--ringbuf-size", "67108864"];
+
 fn run_workload(agent_args: &[&str], workload_args: &[&str]) -> Run {
     let mut args = vec!["run"];
     args.extend_from_slice(agent_args);
@@ -131,7 +137,7 @@ fn a_program_started_under_comm_has_its_globals_audited() {
 fn threads_reusing_each_others_addresses_lose_no_write() {
     // Two threads map, write and unmap 4 pages 20,000 times each: one thread's munmap
     // and the other's mmap of the same range race at their system-call exits.
-    let run = run_workload(&[], &["reuse-race", "20000"]);
+    let run = run_workload(RACE_AGENT, &["reuse-race", "20000"]);
     run.assert_writes_reported("touch_pages", run.workload_number("writes"));
     run.assert_regions_close_once();
 }
@@ -140,7 +146,7 @@ fn threads_reusing_each_others_addresses_lose_no_write() {
 fn a_region_split_under_a_writer_loses_no_write() {
     // One thread rewrites half a region 3,000 times; another splits the other half
     // with mprotect, back and forth, meanwhile.
-    let run = run_workload(&[], &["split-race", "3000"]);
+    let run = run_workload(RACE_AGENT, &["split-race", "3000"]);
     run.assert_writes_reported("touch_pages", run.workload_number("writes"));
     run.assert_regions_close_once();
 }
@@ -149,7 +155,7 @@ fn a_region_split_under_a_writer_loses_no_write() {
 fn a_partly_unmapped_region_keeps_counting() {
     // One thread rewrites half a region 3,000 times; another unmaps the other half
     // page by page meanwhile (each a partial unmap of the region being counted).
-    let run = run_workload(&[], &["unmap-race", "3000"]);
+    let run = run_workload(RACE_AGENT, &["unmap-race", "3000"]);
     run.assert_writes_reported("touch_pages", run.workload_number("writes"));
     run.assert_regions_close_once();
 }
