@@ -5,8 +5,8 @@
 //! the cgroup up first).
 
 use aya_ebpf::{
-    bindings::BPF_RB_FORCE_WAKEUP, helpers::generated as raw, macros::tracepoint,
-    programs::TracePointContext, EbpfContext,
+    EbpfContext, bindings::BPF_RB_FORCE_WAKEUP, helpers::generated as raw, macros::tracepoint,
+    programs::TracePointContext,
 };
 use map_audit_common::{
     counters::{CGROUP_RECORDS, CGROUP_RECORDS_LOST_RINGBUF_FULL},
