@@ -190,18 +190,43 @@ fn adoptable(tgid: u32) -> bool {
 const MAX_CGROUP_LEVEL: u32 = 16;
 
 /// Whether the current thread is in the tree of a `SCOPE_CGROUPS` cgroup: its ancestor
-/// at each level some entry is at, looked up.
+/// at each level some entry is at, looked up. In a `bpf_loop` callback, verified once:
+/// unrolled, the 16 levels multiplied the mmap exit's paths past the verifier's limit.
 #[inline(always)]
 fn in_scoped_cgroup() -> bool {
-    let levels = maps::SCOPE_CGROUP_LEVELS.get(0).copied().unwrap_or(0);
-    for level in 0..MAX_CGROUP_LEVEL {
-        if levels & (1 << level) == 0 {
-            continue;
-        }
-        let id = unsafe { bpf_get_current_ancestor_cgroup_id(level as i32) };
-        if unsafe { maps::SCOPE_CGROUPS.get(&id) }.is_some() {
-            return true;
-        }
+    let mut search = CgroupSearch {
+        levels: maps::SCOPE_CGROUP_LEVELS.get(0).copied().unwrap_or(0),
+        found: 0,
+    };
+    unsafe {
+        bpf_loop(
+            MAX_CGROUP_LEVEL,
+            check_cgroup_level as *mut c_void,
+            (&raw mut search).cast(),
+            0,
+        )
+    };
+    search.found != 0
+}
+
+#[repr(C)]
+struct CgroupSearch {
+    /// Bit N set: some scoped cgroup is at level N.
+    levels: u32,
+    found: u32,
+}
+
+/// One level of `in_scoped_cgroup`; stops the loop at a scoped ancestor.
+#[inline(never)]
+extern "C" fn check_cgroup_level(level: u64, ctx: *mut c_void) -> i64 {
+    let search = unsafe { &mut *ctx.cast::<CgroupSearch>() };
+    if (search.levels >> (level & 31)) & 1 == 0 {
+        return 0;
     }
-    false
+    let id = unsafe { bpf_get_current_ancestor_cgroup_id(level as i32) };
+    if unsafe { maps::SCOPE_CGROUPS.get(&id) }.is_some() {
+        search.found = 1;
+        return 1;
+    }
+    0
 }
