@@ -12,6 +12,8 @@ pub const KIND_GO_CRASH: u32 = 21;
 /// `GoCrashRecord::crash` values.
 pub const CRASH_FATAL: u32 = 1;
 pub const CRASH_PANIC: u32 = 2;
+/// `runtime.fatalpanic`: a panic nothing recovered ends the process (`--crash-only`).
+pub const CRASH_FATAL_PANIC: u32 = 3;
 
 /// Bytes of the fatal error's message kept (`runtime.fatal(s string)`).
 pub const CRASH_MESSAGE_LEN: usize = 64;
@@ -115,12 +117,16 @@ pub struct GoCrashRecord {
     pub map_hook: u32,
     /// 1 when the goroutine was inside a map write.
     pub in_map_write: u32,
+    /// 1 when the program stopped the whole process with SIGSTOP (`--crash-only`) for
+    /// the agent to read every thread, which then resumes it.
+    pub stopped: u32,
+    pub _pad: u32,
     /// The crashing goroutine at `runtime.fatal`/`gopanic` (`entry_ip` is that
     /// function; `hook` its index).
     pub writer: GoWriter,
 }
 const _: () =
-    assert!(core::mem::size_of::<GoCrashRecord>() == 48 + 8 + 64 + 16 + 48 + 8 * MAX_STACK_DEPTH);
+    assert!(core::mem::size_of::<GoCrashRecord>() == 48 + 8 + 64 + 24 + 48 + 8 * MAX_STACK_DEPTH);
 
 /// Go mode's counters: the kernel's (the per-CPU `GO_COUNTERS`, by index) and the
 /// agent's, declared once each (see `counter_catalogue`).
@@ -156,6 +162,11 @@ pub mod counters {
             CRASHES_LOST_RINGBUF_FULL = 10, crashes_lost_ringbuf_full: Loss;
             /// Panics that closed an open map write.
             WRITES_CLOSED_BY_PANIC = 11, writes_closed_by_panic: Count;
+            /// Crashed processes stopped with SIGSTOP for the agent's capture (`--crash-only`).
+            CRASH_STOPS = 12, crash_stops: Count;
+            /// SIGSTOPs the kernel refused (`bpf_send_signal`): that crash is reported
+            /// without the other threads.
+            CRASH_STOPS_FAILED = 13, crash_stops_failed: Loss;
         }
     }
 
@@ -172,6 +183,13 @@ pub mod counters {
             records_undecodable: Loss;
             /// Stack frames no function of the binary contains (printed without a name).
             frames_unknown: Loss;
+            /// Crashed processes whose threads the agent read and then resumed.
+            crash_captures: Count;
+            /// Crash captures that failed (the process already gone, or traced by
+            /// another debugger): the crash is reported without the other threads.
+            crash_captures_failed: Loss;
+            /// Threads of a captured process the agent could not stop and read.
+            threads_uncaptured: Loss;
         }
     }
 }

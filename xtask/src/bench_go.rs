@@ -1,7 +1,8 @@
 //! `cargo xtask bench --go`: what Go mode costs a map-heavy Go program. One goroutine
 //! assigns into a map N times (`mapwriters serial N`, built with Go 1.19) and times its
-//! own loop; rounds interleave the bare program and the program under
-//! `map-audit go-maps`; medians and the ratio go to docs/benchmarks-go.md.
+//! own loop; rounds interleave the bare program, the program under `map-audit go-maps`
+//! (exact mode) and under `go-maps --crash-only`; medians and ratios go to
+//! docs/benchmarks-go.md.
 
 use std::{
     fs,
@@ -18,6 +19,9 @@ use crate::{
 
 /// Map writes per run: ~5 s traced at ~25 us per write.
 const WRITES: u64 = 200_000;
+/// Map writes per run against `--crash-only`, which costs nothing per write: a loop of
+/// ~0.5 s, long enough for a difference of a percent to show over the noise.
+const WRITES_CRASH_ONLY: u64 = 50_000_000;
 
 pub fn bench(rounds: usize) -> Result<()> {
     if !crate::nix_is_root() {
@@ -28,19 +32,32 @@ pub fn bench(rounds: usize) -> Result<()> {
     let agent = root.join("target/release/map-audit");
     let program = build_program(&root)?;
     let (mut bare, mut traced) = (Vec::new(), Vec::new());
-    for round in 1..=rounds {
-        eprintln!("xtask bench --go: round {round}/{rounds}");
-        bare.push(timed_loop(Command::new(&program))?);
-        let mut under_agent = Command::new(&agent);
-        under_agent
-            .args(["go-maps", "--output"])
+    let (mut bare_long, mut crash_only) = (Vec::new(), Vec::new());
+    let under_agent = |extra: &[&str]| {
+        let mut command = Command::new(&agent);
+        command
+            .arg("go-maps")
+            .args(extra)
+            .arg("--output")
             .arg(root.join("target/bench/go-maps.jsonl"))
             .arg("--")
             .arg(&program);
-        traced.push(timed_loop(under_agent)?);
-        bare.push(timed_loop(Command::new(&program))?);
+        command
+    };
+    for round in 1..=rounds {
+        eprintln!("xtask bench --go: round {round}/{rounds}");
+        bare.push(timed_loop(Command::new(&program), WRITES)?);
+        traced.push(timed_loop(under_agent(&[]), WRITES)?);
+        bare.push(timed_loop(Command::new(&program), WRITES)?);
+        bare_long.push(timed_loop(Command::new(&program), WRITES_CRASH_ONLY)?);
+        crash_only.push(timed_loop(
+            under_agent(&["--crash-only"]),
+            WRITES_CRASH_ONLY,
+        )?);
+        bare_long.push(timed_loop(Command::new(&program), WRITES_CRASH_ONLY)?);
     }
     let (bare, traced) = (median(bare), median(traced));
+    let (bare_long, crash_only) = (median(bare_long), median(crash_only));
     let per_write_bare = bare / WRITES as f64;
     let per_write_traced = traced / WRITES as f64;
     let report = format!(
@@ -54,9 +71,18 @@ pub fn bench(rounds: usize) -> Result<()> {
          | under go-maps | {traced:.0} | {per_write_traced:.1} |\n\n\
          Go mode adds **{:.1} us per map write** (x{:.0} on this loop): two uprobe hits (entry \
          and return) and a stack walk at the entry. A diagnostic mode: run it on one process \
-         while chasing a crash, not as an always-on audit.\n",
+         while chasing a crash, not as an always-on audit.\n\n\
+         `--crash-only` hooks the runtime's fatal paths alone. Against it the loop runs \
+         {WRITES_CRASH_ONLY} writes (bare, under `go-maps --crash-only`, bare, per round):\n\n\
+         | | loop ns | ns per map write |\n|---|---|---|\n\
+         | bare | {bare_long:.0} | {:.2} |\n\
+         | under go-maps --crash-only | {crash_only:.0} | {:.2} |\n\n\
+         Ratio **x{:.3}**: no cost per map write, within the noise of the machine.\n",
         (per_write_traced - per_write_bare) / 1000.0,
         traced / bare,
+        bare_long / WRITES_CRASH_ONLY as f64,
+        crash_only / WRITES_CRASH_ONLY as f64,
+        crash_only / bare_long,
     );
     println!("{report}");
     fs::write(root.join("docs/benchmarks-go.md"), report)
@@ -79,9 +105,9 @@ fn build_program(root: &Path) -> Result<PathBuf> {
 }
 
 /// Runs `command` with `serial WRITES` appended and returns the loop's own timing.
-fn timed_loop(mut command: Command) -> Result<f64> {
+fn timed_loop(mut command: Command, writes: u64) -> Result<f64> {
     self_timed(
-        command.args(["serial", &WRITES.to_string()]),
+        command.args(["serial", &writes.to_string()]),
         "mapwriters: ",
     )
 }

@@ -115,6 +115,12 @@ pub struct GoMapsArgs {
     #[arg(long, value_name = "BYTES", default_value_t = 4 * 1024 * 1024, value_parser = parse_ringbuf_size)]
     pub ringbuf_size: u32,
 
+    /// Hook only the runtime's fatal paths (fatal, throw, fatalpanic): nothing per map
+    /// write. On a crash the process is stopped, every thread's goroutine and stack is
+    /// reported, and the process is let go to crash as it would have.
+    #[arg(long)]
+    pub crash_only: bool,
+
     /// Run COMMAND (a Go program) and audit it until it exits; map-audit then exits
     /// with its status.
     #[arg(last = true, value_name = "COMMAND")]

@@ -2,6 +2,9 @@
 //
 //	race      two goroutines write one map until the runtime throws
 //	race-on-input  the same, once a line arrives on stdin (for --pid tests)
+//	readwrite one goroutine writes a map while another reads it, until the runtime throws
+//	nilmap    assigns to a nil map with no recover: the panic ends the process
+//	unlock    unlocks an unlocked sync.Mutex: a fatal error outside the map runtime
 //	nilpanic N N goroutines in turn assign to a nil map and recover from the panic
 //	mutex N   four goroutines write one map N times each under a sync.Mutex
 //	syncmap N four goroutines store N times each into one sync.Map
@@ -36,6 +39,31 @@ func raceWriterB(keys []string) {
 		delete(shared, keys[i%len(keys)])
 		shared[keys[(i+1)%len(keys)]] = i
 	}
+}
+
+//go:noinline
+func readWriterA(keys []string) {
+	for i := 0; ; i++ {
+		shared[keys[i%len(keys)]] = i
+	}
+}
+
+//go:noinline
+func readWriterB(keys []string) (sum int) {
+	for i := 0; ; i++ {
+		sum += shared[keys[i%len(keys)]]
+	}
+}
+
+//go:noinline
+func nilMapPanic() {
+	var m map[string]int
+	m["nil"] = 1
+}
+
+//go:noinline
+func badUnlock(mu *sync.Mutex) {
+	mu.Unlock()
 }
 
 func keys(n int) []string {
@@ -119,6 +147,14 @@ func main() {
 	case "race-on-input":
 		bufio.NewReader(os.Stdin).ReadString('\n')
 		race()
+	case "readwrite":
+		ks := keys(64)
+		go readWriterA(ks)
+		readWriterB(ks)
+	case "nilmap":
+		nilMapPanic()
+	case "unlock":
+		badUnlock(&sync.Mutex{})
 	case "nilpanic":
 		for i := 0; i < n; i++ {
 			done := make(chan bool)

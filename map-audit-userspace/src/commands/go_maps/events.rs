@@ -5,7 +5,10 @@
 use schemars::JsonSchema;
 use serde::{Serialize, Serializer};
 
-use super::{counters::GoCounters, hooks::Hook, hooks::Operation};
+use super::{
+    counters::GoCounters,
+    hooks::{Hook, Mode, Operation},
+};
 use crate::output::{
     events::{Body, Frame, OtherEvent, hex},
     schema::{Address, Timestamp},
@@ -69,6 +72,8 @@ pub struct Started {
     pub program: Program,
     /// The spawned command, if any.
     pub command: Option<Vec<String>>,
+    /// `exact` (every map write hooked) or `crash_only` (the fatal paths alone).
+    pub mode: Mode,
     pub goid_offset: u32,
     pub goid_offset_source: GoidOffsetSource,
     #[schemars(length(min = 1))]
@@ -77,8 +82,9 @@ pub struct Started {
     pub uprobes: usize,
     #[schemars(range(min = 1))]
     pub ttl_ms: u64,
-    /// Go mode slows every map write by two uprobe hits: a diagnostic, not an
-    /// always-on audit.
+    /// What the mode costs the program: in `exact` mode two uprobe hits per map
+    /// write (a diagnostic, not an always-on audit); in `crash_only` nothing until it
+    /// crashes.
     pub cost_note: &'static str,
 }
 
@@ -140,8 +146,8 @@ pub struct OpenWrite {
     pub operation: Option<Operation>,
 }
 
-/// `go_runtime_crash`: a goroutine reached `runtime.fatal`/`throw`, or panicked inside
-/// a map write.
+/// `go_runtime_crash`: a goroutine reached `runtime.fatal`/`throw`, panicked inside
+/// a map write, or (`--crash-only`) panicked with no one recovering.
 #[derive(Debug, Serialize, JsonSchema)]
 #[schemars(rename = "GoRuntimeCrash")]
 pub struct RuntimeCrash {
@@ -157,6 +163,34 @@ pub struct RuntimeCrash {
     pub in_map_write: Option<OpenWrite>,
     pub stack: Vec<Frame>,
     pub stack_truncated: bool,
+    /// `--crash-only`: every thread of the process, read while the agent held it
+    /// stopped at the crash, the crashing thread among them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub threads: Option<Vec<CrashThread>>,
+    /// `--crash-only`: why the other threads could not be read.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub threads_error: Option<String>,
+}
+
+/// One thread of a crashed process, as the agent found it stopped.
+#[derive(Debug, Serialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+#[schemars(rename = "GoCrashThread")]
+pub struct CrashThread {
+    #[schemars(range(min = 1))]
+    pub tid: u32,
+    /// The goroutine it ran; 0 on the thread's system stack (the scheduler, `g0`);
+    /// null when neither R14 nor the thread's TLS held a `g` owning its stack.
+    pub goid: Option<u64>,
+    /// The thread that reached the fatal path.
+    pub crashing: bool,
+    /// The innermost frame in the map runtime (`runtime.map*`,
+    /// `internal/runtime/maps.*`), when the thread is inside a map operation: with the
+    /// crashing thread on a map, the other goroutine touching it.
+    pub map_function: Option<String>,
+    /// From the thread's pc outwards, unwound with `.gopclntab`'s frame sizes.
+    pub stack: Vec<Frame>,
+    pub stack_truncated: bool,
 }
 
 /// How a goroutine crashed.
@@ -167,6 +201,9 @@ pub enum CrashKind {
     Fatal,
     /// A panic inside a map write.
     Panic,
+    /// A panic no one recovered (`runtime.fatalpanic`, `--crash-only`): the process
+    /// ends; `message` is the panic's value when it is a string or an error.
+    UnrecoveredPanic,
 }
 
 /// Races not reported again within one interval, per map and pair of call sites.

@@ -34,6 +34,14 @@ impl GoSymbols {
         self.load_bias = bias;
     }
 
+    pub fn load_bias(&self) -> u64 {
+        self.load_bias
+    }
+
+    pub fn functions(&self) -> &FunctionTable {
+        &self.functions
+    }
+
     /// Frames for `addrs`, innermost first, the first an exact address and the rest
     /// return addresses; also how many have no function.
     pub fn frames(&mut self, addrs: &[u64]) -> (Vec<Frame>, u64) {

@@ -42,6 +42,25 @@ const CRASHES: [(&str, Operation); 3] = [
     ("runtime.gopanic", Operation::Panic),
 ];
 
+/// `--crash-only`: where the process ends. Every fatal error goes through `fatal` or
+/// `throw` (1.17-1.27), every unrecovered panic through `fatalpanic`.
+const FATAL_PATHS: [(&str, Operation); 3] = [
+    ("runtime.fatal", Operation::Fatal),
+    ("runtime.throw", Operation::Fatal),
+    ("runtime.fatalpanic", Operation::FatalPanic),
+];
+
+/// What Go mode hooks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// Every map write's entry and returns, and the crash paths: races found exactly.
+    Exact,
+    /// The fatal paths alone: nothing per map write; a crash stops the process for the
+    /// agent to read every thread.
+    CrashOnly,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Operation {
@@ -50,6 +69,23 @@ pub enum Operation {
     Clear,
     Fatal,
     Panic,
+    /// `runtime.fatalpanic`: a panic nothing recovered.
+    FatalPanic,
+}
+
+impl Operation {
+    fn is_crash(self) -> bool {
+        matches!(
+            self,
+            Operation::Fatal | Operation::Panic | Operation::FatalPanic
+        )
+    }
+}
+
+/// A function of the Go map runtime (access, assign, delete, iterate, grow): classic
+/// maps' `runtime.map*`, Swiss-table maps' `internal/runtime/maps.*` (Go 1.24+).
+pub fn is_map_function(name: &str) -> bool {
+    name.starts_with("runtime.map") || name.starts_with("internal/runtime/maps.")
 }
 
 /// A runtime function Go mode hooks.
@@ -70,17 +106,22 @@ pub struct Hook {
 
 pub struct Hooks {
     pub list: Vec<Hook>,
+    pub mode: Mode,
 }
 
 impl Hooks {
-    /// Finds the hooks in `binary`; fails when it has no map write to watch.
-    pub fn find(binary: &GoBinary, functions: &FunctionTable) -> Result<Self> {
+    /// Finds the hooks in `binary`; fails when it has nothing the mode needs.
+    pub fn find(binary: &GoBinary, functions: &FunctionTable, mode: Mode) -> Result<Self> {
+        let wanted: Vec<&(&str, Operation)> = match mode {
+            Mode::Exact => MAP_WRITES.iter().chain(&CRASHES).collect(),
+            Mode::CrashOnly => FATAL_PATHS.iter().collect(),
+        };
         let mut list = Vec::new();
-        for (name, operation) in MAP_WRITES.iter().chain(&CRASHES) {
+        for (name, operation) in wanted {
             let Some(function) = functions.by_name(name) else {
                 continue;
             };
-            let returns = if matches!(operation, Operation::Fatal | Operation::Panic) {
+            let returns = if operation.is_crash() {
                 Vec::new()
             } else {
                 let code = binary
@@ -102,13 +143,19 @@ impl Hooks {
                 returns,
             });
         }
-        if !list.iter().any(|h| h.operation == Operation::Assign) {
+        if mode == Mode::Exact && !list.iter().any(|h| h.operation == Operation::Assign) {
             bail!(
                 "{} has none of the runtime's map-assign functions: it writes no Go map go-maps could watch",
                 binary.path.display()
             );
         }
-        Ok(Self { list })
+        if mode == Mode::CrashOnly && !list.iter().any(|h| h.operation == Operation::Fatal) {
+            bail!(
+                "{} has neither runtime.fatal nor runtime.throw: go-maps --crash-only has no fatal path to hook",
+                binary.path.display()
+            );
+        }
+        Ok(Self { list, mode })
     }
 
     pub fn get(&self, index: u32) -> Option<&Hook> {
@@ -128,9 +175,11 @@ impl Hooks {
         let pid = NonZeroU32::new(pid).ok_or_else(|| anyhow!("pid 0 cannot be audited"))?;
         let mut probes = 0;
         for (index, hook) in self.list.iter().enumerate() {
-            let (entry_program, return_program) = match hook.operation {
-                Operation::Fatal => ("go_runtime_fatal", None),
-                Operation::Panic => ("go_runtime_panic", None),
+            let (entry_program, return_program) = match (hook.operation, self.mode) {
+                (Operation::Fatal, Mode::Exact) => ("go_runtime_fatal", None),
+                (Operation::Fatal, Mode::CrashOnly) => ("go_runtime_fatal_stop", None),
+                (Operation::FatalPanic, _) => ("go_runtime_fatal_panic_stop", None),
+                (Operation::Panic, _) => ("go_runtime_panic", None),
                 _ => ("go_map_write_entry", Some("go_map_write_return")),
             };
             let sites = std::iter::once((entry_program, hook.entry)).chain(

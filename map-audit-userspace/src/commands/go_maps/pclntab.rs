@@ -121,6 +121,16 @@ impl FunctionTable {
         Some((file, line))
     }
 
+    /// How far RSP is below the function's entry RSP at `addr` (its pcsp table): the
+    /// return address is at RSP plus this. `None` when the table has no value there.
+    pub fn frame_size(&self, function: &GoFunction, addr: u64) -> Option<u64> {
+        // After the entry: nameoff, args, deferreturn, then pcsp.
+        let pcsp = Reader(&self.table)
+            .u32(function.record + self.entry_size + 12)
+            .ok()?;
+        u64::try_from(self.pc_value(pcsp, function.entry, addr)?).ok()
+    }
+
     /// The value a pc-value table (deltas as zig-zag varints, pc steps as varints of
     /// instruction quanta) holds at `target`.
     fn pc_value(&self, offset: u32, entry: u64, target: u64) -> Option<i64> {

@@ -5,13 +5,15 @@
 
 use std::collections::HashMap;
 
-use map_audit_common::go_maps::{CRASH_FATAL, GoCrashRecord, GoRaceRecord, GoWriter};
+use map_audit_common::go_maps::{
+    CRASH_FATAL, CRASH_FATAL_PANIC, GoCrashRecord, GoRaceRecord, GoWriter,
+};
 
 use super::{
     counters::GoAgentCounters,
     events::{ConcurrentWrite, CrashKind, OpenWrite, RuntimeCrash, Suppressed, Writer},
     go_symbols::GoSymbols,
-    hooks::Hooks,
+    hooks::{Hooks, Mode},
     records::frames,
 };
 use crate::output::clock::Clock;
@@ -82,16 +84,22 @@ impl RaceReports {
             tid: record.writer.tid,
             comm: comm(&record.header.comm),
             goid: record.writer.goid,
-            kind: if record.crash == CRASH_FATAL {
-                CrashKind::Fatal
-            } else {
-                CrashKind::Panic
+            kind: match record.crash {
+                CRASH_FATAL => CrashKind::Fatal,
+                CRASH_FATAL_PANIC => CrashKind::UnrecoveredPanic,
+                _ => CrashKind::Panic,
             },
             message: (!message.is_empty()).then(|| String::from_utf8_lossy(message).into_owned()),
             in_map_write: open,
             stack,
             stack_truncated,
+            threads: None,
+            threads_error: None,
         }
+    }
+
+    pub fn mode(&self) -> Mode {
+        self.hooks.mode
     }
 
     /// The races folded this interval, and a fresh interval.

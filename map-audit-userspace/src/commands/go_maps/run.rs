@@ -2,21 +2,22 @@
 //! process, and turns records into events until the process ends, `--duration`
 //! passes, or a signal; then prints the final `go_maps_stopped` counts.
 
-use std::path::PathBuf;
+use std::{collections::HashMap, path::PathBuf};
 
 use anyhow::{Context, Result, anyhow, bail};
 use aya::maps::{MapData, PerCpuArray, RingBuf};
-use map_audit_common::go_maps::GoConfig;
+use map_audit_common::go_maps::{GoConfig, GoCrashRecord};
 use map_audit_common::map_names;
 use object::{Object, ObjectSection};
 
 use super::{
     counters::{self as go_counters, GoCounters, GoKernelCounters},
-    events::{GoEvent, Program, Started, Stats},
+    crash_threads,
+    events::{GoEvent, Program, RuntimeCrash, Started, Stats},
     go_binary::GoBinary,
     go_symbols::GoSymbols,
     goid_offset,
-    hooks::Hooks,
+    hooks::{Hooks, Mode},
     load,
     pclntab::FunctionTable,
     race_reports::RaceReports,
@@ -75,7 +76,12 @@ pub fn run(args: GoMapsArgs) -> Result<i32> {
         FunctionTable::parse(section.data()?, text)
             .with_context(|| format!("reading the function table of {shown} failed"))?
     };
-    let hooks = Hooks::find(&binary, &functions)?;
+    let mode = if args.crash_only {
+        Mode::CrashOnly
+    } else {
+        Mode::Exact
+    };
+    let hooks = Hooks::find(&binary, &functions, mode)?;
     let goid = goid_offset::find(&binary)?;
     raise_memlock_limit();
 
@@ -117,12 +123,20 @@ pub fn run(args: GoMapsArgs) -> Result<i32> {
             kernel_release: kernel_support::kernel_release(),
             program,
             command: (!args.command.is_empty()).then(|| args.command.clone()),
+            mode,
             goid_offset: goid.offset,
             goid_offset_source: goid.source,
             hooks: hooks.list.clone(),
             uprobes,
             ttl_ms: args.ttl.as_millis() as u64,
-            cost_note: "each map write of this process takes two uprobe hits (~10-14 us each here): a diagnostic mode",
+            cost_note: match mode {
+                Mode::Exact => {
+                    "each map write of this process takes two uprobe hits (~10-14 us each here): a diagnostic mode"
+                }
+                Mode::CrashOnly => {
+                    "nothing until the process reaches a fatal path; then it is held for milliseconds while its threads are read"
+                }
+            },
         })),
     );
     writer.flush();
@@ -142,6 +156,8 @@ pub fn run(args: GoMapsArgs) -> Result<i32> {
         counters,
         reports,
         writer,
+        goid_offset: goid.offset,
+        captures: HashMap::new(),
     };
     let exit_code = runtime.block_on(read_until_stopped(
         ring,
@@ -165,6 +181,10 @@ struct Session {
     counters: PerCpuArray<MapData, u64>,
     reports: RaceReports,
     writer: JsonWriter,
+    /// Of `goid` in `runtime.g`: names the goroutine of each thread of a crash.
+    goid_offset: u32,
+    /// By pid, the last capture: when it let the process go, and for which thread.
+    captures: HashMap<u32, (u64, u32)>,
 }
 
 impl Reader for Session {
@@ -204,6 +224,28 @@ impl Reader for Session {
 }
 
 impl Session {
+    /// `--crash-only`: the crash's `threads`, read while the process waits stopped. A
+    /// second thread reaching a fatal path before the first capture let the process go
+    /// had its stop ended by that capture, which holds its thread too.
+    fn read_threads(&mut self, crash: &GoCrashRecord, event: &mut RuntimeCrash) {
+        let pid = crash.header.tgid;
+        if let Some(&(resumed_ns, tid)) = self.captures.get(&pid)
+            && crash.header.ts_ns <= resumed_ns
+        {
+            event.threads_error = Some(format!(
+                "its stop joined the one of thread {tid}, whose go_runtime_crash lists every thread"
+            ));
+            return;
+        }
+        match crash_threads::read(&mut self.reports, crash, self.goid_offset) {
+            Ok((threads, resumed_ns)) => {
+                self.captures.insert(pid, (resumed_ns, crash.writer.tid));
+                event.threads = Some(threads);
+            }
+            Err(err) => event.threads_error = Some(format!("{err:#}")),
+        }
+    }
+
     fn write_records(&mut self, ring: &mut RingBuf<MapData>) {
         let mut wrote = false;
         while let Some(bytes) = ring.next() {
@@ -214,10 +256,13 @@ impl Session {
                     Some(event) => (race.header.ts_ns, GoEvent::ConcurrentWrite(event)),
                     None => continue,
                 },
-                Ok(GoRecord::Crash(crash)) => (
-                    crash.header.ts_ns,
-                    GoEvent::Crash(self.reports.crash(&crash)),
-                ),
+                Ok(GoRecord::Crash(crash)) => {
+                    let mut event = self.reports.crash(&crash);
+                    if self.reports.mode() == Mode::CrashOnly {
+                        self.read_threads(&crash, &mut event);
+                    }
+                    (crash.header.ts_ns, GoEvent::Crash(event))
+                }
                 Err(err) => {
                     self.reports.counters.records_undecodable += 1;
                     log::warn!("{err}");
