@@ -269,6 +269,36 @@ fn a_stripped_binary_is_named_from_gopclntab_go1_27() {
     reports_a_race_of(Go::V1_27, "go1.27.3", Build::Stripped, (152, "table"));
 }
 
+/// A stripped binary of a release newer than any checked: Go 1.27's build with its
+/// version strings rewritten to "go1.28.0" (same length) takes 1.27's layout and says
+/// so, and its race is still found.
+#[test]
+fn a_newer_release_without_dwarf_takes_the_newest_layout_go1_27_as_1_28() {
+    let mut bytes = std::fs::read(mapwriters(Go::V1_27, Build::Stripped)).unwrap();
+    let (old, new) = (b"go1.27.3", b"go1.28.0");
+    let mut rewritten = 0;
+    for at in 0..bytes.len() - old.len() {
+        if &bytes[at..at + old.len()] == old {
+            bytes[at..at + old.len()].copy_from_slice(new);
+            rewritten += 1;
+        }
+    }
+    assert!(rewritten > 0, "the version string is in the binary");
+    let program = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("mapwriters-as-go1.28-{}", std::process::id()));
+    std::fs::write(&program, bytes).unwrap();
+    std::fs::set_permissions(
+        &program,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let run = reports_a_race_before_the_crash(&program);
+    let started = &run.events[0];
+    assert_eq!(started["go_version"], "go1.28.0");
+    assert_eq!(started["goid_offset"], 152);
+    assert_eq!(started["goid_offset_source"], "nearest_release");
+}
+
 #[test]
 fn a_stripped_binary_is_named_from_gopclntab_go1_19() {
     reports_a_race_of(Go::V1_19, "go1.19.8", Build::Stripped, (152, "table"));

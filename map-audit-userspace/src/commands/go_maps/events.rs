@@ -96,6 +96,9 @@ pub enum GoidOffsetSource {
     Dwarf,
     /// The agent's table of Go releases (stripped binaries).
     Table,
+    /// A stripped binary of a release newer than any the agent checked: the newest
+    /// checked release's offset, a guess (the hooks still check their functions exist).
+    NearestRelease,
 }
 
 /// One goroutine's side of a race.

@@ -25,18 +25,32 @@ pub fn find(binary: &GoBinary) -> Result<GoidOffset> {
         }),
         Err(err) => {
             log::debug!("goid offset not read from DWARF: {err:#}");
-            let offset = from_table(binary.info.release).ok_or_else(|| {
+            without_dwarf(binary.info.release).ok_or_else(|| {
                 anyhow!(
-                    "{} has no DWARF and go-maps knows the goid offset of Go 1.17-1.27 only; rebuild without -ldflags=-w",
+                    "{} has no DWARF and go-maps knows the goid offset of Go 1.17 and later only; rebuild without -ldflags=-w",
                     binary.info.go_version
                 )
-            })?;
-            Ok(GoidOffset {
-                offset,
-                source: GoidOffsetSource::Table,
             })
         }
     }
+}
+
+/// The newest release whose layout was checked.
+const NEWEST_CHECKED: (u32, u32) = (1, 27);
+
+/// A binary without DWARF: the table's offset, or for a release newer than any
+/// checked, the newest checked one's (said in `go_maps_started` as `nearest_release`).
+fn without_dwarf(release: (u32, u32)) -> Option<GoidOffset> {
+    if let Some(offset) = from_table(release) {
+        return Some(GoidOffset {
+            offset,
+            source: GoidOffsetSource::Table,
+        });
+    }
+    (release > NEWEST_CHECKED).then(|| GoidOffset {
+        offset: from_table(NEWEST_CHECKED).expect("the newest checked release is in the table"),
+        source: GoidOffsetSource::NearestRelease,
+    })
 }
 
 /// The releases checked on this machine kind (1.19, 1.21, 1.23, 1.24, 1.25, 1.26,
@@ -107,5 +121,16 @@ mod tests {
         assert_eq!(from_table((1, 27)), Some(152));
         assert_eq!(from_table((1, 28)), None);
         assert_eq!(from_table((1, 16)), None);
+    }
+
+    #[test]
+    fn a_newer_release_takes_the_newest_checked_layout_and_says_so() {
+        let table = without_dwarf((1, 27)).unwrap();
+        assert_eq!(table.source, GoidOffsetSource::Table);
+        let newer = without_dwarf((1, 28)).unwrap();
+        assert_eq!(newer.offset, table.offset);
+        assert_eq!(newer.source, GoidOffsetSource::NearestRelease);
+        assert_eq!(without_dwarf((2, 0)).unwrap().offset, table.offset);
+        assert_eq!(without_dwarf((1, 16)), None, "older than Go mode supports");
     }
 }
