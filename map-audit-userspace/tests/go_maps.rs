@@ -530,7 +530,7 @@ fn crash_only(program: &Path, mode: &str, messages: &[&str]) -> (Run, Value, Val
     // runtime was still crashing) is held and read again.
     let crashes = run.of_kind("go_runtime_crash");
     let (captured, joined): (Vec<&Value>, Vec<&Value>) =
-        crashes.iter().partition(|c| c["threads"].is_array());
+        crashes.iter().partition(|c| c["threads_captured"].is_u64());
     assert!(
         !captured.is_empty(),
         "a capture: {crashes:?}\n{}",
@@ -545,8 +545,17 @@ fn crash_only(program: &Path, mode: &str, messages: &[&str]) -> (Run, Value, Val
         );
     }
     let crash = captured[0].clone();
-    let threads = crash["threads"].as_array().unwrap();
-    let crashing: Vec<&Value> = threads.iter().filter(|t| t["crashing"] == true).collect();
+    let threads = threads_of(&run, &crash);
+    assert_eq!(
+        crash["threads_captured"].as_u64(),
+        Some(threads.len() as u64),
+        "a go_crash_thread event per thread read: {crash}"
+    );
+    let crashing: Vec<&Value> = threads
+        .iter()
+        .copied()
+        .filter(|t| t["crashing"] == true)
+        .collect();
     assert_eq!(crashing.len(), 1, "one crashing thread: {crash}");
     assert_eq!(crashing[0]["tid"], crash["tid"]);
     // Held at the fatal path, it is in the crashing goroutine; a thread another
@@ -583,18 +592,24 @@ fn crash_only(program: &Path, mode: &str, messages: &[&str]) -> (Run, Value, Val
     (run, crash, crashing)
 }
 
+/// The `go_crash_thread` events of `crash`'s capture.
+fn threads_of<'a>(run: &'a Run, crash: &Value) -> Vec<&'a Value> {
+    run.of_kind("go_crash_thread")
+        .into_iter()
+        .filter(|t| t["pid"] == crash["pid"] && t["crash_tid"] == crash["tid"])
+        .collect()
+}
+
 /// Whether the run names `function` on another thread than the capture's crashing one:
 /// in the capture, or in the event of a second thread that reached the fatal path.
 fn other_thread_in(run: &Run, crash: &Value, function: &str) -> bool {
-    let in_capture = crash["threads"]
-        .as_array()
-        .unwrap()
+    let in_capture = threads_of(run, crash)
         .iter()
         .any(|t| t["crashing"] == false && symbols(&t["stack"]).contains(&function));
     let joined = run
         .of_kind("go_runtime_crash")
         .iter()
-        .any(|c| c["threads"].is_null() && symbols(&c["stack"]).contains(&function));
+        .any(|c| c["threads_captured"].is_null() && symbols(&c["stack"]).contains(&function));
     in_capture || joined
 }
 
@@ -671,12 +686,73 @@ fn crash_only_reports_other_crashes_with_every_thread_go1_24() {
     let stack = symbols(&crashing["stack"]);
     assert_eq!(stack[0], "runtime.fatalpanic", "{stack:?}");
     assert!(stack.contains(&"main.nilMapPanic"), "{stack:?}");
-    assert!(crash["threads"].as_array().unwrap().len() > 1, "{crash}");
+    assert!(crash["threads_captured"].as_u64() > Some(1), "{crash}");
 
     let (_, crash, crashing) = crash_only(&program, "unlock", &["sync: unlock of unlocked mutex"]);
     assert_eq!(crash["kind"], "fatal");
     assert_eq!(crash["message"], "sync: unlock of unlocked mutex");
     assert!(symbols(&crashing["stack"]).contains(&"main.badUnlock"));
+}
+
+/// A stack overflow is thrown on the thread's system stack (`morestack` -> `newstack`):
+/// the walk follows the switch into the overflowing goroutine, with the layout read
+/// from each release's table (stripped builds) for both of its rows.
+fn crash_only_follows_a_switch_to_the_system_stack(go: Go) {
+    let program = mapwriters(go, Build::Stripped);
+    let run = run_agent(&[
+        "go-maps",
+        "--crash-only",
+        "--",
+        program.to_str().unwrap(),
+        "overflow",
+    ]);
+    assert_eq!(run.status.code(), Some(2), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("fatal error: stack overflow"),
+        "{}",
+        run.stderr
+    );
+    let crash = run
+        .of_kind("go_runtime_crash")
+        .into_iter()
+        .find(|c| c["threads_captured"].is_u64())
+        .unwrap_or_else(|| panic!("no capture: {}", run.stderr));
+    assert_eq!(crash["message"], "stack overflow");
+    let crashing = *threads_of(&run, crash)
+        .iter()
+        .find(|t| t["crashing"] == true)
+        .unwrap();
+    assert_eq!(
+        crashing["goid"], 0,
+        "thrown on the system stack: {crashing}"
+    );
+    let stack = symbols(&crashing["stack"]);
+    let switch = stack
+        .iter()
+        .position(|&f| f == "runtime.morestack")
+        .unwrap_or_else(|| panic!("{stack:?}"));
+    assert!(stack[..switch].contains(&"runtime.newstack"), "{stack:?}");
+    assert!(
+        stack[switch + 1..]
+            .iter()
+            .all(|&f| f == "main.deepRecursion"),
+        "past the switch, the goroutine that overflowed: {stack:?}"
+    );
+    assert!(stack.len() > switch + 1, "{stack:?}");
+    assert_eq!(
+        crashing["stack_truncated"], true,
+        "the recursion is deeper than 64"
+    );
+}
+
+#[test]
+fn crash_only_follows_a_switch_to_the_system_stack_go1_24() {
+    crash_only_follows_a_switch_to_the_system_stack(Go::V1_24);
+}
+
+#[test]
+fn crash_only_follows_a_switch_to_the_system_stack_go1_27() {
+    crash_only_follows_a_switch_to_the_system_stack(Go::V1_27);
 }
 
 /// `--crash-only` reports nothing on correct programs, recovered panics included.

@@ -105,6 +105,21 @@ pub fn line(event: &Value, written: &str) -> String {
                 sides.join(" || ")
             )
         }
+        "go_crash_thread" => format!(
+            "pid={} tid={} goid={}{}{} in {}",
+            event["pid"],
+            event["tid"],
+            event["goid"],
+            if event["crashing"] == true {
+                " crashing"
+            } else {
+                ""
+            },
+            event["map_function"]
+                .as_str()
+                .map_or(String::new(), |f| format!(" map_function={f}")),
+            stack(&event["stack"])
+        ),
         _ => {
             let mut rest = event.as_object().cloned().unwrap_or_default();
             for key in ["schema", "event", "ts", "host"] {

@@ -66,6 +66,10 @@ fn event_kinds(generator: &mut SchemaGenerator) -> Vec<(&'static [&'static str],
             generator.subschema_for::<go::RuntimeCrash>(),
         ),
         (
+            &["go_crash_thread"],
+            generator.subschema_for::<go::CrashThread>(),
+        ),
+        (
             &["go_maps_stats", "go_maps_stopped"],
             generator.subschema_for::<go::Stats>(),
         ),

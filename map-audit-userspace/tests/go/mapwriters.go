@@ -5,6 +5,7 @@
 //	readwrite one goroutine writes a map while another reads it, until the runtime throws
 //	nilmap    assigns to a nil map with no recover: the panic ends the process
 //	unlock    unlocks an unlocked sync.Mutex: a fatal error outside the map runtime
+//	overflow  recurses past a 1 MiB stack limit: the runtime throws on its system stack
 //	nilpanic N N goroutines in turn assign to a nil map and recover from the panic
 //	mutex N   four goroutines write one map N times each under a sync.Mutex
 //	syncmap N four goroutines store N times each into one sync.Map
@@ -17,6 +18,7 @@ import (
 	"bufio"
 	"fmt"
 	"os"
+	"runtime/debug"
 	"strconv"
 	"sync"
 	"time"
@@ -64,6 +66,13 @@ func nilMapPanic() {
 //go:noinline
 func badUnlock(mu *sync.Mutex) {
 	mu.Unlock()
+}
+
+//go:noinline
+func deepRecursion(n int) int {
+	var pad [64]byte
+	pad[n%64] = byte(n)
+	return deepRecursion(n+1) + int(pad[(n+1)%64])
 }
 
 func keys(n int) []string {
@@ -155,6 +164,9 @@ func main() {
 		nilMapPanic()
 	case "unlock":
 		badUnlock(&sync.Mutex{})
+	case "overflow":
+		debug.SetMaxStack(1 << 20)
+		deepRecursion(0)
 	case "nilpanic":
 		for i := 0; i < n; i++ {
 			done := make(chan bool)

@@ -1,15 +1,18 @@
-//! `--crash-only`: the crash event's `threads`. The crash uprobe stopped the process;
-//! `thread_capture` holds each thread while `go_unwind` walks its stack and finds its
-//! goroutine; `go_symbols` names the frames after the process is let go.
+//! `--crash-only`: the crash's `go_crash_thread` events. The crash uprobe stopped the
+//! process;
+//! `thread_capture` holds each thread while `go_unwind` walks its stack (through a
+//! switch from `g0`, with `stack_switch`'s offsets) and finds its goroutine;
+//! `go_symbols` names the frames after the process is let go.
 
 use anyhow::Result;
 use map_audit_common::go_maps::GoCrashRecord;
 
 use super::{
     events::CrashThread,
-    go_unwind::{self, Registers},
+    go_unwind::{self, Registers, Switch},
     hooks::is_map_function,
     race_reports::RaceReports,
+    stack_switch::SwitchLayout,
     thread_capture,
 };
 
@@ -19,6 +22,7 @@ pub fn read(
     reports: &mut RaceReports,
     record: &GoCrashRecord,
     goid_offset: u32,
+    switch_layout: Option<&SwitchLayout>,
 ) -> Result<(Vec<CrashThread>, u64)> {
     let functions = reports.symbols.functions();
     let bias = reports.symbols.load_bias();
@@ -32,9 +36,14 @@ pub fn read(
                 sp: regs.rsp,
                 bp: regs.rbp,
             };
-            let walk = go_unwind::walk(functions, bias, from, read);
-            let goid = go_unwind::goroutine(regs.r14, regs.fs_base, regs.rsp, goid_offset, read);
-            (tid, goid, walk)
+            let running = go_unwind::goroutine(regs.r14, regs.fs_base, regs.rsp, goid_offset, read);
+            // On g0, the walk goes on into the goroutine that switched to it.
+            let switch = match (running, switch_layout) {
+                (Some((g0, 0)), Some(layout)) => Some(Switch { g0, layout }),
+                _ => None,
+            };
+            let walk = go_unwind::walk(functions, bias, from, switch, read);
+            (tid, running.map(|(_, goid)| goid), walk)
         },
     );
     let capture = match capture {
@@ -58,6 +67,8 @@ pub fn read(
                 .find(|name| is_map_function(name))
                 .map(str::to_string);
             CrashThread {
+                pid: record.header.tgid,
+                crash_tid: record.writer.tid,
                 tid,
                 goid,
                 crashing: tid == record.writer.tid,

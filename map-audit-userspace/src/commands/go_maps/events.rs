@@ -1,6 +1,7 @@
 //! Go mode's JSON events (schema `map-audit/v1`, same envelope as every event):
-//! `go_maps_started`, `go_map_concurrent_write`, `go_runtime_crash`, `go_maps_stats`
-//! and `go_maps_stopped`.
+//! `go_maps_started`, `go_map_concurrent_write`, `go_runtime_crash` (and, with
+//! `--crash-only`, a `go_crash_thread` per thread), `go_maps_stats` and
+//! `go_maps_stopped`.
 
 use schemars::JsonSchema;
 use serde::{Serialize, Serializer};
@@ -20,6 +21,7 @@ pub enum GoEvent {
     Started(Started),
     ConcurrentWrite(ConcurrentWrite),
     Crash(RuntimeCrash),
+    CrashThread(CrashThread),
     Stats(Stats),
 }
 
@@ -29,6 +31,7 @@ impl GoEvent {
             GoEvent::Started(_) => "go_maps_started",
             GoEvent::ConcurrentWrite(_) => "go_map_concurrent_write",
             GoEvent::Crash(_) => "go_runtime_crash",
+            GoEvent::CrashThread(_) => "go_crash_thread",
             GoEvent::Stats(s) if s.final_totals => "go_maps_stopped",
             GoEvent::Stats(_) => "go_maps_stats",
         }
@@ -166,20 +169,25 @@ pub struct RuntimeCrash {
     pub in_map_write: Option<OpenWrite>,
     pub stack: Vec<Frame>,
     pub stack_truncated: bool,
-    /// `--crash-only`: every thread of the process, read while the agent held it
-    /// stopped at the crash, the crashing thread among them.
+    /// `--crash-only`: how many `go_crash_thread` events follow, one per thread of the
+    /// process read while the agent held it stopped at the crash (one line each keeps
+    /// lines under 16 KiB whatever the number of threads).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub threads: Option<Vec<CrashThread>>,
+    pub threads_captured: Option<u32>,
     /// `--crash-only`: why the other threads could not be read.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub threads_error: Option<String>,
 }
 
-/// One thread of a crashed process, as the agent found it stopped.
+/// `go_crash_thread`: one thread of a crashed process, as the agent found it stopped.
 #[derive(Debug, Serialize, JsonSchema)]
-#[schemars(deny_unknown_fields)]
 #[schemars(rename = "GoCrashThread")]
 pub struct CrashThread {
+    #[schemars(range(min = 1))]
+    pub pid: u32,
+    /// The `tid` of the `go_runtime_crash` whose capture this thread belongs to.
+    #[schemars(range(min = 1))]
+    pub crash_tid: u32,
     #[schemars(range(min = 1))]
     pub tid: u32,
     /// The goroutine it ran; 0 on the thread's system stack (the scheduler, `g0`);

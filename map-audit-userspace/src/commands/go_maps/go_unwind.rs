@@ -4,15 +4,16 @@
 //! frameless functions; code outside the Go binary (the vDSO, cgo's C) falls back to
 //! the frame-pointer chain. Also finds which goroutine a thread runs.
 
-use super::pclntab::FunctionTable;
+use super::{pclntab::FunctionTable, stack_switch::SwitchLayout};
 
-/// Frames kept per thread; a deeper stack is cut and marked truncated.
-pub const MAX_FRAMES: usize = 64;
+/// Frames kept per thread; a deeper stack is cut and marked truncated (48 frames keep
+/// a `go_crash_thread` line under 16 KiB).
+pub const MAX_FRAMES: usize = 48;
 
 /// Where goroutine and thread stacks start (`goexit`, `mstart`, `rt0_go`, `clone`), or
-/// switch to another (`mcall`, `morestack`, `systemstack`: the frame above is on the
-/// goroutine's stack, which the runtime's own traceback does not follow either), or a
-/// signal handler's entry (the interrupted registers are in the signal frame): the
+/// switch to another (`mcall`, `morestack`, `systemstack`: followed into the goroutine
+/// that switched when the thread is on `g0` and the layout is known, see `Switch`), or
+/// a signal handler's entry (the interrupted registers are in the signal frame): the
 /// walk ends there, complete.
 pub const STACK_ENDS: [&str; 10] = [
     "runtime.goexit",
@@ -42,12 +43,21 @@ pub struct Walk {
     pub truncated: bool,
 }
 
+/// A thread on `g0` whose walk may follow the switch at `systemstack` or `mcall` into
+/// the goroutine that switched.
+pub struct Switch<'a> {
+    /// The thread's `g` (its `g0`).
+    pub g0: u64,
+    pub layout: &'a SwitchLayout,
+}
+
 /// `read` reads 8 bytes of the stopped process; `load_bias` is its runtime address
 /// minus link address.
 pub fn walk(
     functions: &FunctionTable,
     load_bias: u64,
     from: Registers,
+    mut switch: Option<Switch>,
     read: impl Fn(u64) -> Option<u64>,
 ) -> Walk {
     let Registers {
@@ -56,11 +66,26 @@ pub fn walk(
         mut bp,
     } = from;
     let mut addrs = vec![pc];
+    // The thread's own pc, and a pc a switch saved, are exact; the rest return
+    // addresses.
+    let mut exact = true;
     while addrs.len() < MAX_FRAMES {
         // A return address follows its call: the call's own pc is one byte back.
-        let at = if addrs.len() == 1 { pc } else { pc - 1 };
+        let at = if exact { pc } else { pc - 1 };
+        exact = false;
         let (return_address, caller_sp, caller_bp) = match functions.at(at.wrapping_sub(load_bias))
         {
+            Some(f) if SWITCHES.contains(&f.name.as_str()) && switch.is_some() => {
+                let Some(saved) = switch.take().and_then(|s| switched_from(&s, &read)) else {
+                    break;
+                };
+                // `systemstack` saved a pc inside `systemstack_switch`; `mcall` and
+                // `morestack` a return address into the function that called them.
+                exact = f.name == "runtime.systemstack";
+                (pc, sp, bp) = (saved.ip, saved.sp, saved.bp);
+                addrs.push(pc);
+                continue;
+            }
             Some(f) if STACK_ENDS.contains(&f.name.as_str()) => break,
             Some(f) => {
                 let Some(size) = functions.frame_size(f, at.wrapping_sub(load_bias)) else {
@@ -104,20 +129,39 @@ pub fn walk(
     Walk { addrs, truncated }
 }
 
-/// The id of the goroutine a thread runs, 0 on its system stack (`g0`), `None` when
-/// no candidate `g` holds the thread's RSP. Candidates: R14 (Go's register ABI keeps
-/// `g` there) and the TLS slot at FS-8 (internal linking on linux/amd64).
+/// Where a thread on its system stack switches from a goroutine's stack.
+const SWITCHES: [&str; 3] = ["runtime.systemstack", "runtime.mcall", "runtime.morestack"];
+
+/// The registers `m.curg` switched at, when the thread's `m` runs a goroutine.
+fn switched_from(switch: &Switch, read: impl Fn(u64) -> Option<u64>) -> Option<Registers> {
+    let layout = switch.layout;
+    let m = read(switch.g0 + u64::from(layout.g_m))?;
+    let curg = read(m + u64::from(layout.m_curg))?;
+    if curg == 0 || curg == switch.g0 {
+        return None;
+    }
+    let sched = curg + u64::from(layout.g_sched);
+    Some(Registers {
+        ip: read(sched + u64::from(layout.gobuf_pc))?,
+        sp: read(sched + u64::from(layout.gobuf_sp))?,
+        bp: read(sched + u64::from(layout.gobuf_bp))?,
+    })
+}
+
+/// The `g` a thread runs and its goroutine id (0 on its system stack, `g0`); `None`
+/// when no candidate `g` holds the thread's RSP. Candidates: R14 (Go's register ABI
+/// keeps `g` there) and the TLS slot at FS-8 (internal linking on linux/amd64).
 pub fn goroutine(
     r14: u64,
     fs_base: u64,
     sp: u64,
     goid_offset: u32,
     read: impl Fn(u64) -> Option<u64>,
-) -> Option<u64> {
+) -> Option<(u64, u64)> {
     let tls = fs_base.checked_sub(8).and_then(&read);
     [Some(r14), tls].into_iter().flatten().find_map(|g| {
         // `g` starts with its stack bounds, [lo, hi).
         let (lo, hi) = (read(g)?, read(g + 8)?);
-        (g != 0 && lo <= sp && sp < hi).then(|| read(g + u64::from(goid_offset)))?
+        (g != 0 && lo <= sp && sp < hi).then(|| Some((g, read(g + u64::from(goid_offset))?)))?
     })
 }

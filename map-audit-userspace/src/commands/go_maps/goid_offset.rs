@@ -66,6 +66,15 @@ pub fn from_table(release: (u32, u32)) -> Option<u32> {
 }
 
 fn from_dwarf(binary: &GoBinary) -> Result<u32> {
+    match member_offsets(binary, &[("runtime.g", "goid")])?[..] {
+        [Some(offset)] => Ok(offset),
+        _ => bail!("the DWARF has no runtime.g.goid"),
+    }
+}
+
+/// The byte offsets of `(struct, member)` pairs in the binary's DWARF (gimli), in the
+/// order asked; `None` for those it does not describe.
+pub fn member_offsets(binary: &GoBinary, wanted: &[(&str, &str)]) -> Result<Vec<Option<u32>>> {
     let elf = binary.elf();
     let load = |id: gimli::SectionId| -> Result<Cow<'_, [u8]>, gimli::Error> {
         Ok(elf
@@ -75,36 +84,44 @@ fn from_dwarf(binary: &GoBinary) -> Result<u32> {
     };
     let sections = gimli::DwarfSections::load(load)?;
     let dwarf = sections.borrow(|s| gimli::EndianSlice::new(s, gimli::LittleEndian));
+    let mut found = vec![None; wanted.len()];
     let mut units = dwarf.units();
     while let Some(header) = units.next()? {
         let unit = dwarf.unit(header)?;
         let mut entries = unit.entries();
-        let mut in_g = false;
-        let mut g_depth = 0;
+        // The structure being read (an index into `wanted`'s names) and its depth.
+        let mut current: Option<(&str, isize)> = None;
         while let Some(entry) = entries.next_dfs()? {
             let depth = entry.depth();
-            if in_g && depth <= g_depth {
-                in_g = false;
+            if current.is_some_and(|(_, d)| depth <= d) {
+                current = None;
             }
             let name = match entry.attr_value(gimli::DW_AT_name) {
                 Some(value) => dwarf.attr_string(&unit, value)?,
                 None => continue,
             };
-            if entry.tag() == gimli::DW_TAG_structure_type && name.slice() == b"runtime.g" {
-                in_g = true;
-                g_depth = depth;
-            } else if in_g && entry.tag() == gimli::DW_TAG_member && name.slice() == b"goid" {
+            let name = std::str::from_utf8(name.slice()).unwrap_or("");
+            if entry.tag() == gimli::DW_TAG_structure_type {
+                current = wanted
+                    .iter()
+                    .find(|(s, _)| *s == name)
+                    .map(|(s, _)| (*s, depth));
+            } else if let Some((structure, _)) = current
+                && entry.tag() == gimli::DW_TAG_member
+                && let Some(i) = wanted.iter().position(|&w| w == (structure, name))
+                && found[i].is_none()
+            {
                 let location = entry
                     .attr_value(gimli::DW_AT_data_member_location)
-                    .context("runtime.g.goid has no location")?;
-                return location
-                    .udata_value()
-                    .and_then(|v| u32::try_from(v).ok())
-                    .context("runtime.g.goid has a location that is not a constant");
+                    .with_context(|| format!("{structure}.{name} has no location"))?;
+                found[i] = location.udata_value().and_then(|v| u32::try_from(v).ok());
             }
         }
+        if found.iter().all(Option::is_some) {
+            break;
+        }
     }
-    bail!("the DWARF has no runtime.g.goid")
+    Ok(found)
 }
 
 #[cfg(test)]

@@ -26,4 +26,5 @@ pub mod race_reports;
 pub mod records;
 pub mod return_sites;
 pub mod run;
+pub mod stack_switch;
 pub mod thread_capture;

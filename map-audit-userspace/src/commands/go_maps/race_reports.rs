@@ -93,7 +93,7 @@ impl RaceReports {
             in_map_write: open,
             stack,
             stack_truncated,
-            threads: None,
+            threads_captured: None,
             threads_error: None,
         }
     }

@@ -13,7 +13,7 @@ use object::{Object, ObjectSection};
 use super::{
     counters::{self as go_counters, GoCounters, GoKernelCounters},
     crash_threads,
-    events::{GoEvent, Program, RuntimeCrash, Started, Stats},
+    events::{CrashThread, GoEvent, Program, RuntimeCrash, Started, Stats},
     go_binary::GoBinary,
     go_symbols::GoSymbols,
     goid_offset,
@@ -22,6 +22,7 @@ use super::{
     pclntab::FunctionTable,
     race_reports::RaceReports,
     records::{self, GoRecord},
+    stack_switch::{self, SwitchLayout},
 };
 use crate::{
     commands::cli::{GoMapsArgs, OutputFormat},
@@ -157,6 +158,7 @@ pub fn run(args: GoMapsArgs) -> Result<i32> {
         reports,
         writer,
         goid_offset: goid.offset,
+        switch_layout: stack_switch::find(&binary),
         captures: HashMap::new(),
     };
     let exit_code = runtime.block_on(read_until_stopped(
@@ -183,6 +185,8 @@ struct Session {
     writer: JsonWriter,
     /// Of `goid` in `runtime.g`: names the goroutine of each thread of a crash.
     goid_offset: u32,
+    /// Where a thread on `g0` finds the goroutine that switched to it (crash walks).
+    switch_layout: Option<SwitchLayout>,
     /// By pid, the last capture: when it let the process go, and for which thread.
     captures: HashMap<u32, (u64, u32)>,
 }
@@ -224,25 +228,39 @@ impl Reader for Session {
 }
 
 impl Session {
-    /// `--crash-only`: the crash's `threads`, read while the process waits stopped. A
-    /// second thread reaching a fatal path before the first capture let the process go
-    /// had its stop ended by that capture, which holds its thread too.
-    fn read_threads(&mut self, crash: &GoCrashRecord, event: &mut RuntimeCrash) {
+    /// `--crash-only`: every thread of the crashed process, read while it waits
+    /// stopped (one `go_crash_thread` event each, after the crash's). A second thread
+    /// reaching a fatal path before the first capture let the process go had its stop
+    /// ended by that capture, which holds its thread too.
+    fn read_threads(
+        &mut self,
+        crash: &GoCrashRecord,
+        event: &mut RuntimeCrash,
+    ) -> Vec<CrashThread> {
         let pid = crash.header.tgid;
         if let Some(&(resumed_ns, tid)) = self.captures.get(&pid)
             && crash.header.ts_ns <= resumed_ns
         {
             event.threads_error = Some(format!(
-                "its stop joined the one of thread {tid}, whose go_runtime_crash lists every thread"
+                "its stop joined the one of thread {tid}, whose go_crash_thread events list every thread"
             ));
-            return;
+            return Vec::new();
         }
-        match crash_threads::read(&mut self.reports, crash, self.goid_offset) {
+        match crash_threads::read(
+            &mut self.reports,
+            crash,
+            self.goid_offset,
+            self.switch_layout.as_ref(),
+        ) {
             Ok((threads, resumed_ns)) => {
                 self.captures.insert(pid, (resumed_ns, crash.writer.tid));
-                event.threads = Some(threads);
+                event.threads_captured = Some(threads.len() as u32);
+                threads
             }
-            Err(err) => event.threads_error = Some(format!("{err:#}")),
+            Err(err) => {
+                event.threads_error = Some(format!("{err:#}"));
+                Vec::new()
+            }
         }
     }
 
@@ -258,10 +276,20 @@ impl Session {
                 },
                 Ok(GoRecord::Crash(crash)) => {
                     let mut event = self.reports.crash(&crash);
-                    if self.reports.mode() == Mode::CrashOnly {
-                        self.read_threads(&crash, &mut event);
+                    let threads = if self.reports.mode() == Mode::CrashOnly {
+                        self.read_threads(&crash, &mut event)
+                    } else {
+                        Vec::new()
+                    };
+                    let ts = crash.header.ts_ns;
+                    self.writer
+                        .write(Some(ts), Body::from(GoEvent::Crash(event)));
+                    for thread in threads {
+                        self.writer
+                            .write(Some(ts), Body::from(GoEvent::CrashThread(thread)));
                     }
-                    (crash.header.ts_ns, GoEvent::Crash(event))
+                    wrote = true;
+                    continue;
                 }
                 Err(err) => {
                     self.reports.counters.records_undecodable += 1;
