@@ -801,11 +801,24 @@ fn agent_killed_mid_capture_leaves_no_process_stopped_go1_24() {
     .unwrap();
     assert!(first.contains("go_maps_started"), "{first}");
     writeln!(program.stdin.as_mut().unwrap()).unwrap();
-    // Held: every thread in ptrace-stop ('t'), the agent pausing in its capture.
+    // Held: in ptrace-stop ('t'), with the agent's SIGCONT sent (pending in the shared
+    // queue until the threads are let go), so the agent pauses in its capture. Killed
+    // before the SIGCONT, the process would stay stopped: the few milliseconds the
+    // docs name.
     let held = (0..500).any(|_| {
         std::thread::sleep(std::time::Duration::from_millis(20));
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        stat.rsplit(") ").next().is_some_and(|s| s.starts_with('t'))
+        let read = |file: &str| std::fs::read_to_string(format!("/proc/{pid}/{file}"));
+        let traced = read("stat")
+            .unwrap_or_default()
+            .rsplit(") ")
+            .next()
+            .is_some_and(|s| s.starts_with('t'));
+        let sigcont_pending = read("status").unwrap_or_default().lines().any(|l| {
+            l.strip_prefix("ShdPnd:\t")
+                .and_then(|mask| u64::from_str_radix(mask, 16).ok())
+                .is_some_and(|mask| mask & (1 << (libc::SIGCONT - 1)) != 0)
+        });
+        traced && sigcont_pending
     });
     assert!(held, "the crashing process was never held by the agent");
     agent.kill().unwrap();
