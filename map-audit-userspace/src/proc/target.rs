@@ -135,8 +135,15 @@ impl HeldCommand {
 pub fn when_gone(pid: u32) -> Result<tokio::sync::oneshot::Receiver<()>> {
     let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
     if fd < 0 {
-        return Err(std::io::Error::last_os_error())
-            .with_context(|| format!("following pid {pid} failed (pidfd_open)"));
+        let err = std::io::Error::last_os_error();
+        if err.raw_os_error() == Some(libc::ESRCH) {
+            // Already gone: a program that crashes at once can end before the agent
+            // follows it, and the agent then stops as it would have.
+            let (gone_tx, gone_rx) = tokio::sync::oneshot::channel();
+            gone_tx.send(()).expect("the receiver is held here");
+            return Ok(gone_rx);
+        }
+        return Err(err).with_context(|| format!("following pid {pid} failed (pidfd_open)"));
     }
     // SAFETY: pidfd_open returned a new descriptor that nothing else owns.
     let fd = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd as i32) };
@@ -196,4 +203,18 @@ fn resolve_program(name: &str) -> Result<CString> {
 
 fn is_executable(path: &Path) -> bool {
     nix::unistd::access(path, nix::unistd::AccessFlags::X_OK).is_ok() && path.is_file()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_process_already_gone_is_reported_gone_at_once() {
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        child.wait().unwrap();
+        let mut gone = when_gone(pid).expect("a pid that ended is not an error");
+        assert!(gone.try_recv().is_ok(), "gone before anyone waits");
+    }
 }
