@@ -133,6 +133,19 @@ named_counters! {
         stacks_cut_for_output: Count;
         /// Stack frames left without a symbol.
         frames_unsymbolized: Loss;
+        /// Debug files fetched from debuginfod servers (`--debuginfod`), found or not.
+        debuginfod_fetches: Count;
+        /// Debug files found in the debuginfod cache, no server asked.
+        debuginfod_cache_hits: Count;
+        /// Modules whose debug file no server had, or whose request failed (server
+        /// down, timeout, backing off): their frames stay unnamed.
+        debuginfod_misses: Loss;
+        /// Bytes of debug files fetched.
+        debuginfod_bytes: Count;
+        /// Aggregates reported after waiting `--debuginfod-wait` for a debug file that
+        /// had not arrived: their frames in that module go out unnamed
+        /// (`symbol_missing: "debuginfo_pending"`).
+        aggregates_sent_before_debug_file: Loss;
         /// File-backed regions reported without a path (neither the kernel's capture nor
         /// the /proc snapshot had it).
         paths_unresolved: Loss;

@@ -127,7 +127,7 @@ fn pipeline(c: &mut Criterion) {
         |b| b.iter(|| one_record(&mut every_event, &mut writer, &bytes, &mut out)),
     );
     // A stack never seen before (symbol cache warm): symbolised and rendered per event.
-    let symbolizer = StackSymbolizer::new();
+    let symbolizer = StackSymbolizer::default();
     let image = Arc::new(ImageMap::default());
     group.bench_function("new stack: symbolise + render", |b| {
         b.iter(|| {

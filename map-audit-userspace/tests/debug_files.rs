@@ -2,50 +2,20 @@
 //! and perf find them: `.gnu_debuglink` next to the binary, and the build id under
 //! `/usr/lib/debug/.build-id/`. Without one, a frame says why it has no name and where
 //! it is in its file; with `libc6-dbg` installed, libc's static functions are named.
-//! (debuginfod servers: not yet, issue 18.)
+//! (debuginfod servers: `tests/debuginfod.rs`.)
 
 mod common;
 
 use std::{
     path::{Path, PathBuf},
     process::Command,
-    sync::OnceLock,
 };
 
-use common::{c_workload, run_agent};
+use common::{
+    run_agent,
+    split::{SplitProgram, build_id_of, split_program},
+};
 use serde_json::Value;
-
-/// The workload built as distributions build (-O2 -g), then split: the stripped
-/// program in `dir` with a debuglink to `workload.debug`, returned with its build id.
-fn split_program(dir: &Path) -> (PathBuf, String) {
-    // Built once: the tests run at once and would race on the same output file.
-    static BUILT: OnceLock<PathBuf> = OnceLock::new();
-    let built = BUILT.get_or_init(|| {
-        c_workload(
-            "MAP_AUDIT_TEST_SPLIT_WORKLOAD",
-            "workload.c",
-            "workload-split",
-            &["-O2", "-g", "-Wl,--build-id"],
-        )
-    });
-    let program = dir.join("workload");
-    let debug = dir.join("workload.debug");
-    std::fs::copy(built, &program).unwrap();
-    let tool = |args: &[&str]| {
-        let status = Command::new(args[0]).args(&args[1..]).status().unwrap();
-        assert!(status.success(), "{args:?}");
-    };
-    let (p, d) = (program.to_str().unwrap(), debug.to_str().unwrap());
-    tool(&["objcopy", "--only-keep-debug", p, d]);
-    tool(&["strip", "-s", p]);
-    tool(&["objcopy", &format!("--add-gnu-debuglink={d}"), p]);
-    let notes = Command::new("readelf").args(["-n", p]).output().unwrap();
-    let build_id = String::from_utf8_lossy(&notes.stdout)
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("Build ID: ").map(str::to_string))
-        .expect("a build id");
-    (program, build_id)
-}
 
 /// The program's own frames of its first write into its anonymous region.
 fn program_frames(program: &Path) -> Vec<Value> {
@@ -83,7 +53,7 @@ fn symbols(frames: &[Value]) -> Vec<&str> {
 #[test]
 fn a_debuglink_next_to_the_binary_names_its_frames() {
     let dir = tempfile::tempdir().unwrap();
-    let (program, _) = split_program(dir.path());
+    let program = split_program(dir.path(), true).program;
     let frames = program_frames(&program);
     assert_eq!(symbols(&frames)[..3], ["write_pages", "anon", "main"]);
     assert!(
@@ -95,7 +65,9 @@ fn a_debuglink_next_to_the_binary_names_its_frames() {
 #[test]
 fn a_debug_file_under_usr_lib_debug_build_id_names_its_frames() {
     let dir = tempfile::tempdir().unwrap();
-    let (program, build_id) = split_program(dir.path());
+    let SplitProgram {
+        program, build_id, ..
+    } = split_program(dir.path(), true);
     let target = Path::new("/usr/lib/debug/.build-id")
         .join(&build_id[..2])
         .join(format!("{}.debug", &build_id[2..]));
@@ -115,7 +87,7 @@ fn a_debug_file_under_usr_lib_debug_build_id_names_its_frames() {
 #[test]
 fn without_a_debug_file_frames_say_why_and_where() {
     let dir = tempfile::tempdir().unwrap();
-    let (program, _) = split_program(dir.path());
+    let program = split_program(dir.path(), true).program;
     std::fs::remove_file(dir.path().join("workload.debug")).unwrap();
     let frames = program_frames(&program);
     let size = std::fs::metadata(&program).unwrap().len();
@@ -129,15 +101,6 @@ fn without_a_debug_file_frames_say_why_and_where() {
             "{frame}"
         );
     }
-}
-
-/// libc's build id, from its notes.
-fn build_id_of(path: &str) -> String {
-    let notes = Command::new("readelf").args(["-n", path]).output().unwrap();
-    String::from_utf8_lossy(&notes.stdout)
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("Build ID: ").map(str::to_string))
-        .unwrap_or_else(|| panic!("{path} has no build id"))
 }
 
 #[test]

@@ -166,6 +166,10 @@ fn main() -> Result<()> {
             if !Path::new("/usr/share/doc/libc6-dbg").exists() {
                 toolchain::apt_install("libc6-dbg (the debug-file tests)", &["libc6-dbg"])?;
             }
+            // A real debuginfod server, serving a test program's debug file.
+            if !Path::new("/usr/bin/debuginfod").exists() {
+                toolchain::apt_install("debuginfod (the debuginfod tests)", &["debuginfod"])?;
+            }
             let mut test = cargo();
             test.args(["test", "--workspace"]).args(&args);
             run(&mut test)

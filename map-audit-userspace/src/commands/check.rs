@@ -6,6 +6,7 @@ use aya::{
     programs::ProgramType,
     sys::{is_map_supported, is_program_supported},
 };
+use std::path::Path;
 
 use crate::{kernel::kernel_support, kernel::tracefs};
 
@@ -60,6 +61,7 @@ pub fn run() -> i32 {
         );
     }
     print_plan(&findings);
+    print_debug_sources();
     let fault_hook = findings.page_fault_tracepoint && findings.raw_tracepoint_programs;
     let can_run = findings.privileged
         && findings.btf
@@ -214,6 +216,40 @@ fn print_plan(findings: &Findings) {
     );
     println!(
         "  (--unwind auto (default), cfi: stop where there is no CFI, frame-pointer: frame pointers only)"
+    );
+}
+
+/// Where frames of stripped binaries would get names, and whether servers answer.
+fn print_debug_sources() {
+    use crate::stacks::{debug_lookup::DEBUG_ROOT, debuginfod};
+    println!();
+    println!("names for stripped binaries (in this order):");
+    println!("  the binary itself, then separate debug files:");
+    let build_ids = std::fs::read_dir(Path::new(DEBUG_ROOT).join(".build-id"))
+        .map(|dirs| {
+            dirs.flatten()
+                .filter_map(|d| std::fs::read_dir(d.path()).ok())
+                .flatten()
+                .count()
+        })
+        .unwrap_or(0);
+    println!(
+        "    {DEBUG_ROOT}/.build-id/: {build_ids} files; .gnu_debuglink next to the binary, in its .debug/, under {DEBUG_ROOT}/"
+    );
+    let urls = debuginfod::urls_from_env();
+    if urls.is_empty() {
+        println!("  debuginfod: no server in DEBUGINFOD_URLS (run --debuginfod URL names one)");
+    }
+    for url in &urls {
+        let answer = debuginfod::probe(url, std::time::Duration::from_secs(3));
+        println!(
+            "  debuginfod {url} (DEBUGINFOD_URLS): {}",
+            answer.unwrap_or_else(|why| why)
+        );
+    }
+    println!(
+        "  debuginfod cache: {} (DEBUGINFOD_CACHE_PATH or --debuginfod-cache)",
+        debuginfod::default_cache_dir().display()
     );
 }
 

@@ -292,6 +292,9 @@ pub struct RunArgs {
     #[arg(long, value_enum, default_value = "auto")]
     pub fault_hook: FaultHook,
 
+    #[command(flatten)]
+    pub debuginfod: DebuginfodArgs,
+
     /// How user stacks are walked: auto uses each file's unwind table (built from its
     /// DWARF CFI, .eh_frame) where there is one and frame pointers elsewhere; cfi stops
     /// a stack where there is no table; frame-pointer is the cheaper walk that is
@@ -354,6 +357,62 @@ impl UnwindMode {
             Self::Cfi => UNWIND_CFI,
             Self::FramePointer => UNWIND_FRAME_POINTER,
         }
+    }
+}
+
+/// Where frames of stripped binaries get names when this host has no debug file.
+#[derive(clap::Args, Debug, Clone)]
+pub struct DebuginfodArgs {
+    /// A debuginfod server to ask, by build id, for the debug file of a module that has
+    /// none on this host (repeatable; default: the servers of DEBUGINFOD_URLS). Asked
+    /// once per module, in the background, when it is mapped; files are kept in
+    /// `--debuginfod-cache`.
+    #[arg(long = "debuginfod", value_name = "URL")]
+    pub servers: Vec<String>,
+
+    /// Ask no debuginfod server, whatever DEBUGINFOD_URLS says.
+    #[arg(long, conflicts_with = "servers")]
+    pub no_debuginfod: bool,
+
+    /// How long an aggregate whose stack goes through a module whose debug file is
+    /// still being fetched is held for it; then it is reported with those frames
+    /// unnamed, and counted (`aggregates_sent_before_debug_file`).
+    #[arg(long, value_name = "SECONDS", default_value = "10", value_parser = parse_seconds)]
+    pub debuginfod_wait: std::time::Duration,
+
+    /// Per request: the time to connect and to read the whole file. A server that
+    /// fails is not asked again for 5 s, doubling up to 5 min.
+    #[arg(long, value_name = "SECONDS", default_value = "30", value_parser = parse_seconds)]
+    pub debuginfod_timeout: std::time::Duration,
+
+    /// Where fetched debug files are kept (default: DEBUGINFOD_CACHE_PATH, else
+    /// /var/cache/map-audit/debuginfod), in the layout gdb and perf share.
+    #[arg(long, value_name = "DIR")]
+    pub debuginfod_cache: Option<std::path::PathBuf>,
+
+    /// The cache's bound in MiB: past it the least recently used files are removed.
+    #[arg(long, value_name = "MIB", default_value_t = 2048)]
+    pub debuginfod_cache_mib: u64,
+}
+
+impl DebuginfodArgs {
+    /// The servers to ask and how (`None`: none).
+    pub fn config(&self) -> Option<crate::stacks::debuginfod::DebuginfodConfig> {
+        use crate::stacks::debuginfod::{DebuginfodConfig, default_cache_dir, urls_from_env};
+        let urls = match (&self.servers[..], self.no_debuginfod) {
+            (_, true) => return None,
+            ([], false) => urls_from_env(),
+            (servers, false) => servers.to_vec(),
+        };
+        (!urls.is_empty()).then(|| DebuginfodConfig {
+            urls,
+            cache_dir: self
+                .debuginfod_cache
+                .clone()
+                .unwrap_or_else(default_cache_dir),
+            cache_max_bytes: self.debuginfod_cache_mib.saturating_mul(1 << 20),
+            timeout: self.debuginfod_timeout,
+        })
     }
 }
 

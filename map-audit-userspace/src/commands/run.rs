@@ -458,6 +458,11 @@ fn start_pipeline(
             region_events,
             unsynced_after: args.unsynced_after,
             scope_cgroups,
+            debuginfod: match args.debuginfod.config() {
+                Some(config) => crate::stacks::debuginfod::Debuginfod::start(config)?,
+                None => None,
+            },
+            debug_file_wait: args.debuginfod.debuginfod_wait,
         },
         clock,
         writer,

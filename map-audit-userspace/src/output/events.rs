@@ -515,6 +515,9 @@ pub enum SymbolMissing {
     NoSymbols,
     /// The module's file could not be read.
     ModuleUnreadable,
+    /// The module has none there, and its debug file was still being fetched from a
+    /// debuginfod server when the event went out.
+    DebuginfoPending,
 }
 
 /// `agent_stats` (periodic) and `agent_stopped` (final totals).

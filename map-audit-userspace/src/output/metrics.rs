@@ -22,7 +22,9 @@ use prometheus_client::{
 
 use map_audit_common::counter_catalogue::{CounterKind, CounterSet};
 
-use crate::{kernel::programs::AttachedHook, output::events::Counters};
+use crate::{
+    kernel::programs::AttachedHook, output::events::Counters, stacks::debuginfod::AnswerSource,
+};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct Name {
@@ -68,6 +70,12 @@ pub struct Metrics {
     ringbuf_capacity: Gauge<u64, AtomicU64>,
     ringbuf_high_water: Gauge<u64, AtomicU64>,
     symbolization: Histogram,
+    debuginfod: Family<Answer, Histogram>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Answer {
+    source: String,
 }
 
 static METRICS: OnceLock<Metrics> = OnceLock::new();
@@ -97,6 +105,9 @@ impl Metrics {
             ringbuf_capacity: Gauge::default(),
             ringbuf_high_water: Gauge::default(),
             symbolization: Histogram::new(exponential_buckets(1e-6, 4.0, 10)),
+            debuginfod: Family::new_with_constructor(|| {
+                Histogram::new(exponential_buckets(1e-4, 4.0, 10))
+            }),
         };
         let registry = &mut metrics.registry;
         registry.register(
@@ -154,6 +165,11 @@ impl Metrics {
             "Time to symbolise one user stack",
             metrics.symbolization.clone(),
         );
+        registry.register(
+            "debuginfod_request_seconds",
+            "Time to answer one debug-file request, by who answered (cache, server, backing_off); the debuginfod counters of agent_stats count them and their bytes",
+            metrics.debuginfod.clone(),
+        );
         metrics
     }
 
@@ -205,6 +221,19 @@ impl Metrics {
 
     pub fn symbolized(&self, seconds: f64) {
         self.symbolization.observe(seconds);
+    }
+
+    pub fn debuginfod_answered(&self, seconds: f64, source: AnswerSource) {
+        let source = match source {
+            AnswerSource::Cache => "cache",
+            AnswerSource::Server => "server",
+            AnswerSource::BackingOff => "backing_off",
+        };
+        self.debuginfod
+            .get_or_create(&Answer {
+                source: source.into(),
+            })
+            .observe(seconds);
     }
 
     /// Takes the counters of an `agent_stats` (so a scrape matches the last one).

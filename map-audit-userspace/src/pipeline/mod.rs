@@ -119,6 +119,8 @@ fn run(
                     correlator.handle(item, &mut events);
                     write_events(writer, &mut events);
                 }
+                correlator.release_held(false, &mut events);
+                write_events(writer, &mut events);
                 writer.flush();
             }
             Message::CheckUnsynced => {
@@ -158,6 +160,7 @@ fn run(
                 }
             }
             Message::Stats(kernel) => {
+                correlator.release_held(false, &mut events);
                 correlator.reclaim_after_losses(&kernel, &mut events);
                 write_events(writer, &mut events);
                 write_stats(correlator, writer, kernel, false, None);
@@ -168,6 +171,7 @@ fn run(
                 command_exit_code,
             } => {
                 correlator.flush(|a| a.take_all(u64::MAX), &mut events);
+                correlator.release_held(true, &mut events);
                 correlator.flush_watches(&mut events);
                 correlator.flush_syncs(&mut events);
                 correlator.check_unsynced(monotonic_now_ns(), &mut events);

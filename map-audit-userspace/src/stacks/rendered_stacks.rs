@@ -53,6 +53,11 @@ pub struct RenderedStacks {
 }
 
 impl RenderedStacks {
+    /// Forgets every rendered stack (their names changed: a debug file arrived).
+    pub fn clear(&mut self) {
+        self.cache.clear();
+    }
+
     /// The rendered stack of `addrs`; `symbolize` gives its frames (at most `max_depth`
     /// are kept) and the count of unknown ones on a miss.
     pub fn get(

@@ -9,7 +9,7 @@
 use std::{cell::RefCell, ffi::OsString, path::Path, rc::Rc, sync::Arc};
 
 use blazesym::symbolize::{
-    CodeInfo, Input, Symbolized, Symbolizer,
+    CodeInfo, Input, Sym, Symbolized, Symbolizer,
     source::{Elf, Kernel, Source},
 };
 
@@ -19,7 +19,11 @@ use crate::{
     output::addresses,
     output::events::{Frame, SymbolMissing, hex},
     proc::process_maps::{MapEntry, ProcessMaps},
-    stacks::exec_image::ImageMap,
+    stacks::{
+        debug_files::DebugFiles,
+        debuginfod::{Debuginfod, DebuginfodCounts},
+        exec_image::ImageMap,
+    },
 };
 
 pub struct StackSymbolizer {
@@ -28,6 +32,8 @@ pub struct StackSymbolizer {
     /// per frame, so keyed by the path's bytes with foldhash (a `Path` key hashes
     /// component by component with SipHash: ~17% of the every-event pipeline).
     cache: RefCell<FoldHashMap<OsString, FoldHashMap<u64, Resolved>>>,
+    /// Debug files fetched from debuginfod servers.
+    debug: RefCell<DebugFiles>,
 }
 
 /// The frames of one code address, `addr` left empty.
@@ -44,6 +50,8 @@ const NO_MODULE: Unnamed = SymbolMissing::NoModule;
 const NO_SYMBOLS: Unnamed = SymbolMissing::NoSymbols;
 /// The module could not be opened or parsed (gone, unreadable, not ELF).
 const MODULE_UNREADABLE: Unnamed = SymbolMissing::ModuleUnreadable;
+/// The module's debug file was still being fetched.
+const DEBUGINFO_PENDING: Unnamed = SymbolMissing::DebuginfoPending;
 
 /// Cached code addresses before the cache starts over (bounds the agent's memory).
 const CACHE_ENTRIES: usize = 100_000;
@@ -56,16 +64,61 @@ pub struct SymbolizedStack {
 
 impl Default for StackSymbolizer {
     fn default() -> Self {
-        Self::new()
+        Self::new(None)
     }
 }
 
 impl StackSymbolizer {
-    pub fn new() -> Self {
+    /// With `debuginfod`, modules without debug information here are asked for.
+    pub fn new(debuginfod: Option<Debuginfod>) -> Self {
         Self {
             inner: Symbolizer::new(),
             cache: RefCell::new(FoldHashMap::default()),
+            debug: RefCell::new(DebugFiles::new(debuginfod)),
         }
+    }
+
+    /// An executable module was mapped: its debug file is asked for now if it is
+    /// needed, well before the first stack through it is reported.
+    pub fn module_mapped(&self, path: &Path) {
+        self.debug.borrow_mut().module_seen(path);
+    }
+
+    /// Takes the debug files that arrived (waiting up to `wait` for one); true when
+    /// names resolved before may have changed (the caller drops what it rendered).
+    pub fn poll_debug_files(&self, wait: std::time::Duration) -> bool {
+        let changed = self.debug.borrow_mut().poll(wait);
+        if changed {
+            self.cache.borrow_mut().clear();
+        }
+        changed
+    }
+
+    pub fn fetches_debug_files(&self) -> bool {
+        self.debug.borrow().fetches()
+    }
+
+    pub fn debug_files_pending(&self) -> bool {
+        self.debug.borrow().any_pending()
+    }
+
+    pub fn debuginfod_counts(&self) -> DebuginfodCounts {
+        self.debug.borrow().counts()
+    }
+
+    /// Some frame of `addrs` is in a module whose debug file is being fetched.
+    pub fn waits_for_debug_file(
+        &self,
+        maps: &ProcessMaps,
+        image: &ImageMap,
+        addrs: &[u64],
+    ) -> bool {
+        let debug = self.debug.borrow();
+        debug.any_pending()
+            && addrs.iter().any(|&addr| {
+                module_at(maps, image, addr.saturating_sub(1))
+                    .is_some_and(|(entry, path)| debug.pending(entry.read_path().unwrap_or(path)))
+            })
     }
 
     /// Symbolises `addrs` (innermost first) against `maps`.
@@ -168,10 +221,6 @@ impl StackSymbolizer {
         lookup: u64,
         frames: &mut Vec<Frame>,
     ) -> bool {
-        let entry = maps
-            .find(lookup)
-            .filter(|e| e.executable)
-            .or_else(|| image.find(lookup));
         let unknown = |module: Option<Arc<str>>, file_offset: Option<u64>, why: Unnamed| Frame {
             addr: addresses::user_frame(addr, file_offset),
             symbol: None,
@@ -183,7 +232,7 @@ impl StackSymbolizer {
             module_offset: file_offset.map(hex),
             symbol_missing: Some(why),
         };
-        let Some((entry, path)) = entry.and_then(|e| Some((e, e.path.as_ref()?))) else {
+        let Some((entry, path)) = module_at(maps, image, lookup) else {
             log::trace!(
                 "{addr:#x} is in no executable file mapping ({} entries known)",
                 maps.entry_count()
@@ -239,6 +288,19 @@ impl StackSymbolizer {
     /// The frames (without `addr`) for `file_offset` in `path`, inlined callees first;
     /// why there are none when blazesym finds no symbol.
     fn resolve(&self, path: &Path, file_offset: u64, module: Arc<str>) -> Resolved {
+        let mut debug = self.debug.borrow_mut();
+        debug.module_seen(path);
+        if let Some(fetched) = debug.fetched(path)
+            && let Some(virtual_offset) = fetched.module.virtual_offset(file_offset)
+            && let Ok(Symbolized::Sym(sym)) = self.inner.symbolize_single(
+                &Source::Elf(Elf::new(fetched.path)),
+                Input::VirtOffset(virtual_offset),
+            )
+        {
+            return Ok(frames_of(&sym, module));
+        }
+        let pending = debug.pending(path);
+        drop(debug);
         let src = Source::Elf(Elf::new(path));
         let sym = match self
             .inner
@@ -250,7 +312,11 @@ impl StackSymbolizer {
                     "no symbol at offset {file_offset:#x} of {}: {reason}",
                     path.display()
                 );
-                return Err(NO_SYMBOLS);
+                return Err(if pending {
+                    DEBUGINFO_PENDING
+                } else {
+                    NO_SYMBOLS
+                });
             }
             Err(err) => {
                 log::debug!(
@@ -260,35 +326,54 @@ impl StackSymbolizer {
                 return Err(MODULE_UNREADABLE);
             }
         };
-        let mut frames = Vec::with_capacity(1 + sym.inlined.len());
-        for inlined in sym.inlined.iter().rev() {
-            let (file, line) = code_location(inlined.code_info.as_ref());
-            frames.push(Frame {
-                addr: String::new(),
-                symbol: Some(inlined.name.as_ref().into()),
-                offset: None,
-                module: Some(module.clone()),
-                file,
-                line,
-                inlined: true,
-                module_offset: None,
-                symbol_missing: None,
-            });
-        }
-        let (file, line) = code_location(sym.code_info.as_deref());
+        Ok(frames_of(&sym, module))
+    }
+}
+
+/// The executable file mapping that holds `addr`: from the /proc snapshot, else from
+/// the kernel's exec records.
+fn module_at<'a>(
+    maps: &'a ProcessMaps,
+    image: &'a ImageMap,
+    addr: u64,
+) -> Option<(&'a MapEntry, &'a Path)> {
+    let entry = maps
+        .find(addr)
+        .filter(|e| e.executable)
+        .or_else(|| image.find(addr))?;
+    Some((entry, entry.path.as_ref()?))
+}
+
+/// The frames (without `addr`) of a symbol, inlined callees first.
+fn frames_of(sym: &Sym<'_>, module: Arc<str>) -> FrameTemplate {
+    let mut frames = Vec::with_capacity(1 + sym.inlined.len());
+    for inlined in sym.inlined.iter().rev() {
+        let (file, line) = code_location(inlined.code_info.as_ref());
         frames.push(Frame {
             addr: String::new(),
-            symbol: Some(sym.name.as_ref().into()),
-            offset: Some(sym.offset as u64),
-            module: Some(module),
+            symbol: Some(inlined.name.as_ref().into()),
+            offset: None,
+            module: Some(module.clone()),
             file,
             line,
-            inlined: false,
+            inlined: true,
             module_offset: None,
             symbol_missing: None,
         });
-        Ok(Rc::new(frames))
     }
+    let (file, line) = code_location(sym.code_info.as_deref());
+    frames.push(Frame {
+        addr: String::new(),
+        symbol: Some(sym.name.as_ref().into()),
+        offset: Some(sym.offset as u64),
+        module: Some(module),
+        file,
+        line,
+        inlined: false,
+        module_offset: None,
+        symbol_missing: None,
+    });
+    Rc::new(frames)
 }
 
 /// The symbol cache's key of a mapping's file: its path, and for a file of another

@@ -12,7 +12,12 @@ mod syncs;
 mod unwind_tables;
 mod watches;
 
-use std::{collections::HashMap, path::PathBuf, sync::Arc};
+use std::{
+    collections::HashMap,
+    path::PathBuf,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use map_audit_common::{
     COMM_LEN,
@@ -48,6 +53,7 @@ use crate::{
     proc::cgroup_paths::CgroupPaths,
     proc::process_maps::{MapEntry, ProcessMaps},
     proc::soft_dirty,
+    stacks::debuginfod::Debuginfod,
     stacks::exec_image::{ImageMap, TextOffsets},
     stacks::rendered_stacks::{RenderedStack, RenderedStacks},
     stacks::symbolizer::StackSymbolizer,
@@ -73,6 +79,10 @@ pub struct Options {
     pub unsynced_after: Option<std::time::Duration>,
     /// `--cgroup`/`--container`: containers made later join the scope here.
     pub scope_cgroups: Option<ScopeCgroups>,
+    /// Debug files from debuginfod servers (`--debuginfod`).
+    pub debuginfod: Option<Debuginfod>,
+    /// How long an aggregate waits for a debug file being fetched (`--debuginfod-wait`).
+    pub debug_file_wait: Duration,
 }
 
 impl Options {
@@ -89,6 +99,8 @@ impl Options {
             region_events: true,
             unsynced_after: None,
             scope_cgroups: None,
+            debuginfod: None,
+            debug_file_wait: Duration::ZERO,
         }
     }
 }
@@ -129,6 +141,9 @@ pub struct Correlator {
     region_events: bool,
     cgroups: CgroupPaths,
     scope_cgroups: Option<ScopeCgroups>,
+    /// Aggregates waiting for a debug file, until their deadline.
+    held: Vec<(Instant, Aggregate)>,
+    debug_file_wait: Duration,
 }
 
 impl Correlator {
@@ -138,7 +153,7 @@ impl Correlator {
             captured_paths: HashMap::new(),
             mount_points: HashMap::new(),
             text_offsets: TextOffsets::default(),
-            symbolizer: StackSymbolizer::new(),
+            symbolizer: StackSymbolizer::new(options.debuginfod),
             rendered_stacks: RenderedStacks::default(),
             table,
             filter: options.filter,
@@ -154,6 +169,8 @@ impl Correlator {
             region_events: options.region_events,
             cgroups: CgroupPaths::new(),
             scope_cgroups: options.scope_cgroups,
+            held: Vec::new(),
+            debug_file_wait: options.debug_file_wait,
         }
     }
 
@@ -174,7 +191,12 @@ impl Correlator {
             .as_ref()
             .map(|r| r.counters)
             .unwrap_or_default();
+        let debuginfod = self.symbolizer.debuginfod_counts();
         AgentCounters {
+            debuginfod_fetches: debuginfod.fetches,
+            debuginfod_cache_hits: debuginfod.cache_hits,
+            debuginfod_misses: debuginfod.misses,
+            debuginfod_bytes: debuginfod.bytes,
             rearm_rounds: rounds.rounds,
             processes_rearmed: rounds.processes_rearmed,
             rearm_failed: rounds.rearm_failed,

@@ -6,7 +6,15 @@ use super::*;
 impl Correlator {
     /// Builds the unwind table of an executable file region's file, if it has none and
     /// the reader has not built it already (`SharedTables::ensure_for_region`).
+    /// Its debug file is asked for at the same time, when it has none here.
     pub(super) fn unwind_table_for(&mut self, pid: u32, region: &Region, path: Option<&str>) {
+        if region.prot & PROT_EXEC != 0
+            && let Some(path) = path
+            && self.symbolizer.fetches_debug_files()
+            && !crate::proc::module_files::in_other_mount_namespace(pid)
+        {
+            self.symbolizer.module_mapped(std::path::Path::new(path));
+        }
         if let Some(tables) = &self.unwind_tables
             && tables.ensure_for_region(pid, region, path)
         {

@@ -1,0 +1,340 @@
+//! Names for frames of a stripped program from a debuginfod server, fetched in the
+//! background: Debian's `debuginfod` serving only the program's debug file, the same
+//! server stopped (a counted miss, no stall), and a slow server that aggregates wait
+//! for up to `--debuginfod-wait`.
+
+mod common;
+
+use std::{
+    io::{Read, Write},
+    net::TcpListener,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use common::{
+    run_agent,
+    split::{SplitProgram, split_program},
+};
+use serde_json::Value;
+
+/// Debian's debuginfod serving the files of `dir`, on a free port; killed on drop.
+struct DebuginfodServer {
+    child: Child,
+    url: String,
+}
+
+impl DebuginfodServer {
+    /// Started and answering for `build_id`.
+    fn serving(dir: &Path, build_id: &str) -> Self {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new("debuginfod")
+            .args(["-F", dir.to_str().unwrap(), "-p", &port.to_string(), "-d"])
+            .arg(dir.join("index.sqlite"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("debuginfod runs (.ci/run installs the debuginfod package)");
+        let server = Self {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+        };
+        // It answers once its scan of `dir` has indexed the file.
+        let asked = format!("{}/buildid/{build_id}/debuginfo", server.url);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !reqwest::blocking::get(&asked).is_ok_and(|r| r.status().is_success()) {
+            assert!(Instant::now() < deadline, "debuginfod never served {asked}");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        server
+    }
+
+    fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for DebuginfodServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// The program split in `dir`: `bin/workload` stripped, with no debuglink, and its
+/// debug file alone in `serve/`.
+fn program_and_served_debug_file(dir: &Path) -> (PathBuf, PathBuf, String) {
+    let SplitProgram {
+        program,
+        debug_file,
+        build_id,
+    } = split_program(dir, false);
+    let (bin, serve) = (dir.join("bin"), dir.join("serve"));
+    std::fs::create_dir_all(&bin).unwrap();
+    std::fs::create_dir_all(&serve).unwrap();
+    std::fs::rename(&program, bin.join("workload")).unwrap();
+    std::fs::rename(&debug_file, serve.join("workload.debug")).unwrap();
+    (bin.join("workload"), serve, build_id)
+}
+
+/// The agent run on the program (aggregated, the default) with `options`.
+fn audited(program: &Path, options: &[&str]) -> common::Run {
+    let mut args = vec!["run"];
+    args.extend_from_slice(options);
+    args.extend_from_slice(&["--", program.to_str().unwrap(), "anon", "2"]);
+    let run = run_agent(&args);
+    assert!(run.status.success(), "{}", run.stderr);
+    run
+}
+
+/// The program's own frames of the write of `write_pages` called by `anon` (the
+/// frame chain is found by offsets, so it is found also when unnamed).
+fn program_frames(run: &common::Run, program: &Path) -> Vec<Value> {
+    let module = program.to_str().unwrap();
+    let stacks: Vec<Vec<Value>> = run
+        .of_kind("write_fault")
+        .iter()
+        .map(|e| {
+            e["stack"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|f| f["module"] == module)
+                .cloned()
+                .collect()
+        })
+        .collect();
+    let wanted = write_pages_offset(program);
+    stacks
+        .into_iter()
+        .find(|frames: &Vec<Value>| {
+            frames.first().is_some_and(|f| {
+                let offset = f["module_offset"].as_str().map(common::hex);
+                // Named: by name; unnamed: by its offset in the file.
+                f["symbol"] == "write_pages" || offset.is_some_and(|o| wanted.contains(&o))
+            })
+        })
+        .unwrap_or_else(|| panic!("no write by write_pages: {:#?}", run.of_kind("write_fault")))
+}
+
+/// The file offsets of `write_pages`'s code, from the symbol table of the unstripped
+/// build (the debug file keeps it).
+fn write_pages_offset(program: &Path) -> std::ops::Range<u64> {
+    let debug = program
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("serve/workload.debug");
+    let out = Command::new("nm")
+        .args(["-S"])
+        .arg(&debug)
+        .output()
+        .unwrap();
+    let line = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find(|l| l.ends_with(" write_pages"))
+        .map(str::to_string)
+        .expect("write_pages in the debug file's symbols");
+    let mut parts = line.split_whitespace();
+    let start = u64::from_str_radix(parts.next().unwrap(), 16).unwrap();
+    let size = u64::from_str_radix(parts.next().unwrap(), 16).unwrap();
+    // A PIE's first loadable segment starts at offset 0 and address 0, and its code
+    // segment keeps offset == address (what gcc and ld do for these programs).
+    start..start + size
+}
+
+fn symbols(frames: &[Value]) -> Vec<&str> {
+    frames
+        .iter()
+        .map(|f| f["symbol"].as_str().unwrap_or("?"))
+        .collect()
+}
+
+fn agent_counter(run: &common::Run, name: &str) -> u64 {
+    run.stopped()["counters"]["agent"][name]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no agent counter {name}"))
+}
+
+#[test]
+fn a_debuginfod_server_names_a_stripped_programs_frames_then_the_cache_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let (program, serve, build_id) = program_and_served_debug_file(dir.path());
+    let debug_size = std::fs::metadata(serve.join("workload.debug"))
+        .unwrap()
+        .len();
+    let server = DebuginfodServer::serving(&serve, &build_id);
+    let cache = dir.path().join("cache");
+    let options = [
+        "--debuginfod",
+        &server.url,
+        "--debuginfod-cache",
+        cache.to_str().unwrap(),
+    ];
+
+    let fetched = audited(&program, &options);
+    let frames = program_frames(&fetched, &program);
+    assert_eq!(symbols(&frames)[..3], ["write_pages", "anon", "main"]);
+    assert!(
+        frames[..3].iter().all(|f| f["line"].as_u64().is_some()),
+        "lines too: {frames:?}"
+    );
+    assert_eq!(agent_counter(&fetched, "debuginfod_fetches"), 1);
+    assert_eq!(agent_counter(&fetched, "debuginfod_misses"), 0);
+    assert_eq!(agent_counter(&fetched, "debuginfod_bytes"), debug_size);
+    assert!(
+        cache.join(&build_id).join("debuginfo").exists(),
+        "kept in elfutils' cache layout"
+    );
+
+    let cached = audited(&program, &options);
+    assert_eq!(
+        symbols(&program_frames(&cached, &program))[..3],
+        ["write_pages", "anon", "main"]
+    );
+    assert_eq!(agent_counter(&cached, "debuginfod_cache_hits"), 1);
+    assert_eq!(agent_counter(&cached, "debuginfod_fetches"), 0);
+}
+
+#[test]
+fn a_stopped_server_costs_a_counted_miss_not_a_stall() {
+    let dir = tempfile::tempdir().unwrap();
+    let (program, serve, build_id) = program_and_served_debug_file(dir.path());
+    let mut server = DebuginfodServer::serving(&serve, &build_id);
+    server.stop();
+    let started = Instant::now();
+    let run = audited(
+        &program,
+        &[
+            "--debuginfod",
+            &server.url,
+            "--debuginfod-cache",
+            dir.path().join("cache").to_str().unwrap(),
+        ],
+    );
+    let frames = program_frames(&run, &program);
+    assert!(
+        frames[..3]
+            .iter()
+            .all(|f| f["symbol_missing"] == "no_symbols"),
+        "{frames:?}"
+    );
+    assert_eq!(agent_counter(&run, "debuginfod_misses"), 1);
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "a refused connection fails at once"
+    );
+}
+
+/// A debuginfod server that answers after `delay`: the debug file for its build id,
+/// 404 for anything else.
+fn slow_server(debug_file: PathBuf, build_id: String, delay: Duration) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for mut stream in listener.incoming().map_while(Result::ok) {
+            let (file, id) = (debug_file.clone(), build_id.clone());
+            std::thread::spawn(move || {
+                let mut request = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buf) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => request.extend_from_slice(&buf[..n]),
+                    }
+                }
+                std::thread::sleep(delay);
+                let wanted = format!("GET /buildid/{id}/debuginfo ");
+                let response = if request.starts_with(wanted.as_bytes()) {
+                    let body = std::fs::read(&file).unwrap();
+                    let mut r = format!(
+                        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                        body.len()
+                    )
+                    .into_bytes();
+                    r.extend(body);
+                    r
+                } else {
+                    b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                        .to_vec()
+                };
+                let _ = stream.write_all(&response);
+            });
+        }
+    });
+    url
+}
+
+#[test]
+fn aggregates_wait_for_a_slow_server_up_to_their_bound() {
+    let dir = tempfile::tempdir().unwrap();
+    let (program, serve, build_id) = program_and_served_debug_file(dir.path());
+    let url = slow_server(
+        serve.join("workload.debug"),
+        build_id,
+        Duration::from_secs(3),
+    );
+    let run_with_wait = |wait: &str, cache: &str| {
+        audited(
+            &program,
+            &[
+                "--debuginfod",
+                &url,
+                "--debuginfod-wait",
+                wait,
+                "--debuginfod-cache",
+                dir.path().join(cache).to_str().unwrap(),
+            ],
+        )
+    };
+
+    let waited = run_with_wait("30", "cache-waited");
+    assert_eq!(
+        symbols(&program_frames(&waited, &program))[..3],
+        ["write_pages", "anon", "main"]
+    );
+    assert_eq!(
+        agent_counter(&waited, "aggregates_sent_before_debug_file"),
+        0
+    );
+
+    let hurried = run_with_wait("0.5", "cache-hurried");
+    let frames = program_frames(&hurried, &program);
+    assert!(
+        frames[..3]
+            .iter()
+            .all(|f| f["symbol_missing"] == "debuginfo_pending" && f["module_offset"].is_string()),
+        "{frames:?}"
+    );
+    assert!(agent_counter(&hurried, "aggregates_sent_before_debug_file") >= 1);
+}
+
+#[test]
+fn check_says_which_debuginfod_servers_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, serve, build_id) = program_and_served_debug_file(dir.path());
+    let server = DebuginfodServer::serving(&serve, &build_id);
+    let mut stopped = DebuginfodServer::serving(&serve, &build_id);
+    stopped.stop();
+    let out = Command::new(common::AGENT)
+        .arg("check")
+        .env("DEBUGINFOD_URLS", format!("{} {}", server.url, stopped.url))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = |url: &str| {
+        text.lines()
+            .find(|l| l.contains(&format!("debuginfod {url} ")))
+            .unwrap_or_else(|| panic!("no line for {url}: {text}"))
+            .to_string()
+    };
+    assert!(line(&server.url).contains("answers (HTTP 404"), "{text}");
+    assert!(line(&stopped.url).contains("does not answer"), "{text}");
+    assert!(text.contains("/usr/lib/debug/.build-id/"), "{text}");
+}
