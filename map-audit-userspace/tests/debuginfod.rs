@@ -338,3 +338,54 @@ fn check_says_which_debuginfod_servers_answer() {
     assert!(line(&stopped.url).contains("does not answer"), "{text}");
     assert!(text.contains("/usr/lib/debug/.build-id/"), "{text}");
 }
+
+#[test]
+fn report_resymbolize_names_frames_recorded_unnamed() {
+    let dir = tempfile::tempdir().unwrap();
+    let (program, serve, build_id) = program_and_served_debug_file(dir.path());
+    // Recorded with no server: the program's frames are unnamed, with build id and
+    // address.
+    let recorded = audited(&program, &["--no-debuginfod"]);
+    let frames = program_frames(&recorded, &program);
+    assert!(
+        frames[..3]
+            .iter()
+            .all(|f| f["module_build_id"] == build_id.as_str() && f["module_address"].is_string()),
+        "{frames:?}"
+    );
+    let stream = dir.path().join("stream.jsonl");
+    let lines: Vec<String> = recorded.events.iter().map(Value::to_string).collect();
+    std::fs::write(&stream, lines.join("\n") + "\n").unwrap();
+
+    let server = DebuginfodServer::serving(&serve, &build_id);
+    let folded = |extra: &[&str]| {
+        let out_file = dir.path().join("out.folded");
+        let out = Command::new(common::AGENT)
+            .arg("report")
+            .args(extra)
+            .args(["--folded", out_file.to_str().unwrap()])
+            .arg(&stream)
+            .env_remove("DEBUGINFOD_URLS")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::fs::read_to_string(out_file).unwrap()
+    };
+    let unnamed = folded(&[]);
+    assert!(!unnamed.contains(";anon;write_pages"), "{unnamed}");
+    assert!(unnamed.contains("workload+0x"), "{unnamed}");
+    let cache = dir.path().join("cache");
+    let named = folded(&[
+        "--resymbolize",
+        "--debuginfod",
+        &server.url,
+        "--debuginfod-cache",
+        cache.to_str().unwrap(),
+    ]);
+    assert!(named.contains(";main;anon;write_pages "), "{named}");
+    assert!(cache.join(&build_id).join("debuginfo").exists());
+}

@@ -81,6 +81,15 @@ pub struct ReportArgs {
     /// Print the tables too when writing a flame graph or folded stacks.
     #[arg(long)]
     pub table: bool,
+
+    /// Name frames the stream recorded unnamed, by their module's build id: debug
+    /// files under /usr/lib/debug/.build-id/, in the debuginfod cache, or fetched
+    /// from the servers of --debuginfod (else DEBUGINFOD_URLS).
+    #[arg(long)]
+    pub resymbolize: bool,
+
+    #[command(flatten)]
+    pub debuginfod: DebuginfodArgs,
 }
 
 #[derive(Debug, Args)]
@@ -396,20 +405,28 @@ pub struct DebuginfodArgs {
 }
 
 impl DebuginfodArgs {
+    /// The servers to ask: `--debuginfod`, else DEBUGINFOD_URLS; none with
+    /// `--no-debuginfod`.
+    pub fn servers(&self) -> Vec<String> {
+        match (&self.servers[..], self.no_debuginfod) {
+            (_, true) => Vec::new(),
+            ([], false) => crate::stacks::debuginfod::urls_from_env(),
+            (servers, false) => servers.to_vec(),
+        }
+    }
+
+    pub fn cache_dir(&self) -> std::path::PathBuf {
+        self.debuginfod_cache
+            .clone()
+            .unwrap_or_else(crate::stacks::debuginfod::default_cache_dir)
+    }
+
     /// The servers to ask and how (`None`: none).
     pub fn config(&self) -> Option<crate::stacks::debuginfod::DebuginfodConfig> {
-        use crate::stacks::debuginfod::{DebuginfodConfig, default_cache_dir, urls_from_env};
-        let urls = match (&self.servers[..], self.no_debuginfod) {
-            (_, true) => return None,
-            ([], false) => urls_from_env(),
-            (servers, false) => servers.to_vec(),
-        };
-        (!urls.is_empty()).then(|| DebuginfodConfig {
+        let urls = self.servers();
+        (!urls.is_empty()).then(|| crate::stacks::debuginfod::DebuginfodConfig {
             urls,
-            cache_dir: self
-                .debuginfod_cache
-                .clone()
-                .unwrap_or_else(default_cache_dir),
+            cache_dir: self.cache_dir(),
             cache_max_bytes: self.debuginfod_cache_mib.saturating_mul(1 << 20),
             timeout: self.debuginfod_timeout,
         })

@@ -495,11 +495,21 @@ pub struct Frame {
     pub line: Option<u32>,
     /// True for a function inlined into the next frame.
     pub inlined: bool,
-    /// A frame with no symbol but a module: `addr` as an offset into the module's file,
-    /// what `addr2line -e MODULE` takes (and `report` prints as `module+offset`).
+    /// A frame with no symbol but a module: `addr` as an offset into the module's file
+    /// (`report` prints it as `module+offset`).
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schemars(with = "Address")]
     pub module_offset: Option<String>,
+    /// The same frame as an address of the module's ELF (its loadable segments' virtual
+    /// addresses): what `addr2line -e MODULE` and `llvm-symbolizer` take, and what
+    /// a debug file of the module is addressed by.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Address")]
+    pub module_address: Option<String>,
+    /// The module's GNU build id (hex): finds its debug file later, on this host or
+    /// from debuginfod (`report --resymbolize`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub module_build_id: Option<String>,
     /// A user frame without a name: why.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub symbol_missing: Option<SymbolMissing>,

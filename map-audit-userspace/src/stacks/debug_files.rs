@@ -6,6 +6,7 @@
 use std::{
     collections::HashMap,
     path::{Path, PathBuf},
+    rc::Rc,
     time::{Duration, Instant},
 };
 
@@ -40,11 +41,16 @@ pub struct FetchedDebugFile<'a> {
 
 pub struct DebugFiles {
     debuginfod: Option<Debuginfod>,
-    /// Modules looked at, by (device, inode) (a path may be `/proc/self/fd/N`, reused):
-    /// their build id when it is asked for remotely (`None`: debug information here,
-    /// or nothing to ask).
-    modules: HashMap<(u64, u64), Option<(String, ModuleDebugInfo)>>,
+    /// Modules looked at, by (device, inode) (a path may be `/proc/self/fd/N`, reused).
+    modules: HashMap<(u64, u64), Module>,
     remote: HashMap<String, Remote>,
+}
+
+/// What a module says of itself, and whether its debug file is asked for remotely.
+struct Module {
+    /// `None`: unreadable, or not ELF.
+    info: Option<Rc<ModuleDebugInfo>>,
+    asks_remote: bool,
 }
 
 impl DebugFiles {
@@ -56,30 +62,42 @@ impl DebugFiles {
         }
     }
 
+    /// The module at `path`, read the first time it is seen (once per file).
+    fn module(&mut self, path: &Path) -> Option<&Module> {
+        let identity = identity(path)?;
+        let fetches = self.debuginfod.is_some();
+        Some(self.modules.entry(identity).or_insert_with(|| {
+            let info = ModuleDebugInfo::read(path).ok();
+            let asks_remote = fetches
+                && info.as_ref().is_some_and(|info| {
+                    matches!(
+                        info.source(path, Path::new(DEBUG_ROOT), Path::exists),
+                        DebugSource::Remote(_)
+                    )
+                });
+            Module {
+                info: info.map(Rc::new),
+                asks_remote,
+            }
+        }))
+    }
+
+    /// The module's build id and segments (for frames left unnamed).
+    pub fn describe(&mut self, path: &Path) -> Option<Rc<ModuleDebugInfo>> {
+        self.module(path)?.info.clone()
+    }
+
     /// Looks at a module the first time it is seen, and asks for its debug file when
     /// this host has none (or asks again after a failure).
     pub fn module_seen(&mut self, path: &Path) {
-        let Some(debuginfod) = &self.debuginfod else {
+        if self.debuginfod.is_none() {
             return;
-        };
-        let Some(identity) = identity(path) else {
-            return;
-        };
-        let build_id = match self.modules.get(&identity) {
-            Some(known) => known.as_ref().map(|(id, _)| id.clone()),
-            None => {
-                let remote = ModuleDebugInfo::read(path).ok().and_then(|info| {
-                    match info.source(path, Path::new(DEBUG_ROOT), Path::exists) {
-                        DebugSource::Remote(id) => Some((id, info)),
-                        _ => None,
-                    }
-                });
-                let id = remote.as_ref().map(|(id, _)| id.clone());
-                self.modules.insert(identity, remote);
-                id
-            }
-        };
-        let Some(build_id) = build_id else {
+        }
+        let Some(build_id) = self
+            .module(path)
+            .filter(|m| m.asks_remote)
+            .and_then(|m| m.info.as_ref()?.build_id.clone())
+        else {
             return;
         };
         let ask = match self.remote.get(&build_id) {
@@ -87,27 +105,30 @@ impl DebugFiles {
             Some(Remote::Missing { retry_at: Some(at) }) => Instant::now() >= *at,
             Some(_) => false,
         };
-        if ask {
+        if ask && let Some(debuginfod) = &self.debuginfod {
             debuginfod.request(&build_id);
             self.remote.insert(build_id, Remote::Pending);
         }
     }
 
+    /// The remote state of a module's debug file, and the module.
+    fn remote_of(&self, path: &Path) -> Option<(&Remote, &Rc<ModuleDebugInfo>)> {
+        let module = self.modules.get(&identity(path)?)?;
+        let info = module.info.as_ref().filter(|_| module.asks_remote)?;
+        Some((self.remote.get(info.build_id.as_ref()?)?, info))
+    }
+
     /// The module's fetched debug file, once it has arrived.
     pub fn fetched(&self, path: &Path) -> Option<FetchedDebugFile<'_>> {
-        let (id, module) = self.modules.get(&identity(path)?)?.as_ref()?;
-        match self.remote.get(id)? {
-            Remote::Found(file) => Some(FetchedDebugFile { path: file, module }),
+        match self.remote_of(path)? {
+            (Remote::Found(file), module) => Some(FetchedDebugFile { path: file, module }),
             _ => None,
         }
     }
 
     /// The module's debug file is being fetched.
     pub fn pending(&self, path: &Path) -> bool {
-        identity(path)
-            .and_then(|identity| self.modules.get(&identity))
-            .and_then(Option::as_ref)
-            .is_some_and(|(id, _)| matches!(self.remote.get(id), Some(Remote::Pending)))
+        matches!(self.remote_of(path), Some((Remote::Pending, _)))
     }
 
     pub fn fetches(&self) -> bool {

@@ -111,6 +111,8 @@ mod tests {
             line: None,
             inlined: false,
             module_offset: None,
+            module_address: None,
+            module_build_id: None,
             symbol_missing: None,
         }
     }

@@ -187,6 +187,8 @@ impl StackSymbolizer {
                     line: None,
                     inlined: false,
                     module_offset: None,
+                    module_address: None,
+                    module_build_id: None,
                     symbol_missing: None,
                 },
                 _ => {
@@ -200,6 +202,8 @@ impl StackSymbolizer {
                         line: None,
                         inlined: false,
                         module_offset: None,
+                        module_address: None,
+                        module_build_id: None,
                         symbol_missing: None,
                     }
                 }
@@ -230,6 +234,8 @@ impl StackSymbolizer {
             line: None,
             inlined: false,
             module_offset: file_offset.map(hex),
+            module_address: None,
+            module_build_id: None,
             symbol_missing: Some(why),
         };
         let Some((entry, path)) = module_at(maps, image, lookup) else {
@@ -272,7 +278,13 @@ impl StackSymbolizer {
         let template = match template {
             Ok(template) => template,
             Err(why) => {
-                frames.push(unknown(Some(module_name(path)), Some(addr_offset), why));
+                let mut frame = unknown(Some(module_name(path)), Some(addr_offset), why);
+                let read_path = entry.read_path().unwrap_or(path);
+                if let Some(module) = self.debug.borrow_mut().describe(read_path) {
+                    frame.module_address = module.virtual_offset(addr_offset).map(hex);
+                    frame.module_build_id = module.build_id.clone();
+                }
+                frames.push(frame);
                 return false;
             }
         };
@@ -358,6 +370,8 @@ fn frames_of(sym: &Sym<'_>, module: Arc<str>) -> FrameTemplate {
             line,
             inlined: true,
             module_offset: None,
+            module_address: None,
+            module_build_id: None,
             symbol_missing: None,
         });
     }
@@ -371,6 +385,8 @@ fn frames_of(sym: &Sym<'_>, module: Arc<str>) -> FrameTemplate {
         line,
         inlined: false,
         module_offset: None,
+        module_address: None,
+        module_build_id: None,
         symbol_missing: None,
     });
     Rc::new(frames)

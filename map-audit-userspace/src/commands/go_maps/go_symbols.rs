@@ -85,6 +85,8 @@ impl GoSymbols {
                 line: None,
                 inlined: false,
                 module_offset: None,
+                module_address: None,
+                module_build_id: None,
                 symbol_missing: None,
             };
         };
@@ -113,6 +115,8 @@ impl GoSymbols {
             line,
             inlined: false,
             module_offset: None,
+            module_address: None,
+            module_build_id: None,
             symbol_missing: None,
         }
     }

@@ -2,10 +2,12 @@
 //! every-event) and prints who writes: top processes, regions and stacks, and who
 //! flushes (msync), or a flame graph (`--flamegraph`) or collapsed stacks (`--folded`).
 //! Data flow: `write_stream` (lines -> writes and flushes, malformed lines counted) ->
-//! `top_writers` and `flushes` (tables) or `folded_stacks` (-> inferno).
+//! `top_writers` and `flushes` (tables) or `folded_stacks` (-> inferno); with
+//! `--resymbolize`, `resymbolize` names frames the stream recorded unnamed.
 
 pub mod flushes;
 pub mod folded_stacks;
+pub mod resymbolize;
 pub mod top_writers;
 pub mod write_stream;
 
@@ -25,7 +27,20 @@ pub fn run(args: &ReportArgs) -> Result<i32> {
             File::open(path).with_context(|| format!("cannot open {path}"))?,
         )),
     };
-    let stream = write_stream::read(input)?;
+    let mut resymbolizer = match args.resymbolize {
+        true => Some(resymbolize::Resymbolizer::new(
+            &args.debuginfod.servers(),
+            args.debuginfod.cache_dir(),
+        )?),
+        false => None,
+    };
+    let stream = write_stream::read(input, resymbolizer.as_mut())?;
+    if let Some(names) = &resymbolizer {
+        eprintln!(
+            "map-audit report: --resymbolize named {} frame address(es), {} stayed unnamed",
+            names.named, names.unnamed
+        );
+    }
     if stream.malformed_lines > 0 {
         eprintln!(
             "map-audit report: skipped {} malformed line(s) (first at line {})",

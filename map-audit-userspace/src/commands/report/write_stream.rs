@@ -6,6 +6,8 @@
 use std::io::BufRead;
 
 use anyhow::{Context, Result};
+
+use super::resymbolize::Resymbolizer;
 use serde::Deserialize;
 
 /// How flame-graph stacks are rooted (`--group-by`).
@@ -207,9 +209,16 @@ struct Frame {
     module: Option<String>,
     /// Streams before this field have only the absolute `addr`.
     module_offset: Option<String>,
+    module_address: Option<String>,
+    module_build_id: Option<String>,
 }
 
-pub fn read(mut input: impl BufRead) -> Result<Stream> {
+/// Reads the stream; with `resymbolizer`, frames recorded unnamed are named when their
+/// module's debug file can be found now.
+pub fn read(
+    mut input: impl BufRead,
+    mut resymbolizer: Option<&mut Resymbolizer>,
+) -> Result<Stream> {
     let mut stream = Stream {
         writes: Vec::new(),
         flushes: Vec::new(),
@@ -233,7 +242,7 @@ pub fn read(mut input: impl BufRead) -> Result<Stream> {
         // A torn write or garbage after rotation is one malformed line, not the end.
         let parsed = match std::str::from_utf8(&bytes) {
             Ok(line) if line.trim().is_empty() => continue,
-            Ok(line) => parse(line),
+            Ok(line) => parse(line, &mut resymbolizer),
             Err(_) => Err(()),
         };
         match parsed {
@@ -256,17 +265,19 @@ enum Parsed {
     Flush(Flush),
 }
 
-fn parse(line: &str) -> Result<Option<Parsed>, ()> {
+type Names<'a, 'b> = &'a mut Option<&'b mut Resymbolizer>;
+
+fn parse(line: &str, names: Names) -> Result<Option<Parsed>, ()> {
     let kind: Event = serde_json::from_str(line).map_err(|_| ())?;
     match kind.event.as_str() {
-        "write_fault" => parse_fault(line).map(|w| Some(Parsed::Fault(w))),
-        "write_watch" => parse_watch(line).map(|w| Some(Parsed::Watch(w))),
-        "region_synced" => parse_flush(line).map(|f| Some(Parsed::Flush(f))),
+        "write_fault" => parse_fault(line, names).map(|w| Some(Parsed::Fault(w))),
+        "write_watch" => parse_watch(line, names).map(|w| Some(Parsed::Watch(w))),
+        "region_synced" => parse_flush(line, names).map(|f| Some(Parsed::Flush(f))),
         _ => Ok(None),
     }
 }
 
-fn parse_watch(line: &str) -> Result<Write, ()> {
+fn parse_watch(line: &str, names: Names) -> Result<Write, ()> {
     let event: WriteWatch = serde_json::from_str(line).map_err(|_| ())?;
     Ok(Write {
         pid: event.pid,
@@ -279,7 +290,7 @@ fn parse_watch(line: &str) -> Result<Write, ()> {
             prot: WATCH_PROT.into(),
             size: 0,
         },
-        stack: event.stack.iter().map(frame_label).collect(),
+        stack: event.stack.iter().map(|f| frame_label(f, names)).collect(),
         count: event.count.unwrap_or(1),
         pages: 0,
         first_ts: event.first_ts.unwrap_or_else(|| event.ts.clone()),
@@ -287,13 +298,13 @@ fn parse_watch(line: &str) -> Result<Write, ()> {
     })
 }
 
-fn parse_flush(line: &str) -> Result<Flush, ()> {
+fn parse_flush(line: &str, names: Names) -> Result<Flush, ()> {
     let event: RegionSynced = serde_json::from_str(line).map_err(|_| ())?;
     Ok(Flush {
         pid: event.pid,
         comm: event.comm,
         region: region_label(event.region)?,
-        stack: event.stack.iter().map(frame_label).collect(),
+        stack: event.stack.iter().map(|f| frame_label(f, names)).collect(),
         count: event.count.unwrap_or(1),
         duration_ns: event.duration_ns,
         pages: event.pages_written_since_last_sync.unwrap_or(0),
@@ -312,7 +323,7 @@ fn region_label(region: Region) -> Result<RegionLabel, ()> {
     })
 }
 
-fn parse_fault(line: &str) -> Result<Write, ()> {
+fn parse_fault(line: &str, names: Names) -> Result<Write, ()> {
     let event: WriteFault = serde_json::from_str(line).map_err(|_| ())?;
     Ok(Write {
         pid: event.pid,
@@ -321,7 +332,7 @@ fn parse_fault(line: &str) -> Result<Write, ()> {
         container: event.container.as_ref().map(ContainerField::label),
         pod: event.kubernetes.as_ref().map(KubernetesField::label),
         region: region_label(event.region)?,
-        stack: event.stack.iter().map(frame_label).collect(),
+        stack: event.stack.iter().map(|f| frame_label(f, names)).collect(),
         count: event.count.unwrap_or(1),
         pages: event.pages.unwrap_or(1),
         first_ts: event.first_ts.unwrap_or_else(|| event.ts.clone()),
@@ -330,8 +341,13 @@ fn parse_fault(line: &str) -> Result<Write, ()> {
 }
 
 /// The symbol, or "module+offset" (file name, offset into the file: what perf and
-/// addr2line print) when the frame has none.
-fn frame_label(frame: &Frame) -> String {
+/// addr2line print) when the frame has none and `names` finds none either.
+fn frame_label(frame: &Frame, names: Names) -> String {
+    if frame.symbol.is_none()
+        && let Some(name) = resymbolized(frame, names)
+    {
+        return name;
+    }
     match (&frame.symbol, &frame.module) {
         (Some(symbol), _) => symbol.clone(),
         (None, Some(module)) => {
@@ -343,4 +359,13 @@ fn frame_label(frame: &Frame) -> String {
         }
         (None, None) => format!("[unknown {}]", frame.addr),
     }
+}
+
+/// The name `names` finds now for an unnamed frame, by its module's build id.
+fn resymbolized(frame: &Frame, names: Names) -> Option<String> {
+    let address = frame.module_address.as_deref()?;
+    let address = u64::from_str_radix(address.trim_start_matches("0x"), 16).ok()?;
+    names
+        .as_mut()?
+        .name(frame.module_build_id.as_deref()?, address)
 }
