@@ -56,6 +56,8 @@ enum Build {
     Stripped,
     /// -buildmode=pie: loaded at a random base.
     Pie,
+    /// Not mapwriters but `cgowait.go`, with cgo (C code and libc in the process).
+    CgoWait,
 }
 
 /// `mapwriters` built by `go`, once per test binary.
@@ -87,8 +89,15 @@ fn mapwriters(go: Go, how: Build) -> PathBuf {
                 Build::Pie => {
                     build.arg("-buildmode=pie");
                 }
+                Build::CgoWait => {
+                    build.env("CGO_ENABLED", "1");
+                }
             }
-            let status = build.arg("mapwriters.go").status().expect("go runs");
+            let source = match how {
+                Build::CgoWait => "cgowait.go",
+                _ => "mapwriters.go",
+            };
+            let status = build.arg(source).status().expect("go runs");
             assert!(status.success(), "building mapwriters with {go:?} failed");
             out
         })
@@ -564,13 +573,15 @@ fn crash_only(program: &Path, mode: &str, messages: &[&str]) -> (Run, Value, Val
         assert_eq!(crashing[0]["goid"], crash["goid"], "{crash}");
     }
     // Every walk ends where the runtime's traceback ends (a stack's start or switch),
-    // not at an address in no function.
+    // not at an address in no function; or, cut in C code (cgo), says so.
     let ends = map_audit::commands::go_maps::go_unwind::STACK_ENDS;
     for thread in threads {
         let stack = symbols(&thread["stack"]);
+        let last = thread["stack"].as_array().unwrap().last().unwrap();
+        let in_c = last["module"].as_str() != program.to_str();
         assert!(
-            thread["stack_truncated"] == false && ends.contains(stack.last().unwrap()),
-            "the walk reaches the start of the thread's stack: {stack:?}"
+            thread["stack_truncated"] == in_c && (in_c || ends.contains(stack.last().unwrap())),
+            "the walk reaches the start of the thread's stack, or is cut in C code: {stack:?}"
         );
     }
     let stopped = run.events.last().unwrap();
@@ -695,6 +706,30 @@ fn crash_only_reports_other_crashes_with_every_thread_go1_24() {
     assert_eq!(crash["kind"], "fatal");
     assert_eq!(crash["message"], "sync: unlock of unlocked mutex");
     assert!(symbols(&crashing["stack"]).contains(&"main.badUnlock"));
+}
+
+/// A thread blocked in C code (cgo) is named by the same symboliser as `run`'s
+/// stacks: libc's `pause` from libc's symbols, not left as a bare address.
+#[test]
+fn crash_only_names_a_thread_waiting_in_c_code_go1_24() {
+    let program = mapwriters(Go::V1_24, Build::CgoWait);
+    let (run, _, _) = crash_only(&program, "", &["assignment to entry in nil map"]);
+    let threads = run.of_kind("go_crash_thread");
+    let in_libc = threads
+        .iter()
+        .flat_map(|t| t["stack"].as_array().unwrap())
+        .find(|f| {
+            f["module"]
+                .as_str()
+                .is_some_and(|m| m.ends_with("/libc.so.6"))
+        })
+        .unwrap_or_else(|| panic!("no thread in libc: {threads:#?}"));
+    assert!(
+        in_libc["symbol"]
+            .as_str()
+            .is_some_and(|s| s.contains("pause")),
+        "{in_libc}"
+    );
 }
 
 /// A stack overflow is thrown on the thread's system stack (`morestack` -> `newstack`):

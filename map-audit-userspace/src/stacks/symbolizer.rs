@@ -147,6 +147,25 @@ impl StackSymbolizer {
         }
     }
 
+    /// The frames of one address (inlined callees first), a return address when
+    /// `return_address`; and whether it has a name.
+    pub fn symbolize_one(
+        &self,
+        maps: &ProcessMaps,
+        image: &ImageMap,
+        addr: u64,
+        return_address: bool,
+    ) -> (Vec<Frame>, bool) {
+        let lookup = if return_address {
+            addr.saturating_sub(1)
+        } else {
+            addr
+        };
+        let mut frames = Vec::new();
+        let named = self.push_frames(maps, image, addr, lookup, &mut frames);
+        (frames, named)
+    }
+
     /// Symbolises kernel addresses (innermost first) with /proc/kallsyms, without the
     /// leading frames of the tracer itself (the BPF program and its trampoline).
     pub fn symbolize_kernel(&self, addrs: &[u64]) -> SymbolizedStack {

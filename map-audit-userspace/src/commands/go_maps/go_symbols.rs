@@ -1,12 +1,18 @@
 //! Names for Go stack frames from the binary's `.gopclntab` function table: it covers
 //! every Go function, stripped binaries included, and needs no DWARF. Frames get the
 //! function, offset, file and line (of the innermost inlined code at that address; the
-//! name is the function the code was inlined into).
+//! name is the function the code was inlined into). Frames outside the Go binary's
+//! functions (cgo's C code, libc, the vDSO) go to the symboliser of `run`, with the
+//! process's /proc snapshot: debug files, `symbol_missing` and `module_offset` alike.
 
 use std::{collections::HashMap, sync::Arc};
 
 use super::pclntab::FunctionTable;
-use crate::output::events::{Frame, hex};
+use crate::{
+    output::events::{Frame, hex},
+    proc::process_maps::ProcessMaps,
+    stacks::{exec_image::ImageMap, symbolizer::StackSymbolizer},
+};
 
 pub struct GoSymbols {
     functions: FunctionTable,
@@ -17,16 +23,29 @@ pub struct GoSymbols {
     names: HashMap<u64, Arc<str>>,
     /// (file, line) by looked-up address.
     lines: HashMap<u64, Option<(Arc<str>, u32)>>,
+    /// For frames outside the Go functions.
+    native: StackSymbolizer,
+    pid: u32,
+    /// The process's /proc snapshot, read at the first native frame, read again when
+    /// an address is in none of its mappings (a library loaded since).
+    maps: Option<Arc<ProcessMaps>>,
+    /// When it was last read: at most once a second (stacks walked past their end
+    /// hold addresses in no mapping).
+    maps_read: Option<std::time::Instant>,
 }
 
 impl GoSymbols {
-    pub fn new(functions: FunctionTable, module: &str) -> Self {
+    pub fn new(functions: FunctionTable, module: &str, pid: u32) -> Self {
         Self {
             functions,
             module: module.into(),
             load_bias: 0,
             names: HashMap::new(),
             lines: HashMap::new(),
+            native: StackSymbolizer::default(),
+            pid,
+            maps: None,
+            maps_read: None,
         }
     }
 
@@ -46,16 +65,37 @@ impl GoSymbols {
     /// return addresses; also how many have no function.
     pub fn frames(&mut self, addrs: &[u64]) -> (Vec<Frame>, u64) {
         let mut unknown = 0;
-        let frames = addrs
-            .iter()
-            .enumerate()
-            .map(|(i, &addr)| {
-                let frame = self.frame(addr, i > 0);
-                unknown += u64::from(frame.symbol.is_none());
-                frame
-            })
-            .collect();
+        let mut frames = Vec::with_capacity(addrs.len());
+        for (i, &addr) in addrs.iter().enumerate() {
+            let frame = self.frame(addr, i > 0);
+            if frame.module.is_none() {
+                let (native, named) = self.native_frames(addr, i > 0);
+                unknown += u64::from(!named);
+                frames.extend(native);
+                continue;
+            }
+            unknown += u64::from(frame.symbol.is_none());
+            frames.push(frame);
+        }
         (frames, unknown)
+    }
+
+    /// The frames of an address outside the Go functions (inlined callees first), and
+    /// whether it has a name.
+    fn native_frames(&mut self, addr: u64, return_address: bool) -> (Vec<Frame>, bool) {
+        let stale = self.maps.as_ref().is_none_or(|m| m.find(addr).is_none())
+            && self
+                .maps_read
+                .is_none_or(|at| at.elapsed() >= std::time::Duration::from_secs(1));
+        if stale {
+            self.maps_read = Some(std::time::Instant::now());
+            if let Some(maps) = ProcessMaps::read(self.pid) {
+                self.maps = Some(Arc::new(maps));
+            }
+        }
+        let maps = self.maps.clone().unwrap_or_default();
+        self.native
+            .symbolize_one(&maps, &ImageMap::default(), addr, return_address)
     }
 
     /// "main.f+0x4b", or the hex address when no function holds it.

@@ -40,6 +40,8 @@ pub struct Registers {
 pub struct Walk {
     /// The thread's pc, then return addresses, innermost first (runtime addresses).
     pub addrs: Vec<u64>,
+    /// It stopped before the stack's end: at C code (no `.gopclntab` entry), an
+    /// unreadable slot, or `MAX_FRAMES`.
     pub truncated: bool,
 }
 
@@ -69,6 +71,9 @@ pub fn walk(
     // The thread's own pc, and a pc a switch saved, are exact; the rest return
     // addresses.
     let mut exact = true;
+    // Reached where the runtime's traceback ends (else the walk is cut: C code, an
+    // unreadable stack, the frame limit).
+    let mut ended = false;
     while addrs.len() < MAX_FRAMES {
         // A return address follows its call: the call's own pc is one byte back.
         let at = if exact { pc } else { pc - 1 };
@@ -86,7 +91,10 @@ pub fn walk(
                 addrs.push(pc);
                 continue;
             }
-            Some(f) if STACK_ENDS.contains(&f.name.as_str()) => break,
+            Some(f) if STACK_ENDS.contains(&f.name.as_str()) => {
+                ended = true;
+                break;
+            }
             Some(f) => {
                 let Some(size) = functions.frame_size(f, at.wrapping_sub(load_bias)) else {
                     break;
@@ -115,18 +123,31 @@ pub fn walk(
             }
         };
         // Past Go code, an address in no function is not a return address.
-        if return_address == 0
-            || functions
-                .at((return_address - 1).wrapping_sub(load_bias))
-                .is_none()
+        if return_address == 0 {
+            ended = true;
+            break;
+        }
+        if functions
+            .at((return_address - 1).wrapping_sub(load_bias))
+            .is_none()
         {
             break;
         }
         addrs.push(return_address);
         (pc, sp, bp) = (return_address, caller_sp, caller_bp);
     }
-    let truncated = addrs.len() == MAX_FRAMES;
-    Walk { addrs, truncated }
+    // The outermost frame may be a stack end the loop left by another way (`mcall`
+    // on a thread with no goroutine to switch back to).
+    let outermost = |at: u64| {
+        functions
+            .at(at.wrapping_sub(load_bias))
+            .is_some_and(|f| STACK_ENDS.contains(&f.name.as_str()))
+    };
+    ended |= outermost(pc) || outermost(pc.wrapping_sub(1));
+    Walk {
+        addrs,
+        truncated: !ended,
+    }
 }
 
 /// Where a thread on its system stack switches from a goroutine's stack.

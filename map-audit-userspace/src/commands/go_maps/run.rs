@@ -142,7 +142,7 @@ pub fn run(args: GoMapsArgs) -> Result<i32> {
     );
     writer.flush();
 
-    let symbols = GoSymbols::new(functions, &binary.path.display().to_string());
+    let symbols = GoSymbols::new(functions, &binary.path.display().to_string(), pid);
     let reports = RaceReports::new(symbols, hooks, binary.info.go_version.clone(), clock);
     let counters = PerCpuArray::try_from(take_map(&mut ebpf, map_names::GO_COUNTERS)?)?;
     let ring = RingBuf::try_from(take_map(&mut ebpf, map_names::EVENTS)?)?;
