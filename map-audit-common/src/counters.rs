@@ -137,8 +137,12 @@ named_counters! {
         debuginfod_fetches: Count;
         /// Debug files found in the debuginfod cache, no server asked.
         debuginfod_cache_hits: Count;
-        /// Modules whose debug file no server had, or whose request failed (server
-        /// down, timeout, backing off): their frames stay unnamed.
+        /// Modules whose debug file no server has (404 from each): their frames
+        /// stay unnamed, as they would without debuginfod.
+        debuginfod_not_found: Count;
+        /// Requests that failed (server down, timeout, HTTP error, or the servers
+        /// backing off after a failure): the module's frames stay unnamed until it is
+        /// asked again, a minute later.
         debuginfod_misses: Loss;
         /// Bytes of debug files fetched.
         debuginfod_bytes: Count;

@@ -232,6 +232,69 @@ fn a_stopped_server_costs_a_counted_miss_not_a_stall() {
     );
 }
 
+/// The server stops while the agent runs: a program mapped before is named, one
+/// mapped after gets a counted miss, and its events still flow.
+#[test]
+fn a_server_stopped_mid_run_costs_a_miss_and_events_still_flow() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("first")).unwrap();
+    let (first, serve, first_id) = program_and_served_debug_file(&dir.path().join("first"));
+    // Another build of the workload: another build id, its debug file served too.
+    let other = common::c_workload(
+        "MAP_AUDIT_TEST_SPLIT_WORKLOAD_O1",
+        "workload.c",
+        "workload-split-o1",
+        &["-O1", "-g", "-Wl,--build-id"],
+    );
+    let second_dir = dir.path().join("second");
+    std::fs::create_dir_all(&second_dir).unwrap();
+    let second = common::split::split(&other, &second_dir, false);
+    assert_ne!(second.build_id, first_id);
+    std::fs::rename(&second.debug_file, serve.join("second.debug")).unwrap();
+    let server = DebuginfodServer::serving(&serve, &first_id);
+    let script = format!(
+        "{first} anon 2 && sleep 1 && kill {server} && sleep 0.5 && {second} anon 2",
+        first = first.display(),
+        server = server.child.id(),
+        second = second.program.display(),
+    );
+    let run = run_agent(&[
+        "run",
+        "--debuginfod",
+        &server.url,
+        "--debuginfod-cache",
+        dir.path().join("cache").to_str().unwrap(),
+        "--",
+        "sh",
+        "-c",
+        &script,
+    ]);
+    assert!(run.status.success(), "{}", run.stderr);
+    // Programs a shell execs fault before their unwind tables are built (their stacks
+    // end `no_unwind_info`): the innermost frame is the one to look at.
+    assert_eq!(symbols(&program_frames(&run, &first))[0], "write_pages");
+    let unnamed = run
+        .of_kind("write_fault")
+        .into_iter()
+        .flat_map(|e| e["stack"].as_array().unwrap())
+        .filter(|f| f["module"] == second.program.to_str().unwrap())
+        .collect::<Vec<_>>();
+    assert!(
+        !unnamed.is_empty(),
+        "the second program's writes are reported"
+    );
+    assert!(
+        unnamed.iter().all(|f| f["symbol_missing"] == "no_symbols"),
+        "{unnamed:?}"
+    );
+    // The shell and `sleep` (stripped, no debug file here) are asked for too: 404s.
+    assert_eq!(
+        agent_counter(&run, "debuginfod_misses"),
+        1,
+        "the second program"
+    );
+}
+
 /// A debuginfod server that answers after `delay`: the debug file for its build id,
 /// 404 for anything else.
 fn slow_server(debug_file: PathBuf, build_id: String, delay: Duration) -> String {

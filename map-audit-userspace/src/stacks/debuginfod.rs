@@ -112,6 +112,7 @@ pub enum AnswerSource {
 pub struct DebuginfodCounts {
     pub fetches: u64,
     pub cache_hits: u64,
+    pub not_found: u64,
     pub misses: u64,
     pub bytes: u64,
 }
@@ -199,7 +200,8 @@ impl Debuginfod {
         }
         match &fetched.answer {
             Answer::Found { fetched_bytes, .. } => self.counts.bytes += fetched_bytes,
-            Answer::NotFound | Answer::Failed(_) => self.counts.misses += 1,
+            Answer::NotFound => self.counts.not_found += 1,
+            Answer::Failed(_) => self.counts.misses += 1,
         }
         if let Some(metrics) = crate::output::metrics::get() {
             metrics.debuginfod_answered(fetched.seconds, fetched.source);

@@ -30,6 +30,11 @@ pub fn split_program(dir: &Path, debuglink: bool) -> SplitProgram {
             &["-O2", "-g", "-Wl,--build-id"],
         )
     });
+    split(built, dir, debuglink)
+}
+
+/// The program `built` split the same way in `dir`.
+pub fn split(built: &Path, dir: &Path, debuglink: bool) -> SplitProgram {
     let program = dir.join("workload");
     let debug_file = dir.join("workload.debug");
     std::fs::copy(built, &program).unwrap();

@@ -195,6 +195,7 @@ impl Correlator {
         AgentCounters {
             debuginfod_fetches: debuginfod.fetches,
             debuginfod_cache_hits: debuginfod.cache_hits,
+            debuginfod_not_found: debuginfod.not_found,
             debuginfod_misses: debuginfod.misses,
             debuginfod_bytes: debuginfod.bytes,
             rearm_rounds: rounds.rounds,
