@@ -162,6 +162,11 @@ named_counters! {
         /// `--container`: container cgroups put in the scope (at start, and as they
         /// were made).
         containers_scoped: Count;
+        /// Containers whose runtime answered a lookup of their name and image.
+        container_lookups: Count;
+        /// Container lookups that failed (the socket missing, no answer within 2 s, the
+        /// container gone): that container's events keep null names.
+        container_lookup_misses: Loss;
         /// Captured paths deeper than the kernel walks (reported with a leading "...").
         paths_truncated: Loss;
         /// Lines that could not be written (output closed or failing).

@@ -166,6 +166,14 @@ fn main() -> Result<()> {
             if !Path::new("/usr/share/doc/libc6-dbg").exists() {
                 toolchain::apt_install("libc6-dbg (the debug-file tests)", &["libc6-dbg"])?;
             }
+            // A real container runtime: podman, with runc (crun refuses this host's
+            // hybrid cgroup layout).
+            if !Path::new("/usr/bin/podman").exists() || !Path::new("/usr/sbin/runc").exists() {
+                toolchain::apt_install(
+                    "podman and runc (the container tests)",
+                    &["podman", "runc"],
+                )?;
+            }
             // A real debuginfod server, serving a test program's debug file.
             if !Path::new("/usr/bin/debuginfod").exists() {
                 toolchain::apt_install("debuginfod (the debuginfod tests)", &["debuginfod"])?;

@@ -233,6 +233,16 @@ pub struct RunArgs {
     #[arg(long = "container", value_name = "ID", value_parser = parse_container_id)]
     pub containers: Vec<String>,
 
+    /// Where a runtime serves the Docker Engine API, asked once per container for its
+    /// name, image and pod labels (repeatable; replaces that runtime's default socket:
+    /// docker=/var/run/docker.sock, podman=/run/podman/podman.sock).
+    #[arg(long, value_name = "RUNTIME=SOCKET", value_parser = parse_container_api)]
+    pub container_api: Vec<(crate::output::containers::Runtime, std::path::PathBuf)>,
+
+    /// Ask no container runtime: names and images stay null.
+    #[arg(long, conflicts_with = "container_api")]
+    pub no_container_api: bool,
+
     /// Audit only regions that are writable and executable at once (JIT, shellcode).
     #[arg(long)]
     pub wx_only: bool,
@@ -460,6 +470,25 @@ fn parse_rate(value: &str) -> Result<u64, String> {
 
 fn parse_glob(value: &str) -> Result<glob::Pattern, String> {
     glob::Pattern::new(value).map_err(|e| format!("`{value}` is not a valid glob: {e}"))
+}
+
+fn parse_container_api(
+    value: &str,
+) -> Result<(crate::output::containers::Runtime, std::path::PathBuf), String> {
+    use crate::output::containers::Runtime;
+    let (runtime, socket) = value.split_once('=').ok_or_else(|| {
+        format!("{value:?} is not RUNTIME=SOCKET, e.g. podman=/run/podman/podman.sock")
+    })?;
+    let runtime = match runtime {
+        "docker" => Runtime::Docker,
+        "podman" => Runtime::Podman,
+        other => {
+            return Err(format!(
+                "{other:?}: only docker and podman serve the Docker Engine API (containerd and CRI-O speak the CRI, not read)"
+            ));
+        }
+    };
+    Ok((runtime, socket.into()))
 }
 
 fn parse_container_id(id: &str) -> Result<String, String> {

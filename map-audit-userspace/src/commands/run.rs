@@ -7,6 +7,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use crate::output::container_api::ContainerApis;
 use anyhow::{Context, Result, anyhow};
 use aya::maps::{Array, HashMap, LpmTrie, MapData, PerCpuArray, RingBuf};
 use map_audit_common::{
@@ -427,6 +428,20 @@ type StartedPipeline = (
     Arc<OnceLock<String>>,
 );
 
+/// The runtimes asked for container names: the defaults, with `--container-api` in
+/// place of a runtime's default socket.
+fn container_apis(args: &RunArgs) -> Result<Option<ContainerApis>> {
+    if args.no_container_api {
+        return Ok(None);
+    }
+    let mut sockets = crate::output::container_api::default_sockets();
+    for (runtime, socket) in &args.container_api {
+        sockets.retain(|(r, _)| r != runtime);
+        sockets.push((*runtime, socket.clone()));
+    }
+    ContainerApis::start(sockets).map(Some)
+}
+
 /// The pipeline thread, started on the tables and output, with the running processes'
 /// seeds as its first items.
 fn start_pipeline(
@@ -463,6 +478,7 @@ fn start_pipeline(
                 None => None,
             },
             debug_file_wait: args.debuginfod.debuginfod_wait,
+            container_apis: container_apis(args)?,
         },
         clock,
         writer,

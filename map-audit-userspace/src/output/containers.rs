@@ -2,7 +2,7 @@
 //! runtimes name their cgroups after the container id): Docker, containerd (CRI),
 //! CRI-O, Podman and systemd-nspawn, with the systemd and cgroupfs drivers, and the
 //! pod uid of Kubernetes' `kubepods` hierarchies (k3s and kind use the same). Names,
-//! images and pod names need the runtime's API: not read here, so they stay null.
+//! images and pod names come from the runtime's API (`container_api`).
 
 use std::sync::Arc;
 
@@ -18,13 +18,15 @@ pub struct Container {
     /// `docker`, `containerd`, `cri-o`, `podman` or `systemd-nspawn`; null when the
     /// path does not say (a `kubepods` tree under the cgroupfs driver).
     pub runtime: Option<Runtime>,
-    /// The container's name (needs the runtime's API: null for now).
+    /// The container's name, from the runtime's API (Docker, Podman); null until it
+    /// answers, or when it cannot be asked (containerd, CRI-O, no socket).
     pub name: Option<Arc<str>>,
-    /// The container's image (needs the runtime's API: null for now).
+    /// The container's image, as it was asked for (`localhost/web:2`), from the same
+    /// answer.
     pub image: Option<Arc<str>>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum Runtime {
     Docker,
@@ -40,11 +42,12 @@ pub struct Kubernetes {
     /// The pod's uid (from its `kubepods` cgroup).
     #[schemars(length(equal = 36))]
     pub pod_uid: Arc<str>,
-    /// The pod's name (needs the runtime's API: null for now).
+    /// The pod's name, from the `io.kubernetes.pod.name` label of the runtime's answer
+    /// (Docker with cri-dockerd); null otherwise.
     pub pod_name: Option<Arc<str>>,
-    /// The pod's namespace (needs the runtime's API: null for now).
+    /// The pod's namespace (`io.kubernetes.pod.namespace`), likewise.
     pub pod_namespace: Option<Arc<str>>,
-    /// The container's name in the pod spec (needs the runtime's API: null for now).
+    /// The container's name in the pod spec (`io.kubernetes.container.name`), likewise.
     pub container_name: Option<Arc<str>>,
 }
 

@@ -106,68 +106,13 @@ impl Correlator {
             return;
         };
         let aggregates = take(aggregator);
-        self.take_debug_files(Duration::ZERO);
+        self.take_arrivals(Duration::ZERO);
         for aggregate in aggregates {
-            let first = &aggregate.first;
-            if !self.debug_file_wait.is_zero()
-                && self.symbolizer.waits_for_debug_file(
-                    &first.maps,
-                    &first.image,
-                    &first.user_stack,
-                )
-            {
-                self.held
-                    .push((Instant::now() + self.debug_file_wait, aggregate));
-                continue;
-            }
-            self.report_aggregate(aggregate, out);
+            self.report_or_hold(aggregate, out);
         }
     }
 
-    /// Reports the aggregates that were waiting for debug files which have arrived, or
-    /// which waited `--debuginfod-wait` (then counted: their frames go out unnamed).
-    /// With `stopping`, waits for the files being fetched up to the latest deadline.
-    pub fn release_held(&mut self, stopping: bool, out: &mut Vec<Timed>) {
-        if self.held.is_empty() {
-            self.take_debug_files(Duration::ZERO);
-            return;
-        }
-        if stopping {
-            let latest = self.held.iter().map(|(deadline, _)| *deadline).max();
-            while let Some(left) = latest.and_then(|l| l.checked_duration_since(Instant::now()))
-                && self.symbolizer.debug_files_pending()
-            {
-                self.take_debug_files(left);
-            }
-        } else {
-            self.take_debug_files(Duration::ZERO);
-        }
-        let now = Instant::now();
-        for (deadline, aggregate) in std::mem::take(&mut self.held) {
-            let first = &aggregate.first;
-            let waits =
-                self.symbolizer
-                    .waits_for_debug_file(&first.maps, &first.image, &first.user_stack);
-            if waits && !stopping && now < deadline {
-                self.held.push((deadline, aggregate));
-                continue;
-            }
-            if waits {
-                self.counters.aggregates_sent_before_debug_file += 1;
-            }
-            self.report_aggregate(aggregate, out);
-        }
-    }
-
-    /// Takes the debug files that arrived (waiting up to `wait` for one): stacks
-    /// rendered before are rendered again.
-    fn take_debug_files(&mut self, wait: Duration) {
-        if self.symbolizer.poll_debug_files(wait) {
-            self.rendered_stacks.clear();
-        }
-    }
-
-    fn report_aggregate(&mut self, aggregate: Aggregate, out: &mut Vec<Timed>) {
+    pub(super) fn report_aggregate(&mut self, aggregate: Aggregate, out: &mut Vec<Timed>) {
         {
             let summary = AggregateSummary {
                 count: aggregate.count,
@@ -188,6 +133,9 @@ impl Correlator {
         fault: RawFault,
         summary: Option<AggregateSummary>,
     ) -> Timed {
+        let mut fault = fault;
+        // Names a runtime gave since the fault's record.
+        self.fill_container(&mut fault.process);
         let stack = self.user_stack(&fault.maps, &fault.image, &fault.user_stack);
         let stack_truncated = fault.user_stack_truncated || stack.cut;
         let kernel_stack = fault.kernel_stack.as_deref().map(|addrs| {

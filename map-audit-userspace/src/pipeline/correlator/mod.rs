@@ -1,11 +1,13 @@
 //! Turns kernel records into events: keeps a copy of each process's regions (with the
 //! file paths the kernel cannot give), attaches process details, symbolises stacks,
 //! and makes the region-table changes only the agent can make. One part per kind of
-//! record: `regions`, `processes`, `faults`, `watches`, `syncs` (msync); `unwind_tables`
+//! record: `regions`, `processes`, `faults` (with `held`: aggregates waiting for names),
+//! `watches`, `syncs` (msync); `unwind_tables`
 //! builds what the kernel's stack walk reads. The kernel's tables are behind `TableMaps`, so `tests` runs it on
 //! tables in memory.
 
 mod faults;
+mod held;
 mod processes;
 mod regions;
 mod syncs;
@@ -36,6 +38,7 @@ use crate::{
     kernel::scope_cgroups::ScopeCgroups,
     output::addresses,
     output::clock::Clock,
+    output::container_api::ContainerApis,
     output::events::AgentCounters,
     output::events::KernelCounters,
     output::events::{
@@ -81,6 +84,8 @@ pub struct Options {
     pub scope_cgroups: Option<ScopeCgroups>,
     /// Debug files from debuginfod servers (`--debuginfod`).
     pub debuginfod: Option<Debuginfod>,
+    /// Container names from the runtimes' APIs (`--container-api`).
+    pub container_apis: Option<ContainerApis>,
     /// How long an aggregate waits for a debug file being fetched (`--debuginfod-wait`).
     pub debug_file_wait: Duration,
 }
@@ -101,6 +106,7 @@ impl Options {
             scope_cgroups: None,
             debuginfod: None,
             debug_file_wait: Duration::ZERO,
+            container_apis: None,
         }
     }
 }
@@ -144,6 +150,7 @@ pub struct Correlator {
     /// Aggregates waiting for a debug file, until their deadline.
     held: Vec<(Instant, Aggregate)>,
     debug_file_wait: Duration,
+    container_apis: Option<ContainerApis>,
 }
 
 impl Correlator {
@@ -171,6 +178,7 @@ impl Correlator {
             scope_cgroups: options.scope_cgroups,
             held: Vec::new(),
             debug_file_wait: options.debug_file_wait,
+            container_apis: options.container_apis,
         }
     }
 
@@ -192,7 +200,14 @@ impl Correlator {
             .map(|r| r.counters)
             .unwrap_or_default();
         let debuginfod = self.symbolizer.debuginfod_counts();
+        let lookups = self
+            .container_apis
+            .as_ref()
+            .map(|apis| apis.counts)
+            .unwrap_or_default();
         AgentCounters {
+            container_lookups: lookups.answered,
+            container_lookup_misses: lookups.missed,
             debuginfod_fetches: debuginfod.fetches,
             debuginfod_cache_hits: debuginfod.cache_hits,
             debuginfod_not_found: debuginfod.not_found,
@@ -357,15 +372,18 @@ impl Correlator {
         if let Some(cgroup) = &cgroup {
             state.cgroup_id = cgroup.id;
         }
-        ProcessInfo {
+        let exe = state.maps.exe.clone();
+        let mut process = ProcessInfo {
             pid,
             tid,
             comm,
-            exe: state.maps.exe.clone(),
+            exe,
             container: cgroup.as_ref().and_then(|c| c.container.clone()),
             kubernetes: cgroup.as_ref().and_then(|c| c.kubernetes.clone()),
             cgroup,
-        }
+        };
+        self.fill_container(&mut process);
+        process
     }
 }
 

@@ -1,0 +1,262 @@
+//! Containers of a real runtime, Debian's podman (with runc): events of a container's
+//! processes name its id, runtime, name and image (asked from podman's Docker-compatible
+//! API), a forked child's too, and their frames are named as on the host; a host
+//! process has no container; `--container` audits only that container, started after
+//! the agent; a runtime socket that does not answer costs a counted miss.
+//! The image is built from a rootfs holding the static workload (`podman import`: no
+//! registry is reachable here).
+
+mod common;
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Command, Output, Stdio},
+    sync::OnceLock,
+    time::{Duration, Instant},
+};
+
+use common::{Agent, Run, workload};
+use serde_json::Value;
+
+fn tmp() -> PathBuf {
+    PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+}
+
+/// podman with this machine's settings: a containers.conf without default ulimits
+/// (above what the sandbox allows).
+fn podman(args: &[&str]) -> Output {
+    let conf = tmp().join("containers.conf");
+    if !conf.exists() {
+        std::fs::write(&conf, "[containers]\ndefault_ulimits = []\n").unwrap();
+    }
+    let out = Command::new("podman")
+        .env("CONTAINERS_CONF", &conf)
+        .args(args)
+        .output()
+        .expect("podman runs (`cargo xtask test` installs podman and runc)");
+    assert!(
+        out.status.success(),
+        "podman {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// The image, imported once per test binary: `/workload` built static.
+fn image() -> &'static str {
+    static IMAGE: OnceLock<String> = OnceLock::new();
+    IMAGE.get_or_init(|| {
+        let rootfs = tmp().join(format!("podman-rootfs-{}", std::process::id()));
+        std::fs::create_dir_all(&rootfs).unwrap();
+        let built = common::c_workload(
+            "MAP_AUDIT_TEST_STATIC_WORKLOAD",
+            "workload.c",
+            "workload-static",
+            &["-O2", "-static"],
+        );
+        std::fs::copy(built, rootfs.join("workload")).unwrap();
+        let tar = rootfs.with_extension("tar");
+        let status = Command::new("tar")
+            .arg("-C")
+            .arg(&rootfs)
+            .arg("-cf")
+            .arg(&tar)
+            .arg(".")
+            .status()
+            .unwrap();
+        assert!(status.success());
+        // One tag: a later run replaces the image instead of adding one.
+        let name = "localhost/map-audit-test:latest".to_string();
+        podman(&["import", tar.to_str().unwrap(), &name]);
+        name
+    })
+}
+
+/// podman's API on a socket of this test binary; the service ends by itself once idle.
+fn api_socket() -> &'static Path {
+    static SOCKET: OnceLock<PathBuf> = OnceLock::new();
+    SOCKET.get_or_init(|| {
+        let socket = tmp().join(format!("podman-{}.sock", std::process::id()));
+        // Not waited for: it exits by itself 60 s after its last request.
+        #[allow(clippy::zombie_processes)]
+        Command::new("podman")
+            .env("CONTAINERS_CONF", tmp().join("containers.conf"))
+            .args(["system", "service", "--time=60"])
+            .arg(format!("unix://{}", socket.display()))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("podman system service starts");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !socket.exists() {
+            assert!(
+                Instant::now() < deadline,
+                "podman's API socket never appeared"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        socket
+    })
+}
+
+/// A container of the image running `/workload ARGS`, created (not started); removed
+/// when dropped.
+struct TestContainer {
+    name: String,
+    id: String,
+}
+
+impl TestContainer {
+    fn create(test: &str, args: &[&str]) -> Self {
+        let name = format!("map-audit-{test}-{}", std::process::id());
+        let _ = Command::new("podman").args(["rm", "-f", &name]).output();
+        let mut create = vec![
+            "create",
+            "--runtime",
+            "runc",
+            "--name",
+            &name,
+            image(),
+            "/workload",
+        ];
+        create.extend_from_slice(args);
+        let out = podman(&create);
+        let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        assert_eq!(id.len(), 64, "a container id: {id}");
+        Self { name, id }
+    }
+
+    /// Starts it and waits for its end.
+    fn run(&self) {
+        podman(&["start", "--attach", &self.name]);
+    }
+}
+
+impl Drop for TestContainer {
+    fn drop(&mut self) {
+        let _ = Command::new("podman")
+            .env("CONTAINERS_CONF", tmp().join("containers.conf"))
+            .args(["rm", "-f", &self.name])
+            .output();
+    }
+}
+
+/// The workload run on the host, writing 2 pages.
+fn run_on_host() {
+    let host = Command::new(workload())
+        .args(["anon", "2"])
+        .output()
+        .unwrap();
+    assert!(host.status.success());
+}
+
+fn started(args: &[&str]) -> Agent {
+    let agent = Agent::start(args);
+    agent.wait_for("agent_started", |e| e["event"] == "agent_started");
+    agent
+}
+
+fn writes_of(run: &Run, pred: impl Fn(&Value) -> bool) -> Vec<Value> {
+    run.of_kind("write_fault")
+        .into_iter()
+        .filter(|e| pred(e))
+        .cloned()
+        .collect()
+}
+
+#[test]
+fn a_podman_containers_writes_name_it_its_image_and_every_frame() {
+    let container = TestContainer::create("named", &["spawn", "2"]);
+    let socket = format!("podman={}", api_socket().display());
+    let host_comm: String = workload()
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .chars()
+        .take(15)
+        .collect();
+    let agent = started(&[
+        "run",
+        "--comm",
+        "workload",
+        "--comm",
+        &host_comm,
+        "--container-api",
+        &socket,
+    ]);
+    container.run();
+    run_on_host();
+    let run = agent.stop();
+
+    let inside = writes_of(&run, |e| e["container"]["id"] == container.id.as_str());
+    let pids: std::collections::BTreeSet<u64> =
+        inside.iter().map(|e| e["pid"].as_u64().unwrap()).collect();
+    assert!(
+        pids.len() >= 2,
+        "the program and its forked child: {pids:?}"
+    );
+    for event in &inside {
+        let c = &event["container"];
+        assert_eq!(c["runtime"], "podman", "{event}");
+        assert_eq!(c["name"], container.name.as_str(), "{event}");
+        assert_eq!(c["image"], image(), "{event}");
+        // The program lives in the container's mount namespace only: named through
+        // the mapping's file, as on the host.
+        let frames: Vec<&Value> = event["stack"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|f| f["module"] == "/workload")
+            .collect();
+        assert!(!frames.is_empty(), "{event}");
+        assert!(frames.iter().all(|f| f["symbol"].is_string()), "{event}");
+    }
+    let innermost: Vec<&str> = inside
+        .iter()
+        .filter_map(|e| e["stack"][0]["symbol"].as_str())
+        .collect();
+    assert!(innermost.contains(&"write_pages"), "{innermost:?}");
+    assert!(innermost.contains(&"child_touch"), "{innermost:?}");
+
+    let on_host = writes_of(&run, |e| {
+        e["exe"].as_str() == workload().to_str() && e["container"].is_null()
+    });
+    assert!(!on_host.is_empty(), "the host's workload has no container");
+    assert!(run.stopped()["counters"]["agent"]["container_lookups"].as_u64() >= Some(1));
+}
+
+#[test]
+fn container_scope_audits_that_container_only_even_started_later() {
+    let audited = TestContainer::create("scoped", &["anon", "2"]);
+    let other = TestContainer::create("other", &["anon", "2"]);
+    let agent = started(&[
+        "run",
+        "--container",
+        &audited.id[..12],
+        "--no-container-api",
+    ]);
+    audited.run();
+    other.run();
+    run_on_host();
+    let run = agent.stop();
+    let writes = run.of_kind("write_fault");
+    assert!(!writes.is_empty(), "the audited container's writes");
+    for event in writes {
+        assert_eq!(event["container"]["id"], audited.id.as_str(), "{event}");
+        assert!(event["container"]["name"].is_null(), "not asked: {event}");
+    }
+}
+
+#[test]
+fn a_runtime_socket_that_does_not_answer_costs_a_counted_miss() {
+    let container = TestContainer::create("unanswered", &["anon", "2"]);
+    let missing = tmp().join("no-such-podman.sock");
+    let socket = format!("podman={}", missing.display());
+    let agent = started(&["run", "--comm", "workload", "--container-api", &socket]);
+    container.run();
+    let run = agent.stop();
+    let inside = writes_of(&run, |e| e["container"]["id"] == container.id.as_str());
+    assert!(!inside.is_empty(), "events still flow");
+    assert!(inside.iter().all(|e| e["container"]["name"].is_null()));
+    assert!(run.stopped()["counters"]["agent"]["container_lookup_misses"].as_u64() >= Some(1));
+}
