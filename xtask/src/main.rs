@@ -6,6 +6,7 @@ mod bench_msync;
 mod bench_watch;
 mod build_ebpf;
 mod go_toolchains;
+mod image;
 mod soak;
 mod toolchain;
 mod vm_guest;
@@ -91,6 +92,17 @@ enum Task {
         #[arg(long, default_value_t = 10)]
         minutes: u64,
     },
+    /// Build the agent statically into a minimal OCI image with podman,
+    /// `localhost/map-audit:VERSION` (installs podman and runc if missing).
+    Image {
+        /// The debug build (the one `vm-test` makes) instead of the release one.
+        #[arg(long)]
+        debug: bool,
+        /// Then run it under podman as the DaemonSet runs it, against a program on
+        /// the host, and check the stream (needs root).
+        #[arg(long)]
+        check: bool,
+    },
     /// Build everything and run all tests (integration tests need root).
     Test {
         /// Extra arguments for `cargo test` (e.g. a test name filter).
@@ -147,6 +159,13 @@ fn main() -> Result<()> {
         Task::Soak { minutes } => {
             build_all(true)?;
             soak::soak(minutes)
+        }
+        Task::Image { debug, check } => {
+            let name = image::build(debug)?;
+            if check {
+                image::check(&name)?;
+            }
+            Ok(())
         }
         Task::Test { args } => {
             build_ebpf::build()?;
