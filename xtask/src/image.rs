@@ -2,7 +2,8 @@
 //! scratch`: the one file) built with Debian's podman, tagged `localhost/map-audit:
 //! VERSION`; then, with `--check`, run under podman with what the DaemonSet grants
 //! (the host's pid namespace, its capability list, the BTF, tracefs and cgroup mounts,
-//! a read-only root) to audit a program on the host, the stream checked.
+//! a read-only root, unconfined AppArmor and seccomp) to audit a program on the host,
+//! the stream checked.
 
 use std::{
     fs,
@@ -97,32 +98,43 @@ pub fn check(image: &str) -> Result<()> {
         .context("starting the host workload")?;
     let host_pid = host.id();
     let pid = host_pid.to_string();
-    let mut args: Vec<String> = ["run", "--rm", "--runtime", "runc", "--pid", "host"]
+    // Detached: `run --pid` audits until it is stopped, as in the DaemonSet.
+    let name = "map-audit-image-check";
+    let _ = podman().args(["rm", "-f", name]).output();
+    let mut args: Vec<String> = ["run", "--detach", "--name", name, "--runtime", "runc"]
         .map(String::from)
         .to_vec();
-    args.extend(["--read-only".into(), "--cap-drop".into(), "ALL".into()]);
+    args.extend(["--pid".into(), "host".into(), "--read-only".into()]);
+    args.extend(["--cap-drop".into(), "ALL".into()]);
     for cap in CAPABILITIES {
         args.extend(["--cap-add".into(), (*cap).into()]);
     }
-    // The DaemonSet's AppArmor profile is Unconfined; podman's default seccomp profile
-    // lets bpf() and perf_event_open() through with CAP_BPF/CAP_PERFMON.
-    args.extend(["--security-opt".into(), "apparmor=unconfined".into()]);
+    // The DaemonSet's AppArmor profile is Unconfined. Seccomp too here: podman 4.3's
+    // default profile refuses bpf() without CAP_SYS_ADMIN (EPERM creating the first
+    // map), the case the DaemonSet's seccomp comment describes.
+    for opt in ["apparmor=unconfined", "seccomp=unconfined"] {
+        args.extend(["--security-opt".into(), opt.into()]);
+    }
     for mount in ["/sys/kernel/btf", "/sys/kernel/tracing", "/sys/fs/cgroup"] {
         args.extend(["--volume".into(), format!("{mount}:{mount}:ro")]);
     }
     args.extend([image.into(), "run".into(), "--pid".into(), pid.clone()]);
-    let out = podman()
-        .args(&args)
-        .output()
-        .context("starting the image under podman")?;
-    let _ = host.kill();
-    let _ = host.wait();
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    run(podman().args(&args))?;
+    let ended = host.wait().context("waiting for the host workload")?;
+    // SIGTERM, as Kubernetes stops a pod: the agent detaches and writes agent_stopped.
+    run(podman().args(["stop", "--time", "20", name]))?;
+    let logs = podman().args(["logs", name]).output()?;
+    let state = podman()
+        .args(["inspect", "--format", "{{.State.ExitCode}}", name])
+        .output()?;
+    let _ = podman().args(["rm", "-f", name]).output();
+    let stdout = String::from_utf8_lossy(&logs.stdout);
+    let exit_code = String::from_utf8_lossy(&state.stdout).trim().to_string();
     ensure!(
-        out.status.success(),
-        "the image failed: podman {}\n{}",
+        ended.success() && exit_code == "0",
+        "the image failed (exit code {exit_code}): podman {}\n{}",
         args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
+        String::from_utf8_lossy(&logs.stderr)
     );
     let events: Vec<serde_json::Value> = stdout
         .lines()

@@ -39,7 +39,7 @@ pub fn load(options: &LoadOptions) -> Result<Ebpf> {
         .map_max_entries(map_names::REGIONS, options.region_table_entries)
         .map_max_entries(map_names::UNWIND_ROWS, options.unwind_rows)
         .load(EBPF_OBJECT)
-        .context("loading the eBPF object failed; run as root (or with CAP_BPF and CAP_PERFMON) on Linux 5.8+ with BTF")
+        .context("loading the eBPF object failed; run as root (or with CAP_BPF and CAP_PERFMON) on Linux 5.8+ with BTF; in a container, its seccomp profile must allow bpf() (older default profiles allow it only with CAP_SYS_ADMIN: use an unconfined profile)")
 }
 
 /// (role, program, category, tracepoint): the per-syscall and process tracepoints.

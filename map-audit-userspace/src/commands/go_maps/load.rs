@@ -34,5 +34,5 @@ pub fn load(config: &GoConfig, ringbuf_bytes: u32) -> Result<Ebpf> {
     }
     loader
         .load(EBPF_OBJECT)
-        .context("loading the eBPF object failed; run as root (or with CAP_BPF and CAP_PERFMON) on Linux 5.17+ with BTF")
+        .context("loading the eBPF object failed; run as root (or with CAP_BPF and CAP_PERFMON) on Linux 5.17+ with BTF; in a container, its seccomp profile must allow bpf() (older default profiles allow it only with CAP_SYS_ADMIN: use an unconfined profile)")
 }
