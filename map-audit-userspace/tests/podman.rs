@@ -54,7 +54,12 @@ fn image() -> &'static str {
             "workload-static",
             &["-O2", "-static"],
         );
-        std::fs::copy(built, rootfs.join("workload")).unwrap();
+        std::fs::copy(&built, rootfs.join("workload")).unwrap();
+        // A stripped build (its debug file kept outside the image, for debuginfod).
+        let split_dir = rootfs.with_extension("split");
+        std::fs::create_dir_all(&split_dir).unwrap();
+        let split = common::split::split(&built_with_debug(), &split_dir, false);
+        std::fs::copy(&split.program, rootfs.join("workload-stripped")).unwrap();
         let tar = rootfs.with_extension("tar");
         let status = Command::new("tar")
             .arg("-C")
@@ -70,6 +75,24 @@ fn image() -> &'static str {
         podman(&["import", tar.to_str().unwrap(), &name]);
         name
     })
+}
+
+/// The static workload with DWARF (`-g`), to be split.
+fn built_with_debug() -> PathBuf {
+    common::c_workload(
+        "MAP_AUDIT_TEST_STATIC_DEBUG_WORKLOAD",
+        "workload.c",
+        "workload-static-g",
+        &["-O2", "-g", "-static", "-Wl,--build-id"],
+    )
+}
+
+/// The stripped program's debug file and build id (after `image()`).
+fn stripped_debug_file() -> (PathBuf, String) {
+    let rootfs = tmp().join(format!("podman-rootfs-{}", std::process::id()));
+    let debug = rootfs.with_extension("split").join("workload.debug");
+    let id = common::split::build_id_of(rootfs.join("workload-stripped").to_str().unwrap());
+    (debug, id)
 }
 
 /// podman's API on a socket of this test binary; the service ends by itself once idle.
@@ -108,6 +131,10 @@ struct TestContainer {
 
 impl TestContainer {
     fn create(test: &str, args: &[&str]) -> Self {
+        Self::create_running(test, "/workload", args)
+    }
+
+    fn create_running(test: &str, program: &str, args: &[&str]) -> Self {
         let name = format!("map-audit-{test}-{}", std::process::id());
         let _ = Command::new("podman").args(["rm", "-f", &name]).output();
         let mut create = vec![
@@ -117,7 +144,7 @@ impl TestContainer {
             "--name",
             &name,
             image(),
-            "/workload",
+            program,
         ];
         create.extend_from_slice(args);
         let out = podman(&create);
@@ -259,4 +286,45 @@ fn a_runtime_socket_that_does_not_answer_costs_a_counted_miss() {
     assert!(!inside.is_empty(), "events still flow");
     assert!(inside.iter().all(|e| e["container"]["name"].is_null()));
     assert!(run.stopped()["counters"]["agent"]["container_lookup_misses"].as_u64() >= Some(1));
+}
+
+/// A stripped program in a container (another mount namespace: the agent cannot look
+/// at it when it is mapped) gets its frames named from debuginfod all the same: its
+/// aggregates wait for the debug file.
+#[test]
+fn a_stripped_program_in_a_container_is_named_from_debuginfod() {
+    let container = TestContainer::create_running("stripped", "/workload-stripped", &["anon", "2"]);
+    let (debug_file, build_id) = stripped_debug_file();
+    let serve = tmp().join(format!("podman-serve-{}", std::process::id()));
+    std::fs::create_dir_all(&serve).unwrap();
+    std::fs::copy(&debug_file, serve.join("workload.debug")).unwrap();
+    let server = common::debuginfod_server::DebuginfodServer::serving(&serve, &build_id);
+    let cache = tmp().join(format!("podman-cache-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&cache);
+    let agent = started(&[
+        "run",
+        "--container",
+        &container.id[..12],
+        "--no-container-api",
+        "--debuginfod",
+        &server.url,
+        "--debuginfod-cache",
+        cache.to_str().unwrap(),
+    ]);
+    container.run();
+    let run = agent.stop();
+    let innermost: Vec<&Value> = run
+        .of_kind("write_fault")
+        .into_iter()
+        .filter_map(|e| e["stack"].as_array()?.first())
+        .filter(|f| f["module"] == "/workload-stripped")
+        .collect();
+    assert!(!innermost.is_empty(), "{:#?}", run.events);
+    assert!(
+        innermost.iter().any(|f| f["symbol"] == "write_pages"),
+        "{innermost:?}"
+    );
+    let agent_counters = &run.stopped()["counters"]["agent"];
+    assert_eq!(agent_counters["aggregates_sent_before_debug_file"], 0);
+    assert!(agent_counters["debuginfod_fetches"].as_u64() >= Some(1));
 }

@@ -119,7 +119,11 @@ pub fn check(image: &str) -> Result<()> {
         args.extend(["--volume".into(), format!("{mount}:{mount}:ro")]);
     }
     args.extend([image.into(), "run".into(), "--pid".into(), pid.clone()]);
-    run(podman().args(&args))?;
+    if let Err(err) = run(podman().args(&args)) {
+        let _ = host.kill();
+        let _ = host.wait();
+        return Err(err);
+    }
     let ended = host.wait().context("waiting for the host workload")?;
     // SIGTERM, as Kubernetes stops a pod: the agent detaches and writes agent_stopped.
     run(podman().args(["stop", "--time", "20", name]))?;

@@ -230,11 +230,14 @@ fn print_debug_sources() {
             dirs.flatten()
                 .filter_map(|d| std::fs::read_dir(d.path()).ok())
                 .flatten()
+                .flatten()
+                // Each has a `.debug` file and a link to its binary: count the first.
+                .filter(|f| f.path().extension().is_some_and(|e| e == "debug"))
                 .count()
         })
         .unwrap_or(0);
     println!(
-        "    {DEBUG_ROOT}/.build-id/: {build_ids} files; .gnu_debuglink next to the binary, in its .debug/, under {DEBUG_ROOT}/"
+        "    {DEBUG_ROOT}/.build-id/: {build_ids} debug files; .gnu_debuglink next to the binary, in its .debug/, under {DEBUG_ROOT}/"
     );
     let urls = debuginfod::urls_from_env();
     if urls.is_empty() {

@@ -11,7 +11,7 @@ use std::{
     path::{Path, PathBuf},
     sync::{
         Arc,
-        mpsc::{Receiver, Sender, channel},
+        mpsc::{Receiver, channel},
     },
     time::Duration,
 };
@@ -61,7 +61,7 @@ pub struct LookupCounts {
 
 pub struct ContainerApis {
     sockets: HashMap<Runtime, PathBuf>,
-    requests: Sender<(Arc<str>, PathBuf)>,
+    requests: tokio::sync::mpsc::UnboundedSender<(Arc<str>, PathBuf)>,
     answers: Receiver<(Arc<str>, Result<Details, String>)>,
     known: HashMap<Arc<str>, Lookup>,
     pub counts: LookupCounts,
@@ -70,7 +70,7 @@ pub struct ContainerApis {
 impl ContainerApis {
     /// Starts the lookup thread for the runtimes of `sockets`.
     pub fn start(sockets: Vec<(Runtime, PathBuf)>) -> Result<Self> {
-        let (requests, asked) = channel::<(Arc<str>, PathBuf)>();
+        let (requests, mut asked) = tokio::sync::mpsc::unbounded_channel::<(Arc<str>, PathBuf)>();
         let (answer, answers) = channel();
         std::thread::Builder::new()
             .name("container-api".into())
@@ -79,17 +79,22 @@ impl ContainerApis {
                     .enable_all()
                     .build()
                     .expect("a current-thread runtime builds");
-                for (id, socket) in asked {
-                    let details = runtime
-                        .block_on(async {
-                            tokio::time::timeout(LOOKUP_TIMEOUT, inspect(&socket, &id)).await
-                        })
-                        .unwrap_or_else(|_| Err(anyhow::anyhow!("no answer within 2 s")))
-                        .map_err(|err| format!("{}: {err:#}", socket.display()));
-                    if answer.send((id, details)).is_err() {
-                        return;
+                // One task per lookup: a runtime that hangs delays no other container.
+                runtime.block_on(async move {
+                    while let Some((id, socket)) = asked.recv().await {
+                        let answer = answer.clone();
+                        tokio::spawn(async move {
+                            let details =
+                                tokio::time::timeout(LOOKUP_TIMEOUT, inspect(&socket, &id))
+                                    .await
+                                    .unwrap_or_else(|_| {
+                                        Err(anyhow::anyhow!("no answer within 2 s"))
+                                    })
+                                    .map_err(|err| format!("{}: {err:#}", socket.display()));
+                            let _ = answer.send((id, details));
+                        });
                     }
-                }
+                });
             })
             .context("starting the container-api thread failed")?;
         Ok(Self {

@@ -139,18 +139,25 @@ fn run(
                 write_events(writer, &mut events);
                 writer.flush();
             }
-            Message::Flush if flush_pending => {}
-            Message::Flush => match correlator.start_flush() {
-                Some(closing) => {
-                    flush_pending = barrier.drain.send(closing).is_ok();
-                    round_due = correlator.rearms();
+            Message::Flush => {
+                // The flush interval is also the clock of the held aggregates.
+                correlator.release_held(false, &mut events);
+                write_events(writer, &mut events);
+                if !flush_pending {
+                    match correlator.start_flush() {
+                        Some(closing) => {
+                            flush_pending = barrier.drain.send(closing).is_ok();
+                            round_due = correlator.rearms();
+                        }
+                        // Every-event mode: nothing to report first.
+                        None => flush_pending = start_round(correlator, &barrier),
+                    }
                 }
-                // Every-event mode: nothing to report first.
-                None => flush_pending = start_round(correlator, &barrier),
-            },
+            }
             Message::FlushReady { closing } => {
                 flush_pending = false;
                 correlator.flush(|a| a.take_all(closing), &mut events);
+                correlator.release_held(false, &mut events);
                 correlator.flush_watches(&mut events);
                 correlator.flush_syncs(&mut events);
                 write_events(writer, &mut events);

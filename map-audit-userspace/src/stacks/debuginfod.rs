@@ -30,11 +30,19 @@ pub struct DebuginfodConfig {
     pub timeout: Duration,
 }
 
-/// The default cache: `DEBUGINFOD_CACHE_PATH`, else under /var/cache.
+/// The default cache: `DEBUGINFOD_CACHE_PATH`, else under /var/cache for root (the
+/// agent), else elfutils' own per-user cache (`report` run by a user).
 pub fn default_cache_dir() -> PathBuf {
-    std::env::var_os("DEBUGINFOD_CACHE_PATH")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/var/cache/map-audit/debuginfod"))
+    let env = |name: &str| std::env::var_os(name).map(PathBuf::from);
+    if let Some(dir) = env("DEBUGINFOD_CACHE_PATH") {
+        return dir;
+    }
+    if !nix::unistd::geteuid().is_root()
+        && let Some(cache) = env("XDG_CACHE_HOME").or_else(|| env("HOME").map(|h| h.join(".cache")))
+    {
+        return cache.join("debuginfod_client");
+    }
+    PathBuf::from("/var/cache/map-audit/debuginfod")
 }
 
 /// The servers of `DEBUGINFOD_URLS` (space-separated, as elfutils reads it).

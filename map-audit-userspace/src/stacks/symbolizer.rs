@@ -113,12 +113,21 @@ impl StackSymbolizer {
         image: &ImageMap,
         addrs: &[u64],
     ) -> bool {
-        let debug = self.debug.borrow();
-        debug.any_pending()
-            && addrs.iter().any(|&addr| {
-                module_at(maps, image, addr.saturating_sub(1))
-                    .is_some_and(|(entry, path)| debug.pending(entry.read_path().unwrap_or(path)))
-            })
+        let mut debug = self.debug.borrow_mut();
+        if !debug.fetches() {
+            return false;
+        }
+        let mut waits = false;
+        for &addr in addrs {
+            if let Some((entry, path)) = module_at(maps, image, addr.saturating_sub(1)) {
+                let read_path = entry.read_path().unwrap_or(path);
+                // A module first seen here (one the agent could not look at when it
+                // was mapped: another mount namespace) is asked for now.
+                debug.module_seen(read_path);
+                waits |= debug.pending(read_path);
+            }
+        }
+        waits
     }
 
     /// Symbolises `addrs` (innermost first) against `maps`.

@@ -14,6 +14,7 @@ use std::{
 
 use serde_json::Value;
 
+pub mod debuginfod_server;
 pub mod split;
 
 pub const AGENT: &str = env!("CARGO_BIN_EXE_map-audit");

@@ -42,7 +42,7 @@ impl Resymbolizer {
             .transpose()
             .with_context(|| {
                 format!(
-                    "the debuginfod cache {} cannot be made; choose another with --debuginfod-cache",
+                    "the debuginfod cache {} cannot be made (not root?); choose one with --debuginfod-cache",
                     cache_dir.display()
                 )
             })?;
@@ -59,6 +59,10 @@ impl Resymbolizer {
 
     /// The function at `address` of the module with `build_id`.
     pub fn name(&mut self, build_id: &str, address: u64) -> Option<String> {
+        // It comes from the stream, and names files: hex only.
+        if build_id.len() < 4 || !build_id.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return None;
+        }
         let key = (build_id.to_string(), address);
         if let Some(name) = self.names.get(&key) {
             return name.clone();

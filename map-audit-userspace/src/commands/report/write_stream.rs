@@ -290,7 +290,7 @@ fn parse_watch(line: &str, names: Names) -> Result<Write, ()> {
             prot: WATCH_PROT.into(),
             size: 0,
         },
-        stack: event.stack.iter().map(|f| frame_label(f, names)).collect(),
+        stack: labels(&event.stack, names),
         count: event.count.unwrap_or(1),
         pages: 0,
         first_ts: event.first_ts.unwrap_or_else(|| event.ts.clone()),
@@ -304,7 +304,7 @@ fn parse_flush(line: &str, names: Names) -> Result<Flush, ()> {
         pid: event.pid,
         comm: event.comm,
         region: region_label(event.region)?,
-        stack: event.stack.iter().map(|f| frame_label(f, names)).collect(),
+        stack: labels(&event.stack, names),
         count: event.count.unwrap_or(1),
         duration_ns: event.duration_ns,
         pages: event.pages_written_since_last_sync.unwrap_or(0),
@@ -332,7 +332,7 @@ fn parse_fault(line: &str, names: Names) -> Result<Write, ()> {
         container: event.container.as_ref().map(ContainerField::label),
         pod: event.kubernetes.as_ref().map(KubernetesField::label),
         region: region_label(event.region)?,
-        stack: event.stack.iter().map(|f| frame_label(f, names)).collect(),
+        stack: labels(&event.stack, names),
         count: event.count.unwrap_or(1),
         pages: event.pages.unwrap_or(1),
         first_ts: event.first_ts.unwrap_or_else(|| event.ts.clone()),
@@ -342,9 +342,9 @@ fn parse_fault(line: &str, names: Names) -> Result<Write, ()> {
 
 /// The symbol, or "module+offset" (file name, offset into the file: what perf and
 /// addr2line print) when the frame has none and `names` finds none either.
-fn frame_label(frame: &Frame, names: Names) -> String {
+fn frame_label(frame: &Frame, return_address: bool, names: Names) -> String {
     if frame.symbol.is_none()
-        && let Some(name) = resymbolized(frame, names)
+        && let Some(name) = resymbolized(frame, return_address, names)
     {
         return name;
     }
@@ -361,10 +361,20 @@ fn frame_label(frame: &Frame, names: Names) -> String {
     }
 }
 
-/// The name `names` finds now for an unnamed frame, by its module's build id.
-fn resymbolized(frame: &Frame, names: Names) -> Option<String> {
+fn labels(stack: &[Frame], names: Names) -> Vec<String> {
+    stack
+        .iter()
+        .enumerate()
+        .map(|(i, f)| frame_label(f, i > 0, names))
+        .collect()
+}
+
+/// The name `names` finds now for an unnamed frame, by its module's build id. Outer
+/// frames are return addresses: the call is the byte before (it may end a function).
+fn resymbolized(frame: &Frame, return_address: bool, names: Names) -> Option<String> {
     let address = frame.module_address.as_deref()?;
     let address = u64::from_str_radix(address.trim_start_matches("0x"), 16).ok()?;
+    let address = address - u64::from(return_address && address > 0);
     names
         .as_mut()?
         .name(frame.module_build_id.as_deref()?, address)

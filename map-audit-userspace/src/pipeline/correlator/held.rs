@@ -28,8 +28,11 @@ impl Correlator {
     /// Reports the held aggregates whose names have arrived or whose time is up. With
     /// `stopping`, waits for the names on their way up to the latest deadline.
     pub fn release_held(&mut self, stopping: bool, out: &mut Vec<Timed>) {
-        self.take_arrivals(Duration::ZERO);
-        if self.held.is_empty() {
+        let arrived = self.take_arrivals(Duration::ZERO);
+        let first_deadline = self.held.iter().map(|(deadline, _)| *deadline).min();
+        // Nothing new and no deadline passed: the held ones still wait (checking them
+        // costs a stat per frame).
+        if first_deadline.is_none_or(|first| !stopping && !arrived && Instant::now() < first) {
             return;
         }
         if stopping {
