@@ -193,9 +193,12 @@ named_counters! {
         rearm_rounds: Count;
         /// Processes re-armed (their soft-dirty bits cleared), one per process per round.
         processes_rearmed: Count;
-        /// Re-arms that failed (the process had exited, or clear_refs was refused): that
-        /// process's rewrites in that round are not seen.
+        /// Re-arms that failed (clear_refs was refused): that process's rewrites in
+        /// that round are not seen.
         rearm_failed: Count;
+        /// Processes that had exited (or were exiting) when their round came: nothing
+        /// to re-arm, nothing lost.
+        rearm_process_gone: Count;
         /// Re-arms skipped because the process's previous round went over
         /// `--rearm-budget` (by choice): its rewrites in that round are not seen.
         rearm_skipped_over_budget: Count;

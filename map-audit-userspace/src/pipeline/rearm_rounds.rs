@@ -17,6 +17,7 @@ pub struct RoundCounters {
     pub rounds: u64,
     pub processes_rearmed: u64,
     pub rearm_failed: u64,
+    pub process_gone: u64,
     pub rearm_skipped_over_budget: u64,
 }
 
@@ -105,6 +106,8 @@ impl RearmRounds {
             }
             match clear(pid) {
                 Ok(()) => self.counters.processes_rearmed += 1,
+                // Its exit record is on its way: nothing was lost.
+                Err(RearmError::Exited) => self.counters.process_gone += 1,
                 Err(err) => {
                     log::debug!("re-arming pid {pid} failed: {err}");
                     self.counters.rearm_failed += 1;
@@ -208,7 +211,15 @@ mod tests {
             }
         });
         rounds.rearm([7, 8], |_| panic!("the round was re-armed already"));
-        assert_eq!(rounds.counters.rearm_failed, 1);
+        assert_eq!(rounds.counters.process_gone, 1);
+        assert_eq!(rounds.counters.rearm_failed, 0);
         assert_eq!(rounds.counters.processes_rearmed, 1);
+        rounds.start(100);
+        rounds.rearm([8], |_| {
+            Err(RearmError::Refused(std::io::Error::from_raw_os_error(
+                libc::EACCES,
+            )))
+        });
+        assert_eq!(rounds.counters.rearm_failed, 1);
     }
 }

@@ -216,6 +216,7 @@ impl Correlator {
             rearm_rounds: rounds.rounds,
             processes_rearmed: rounds.processes_rearmed,
             rearm_failed: rounds.rearm_failed,
+            rearm_process_gone: rounds.process_gone,
             rearm_skipped_over_budget: rounds.rearm_skipped_over_budget,
             region_blocks_not_inserted: self.table.blocks_not_inserted,
             unwind_table_full: unwind.full,
