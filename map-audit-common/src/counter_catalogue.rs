@@ -49,6 +49,13 @@ macro_rules! named_counters {
             $( $(#[doc = $doc])* pub $field: u64, )*
         }
 
+        impl $set {
+            /// Adds `other`'s counts to these.
+            pub fn add(&mut self, other: &Self) {
+                $( self.$field += other.$field; )*
+            }
+        }
+
         impl $crate::counter_catalogue::CounterSet for $set {
             const CATALOGUE: &'static [$crate::counter_catalogue::CounterInfo] = &[$(
                 $crate::counter_catalogue::CounterInfo {

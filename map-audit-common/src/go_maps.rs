@@ -8,6 +8,9 @@ pub const KIND_GO_MAP_RACE: u32 = 20;
 /// A goroutine reached `runtime.fatal`/`throw`, or panicked inside a map write
 /// (`GoCrashRecord`).
 pub const KIND_GO_CRASH: u32 = 21;
+/// `--all-go`: a process called exec (a `RecordHeader` alone); the agent looks at its
+/// new program.
+pub const KIND_GO_EXEC: u32 = 22;
 
 /// `GoCrashRecord::crash` values.
 pub const CRASH_FATAL: u32 = 1;
@@ -24,12 +27,19 @@ pub const CRASH_MESSAGE_LEN: usize = 64;
 pub struct GoConfig {
     /// The audited process; the uprobes are attached for it alone, this guards them.
     pub tgid: u32,
-    /// Byte offset of `goid` in `runtime.g` (from DWARF or the built-in table).
-    pub goid_offset: u32,
+    /// 1 with `--all-go`: every process running a hooked binary is audited (`tgid` 0),
+    /// and execs are reported.
+    pub all_processes: u32,
     /// An open write older than this is treated as missed and replaced, never reported.
     pub ttl_ns: u64,
 }
 const _: () = assert!(core::mem::size_of::<GoConfig>() == 16);
+
+/// A uprobe's cookie: the hook's index in the agent's list, and the byte offset of
+/// `goid` in `runtime.g` of the binary it is attached to (binaries differ: `--all-go`).
+pub const fn uprobe_cookie(hook: u32, goid_offset: u32) -> u64 {
+    ((goid_offset as u64) << 32) | hook as u64
+}
 
 /// `GO_WRITERS` key: one map of one process.
 #[repr(C)]
@@ -167,6 +177,9 @@ pub mod counters {
             /// SIGSTOPs the kernel refused (`bpf_send_signal`): that crash is reported
             /// without the other threads.
             CRASH_STOPS_FAILED = 13, crash_stops_failed: Loss;
+            /// `--all-go`: exec records that did not fit in the ring buffer (a Go
+            /// program first run then is hooked at the next rescan, each stats interval).
+            EXECS_LOST_RINGBUF_FULL = 14, execs_lost_ringbuf_full: Loss;
         }
     }
 
@@ -190,6 +203,17 @@ pub mod counters {
             crash_captures_failed: Loss;
             /// Threads of a captured process the agent could not stop and read.
             threads_uncaptured: Loss;
+            /// `--all-go`: Go programs found (running at the start, or exec'd since)
+            /// and hooked (`go_program_hooked`).
+            programs_hooked: Count;
+            /// `--all-go`: Go programs found that could not be hooked
+            /// (`go_program_refused` says why): their crashes go unseen.
+            programs_refused: Loss;
+            /// `--all-go`: programs looked at that are not Go (each file once).
+            programs_not_go: Count;
+            /// Crash records of a process whose program the agent could not read back:
+            /// not reported (the process is let go).
+            crashes_without_program: Loss;
         }
     }
 }

@@ -36,7 +36,7 @@ pub fn go_map_write_entry(ctx: ProbeContext) -> u32 {
     bump(WRITES_ENTERED);
     let regs = go_writers::regs(&ctx);
     let map = regs.rbx;
-    let Some(goid) = current_goid(regs) else {
+    let Some(goid) = current_goid(&ctx) else {
         return 0;
     };
     let Some(current) = capture_at_entry(&ctx, goid, tid) else {
@@ -111,7 +111,7 @@ pub fn go_map_write_return(ctx: ProbeContext) -> u32 {
     let Some((tgid, _)) = audited_task() else {
         return 0;
     };
-    let Some(goid) = current_goid(go_writers::regs(&ctx)) else {
+    let Some(goid) = current_goid(&ctx) else {
         return 0;
     };
     if close_write(tgid, goid).is_some() {

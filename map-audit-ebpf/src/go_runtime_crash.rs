@@ -85,7 +85,7 @@ fn report(ctx: &ProbeContext, crash: u32, stop: bool) {
         return;
     };
     let regs = go_writers::regs(ctx);
-    let Some(goid) = current_goid(regs) else {
+    let Some(goid) = current_goid(ctx) else {
         return;
     };
     let open = close_write(tgid, goid);

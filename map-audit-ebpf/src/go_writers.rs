@@ -41,7 +41,7 @@ pub static GO_COUNTERS: PerCpuArray<u64> =
 #[unsafe(no_mangle)]
 static GO_CONFIG: GoConfig = GoConfig {
     tgid: 0,
-    goid_offset: 0,
+    all_processes: 0,
     ttl_ns: 0,
 };
 
@@ -58,12 +58,20 @@ pub fn bump(index: u32) {
     }
 }
 
-/// The current task in the audited process: (tgid, tid).
+/// The current task in the audited process (any process with `--all-go`: the uprobes
+/// are on the binaries found to be Go): (tgid, tid).
 #[inline(always)]
 pub fn audited_task() -> Option<(u32, u32)> {
     let pid_tgid = bpf_get_current_pid_tgid();
     let tgid = (pid_tgid >> 32) as u32;
-    (tgid == config().tgid).then_some((tgid, pid_tgid as u32))
+    let config = config();
+    (config.all_processes != 0 || tgid == config.tgid).then_some((tgid, pid_tgid as u32))
+}
+
+/// The uprobe's cookie (`map_audit_common::go_maps::uprobe_cookie`).
+#[inline(always)]
+fn cookie(ctx: &ProbeContext) -> u64 {
+    unsafe { generated::bpf_get_attach_cookie(ctx.regs.cast()) }
 }
 
 #[inline(always)]
@@ -71,10 +79,11 @@ pub fn regs(ctx: &ProbeContext) -> &pt_regs {
     unsafe { &*ctx.regs }
 }
 
-/// The running goroutine's id: `runtime.g` is in R14 in Go's register ABI.
+/// The running goroutine's id: `runtime.g` is in R14 in Go's register ABI, and the
+/// offset of `goid` in it is the cookie's high half.
 #[inline(always)]
-pub fn current_goid(regs: &pt_regs) -> Option<u64> {
-    let at = regs.r14 + u64::from(config().goid_offset);
+pub fn current_goid(ctx: &ProbeContext) -> Option<u64> {
+    let at = regs(ctx).r14 + (cookie(ctx) >> 32);
     match unsafe { bpf_probe_read_user(at as *const u64) } {
         Ok(goid) => Some(goid),
         Err(_) => {
@@ -94,7 +103,7 @@ pub fn capture_at_entry(ctx: &ProbeContext, goid: u64, tid: u32) -> Option<&'sta
     let writer = unsafe { &mut *scratch };
     writer.goid = goid;
     writer.tid = tid;
-    writer.hook = unsafe { generated::bpf_get_attach_cookie(ctx.regs.cast()) } as u32;
+    writer.hook = cookie(ctx) as u32;
     writer.entry_ip = regs.rip;
     writer.start_ns = unsafe { bpf_ktime_get_ns() };
     writer.stack_truncated = 0;

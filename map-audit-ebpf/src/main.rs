@@ -5,7 +5,8 @@
 //! table (`write_fault`) and send matches through `maps::EVENTS` (`records`).
 //! `map-audit watch` adds `watch_write`, on hardware watchpoints, over the same scope.
 //! Go mode (`map-audit go-maps`) is separate: uprobes on the Go runtime's map writes
-//! (`go_map_write`, `go_runtime_crash`) over the tables in `go_writers`.
+//! (`go_map_write`, `go_runtime_crash`) over the tables in `go_writers`; with
+//! `--all-go`, `go_process_exec` reports execs.
 #![no_std]
 #![no_main]
 #![feature(core_intrinsics, asm_experimental_arch)]
@@ -19,6 +20,7 @@ mod counters;
 mod exec_mappings;
 mod fault_tally;
 mod go_map_write;
+mod go_process_exec;
 mod go_runtime_crash;
 mod go_writers;
 mod handle_mm_fault;

@@ -1,19 +1,20 @@
 //! `cargo xtask bench --go`: what Go mode costs a map-heavy Go program. One goroutine
 //! assigns into a map N times (`mapwriters serial N`, built with Go 1.19) and times its
 //! own loop; rounds interleave the bare program, the program under `map-audit go-maps`
-//! (exact mode) and under `go-maps --crash-only`; medians and ratios go to
+//! (exact mode), under `go-maps --crash-only`, and with `go-maps --all-go` running
+//! (which hooks the program at its exec); medians and ratios go to
 //! docs/benchmarks-go.md.
 
 use std::{
     fs,
     path::{Path, PathBuf},
-    process::Command,
+    process::{Child, Command, Stdio},
 };
 
 use anyhow::{Context, Result, bail};
 
 use crate::{
-    bench::{median, self_timed},
+    bench::{median, self_timed, stop, wait_for},
     go_toolchains, run, workspace_root,
 };
 
@@ -32,7 +33,7 @@ pub fn bench(rounds: usize) -> Result<()> {
     let agent = root.join("target/release/map-audit");
     let program = build_program(&root)?;
     let (mut bare, mut traced) = (Vec::new(), Vec::new());
-    let (mut bare_long, mut crash_only) = (Vec::new(), Vec::new());
+    let (mut bare_long, mut crash_only, mut all_go) = (Vec::new(), Vec::new(), Vec::new());
     let under_agent = |extra: &[&str]| {
         let mut command = Command::new(&agent);
         command
@@ -55,9 +56,14 @@ pub fn bench(rounds: usize) -> Result<()> {
             WRITES_CRASH_ONLY,
         )?);
         bare_long.push(timed_loop(Command::new(&program), WRITES_CRASH_ONLY)?);
+        let mut agent = start_all_go(&agent, &root.join("target/bench/go-maps-all.jsonl"))?;
+        let timed = timed_loop(Command::new(&program), WRITES_CRASH_ONLY);
+        stop(&mut agent);
+        all_go.push(timed?);
+        bare_long.push(timed_loop(Command::new(&program), WRITES_CRASH_ONLY)?);
     }
     let (bare, traced) = (median(bare), median(traced));
-    let (bare_long, crash_only) = (median(bare_long), median(crash_only));
+    let (bare_long, crash_only, all_go) = (median(bare_long), median(crash_only), median(all_go));
     let per_write_bare = bare / WRITES as f64;
     let per_write_traced = traced / WRITES as f64;
     let report = format!(
@@ -77,16 +83,39 @@ pub fn bench(rounds: usize) -> Result<()> {
          | | loop ns | ns per map write |\n|---|---|---|\n\
          | bare | {bare_long:.0} | {:.2} |\n\
          | under go-maps --crash-only | {crash_only:.0} | {:.2} |\n\n\
-         Ratio **x{:.3}**: no cost per map write, within the noise of the machine.\n",
+         Ratio **x{:.3}**: no cost per map write, within the noise of the machine.\n\n\
+         `--all-go` (every Go program of the host; the program is hooked at its exec) \
+         running during the loop, interleaved with the same bare runs:\n\n\
+         | | loop ns | ns per map write |\n|---|---|---|\n\
+         | with go-maps --all-go running | {all_go:.0} | {:.2} |\n\n\
+         Ratio **x{:.3}** against the bare runs.\n",
         (per_write_traced - per_write_bare) / 1000.0,
         traced / bare,
         bare_long / WRITES_CRASH_ONLY as f64,
         crash_only / WRITES_CRASH_ONLY as f64,
         crash_only / bare_long,
+        all_go / WRITES_CRASH_ONLY as f64,
+        all_go / bare_long,
     );
     println!("{report}");
     fs::write(root.join("docs/benchmarks-go.md"), report)
         .context("writing docs/benchmarks-go.md failed")
+}
+
+/// Starts `go-maps --all-go` writing to `output` and waits for its `go_maps_started`.
+fn start_all_go(agent: &Path, output: &Path) -> Result<Child> {
+    let _ = fs::remove_file(output);
+    let mut child = Command::new(agent)
+        .args(["go-maps", "--all-go", "--output"])
+        .arg(output)
+        .stdout(Stdio::null())
+        .spawn()
+        .context("starting map-audit go-maps --all-go failed")?;
+    if let Err(err) = wait_for(output, "go_maps_started") {
+        stop(&mut child);
+        return Err(err);
+    }
+    Ok(child)
 }
 
 fn build_program(root: &Path) -> Result<PathBuf> {

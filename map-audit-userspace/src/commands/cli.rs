@@ -130,6 +130,12 @@ pub struct GoMapsArgs {
     #[arg(long)]
     pub crash_only: bool,
 
+    /// Every Go program of the host, running now or started later (recognised by its
+    /// `.go.buildinfo` at exec), in --crash-only mode (implied). Runs until a signal or
+    /// --duration.
+    #[arg(long, conflicts_with_all = ["pid", "command"])]
+    pub all_go: bool,
+
     /// Run COMMAND (a Go program) and audit it until it exits; map-audit then exits
     /// with its status.
     #[arg(last = true, value_name = "COMMAND")]

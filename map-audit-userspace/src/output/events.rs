@@ -515,6 +515,26 @@ pub struct Frame {
     pub symbol_missing: Option<SymbolMissing>,
 }
 
+impl Frame {
+    /// A frame at `addr` with nothing known about it yet: callers fill what they know
+    /// (`Frame { symbol, ..Frame::at(addr) }`).
+    pub fn at(addr: String) -> Self {
+        Self {
+            addr,
+            symbol: None,
+            offset: None,
+            module: None,
+            file: None,
+            line: None,
+            inlined: false,
+            module_offset: None,
+            module_address: None,
+            module_build_id: None,
+            symbol_missing: None,
+        }
+    }
+}
+
 /// Why a user frame has no name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]

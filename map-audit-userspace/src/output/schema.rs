@@ -58,6 +58,14 @@ fn event_kinds(generator: &mut SchemaGenerator) -> Vec<(&'static [&'static str],
             generator.subschema_for::<go::Started>(),
         ),
         (
+            &["go_program_hooked"],
+            generator.subschema_for::<go::ProgramHooked>(),
+        ),
+        (
+            &["go_program_refused"],
+            generator.subschema_for::<go::ProgramRefused>(),
+        ),
+        (
             &["go_map_concurrent_write"],
             generator.subschema_for::<go::ConcurrentWrite>(),
         ),

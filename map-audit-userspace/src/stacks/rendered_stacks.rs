@@ -103,17 +103,9 @@ mod tests {
 
     fn frame(symbol: &str) -> Frame {
         Frame {
-            addr: "0x1000".into(),
             symbol: Some(symbol.into()),
             offset: Some(0),
-            module: None,
-            file: None,
-            line: None,
-            inlined: false,
-            module_offset: None,
-            module_address: None,
-            module_build_id: None,
-            symbol_missing: None,
+            ..Frame::at("0x1000".into())
         }
     }
 

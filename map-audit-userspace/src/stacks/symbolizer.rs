@@ -207,33 +207,14 @@ impl StackSymbolizer {
             .enumerate()
             .map(|(i, &addr)| match results.get(i) {
                 Some(Symbolized::Sym(sym)) => Frame {
-                    addr: addresses::kernel_frame(addr),
                     symbol: Some(sym.name.as_ref().into()),
                     offset: Some(sym.offset as u64),
                     module: sym.module.as_ref().map(|m| m.to_string_lossy().into()),
-                    file: None,
-                    line: None,
-                    inlined: false,
-                    module_offset: None,
-                    module_address: None,
-                    module_build_id: None,
-                    symbol_missing: None,
+                    ..Frame::at(addresses::kernel_frame(addr))
                 },
                 _ => {
                     unknown_frames += 1;
-                    Frame {
-                        addr: addresses::kernel_frame(addr),
-                        symbol: None,
-                        offset: None,
-                        module: None,
-                        file: None,
-                        line: None,
-                        inlined: false,
-                        module_offset: None,
-                        module_address: None,
-                        module_build_id: None,
-                        symbol_missing: None,
-                    }
+                    Frame::at(addresses::kernel_frame(addr))
                 }
             })
             .collect();
@@ -254,17 +235,10 @@ impl StackSymbolizer {
         frames: &mut Vec<Frame>,
     ) -> bool {
         let unknown = |module: Option<Arc<str>>, file_offset: Option<u64>, why: Unnamed| Frame {
-            addr: addresses::user_frame(addr, file_offset),
-            symbol: None,
-            offset: None,
             module,
-            file: None,
-            line: None,
-            inlined: false,
             module_offset: file_offset.map(hex),
-            module_address: None,
-            module_build_id: None,
             symbol_missing: Some(why),
+            ..Frame::at(addresses::user_frame(addr, file_offset))
         };
         let Some((entry, path)) = module_at(maps, image, lookup) else {
             log::trace!(
@@ -390,32 +364,22 @@ fn frames_of(sym: &Sym<'_>, module: Arc<str>) -> FrameTemplate {
     for inlined in sym.inlined.iter().rev() {
         let (file, line) = code_location(inlined.code_info.as_ref());
         frames.push(Frame {
-            addr: String::new(),
             symbol: Some(inlined.name.as_ref().into()),
-            offset: None,
             module: Some(module.clone()),
             file,
             line,
             inlined: true,
-            module_offset: None,
-            module_address: None,
-            module_build_id: None,
-            symbol_missing: None,
+            ..Frame::at(String::new())
         });
     }
     let (file, line) = code_location(sym.code_info.as_deref());
     frames.push(Frame {
-        addr: String::new(),
         symbol: Some(sym.name.as_ref().into()),
         offset: Some(sym.offset as u64),
         module: Some(module),
         file,
         line,
-        inlined: false,
-        module_offset: None,
-        module_address: None,
-        module_build_id: None,
-        symbol_missing: None,
+        ..Frame::at(String::new())
     });
     Rc::new(frames)
 }

@@ -15,6 +15,7 @@ use std::{
 use serde_json::Value;
 
 pub mod debuginfod_server;
+pub mod go_programs;
 pub mod split;
 
 pub const AGENT: &str = env!("CARGO_BIN_EXE_map-audit");

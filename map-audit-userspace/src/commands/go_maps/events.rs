@@ -1,7 +1,7 @@
 //! Go mode's JSON events (schema `map-audit/v1`, same envelope as every event):
-//! `go_maps_started`, `go_map_concurrent_write`, `go_runtime_crash` (and, with
-//! `--crash-only`, a `go_crash_thread` per thread), `go_maps_stats` and
-//! `go_maps_stopped`.
+//! `go_maps_started`, `go_program_hooked` / `go_program_refused` (`--all-go`),
+//! `go_map_concurrent_write`, `go_runtime_crash` (and, with `--crash-only`, a
+//! `go_crash_thread` per thread), `go_maps_stats` and `go_maps_stopped`.
 
 use schemars::JsonSchema;
 use serde::{Serialize, Serializer};
@@ -19,6 +19,8 @@ use crate::output::{
 #[serde(untagged)]
 pub enum GoEvent {
     Started(Started),
+    ProgramHooked(ProgramHooked),
+    ProgramRefused(ProgramRefused),
     ConcurrentWrite(ConcurrentWrite),
     Crash(RuntimeCrash),
     CrashThread(CrashThread),
@@ -29,6 +31,8 @@ impl GoEvent {
     pub fn name(&self) -> &'static str {
         match self {
             GoEvent::Started(_) => "go_maps_started",
+            GoEvent::ProgramHooked(_) => "go_program_hooked",
+            GoEvent::ProgramRefused(_) => "go_program_refused",
             GoEvent::ConcurrentWrite(_) => "go_map_concurrent_write",
             GoEvent::Crash(_) => "go_runtime_crash",
             GoEvent::CrashThread(_) => "go_crash_thread",
@@ -65,30 +69,72 @@ pub struct Program {
     pub stripped: bool,
 }
 
-/// `go_maps_started`: the program, and the hooks attached to it.
+/// A program and the hooks attached to it.
 #[derive(Debug, Serialize, JsonSchema)]
-#[schemars(rename = "GoMapsStarted")]
-pub struct Started {
-    pub version: &'static str,
-    pub kernel_release: String,
+pub struct HookedProgram {
     #[serde(flatten)]
     pub program: Program,
-    /// The spawned command, if any.
-    pub command: Option<Vec<String>>,
-    /// `exact` (every map write hooked) or `crash_only` (the fatal paths alone).
-    pub mode: Mode,
     pub goid_offset: u32,
     pub goid_offset_source: GoidOffsetSource,
     #[schemars(length(min = 1))]
     pub hooks: Vec<Hook>,
     #[schemars(range(min = 1))]
     pub uprobes: usize,
+}
+
+/// `go_maps_started`: the program and the hooks attached to it; with `--all-go`, none
+/// (each program found gets a `go_program_hooked` or `go_program_refused`).
+#[derive(Debug, Serialize, JsonSchema)]
+#[schemars(rename = "GoMapsStarted")]
+pub struct Started {
+    pub version: &'static str,
+    pub kernel_release: String,
+    #[serde(flatten)]
+    pub program: Option<HookedProgram>,
+    /// `--all-go`: every Go program on the host, running or started later.
+    pub all_go: bool,
+    /// The spawned command, if any.
+    pub command: Option<Vec<String>>,
+    /// `exact` (every map write hooked) or `crash_only` (the fatal paths alone).
+    pub mode: Mode,
     #[schemars(range(min = 1))]
     pub ttl_ms: u64,
     /// What the mode costs the program: in `exact` mode two uprobe hits per map
     /// write (a diagnostic, not an always-on audit); in `crash_only` nothing until it
     /// crashes.
     pub cost_note: &'static str,
+}
+
+/// How `--all-go` found a program.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Found {
+    /// Running when the agent started.
+    Running,
+    /// Exec'd since.
+    Exec,
+}
+
+/// `go_program_hooked` (`--all-go`): a Go program's crash hooks are on; every process
+/// running it, now or later, is covered. `pid` is the process it was found in.
+#[derive(Debug, Serialize, JsonSchema)]
+#[schemars(rename = "GoProgramHooked")]
+pub struct ProgramHooked {
+    #[serde(flatten)]
+    pub hooked: HookedProgram,
+    pub found: Found,
+}
+
+/// `go_program_refused` (`--all-go`): a Go program the agent could not hook, and why;
+/// its crashes go unseen (counted in `programs_refused`).
+#[derive(Debug, Serialize, JsonSchema)]
+#[schemars(rename = "GoProgramRefused")]
+pub struct ProgramRefused {
+    #[schemars(range(min = 1))]
+    pub pid: u32,
+    pub exe: String,
+    pub found: Found,
+    pub reason: String,
 }
 
 /// Where the goroutine id's offset in the runtime's `g` came from.

@@ -11,7 +11,7 @@ use object::{Object, ObjectSection, ObjectSegment, elf, read::elf::ElfFile64};
 /// An opened Go executable.
 pub struct GoBinary {
     pub path: PathBuf,
-    data: Vec<u8>,
+    data: memmap2::Mmap,
     pub info: BuildInfo,
     pub build_id: Option<String>,
     /// Has no `.symtab` (built with `-ldflags=-s`): names come from `.gopclntab` alone.
@@ -31,10 +31,28 @@ pub struct BuildInfo {
     pub goarch: String,
 }
 
+/// Whether the file at `path` is a Go program (an ELF file with `.go.buildinfo`),
+/// reading its headers alone.
+pub fn is_go_program(path: &Path) -> bool {
+    let Ok(file) = std::fs::File::open(path) else {
+        return false;
+    };
+    // SAFETY: as in `GoBinary::open`.
+    let Ok(data) = (unsafe { memmap2::Mmap::map(&file) }) else {
+        return false;
+    };
+    object::File::parse(&*data).is_ok_and(|elf| elf.section_by_name(".go.buildinfo").is_some())
+}
+
 impl GoBinary {
     /// Reads `path`; `shown` is how to name it in errors.
     pub fn open(path: &Path, shown: &str) -> Result<Self> {
-        let data = std::fs::read(path).with_context(|| format!("cannot read {shown}"))?;
+        let file = std::fs::File::open(path).with_context(|| format!("cannot read {shown}"))?;
+        // Mapped, not read: a program that is not Go costs its ELF headers alone
+        // (`--all-go` looks at every program on the host), and a Go one the pages of
+        // the sections read. SAFETY: read-only; a running executable cannot be written.
+        let data =
+            unsafe { memmap2::Mmap::map(&file) }.with_context(|| format!("cannot map {shown}"))?;
         let elf = ElfFile64::<object::Endianness>::parse(&*data).map_err(|_| {
             anyhow!("{shown} is not a 64-bit ELF executable, so it is not a Go program go-maps can audit")
         })?;

@@ -15,7 +15,7 @@ use crate::{
 };
 
 pub struct GoSymbols {
-    functions: FunctionTable,
+    functions: Arc<FunctionTable>,
     module: Arc<str>,
     /// Runtime address minus link-time address (non-zero for PIE binaries), learnt
     /// from each record: its first frame is a hook whose link address is known.
@@ -35,7 +35,7 @@ pub struct GoSymbols {
 }
 
 impl GoSymbols {
-    pub fn new(functions: FunctionTable, module: &str, pid: u32) -> Self {
+    pub fn new(functions: Arc<FunctionTable>, module: &str, pid: u32) -> Self {
         Self {
             functions,
             module: module.into(),
@@ -116,19 +116,7 @@ impl GoSymbols {
             link
         };
         let Some(function) = self.functions.at(lookup) else {
-            return Frame {
-                addr: hex(addr),
-                module: None,
-                symbol: None,
-                offset: None,
-                file: None,
-                line: None,
-                inlined: false,
-                module_offset: None,
-                module_address: None,
-                module_build_id: None,
-                symbol_missing: None,
-            };
+            return Frame::at(hex(addr));
         };
         let entry = function.entry;
         let symbol = self
@@ -147,17 +135,12 @@ impl GoSymbols {
             .clone()
             .unzip();
         Frame {
-            addr: hex(addr),
             module: Some(self.module.clone()),
             symbol: Some(symbol),
             offset: Some(link - entry),
             file,
             line,
-            inlined: false,
-            module_offset: None,
-            module_address: None,
-            module_build_id: None,
-            symbol_missing: None,
+            ..Frame::at(hex(addr))
         }
     }
 }

@@ -3,9 +3,9 @@
 //! them through linkname); the linker drops those a program never calls, so each
 //! binary has its own subset.
 
-use std::{num::NonZeroU32, path::Path};
+use std::path::Path;
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Context, Result, bail};
 use aya::{
     Ebpf,
     programs::{
@@ -13,6 +13,7 @@ use aya::{
         uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeScope},
     },
 };
+use map_audit_common::go_maps::uprobe_cookie;
 use serde::Serialize;
 
 use super::{go_binary::GoBinary, pclntab::FunctionTable, return_sites};
@@ -162,17 +163,17 @@ impl Hooks {
         self.list.get(index as usize)
     }
 
-    /// Attaches every uprobe for `pid` alone. `target` is the path the kernel resolves
-    /// to the binary's inode (for a running process, /proc/PID/exe: it works across
-    /// mount namespaces).
+    /// Attaches every uprobe for `scope` (one process, or every process running the
+    /// binary: `--all-go`). `target` is the path the kernel resolves to the binary's
+    /// inode; `goid_offset` goes in each cookie.
     pub fn attach(
         &self,
         ebpf: &mut Ebpf,
         binary: &GoBinary,
         target: &Path,
-        pid: u32,
+        scope: UProbeScope,
+        goid_offset: u32,
     ) -> Result<usize> {
-        let pid = NonZeroU32::new(pid).ok_or_else(|| anyhow!("pid 0 cannot be audited"))?;
         let mut probes = 0;
         for (index, hook) in self.list.iter().enumerate() {
             let (entry_program, return_program) = match (hook.operation, self.mode) {
@@ -202,10 +203,10 @@ impl Hooks {
                 }
                 let point = UProbeAttachPoint {
                     location: UProbeAttachLocation::AbsoluteOffset(offset),
-                    cookie: Some(index as u64),
+                    cookie: Some(uprobe_cookie(index as u32, goid_offset)),
                 };
                 uprobe
-                    .attach(point, target, UProbeScope::OneProcess(pid))
+                    .attach(point, target, scope)
                     .with_context(|| {
                         format!(
                             "attaching a uprobe to {} (+{:#x}) failed; the kernel needs CONFIG_UPROBE_EVENTS",

@@ -7,11 +7,14 @@
 //! (+ `go_symbols`) -> `events` -> the JSON writer. `run` wires them.
 //! `--crash-only` hooks the fatal paths alone; a crash record then goes through
 //! `crash_threads` (`thread_capture` + `go_unwind`) for every thread's stack.
+//! `program` holds what is read once per binary; `--all-go` (`all_go`) finds every Go
+//! program of the host, at the start and at each exec (`go_process_exec`).
 //!
 //! Cost: in exact mode every map write of the audited process takes two uprobe hits
 //! (entry and return), ~10-14 us each on the VMs this was measured on: a diagnostic
 //! mode, opt-in per process. `--crash-only` costs nothing until the process crashes.
 
+pub mod all_go;
 pub mod counters;
 pub mod crash_threads;
 pub mod events;
@@ -22,6 +25,7 @@ pub mod goid_offset;
 pub mod hooks;
 pub mod load;
 pub mod pclntab;
+pub mod program;
 pub mod race_reports;
 pub mod records;
 pub mod return_sites;

@@ -3,7 +3,7 @@
 //! counted, and listed in the next `go_maps_stats` (a racing pair can collide
 //! thousands of times a second).
 
-use std::collections::HashMap;
+use std::{collections::HashMap, sync::Arc};
 
 use map_audit_common::go_maps::{
     CRASH_FATAL, CRASH_FATAL_PANIC, GoCrashRecord, GoRaceRecord, GoWriter,
@@ -23,7 +23,7 @@ type RaceKey = (u64, u64, u64);
 
 pub struct RaceReports {
     pub symbols: GoSymbols,
-    hooks: Hooks,
+    hooks: Arc<Hooks>,
     go_version: String,
     clock: Clock,
     /// Races seen this interval: how many were not printed.
@@ -32,7 +32,7 @@ pub struct RaceReports {
 }
 
 impl RaceReports {
-    pub fn new(symbols: GoSymbols, hooks: Hooks, go_version: String, clock: Clock) -> Self {
+    pub fn new(symbols: GoSymbols, hooks: Arc<Hooks>, go_version: String, clock: Clock) -> Self {
         Self {
             symbols,
             hooks,

@@ -4,8 +4,10 @@
 use map_audit_common::{
     MAX_STACK_DEPTH,
     go_maps::{
-        CRASH_MESSAGE_LEN, GoCrashRecord, GoRaceRecord, GoWriter, KIND_GO_CRASH, KIND_GO_MAP_RACE,
+        CRASH_MESSAGE_LEN, GoCrashRecord, GoRaceRecord, GoWriter, KIND_GO_CRASH, KIND_GO_EXEC,
+        KIND_GO_MAP_RACE,
     },
+    records::RecordHeader,
 };
 
 use crate::pipeline::records::{DecodeError, read};
@@ -13,6 +15,8 @@ use crate::pipeline::records::{DecodeError, read};
 pub enum GoRecord {
     Race(Box<GoRaceRecord>),
     Crash(Box<GoCrashRecord>),
+    /// `--all-go`: a process exec'd.
+    Exec(RecordHeader),
 }
 
 pub fn decode(bytes: &[u8]) -> Result<GoRecord, DecodeError> {
@@ -45,6 +49,7 @@ pub fn decode(bytes: &[u8]) -> Result<GoRecord, DecodeError> {
             }
             Ok(GoRecord::Crash(Box::new(record)))
         }
+        KIND_GO_EXEC => Ok(GoRecord::Exec(read(bytes, "go_exec")?)),
         other => Err(DecodeError::UnknownKind(other)),
     }
 }

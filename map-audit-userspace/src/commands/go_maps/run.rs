@@ -2,27 +2,30 @@
 //! process, and turns records into events until the process ends, `--duration`
 //! passes, or a signal; then prints the final `go_maps_stopped` counts.
 
-use std::{collections::HashMap, path::PathBuf};
+use std::{collections::HashMap, num::NonZeroU32, path::PathBuf, sync::Arc};
 
 use anyhow::{Context, Result, anyhow, bail};
-use aya::maps::{MapData, PerCpuArray, RingBuf};
+use aya::{
+    maps::{MapData, PerCpuArray, RingBuf},
+    programs::uprobe::UProbeScope,
+};
 use map_audit_common::go_maps::{GoConfig, GoCrashRecord};
 use map_audit_common::map_names;
-use object::{Object, ObjectSection};
+use nix::{
+    sys::signal::{Signal, kill},
+    unistd::Pid,
+};
 
 use super::{
-    counters::{self as go_counters, GoCounters, GoKernelCounters},
+    all_go::AllGo,
+    counters::{self as go_counters, GoAgentCounters, GoCounters, GoKernelCounters},
     crash_threads,
-    events::{CrashThread, GoEvent, Program, RuntimeCrash, Started, Stats},
-    go_binary::GoBinary,
-    go_symbols::GoSymbols,
-    goid_offset,
-    hooks::{Hooks, Mode},
+    events::{CrashThread, Found, GoEvent, RuntimeCrash, Started, Stats},
+    hooks::Mode,
     load,
-    pclntab::FunctionTable,
+    program::GoProgram,
     race_reports::RaceReports,
     records::{self, GoRecord},
-    stack_switch::{self, SwitchLayout},
 };
 use crate::{
     commands::cli::{GoMapsArgs, OutputFormat},
@@ -37,53 +40,38 @@ use crate::{
 };
 
 pub fn run(args: GoMapsArgs) -> Result<i32> {
-    let (pid, path, shown) = match (args.pid, args.command.first()) {
-        (Some(_), Some(_)) => bail!("give either --pid PID or -- COMMAND, not both"),
-        (None, None) => bail!("nothing to audit: give --pid PID or -- COMMAND [ARGS]"),
-        (Some(pid), None) => {
+    let target = match (args.pid, args.command.first(), args.all_go) {
+        (_, _, true) => None,
+        (Some(_), Some(_), _) => bail!("give either --pid PID or -- COMMAND, not both"),
+        (None, None, _) => {
+            bail!("nothing to audit: give --pid PID, -- COMMAND [ARGS] or --all-go")
+        }
+        (Some(pid), None, _) => {
             target::check_pids(&[pid])?;
             let exe = std::fs::read_link(format!("/proc/{pid}/exe"))
                 .with_context(|| format!("cannot see pid {pid}'s program"))?;
-            (
+            Some((
                 Some(pid),
                 PathBuf::from(format!("/proc/{pid}/exe")),
                 format!("pid {pid}'s program {}", exe.display()),
-            )
+            ))
         }
-        (None, Some(name)) => {
+        (None, Some(name), _) => {
             let path = target::program_path(name)?;
             let shown = path.display().to_string();
-            (None, path, shown)
+            Some((None, path, shown))
         }
     };
     kernel_support::require_run_prerequisites()?;
-    let binary = GoBinary::open(&path, &shown)?;
-    if binary.info.goarch != "amd64" {
-        bail!(
-            "{shown} is a GOARCH={} build; go-maps reads amd64 registers only",
-            binary.info.goarch
-        );
-    }
-    let functions = {
-        let elf = binary.elf();
-        // PIE builds keep it in RELRO, as .data.rel.ro.gopclntab.
-        let section = elf
-            .section_by_name(".gopclntab")
-            .or_else(|| elf.section_by_name(".data.rel.ro.gopclntab"))
-            .ok_or_else(|| {
-                anyhow!("{shown} has no .gopclntab section, so go-maps cannot find its functions")
-            })?;
-        let text = elf.section_by_name(".text").map_or(0, |s| s.address());
-        FunctionTable::parse(section.data()?, text)
-            .with_context(|| format!("reading the function table of {shown} failed"))?
-    };
-    let mode = if args.crash_only {
+    let mode = if args.crash_only || args.all_go {
         Mode::CrashOnly
     } else {
         Mode::Exact
     };
-    let hooks = Hooks::find(&binary, &functions, mode)?;
-    let goid = goid_offset::find(&binary)?;
+    let one = match &target {
+        Some((pid, path, shown)) => Some((*pid, path, GoProgram::open(path, shown, mode)?)),
+        None => None,
+    };
     raise_memlock_limit();
 
     let held = if args.command.is_empty() {
@@ -91,44 +79,47 @@ pub fn run(args: GoMapsArgs) -> Result<i32> {
     } else {
         Some(HeldCommand::spawn(&args.command)?)
     };
-    let pid = pid
-        .or(held.as_ref().map(|h| h.pid))
-        .expect("a pid or a command");
+    let pid = one
+        .as_ref()
+        .and_then(|(pid, ..)| *pid)
+        .or(held.as_ref().map(|h| h.pid));
     let mut ebpf = load::load(
         &GoConfig {
-            tgid: pid,
-            goid_offset: goid.offset,
+            tgid: pid.unwrap_or(0),
+            all_processes: u32::from(args.all_go),
             ttl_ns: args.ttl.as_nanos() as u64,
         },
         args.ringbuf_size,
     )?;
-    let uprobes = hooks.attach(&mut ebpf, &binary, &path, pid)?;
+    let (targets, hooked) = match (one, pid) {
+        (Some((_, path, (program, binary))), Some(pid)) => {
+            let scope = UProbeScope::OneProcess(
+                NonZeroU32::new(pid).ok_or_else(|| anyhow!("pid 0 cannot be audited"))?,
+            );
+            let uprobes = program.attach(&mut ebpf, &binary, path, scope)?;
+            let hooked = program.hooked(pid, uprobes);
+            (Targets::One(pid, Arc::new(program)), Some(hooked))
+        }
+        _ => {
+            load::attach_exec_records(&mut ebpf)?;
+            (Targets::AllGo(AllGo::default()), None)
+        }
+    };
     // Before `go_maps_started`: a SIGTERM right after it still ends with the final stats.
     let (runtime, signals) = runtime_with_signals()?;
 
     let clock = Clock::new();
     let mut writer = JsonWriter::open(args.output.as_deref(), clock)?;
     writer.pretty = args.format == OutputFormat::Pretty;
-    let program = Program {
-        pid,
-        exe: binary.path.display().to_string(),
-        go_version: binary.info.go_version.clone(),
-        build_id: binary.build_id.clone(),
-        experiments: binary.info.experiments.clone(),
-        stripped: binary.stripped,
-    };
     writer.write(
         None,
         Body::from(GoEvent::Started(Started {
             version: env!("CARGO_PKG_VERSION"),
             kernel_release: kernel_support::kernel_release(),
-            program,
+            program: hooked,
+            all_go: args.all_go,
             command: (!args.command.is_empty()).then(|| args.command.clone()),
             mode,
-            goid_offset: goid.offset,
-            goid_offset_source: goid.source,
-            hooks: hooks.list.clone(),
-            uprobes,
             ttl_ms: args.ttl.as_millis() as u64,
             cost_note: match mode {
                 Mode::Exact => {
@@ -142,25 +133,25 @@ pub fn run(args: GoMapsArgs) -> Result<i32> {
     );
     writer.flush();
 
-    let symbols = GoSymbols::new(functions, &binary.path.display().to_string(), pid);
-    let reports = RaceReports::new(symbols, hooks, binary.info.go_version.clone(), clock);
     let counters = PerCpuArray::try_from(take_map(&mut ebpf, map_names::GO_COUNTERS)?)?;
     let ring = RingBuf::try_from(take_map(&mut ebpf, map_names::EVENTS)?)?;
-
     let stop = StopWhen {
-        pid_gone: held.is_none().then_some(pid),
+        pid_gone: held.is_none().then_some(pid).flatten(),
         command: held,
         duration: args.duration,
     };
     let mut session = Session {
         programs: Some(ebpf),
         counters,
-        reports,
+        targets,
+        mode,
+        clock,
+        reports: HashMap::new(),
+        agent: GoAgentCounters::default(),
         writer,
-        goid_offset: goid.offset,
-        switch_layout: stack_switch::find(&binary),
         captures: HashMap::new(),
     };
+    session.scan();
     let exit_code = runtime.block_on(read_until_stopped(
         ring,
         &mut session,
@@ -176,17 +167,26 @@ pub fn run(args: GoMapsArgs) -> Result<i32> {
     Ok(exit_code.unwrap_or(0))
 }
 
+/// What is audited: one process, or every Go program (`--all-go`).
+enum Targets {
+    One(u32, Arc<GoProgram>),
+    AllGo(AllGo),
+}
+
 /// Go mode's side of the read loop: records become events in this thread.
 struct Session {
-    /// Owned so they can be detached before the final drain.
+    /// Owned so they can be detached before the final drain (and, with `--all-go`,
+    /// so programs exec'd meanwhile get their uprobes).
     programs: Option<aya::Ebpf>,
     counters: PerCpuArray<MapData, u64>,
-    reports: RaceReports,
+    targets: Targets,
+    mode: Mode,
+    clock: Clock,
+    /// By pid: its records' names and counts (dropped, counts kept, once it is gone).
+    reports: HashMap<u32, RaceReports>,
+    /// The session's own counts, and those of processes gone.
+    agent: GoAgentCounters,
     writer: JsonWriter,
-    /// Of `goid` in `runtime.g`: names the goroutine of each thread of a crash.
-    goid_offset: u32,
-    /// Where a thread on `g0` finds the goroutine that switched to it (crash walks).
-    switch_layout: Option<SwitchLayout>,
     /// By pid, the last capture: when it let the process go, and for which thread.
     captures: HashMap<u32, (u64, u32)>,
 }
@@ -204,6 +204,8 @@ impl Reader for Session {
     }
 
     fn stats(&mut self) -> Result<bool> {
+        self.forget_gone();
+        self.scan();
         let kernel = go_counters::read_kernel(&self.counters)?;
         self.write_stats(kernel, false, None);
         Ok(true)
@@ -228,6 +230,62 @@ impl Reader for Session {
 }
 
 impl Session {
+    /// `--all-go`: the Go programs running now (at the start, then each stats interval:
+    /// programs whose exec record was lost are hooked late, not never).
+    fn scan(&mut self) {
+        let (Targets::AllGo(all_go), Some(ebpf)) = (&mut self.targets, self.programs.as_mut())
+        else {
+            return;
+        };
+        for event in all_go.scan(ebpf, &mut self.agent) {
+            self.writer.write(None, Body::from(event));
+        }
+        self.writer.flush();
+    }
+
+    /// `--all-go`: a process exec'd; its program gets hooked if it is new and Go.
+    fn exec(&mut self, pid: u32, ts_ns: u64) {
+        let (Targets::AllGo(all_go), Some(ebpf)) = (&mut self.targets, self.programs.as_mut())
+        else {
+            return;
+        };
+        if let Some(event) = all_go.look(ebpf, pid, Found::Exec, &mut self.agent) {
+            self.writer.write(Some(ts_ns), Body::from(event));
+            self.writer.flush();
+        }
+    }
+
+    /// The reports of process `pid`, made at its first record.
+    fn reports_for(&mut self, pid: u32) -> Option<&mut RaceReports> {
+        if !self.reports.contains_key(&pid) {
+            let program = match &self.targets {
+                Targets::One(audited, program) => (*audited == pid).then(|| program.clone()),
+                Targets::AllGo(all_go) => all_go.program_of(pid),
+            }?;
+            self.reports.insert(pid, program.reports(pid, self.clock));
+        }
+        self.reports.get_mut(&pid)
+    }
+
+    fn program_of(&self, pid: u32) -> Option<Arc<GoProgram>> {
+        match &self.targets {
+            Targets::One(_, program) => Some(program.clone()),
+            Targets::AllGo(all_go) => all_go.program_of(pid),
+        }
+    }
+
+    /// Drops the reports of processes gone, keeping their counts.
+    fn forget_gone(&mut self) {
+        let agent = &mut self.agent;
+        self.reports.retain(|pid, reports| {
+            let alive = std::path::Path::new(&format!("/proc/{pid}")).exists();
+            if !alive {
+                agent.add(&reports.counters);
+            }
+            alive
+        });
+    }
+
     /// `--crash-only`: every thread of the crashed process, read while it waits
     /// stopped (one `go_crash_thread` event each, after the crash's). A second thread
     /// reaching a fatal path before the first capture let the process go had its stop
@@ -246,11 +304,15 @@ impl Session {
             ));
             return Vec::new();
         }
+        let (Some(program), Some(reports)) = (self.program_of(pid), self.reports.get_mut(&pid))
+        else {
+            return Vec::new();
+        };
         match crash_threads::read(
-            &mut self.reports,
+            reports,
             crash,
-            self.goid_offset,
-            self.switch_layout.as_ref(),
+            program.goid.offset,
+            program.switch_layout.as_ref(),
         ) {
             Ok((threads, resumed_ns)) => {
                 self.captures.insert(pid, (resumed_ns, crash.writer.tid));
@@ -264,41 +326,66 @@ impl Session {
         }
     }
 
+    /// A crash of a process whose program cannot be read back (gone already, or
+    /// replaced): counted, and the process let go if the crash hook stopped it.
+    fn crash_without_program(&mut self, crash: &GoCrashRecord) {
+        self.agent.crashes_without_program += 1;
+        let pid = crash.header.tgid;
+        log::warn!("a crash of pid {pid} came from a program the agent cannot read back");
+        if crash.stopped != 0 {
+            let _ = kill(Pid::from_raw(pid as i32), Signal::SIGCONT);
+        }
+    }
+
+    fn write_crash(&mut self, crash: &GoCrashRecord) {
+        let pid = crash.header.tgid;
+        let Some(reports) = self.reports_for(pid) else {
+            self.crash_without_program(crash);
+            return;
+        };
+        let mut event = reports.crash(crash);
+        let threads = if self.mode == Mode::CrashOnly {
+            self.read_threads(crash, &mut event)
+        } else {
+            Vec::new()
+        };
+        let ts = crash.header.ts_ns;
+        self.writer
+            .write(Some(ts), Body::from(GoEvent::Crash(event)));
+        for thread in threads {
+            self.writer
+                .write(Some(ts), Body::from(GoEvent::CrashThread(thread)));
+        }
+    }
+
     fn write_records(&mut self, ring: &mut RingBuf<MapData>) {
         let mut wrote = false;
         while let Some(bytes) = ring.next() {
             let record = records::decode(&bytes);
             drop(bytes);
-            let (ts_ns, event) = match record {
-                Ok(GoRecord::Race(race)) => match self.reports.race(&race) {
-                    Some(event) => (race.header.ts_ns, GoEvent::ConcurrentWrite(event)),
-                    None => continue,
-                },
-                Ok(GoRecord::Crash(crash)) => {
-                    let mut event = self.reports.crash(&crash);
-                    let threads = if self.reports.mode() == Mode::CrashOnly {
-                        self.read_threads(&crash, &mut event)
-                    } else {
-                        Vec::new()
-                    };
-                    let ts = crash.header.ts_ns;
-                    self.writer
-                        .write(Some(ts), Body::from(GoEvent::Crash(event)));
-                    for thread in threads {
-                        self.writer
-                            .write(Some(ts), Body::from(GoEvent::CrashThread(thread)));
+            match record {
+                Ok(GoRecord::Race(race)) => {
+                    let event = self
+                        .reports_for(race.header.tgid)
+                        .and_then(|reports| reports.race(&race));
+                    if let Some(event) = event {
+                        self.writer.write(
+                            Some(race.header.ts_ns),
+                            Body::from(GoEvent::ConcurrentWrite(event)),
+                        );
+                        wrote = true;
                     }
+                }
+                Ok(GoRecord::Crash(crash)) => {
+                    self.write_crash(&crash);
                     wrote = true;
-                    continue;
                 }
+                Ok(GoRecord::Exec(header)) => self.exec(header.tgid, header.ts_ns),
                 Err(err) => {
-                    self.reports.counters.records_undecodable += 1;
+                    self.agent.records_undecodable += 1;
                     log::warn!("{err}");
-                    continue;
                 }
-            };
-            self.writer.write(Some(ts_ns), Body::from(event));
-            wrote = true;
+            }
         }
         if wrote {
             // A race is often the process's last act: out now, not at the next flush.
@@ -312,15 +399,18 @@ impl Session {
         final_totals: bool,
         command_exit_code: Option<i32>,
     ) {
-        let suppressed = self.reports.take_suppressed();
+        let mut agent = self.agent;
+        let mut suppressed = Vec::new();
+        for reports in self.reports.values_mut() {
+            agent.add(&reports.counters);
+            suppressed.extend(reports.take_suppressed());
+        }
+        suppressed.sort_by_key(|s| std::cmp::Reverse(s.count));
         self.writer.write(
             None,
             Body::from(GoEvent::Stats(Stats {
                 final_totals,
-                counters: GoCounters {
-                    kernel,
-                    agent: self.reports.counters,
-                },
+                counters: GoCounters { kernel, agent },
                 suppressed,
                 command_exit_code,
             })),
