@@ -157,10 +157,10 @@ named_counters! {
         /// the cgroup tree had been walked less than a second before): their events
         /// say `cgroup.path` null, and no container or pod.
         cgroup_paths_unresolved: Loss;
-        /// Made-cgroup records received (`--container`).
+        /// Made-cgroup records received (`--container`, `--pod`).
         cgroup_records_delivered: Count;
-        /// `--container`: container cgroups put in the scope (at start, and as they
-        /// were made).
+        /// `--container`, `--pod`: container and pod cgroups put in the scope (at
+        /// start, and as they were made).
         containers_scoped: Count;
         /// Containers whose runtime answered a lookup of their name and image.
         container_lookups: Count;

@@ -135,17 +135,16 @@ impl TestContainer {
     }
 
     fn create_running(test: &str, program: &str, args: &[&str]) -> Self {
+        Self::create_with(test, &[], program, args)
+    }
+
+    /// With more `podman create` options.
+    fn create_with(test: &str, options: &[&str], program: &str, args: &[&str]) -> Self {
         let name = format!("map-audit-{test}-{}", std::process::id());
         let _ = Command::new("podman").args(["rm", "-f", &name]).output();
-        let mut create = vec![
-            "create",
-            "--runtime",
-            "runc",
-            "--name",
-            &name,
-            image(),
-            program,
-        ];
+        let mut create = vec!["create", "--runtime", "runc", "--name", &name];
+        create.extend_from_slice(options);
+        create.extend_from_slice(&[image(), program]);
         create.extend_from_slice(args);
         let out = podman(&create);
         let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
@@ -272,6 +271,107 @@ fn container_scope_audits_that_container_only_even_started_later() {
         assert_eq!(event["container"]["id"], audited.id.as_str(), "{event}");
         assert!(event["container"]["name"].is_null(), "not asked: {event}");
     }
+}
+
+/// A pod as kubelet lays it out with the cgroupfs driver: the container's cgroup under
+/// `/kubepods/besteffort/pod<UID>/`, and kubelet's labels on the container.
+fn pod_container(test: &str, pod: &str, uid: &str, args: &[&str]) -> TestContainer {
+    let parent = format!("--cgroup-parent=/kubepods/besteffort/pod{uid}");
+    let labels = [
+        format!("io.kubernetes.pod.name={pod}"),
+        "io.kubernetes.pod.namespace=shop".to_string(),
+        format!("io.kubernetes.pod.uid={uid}"),
+        "io.kubernetes.container.name=app".to_string(),
+    ];
+    let mut options = vec![parent.as_str()];
+    for label in &labels {
+        options.extend(["--label", label.as_str()]);
+    }
+    TestContainer::create_with(test, &options, "/workload", args)
+}
+
+/// A UID of this test run (pod cgroups made by runc outlive their containers).
+fn pod_uid(test: u16) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    format!(
+        "{:08x}-{test:04x}-4000-8000-{:012x}",
+        std::process::id(),
+        nanos & 0xffff_ffff_ffff
+    )
+}
+
+/// `--pod NAMESPACE/NAME`: the pod found by kubelet's labels through podman's API, its
+/// cgroup made when its container starts (after the agent); only its processes are
+/// audited, and their events carry the pod's uid, name, namespace and container name.
+#[test]
+fn pod_scope_audits_that_pod_only_and_names_it() {
+    let uid = pod_uid(1);
+    let pod = format!("web-{}", std::process::id());
+    let audited = pod_container("pod", &pod, &uid, &["spawn", "2"]);
+    let other = TestContainer::create("not-in-pod", &["anon", "2"]);
+    let socket = format!("podman={}", api_socket().display());
+    let agent = started(&[
+        "run",
+        "--pod",
+        &format!("shop/{pod}"),
+        "--container-api",
+        &socket,
+    ]);
+    audited.run();
+    other.run();
+    run_on_host();
+    let run = agent.stop();
+    let writes = run.of_kind("write_fault");
+    let pids: std::collections::BTreeSet<u64> =
+        writes.iter().map(|e| e["pid"].as_u64().unwrap()).collect();
+    assert!(
+        pids.len() >= 2,
+        "the program and its forked child: {pids:?}"
+    );
+    for event in &writes {
+        assert_eq!(event["container"]["id"], audited.id.as_str(), "{event}");
+        assert_eq!(event["kubernetes"]["pod_uid"], uid.as_str(), "{event}");
+    }
+    // Names come with the runtime's answer: the first events may precede it.
+    let named = writes
+        .iter()
+        .filter(|e| e["kubernetes"]["pod_name"] == pod.as_str())
+        .collect::<Vec<_>>();
+    assert!(!named.is_empty(), "{writes:?}");
+    for event in named {
+        let k = &event["kubernetes"];
+        assert_eq!(k["pod_namespace"], "shop", "{event}");
+        assert_eq!(k["container_name"], "app", "{event}");
+    }
+    assert!(run.stopped()["counters"]["agent"]["containers_scoped"].as_u64() >= Some(1));
+}
+
+/// A pod no runtime knows: one sentence saying what was asked and what to give
+/// instead, and a non-zero exit.
+#[test]
+fn an_unknown_pod_is_refused_in_one_sentence() {
+    let socket = format!("podman={}", api_socket().display());
+    let out = Command::new(common::AGENT)
+        .args([
+            "run",
+            "--pod",
+            "shop/no-such-pod",
+            "--container-api",
+            &socket,
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("no container of pod shop/no-such-pod was found")
+            && stderr.contains("give the pod's UID instead"),
+        "{stderr}"
+    );
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
 }
 
 #[test]

@@ -239,6 +239,13 @@ pub struct RunArgs {
     #[arg(long = "container", value_name = "ID", value_parser = parse_container_id)]
     pub containers: Vec<String>,
 
+    /// Audit the processes of a Kubernetes pod (repeatable): NAMESPACE/NAME, found by
+    /// the labels kubelet puts on its containers through the runtimes' API (see
+    /// --container-api), or the pod's UID; its containers running now and started
+    /// later (restarts included), as the pod's cgroup holds them. Needs cgroup v2.
+    #[arg(long = "pod", value_name = "NAMESPACE/NAME|UID", value_parser = crate::output::containers::PodRef::parse)]
+    pub pods: Vec<crate::output::containers::PodRef>,
+
     /// Where a runtime serves the Docker Engine API, asked once per container for its
     /// name, image and pod labels (repeatable; replaces that runtime's default socket:
     /// docker=/var/run/docker.sock, podman=/run/podman/podman.sock).

@@ -2,13 +2,17 @@
 //! from the ring buffer through the pipeline until a signal or the command's exit.
 
 use std::{
+    path::PathBuf,
     sync::{Arc, OnceLock, mpsc::SyncSender},
     thread::JoinHandle,
     time::{Duration, Instant},
 };
 
-use crate::output::container_api::ContainerApis;
-use anyhow::{Context, Result, anyhow};
+use crate::output::{
+    container_api::ContainerApis,
+    containers::{PodRef, Runtime},
+};
+use anyhow::{Context, Result, anyhow, bail};
 use aya::maps::{Array, HashMap, LpmTrie, MapData, PerCpuArray, RingBuf};
 use map_audit_common::{
     COMM_LEN,
@@ -73,9 +77,10 @@ pub fn audit(args: RunArgs, watches: Option<Vec<WatchSpec>>) -> Result<i32> {
         && !args.all
         && args.cgroup.is_none()
         && args.containers.is_empty()
+        && args.pods.is_empty()
     {
         return Err(anyhow!(
-            "nothing to audit: give --pid PID, --comm NAME, --cgroup PATH, --container ID, --all, or -- COMMAND [ARGS]"
+            "nothing to audit: give --pid PID, --comm NAME, --cgroup PATH, --container ID, --pod NAMESPACE/NAME, --all, or -- COMMAND [ARGS]"
         ));
     }
     kernel_support::require_run_prerequisites()?;
@@ -233,7 +238,9 @@ fn load_and_attach(
             log_enabled: u32::from(log_enabled),
             scope_all: u32::from(args.all),
             agent_tgid: std::process::id(),
-            match_cgroups: u32::from(args.cgroup.is_some() || !args.containers.is_empty()),
+            match_cgroups: u32::from(
+                args.cgroup.is_some() || !args.containers.is_empty() || !args.pods.is_empty(),
+            ),
             path_filter: u32::from(args.path.is_some()),
             aggregate_in_kernel: u32::from(!args.every_event),
             unwind_mode: args.unwind.config_value(),
@@ -257,7 +264,7 @@ fn load_and_attach(
         None
     };
     let mut hooks = loader::attach(&mut ebpf, fault_hooks.then_some(args.fault_hook))?;
-    if !args.containers.is_empty() {
+    if !args.containers.is_empty() || !args.pods.is_empty() {
         hooks.push(loader::attach_cgroup_mkdir(&mut ebpf)?);
     }
     if let Some(metrics) = metrics::get() {
@@ -294,27 +301,29 @@ fn scope_comms(ebpf: &mut aya::Ebpf, names: &[String]) -> Result<()> {
     Ok(())
 }
 
-/// `--cgroup` and `--container`: their cgroups in the kernel's scope, and the cgroups
-/// whose processes run now (loaded from /proc).
+/// `--cgroup`, `--container` and `--pod`: their cgroups in the kernel's scope, and the
+/// cgroups whose processes run now (loaded from /proc).
 fn scope_cgroups(
     ebpf: &mut aya::Ebpf,
     args: &RunArgs,
     cgroup: Option<Cgroup>,
 ) -> Result<(Option<ScopeCgroups>, Vec<Cgroup>)> {
-    if cgroup.is_none() && args.containers.is_empty() {
+    if cgroup.is_none() && args.containers.is_empty() && args.pods.is_empty() {
         return Ok((None, Vec::new()));
     }
+    let pods = pod_uids(args)?;
     let mut scope = ScopeCgroups::new(
         HashMap::try_from(take_map(ebpf, map_names::SCOPE_CGROUPS)?)?,
         Array::try_from(take_map(ebpf, map_names::SCOPE_CGROUP_LEVELS)?)?,
         args.containers.clone(),
+        pods,
     );
     let mut cgroups = Vec::new();
     if let Some(cgroup) = cgroup {
         scope.add(cgroup.id, cgroup.level)?;
         cgroups.push(cgroup);
     }
-    if !args.containers.is_empty() {
+    if !args.containers.is_empty() || !args.pods.is_empty() {
         cgroups.extend(scope.add_running_containers()?);
     }
     Ok((Some(scope), cgroups))
@@ -429,17 +438,46 @@ type StartedPipeline = (
 );
 
 /// The runtimes asked for container names: the defaults, with `--container-api` in
-/// place of a runtime's default socket.
-fn container_apis(args: &RunArgs) -> Result<Option<ContainerApis>> {
+/// place of a runtime's default socket; none with `--no-container-api`.
+fn api_sockets(args: &RunArgs) -> Vec<(Runtime, PathBuf)> {
     if args.no_container_api {
-        return Ok(None);
+        return Vec::new();
     }
     let mut sockets = crate::output::container_api::default_sockets();
     for (runtime, socket) in &args.container_api {
         sockets.retain(|(r, _)| r != runtime);
         sockets.push((*runtime, socket.clone()));
     }
-    ContainerApis::start(sockets).map(Some)
+    sockets
+}
+
+fn container_apis(args: &RunArgs) -> Result<Option<ContainerApis>> {
+    if args.no_container_api {
+        return Ok(None);
+    }
+    ContainerApis::start(api_sockets(args)).map(Some)
+}
+
+/// `--pod`: each pod's UID, as given or asked of the runtimes by name.
+fn pod_uids(args: &RunArgs) -> Result<Vec<String>> {
+    let mut uids = Vec::new();
+    for pod in &args.pods {
+        match pod {
+            PodRef::Uid(uid) => uids.push(uid.clone()),
+            PodRef::Name { namespace, name } => {
+                let sockets = api_sockets(args);
+                if sockets.is_empty() {
+                    bail!(
+                        "--pod {namespace}/{name} is found through a container runtime's API, which --no-container-api turns off; give the pod's UID instead"
+                    );
+                }
+                uids.extend(crate::output::container_api::pod_uids(
+                    &sockets, namespace, name,
+                )?);
+            }
+        }
+    }
+    Ok(uids)
 }
 
 /// The pipeline thread, started on the tables and output, with the running processes'

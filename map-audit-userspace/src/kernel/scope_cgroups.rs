@@ -1,7 +1,8 @@
 //! The cgroups whose processes join the scope (`SCOPE_CGROUPS`, checked by the kernel at
 //! exec and mmap of a process not yet in scope): `--cgroup`'s directory, and the
-//! cgroups of the containers `--container` names, those running at start and those
-//! made later (the kernel reports each new cgroup; `cgroup_mkdir.rs`).
+//! cgroups of the containers `--container` names and of the pods `--pod` names (the
+//! pod's own cgroup, which holds its containers and their restarts), those at start
+//! and those made later (the kernel reports each new cgroup; `cgroup_mkdir.rs`).
 
 use anyhow::{Context, Result};
 use aya::maps::{Array, HashMap, MapData};
@@ -15,7 +16,9 @@ pub struct ScopeCgroups {
     level_mask: u32,
     /// `--container` id prefixes.
     prefixes: Vec<String>,
-    /// Container cgroups added.
+    /// `--pod` UIDs.
+    pods: Vec<String>,
+    /// Container and pod cgroups added.
     pub containers_scoped: u64,
 }
 
@@ -24,12 +27,14 @@ impl ScopeCgroups {
         ids: HashMap<MapData, u64, u32>,
         levels: Array<MapData, u32>,
         prefixes: Vec<String>,
+        pods: Vec<String>,
     ) -> Self {
         Self {
             ids,
             levels,
             level_mask: 0,
             prefixes,
+            pods,
             containers_scoped: 0,
         }
     }
@@ -51,15 +56,16 @@ impl ScopeCgroups {
     }
 
     /// Whether cgroup `path` (below the cgroup2 root) is a container `--container`
-    /// names.
-    fn names_a_scoped_container(&self, path: &str) -> bool {
-        containers::parse(path)
+    /// names, or the cgroup of a pod `--pod` names.
+    fn is_scoped(&self, path: &str) -> bool {
+        let container = containers::parse(path)
             .0
-            .is_some_and(|c| self.prefixes.iter().any(|p| c.id.starts_with(p.as_str())))
+            .is_some_and(|c| self.prefixes.iter().any(|p| c.id.starts_with(p.as_str())));
+        container || containers::pod_of_directory(path).is_some_and(|uid| self.pods.contains(&uid))
     }
 
-    /// The cgroups of the named containers that exist now, added; their directories
-    /// are returned (their processes are loaded from /proc).
+    /// The cgroups of the named containers and pods that exist now, added; their
+    /// directories are returned (their processes are loaded from /proc).
     pub fn add_running_containers(&mut self) -> Result<Vec<Cgroup>> {
         let mut found = Vec::new();
         let Some(root) = cgroup_paths::cgroup2_mount() else {
@@ -67,7 +73,7 @@ impl ScopeCgroups {
         };
         let mut matching = Vec::new();
         cgroup_paths::walk(&root, |dir, path| {
-            let scoped = self.names_a_scoped_container(path);
+            let scoped = self.is_scoped(path);
             if scoped {
                 matching.push(dir.to_path_buf());
             }
@@ -84,9 +90,9 @@ impl ScopeCgroups {
     }
 
     /// A cgroup was made (`hierarchy` 0 is cgroup v2): added if it is a named
-    /// container's.
+    /// container's or pod's.
     pub fn made(&mut self, hierarchy: u32, id: u64, level: u32, path: &str) {
-        if hierarchy != 0 || !self.names_a_scoped_container(path) {
+        if hierarchy != 0 || !self.is_scoped(path) {
             return;
         }
         match self.add(id, level) {

@@ -4,7 +4,8 @@
 //! container, on a thread of its own with a 2 s timeout, so the pipeline never waits:
 //! events written before the answer keep null names, and a runtime that does not
 //! answer costs a counted miss. containerd and CRI-O speak gRPC (the CRI): not asked,
-//! their names stay null.
+//! their names stay null. `--pod NAMESPACE/NAME` is resolved to the pod's UID here too,
+//! by the same labels.
 
 use std::{
     collections::HashMap,
@@ -187,20 +188,86 @@ struct Config {
 
 /// `GET /containers/ID/json` on the runtime's socket.
 async fn inspect(socket: &Path, id: &str) -> Result<Details> {
+    let body = get(socket, &format!("/containers/{id}/json")).await?;
+    Ok(details_of(serde_json::from_slice(&body)?))
+}
+
+/// The body of `GET path` on the runtime's socket, when it succeeds.
+async fn get(socket: &Path, path: &str) -> Result<bytes::Bytes> {
     let stream = tokio::net::UnixStream::connect(socket).await?;
     let (mut sender, connection) =
         hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
     tokio::spawn(connection);
-    let request = hyper::Request::get(format!("/containers/{id}/json"))
+    let request = hyper::Request::get(path)
         .header(hyper::header::HOST, "localhost")
         .body(Empty::<bytes::Bytes>::new())?;
     let response = sender.send_request(request).await?;
     let status = response.status();
     let body = response.into_body().collect().await?.to_bytes();
     if !status.is_success() {
-        bail!("HTTP {status} for container {id}");
+        bail!("HTTP {status} for {path}");
     }
-    Ok(details_of(serde_json::from_slice(&body)?))
+    Ok(body)
+}
+
+/// The UIDs of pod `namespace/name`, from the labels kubelet sets on its containers,
+/// asked of every runtime of `sockets` (`GET /containers/json` filtered by those
+/// labels, stopped containers included). Blocking: for `--pod` at the start, at most
+/// 2 s per runtime.
+pub fn pod_uids(
+    sockets: &[(Runtime, PathBuf)],
+    namespace: &str,
+    name: &str,
+) -> Result<Vec<String>> {
+    let filters = serde_json::json!({"label": [
+        format!("io.kubernetes.pod.namespace={namespace}"),
+        format!("io.kubernetes.pod.name={name}"),
+    ]})
+    .to_string();
+    let path = format!(
+        "/containers/json?all=true&filters={}",
+        percent_encoding::utf8_percent_encode(&filters, percent_encoding::NON_ALPHANUMERIC)
+    );
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting a runtime for the pod lookup failed")?;
+    let mut uids = std::collections::BTreeSet::new();
+    let mut asked = Vec::new();
+    for (_, socket) in sockets {
+        let listed = runtime
+            .block_on(async { tokio::time::timeout(LOOKUP_TIMEOUT, get(socket, &path)).await })
+            .unwrap_or_else(|_| Err(anyhow::anyhow!("no answer within 2 s")))
+            .and_then(|body| Ok(serde_json::from_slice::<Vec<Listed>>(&body)?));
+        match listed {
+            Ok(containers) => {
+                asked.push(format!(
+                    "{}: {} containers",
+                    socket.display(),
+                    containers.len()
+                ));
+                uids.extend(
+                    containers
+                        .into_iter()
+                        .filter_map(|c| c.labels?.remove("io.kubernetes.pod.uid")),
+                );
+            }
+            Err(err) => asked.push(format!("{}: {err:#}", socket.display())),
+        }
+    }
+    if uids.is_empty() {
+        bail!(
+            "no container of pod {namespace}/{name} was found ({}); give the pod's UID instead: kubectl get pod {name} -n {namespace} -o jsonpath='{{.metadata.uid}}'",
+            asked.join("; ")
+        );
+    }
+    Ok(uids.into_iter().collect())
+}
+
+#[derive(Deserialize)]
+struct Listed {
+    #[serde(rename = "Labels")]
+    labels: Option<HashMap<String, String>>,
 }
 
 fn details_of(inspected: Inspected) -> Details {

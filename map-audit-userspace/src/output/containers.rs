@@ -127,15 +127,53 @@ fn is_container_id(id: &str) -> bool {
     id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
+/// A pod as `--pod` names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PodRef {
+    Uid(String),
+    Name { namespace: String, name: String },
+}
+
+impl PodRef {
+    /// `NAMESPACE/NAME` or the pod's UID (8-4-4-4-12 hex digits).
+    pub fn parse(value: &str) -> Result<Self, String> {
+        if is_pod_uid(value) {
+            return Ok(Self::Uid(value.to_ascii_lowercase()));
+        }
+        match value.split_once('/') {
+            Some((namespace, name))
+                if !namespace.is_empty() && !name.is_empty() && !name.contains('/') =>
+            {
+                Ok(Self::Name {
+                    namespace: namespace.into(),
+                    name: name.into(),
+                })
+            }
+            _ => Err(format!(
+                "{value:?} is neither NAMESPACE/NAME nor a pod UID (8-4-4-4-12 hex digits)"
+            )),
+        }
+    }
+}
+
+fn is_pod_uid(uid: &str) -> bool {
+    let groups: Vec<usize> = uid.split('-').map(str::len).collect();
+    uid.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-') && groups == [8, 4, 4, 4, 12]
+}
+
+/// The pod uid of cgroup `path` when its last component is the pod's own cgroup (the
+/// directory that holds its containers).
+pub fn pod_of_directory(path: &str) -> Option<String> {
+    pod_uid(path.rsplit('/').next()?)
+}
+
 /// `pod<uid>` (cgroupfs: dashes) or `kubepods-<qos>-pod<uid>.slice` (systemd:
 /// underscores for the dashes).
 fn pod_uid(component: &str) -> Option<String> {
     let name = component.strip_suffix(".slice").unwrap_or(component);
     let uid = &name[name.rfind("pod")? + 3..];
     let uid = uid.replace('_', "-");
-    let groups: Vec<usize> = uid.split('-').map(str::len).collect();
-    let hex = uid.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-');
-    (hex && groups == [8, 4, 4, 4, 12]).then_some(uid)
+    is_pod_uid(&uid).then_some(uid)
 }
 
 /// systemd unit-name escapes (`\x2d` for `-`) undone.
@@ -266,6 +304,39 @@ mod tests {
                 pod.map(str::to_string),
             );
             assert_eq!(shape(&path), expected, "{path}");
+        }
+    }
+
+    #[test]
+    fn pods_are_named_by_namespace_and_name_or_by_uid() {
+        assert_eq!(PodRef::parse(POD), Ok(PodRef::Uid(POD.into())));
+        assert_eq!(
+            PodRef::parse("shop/web-7f9"),
+            Ok(PodRef::Name {
+                namespace: "shop".into(),
+                name: "web-7f9".into()
+            })
+        );
+        for bad in ["web", "/web", "shop/", "a/b/c", "0f2e5b4c-1a2b"] {
+            assert!(PodRef::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_pods_own_directory_is_told_from_its_containers() {
+        let pod_ = POD.replace('-', "_");
+        for path in [
+            format!("/kubepods/besteffort/pod{POD}"),
+            format!("/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{pod_}.slice"),
+        ] {
+            assert_eq!(pod_of_directory(&path).as_deref(), Some(POD), "{path}");
+        }
+        for path in [
+            format!("/kubepods/besteffort/pod{POD}/libpod-{ID}"),
+            "/kubepods.slice/kubepods-besteffort.slice".to_string(),
+            "/kubepods".to_string(),
+        ] {
+            assert_eq!(pod_of_directory(&path), None, "{path}");
         }
     }
 }
