@@ -229,8 +229,23 @@ fn a_stripped_binary_is_named_from_gopclntab_go1_19() {
 }
 
 #[test]
-fn a_pie_binary_is_symbolised_at_its_load_address_go1_24() {
-    let run = reports_a_race_before_the_crash(&mapwriters(Go::V1_24, Build::Pie));
+fn a_stripped_binary_is_named_from_gopclntab_go1_24() {
+    reports_a_race_of(Go::V1_24, "go1.24.4", Build::Stripped, (160, "table"));
+}
+
+#[test]
+fn a_stripped_binary_is_named_from_gopclntab_go1_25() {
+    reports_a_race_of(Go::V1_25, "go1.25.12", Build::Stripped, (152, "table"));
+}
+
+#[test]
+fn a_stripped_binary_is_named_from_gopclntab_go1_26() {
+    reports_a_race_of(Go::V1_26, "go1.26.10", Build::Stripped, (152, "table"));
+}
+
+/// A PIE build loaded away from its link address: frames named at the load address.
+fn a_pie_binary_is_symbolised_at_its_load_address(go: Go) {
+    let run = reports_a_race_before_the_crash(&mapwriters(go, Build::Pie));
     let race = run.of_kind("go_map_concurrent_write")[0];
     let entry = hex(race["writers"][0]["stack"][0]["addr"].as_str().unwrap());
     let hook = run.events[0]["hooks"]
@@ -244,6 +259,31 @@ fn a_pie_binary_is_symbolised_at_its_load_address_go1_24() {
         hex(hook["entry"].as_str().unwrap()),
         "the binary was loaded away from its link address"
     );
+}
+
+#[test]
+fn a_pie_binary_is_symbolised_at_its_load_address_go1_19() {
+    a_pie_binary_is_symbolised_at_its_load_address(Go::V1_19);
+}
+
+#[test]
+fn a_pie_binary_is_symbolised_at_its_load_address_go1_24() {
+    a_pie_binary_is_symbolised_at_its_load_address(Go::V1_24);
+}
+
+#[test]
+fn a_pie_binary_is_symbolised_at_its_load_address_go1_25() {
+    a_pie_binary_is_symbolised_at_its_load_address(Go::V1_25);
+}
+
+#[test]
+fn a_pie_binary_is_symbolised_at_its_load_address_go1_26() {
+    a_pie_binary_is_symbolised_at_its_load_address(Go::V1_26);
+}
+
+#[test]
+fn a_pie_binary_is_symbolised_at_its_load_address_go1_27() {
+    a_pie_binary_is_symbolised_at_its_load_address(Go::V1_27);
 }
 
 /// Correct programs with a million map writes each: not one report.
@@ -293,6 +333,16 @@ fn mutex_sync_map_and_local_maps_get_no_reports_go1_19() {
 #[test]
 fn mutex_sync_map_and_local_maps_get_no_reports_go1_24() {
     correct_programs_get_no_reports(Go::V1_24);
+}
+
+#[test]
+fn mutex_sync_map_and_local_maps_get_no_reports_go1_25() {
+    correct_programs_get_no_reports(Go::V1_25);
+}
+
+#[test]
+fn mutex_sync_map_and_local_maps_get_no_reports_go1_26() {
+    correct_programs_get_no_reports(Go::V1_26);
 }
 
 #[test]
