@@ -193,6 +193,10 @@ fn main() -> Result<()> {
                     &["podman", "runc"],
                 )?;
             }
+            // A real containerd (the pod tests start their own daemon).
+            if !Path::new("/usr/bin/containerd").exists() {
+                toolchain::apt_install("containerd (the containerd tests)", &["containerd"])?;
+            }
             // A real debuginfod server, serving a test program's debug file.
             if !Path::new("/usr/bin/debuginfod").exists() {
                 toolchain::apt_install("debuginfod (the debuginfod tests)", &["debuginfod"])?;

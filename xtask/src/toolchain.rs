@@ -34,6 +34,12 @@ pub fn ensure() -> Result<PathBuf> {
     if !debian_toolchain_present() {
         install_apt_packages()?;
     }
+    if !std::path::Path::new("/usr/bin/protoc").exists() {
+        apt_install(
+            "protoc (containerd's client crate builds its API's protocol files with it)",
+            &["protobuf-compiler"],
+        )?;
+    }
     if let Some(linker) = find_bpf_linker() {
         return Ok(linker);
     }

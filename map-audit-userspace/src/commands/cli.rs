@@ -246,9 +246,10 @@ pub struct RunArgs {
     #[arg(long = "pod", value_name = "NAMESPACE/NAME|UID", value_parser = crate::output::containers::PodRef::parse)]
     pub pods: Vec<crate::output::containers::PodRef>,
 
-    /// Where a runtime serves the Docker Engine API, asked once per container for its
-    /// name, image and pod labels (repeatable; replaces that runtime's default socket:
-    /// docker=/var/run/docker.sock, podman=/run/podman/podman.sock).
+    /// Where a runtime serves its API, asked once per container for its name, image
+    /// and pod labels (repeatable; replaces that runtime's default socket:
+    /// docker=/var/run/docker.sock, podman=/run/podman/podman.sock,
+    /// containerd=/run/containerd/containerd.sock).
     #[arg(long, value_name = "RUNTIME=SOCKET", value_parser = parse_container_api)]
     pub container_api: Vec<(crate::output::containers::Runtime, std::path::PathBuf)>,
 
@@ -495,9 +496,10 @@ fn parse_container_api(
     let runtime = match runtime {
         "docker" => Runtime::Docker,
         "podman" => Runtime::Podman,
+        "containerd" => Runtime::Containerd,
         other => {
             return Err(format!(
-                "{other:?}: only docker and podman serve the Docker Engine API (containerd and CRI-O speak the CRI, not read)"
+                "{other:?}: the runtimes asked are docker, podman (the Docker Engine API) and containerd (its own API); CRI-O is not"
             ));
         }
     };

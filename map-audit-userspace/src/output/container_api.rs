@@ -3,9 +3,9 @@
 //! `Config.Image`, and the `io.kubernetes.*` labels cri-dockerd sets). Asked once per
 //! container, on a thread of its own with a 2 s timeout, so the pipeline never waits:
 //! events written before the answer keep null names, and a runtime that does not
-//! answer costs a counted miss. containerd and CRI-O speak gRPC (the CRI): not asked,
-//! their names stay null. `--pod NAMESPACE/NAME` is resolved to the pod's UID here too,
-//! by the same labels.
+//! answer costs a counted miss. containerd is asked in its own gRPC API
+//! (`containerd_api`); CRI-O (the CRI only) is not, its names stay null.
+//! `--pod NAMESPACE/NAME` is resolved to the pod's UID here too, by kubelet's labels.
 
 use std::{
     collections::HashMap,
@@ -22,7 +22,10 @@ use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
 use serde::Deserialize;
 
-use crate::output::containers::{Container, Kubernetes, Runtime};
+use crate::output::{
+    containerd_api,
+    containers::{Container, Kubernetes, Runtime},
+};
 
 /// Per request: connecting, asking and reading the answer.
 const LOOKUP_TIMEOUT: Duration = Duration::from_secs(2);
@@ -32,12 +35,29 @@ pub fn default_sockets() -> Vec<(Runtime, PathBuf)> {
     vec![
         (Runtime::Docker, "/var/run/docker.sock".into()),
         (Runtime::Podman, "/run/podman/podman.sock".into()),
+        (
+            Runtime::Containerd,
+            "/run/containerd/containerd.sock".into(),
+        ),
     ]
+}
+
+/// Asks `runtime` at `socket` about container `id`, in its own protocol.
+async fn ask(runtime: Runtime, socket: &Path, id: &str) -> Result<Details> {
+    let mut details = match runtime {
+        Runtime::Containerd => containerd_api::inspect(socket, id).await?,
+        _ => inspect(socket, id).await?,
+    };
+    details.runtime = Some(runtime);
+    Ok(details)
 }
 
 /// What a runtime says of a container.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Details {
+    /// The runtime that answered (the path does not say for a `kubepods` container
+    /// under the cgroupfs driver).
+    pub runtime: Option<Runtime>,
     pub name: Option<Arc<str>>,
     pub image: Option<Arc<str>>,
     pub pod_name: Option<Arc<str>>,
@@ -62,7 +82,7 @@ pub struct LookupCounts {
 
 pub struct ContainerApis {
     sockets: HashMap<Runtime, PathBuf>,
-    requests: tokio::sync::mpsc::UnboundedSender<(Arc<str>, PathBuf)>,
+    requests: tokio::sync::mpsc::UnboundedSender<(Arc<str>, Runtime, PathBuf)>,
     answers: Receiver<(Arc<str>, Result<Details, String>)>,
     known: HashMap<Arc<str>, Lookup>,
     pub counts: LookupCounts,
@@ -71,7 +91,8 @@ pub struct ContainerApis {
 impl ContainerApis {
     /// Starts the lookup thread for the runtimes of `sockets`.
     pub fn start(sockets: Vec<(Runtime, PathBuf)>) -> Result<Self> {
-        let (requests, mut asked) = tokio::sync::mpsc::unbounded_channel::<(Arc<str>, PathBuf)>();
+        let (requests, mut asked) =
+            tokio::sync::mpsc::unbounded_channel::<(Arc<str>, Runtime, PathBuf)>();
         let (answer, answers) = channel();
         std::thread::Builder::new()
             .name("container-api".into())
@@ -82,11 +103,11 @@ impl ContainerApis {
                     .expect("a current-thread runtime builds");
                 // One task per lookup: a runtime that hangs delays no other container.
                 runtime.block_on(async move {
-                    while let Some((id, socket)) = asked.recv().await {
+                    while let Some((id, runtime, socket)) = asked.recv().await {
                         let answer = answer.clone();
                         tokio::spawn(async move {
                             let details =
-                                tokio::time::timeout(LOOKUP_TIMEOUT, inspect(&socket, &id))
+                                tokio::time::timeout(LOOKUP_TIMEOUT, ask(runtime, &socket, &id))
                                     .await
                                     .unwrap_or_else(|_| {
                                         Err(anyhow::anyhow!("no answer within 2 s"))
@@ -114,9 +135,14 @@ impl ContainerApis {
         let lookup = match self.known.get(&container.id) {
             Some(lookup) => lookup,
             None => {
-                let lookup = match container.runtime.and_then(|r| self.sockets.get(&r)) {
+                // A pod's container under the cgroupfs driver does not name its runtime:
+                // containerd is asked (CRI-O is not).
+                let runtime = container.runtime.unwrap_or(Runtime::Containerd);
+                let lookup = match self.sockets.get(&runtime) {
                     Some(socket) => {
-                        let _ = self.requests.send((container.id.clone(), socket.clone()));
+                        let _ = self
+                            .requests
+                            .send((container.id.clone(), runtime, socket.clone()));
                         Lookup::Pending
                     }
                     None => Lookup::Unknown,
@@ -127,6 +153,7 @@ impl ContainerApis {
         let Lookup::Known(details) = lookup else {
             return;
         };
+        container.runtime = container.runtime.or(details.runtime);
         container.name = details.name.clone();
         container.image = details.image.clone();
         let pod = kubernetes.get_or_insert_with(|| Kubernetes {
@@ -211,34 +238,35 @@ async fn get(socket: &Path, path: &str) -> Result<bytes::Bytes> {
 }
 
 /// The UIDs of pod `namespace/name`, from the labels kubelet sets on its containers,
-/// asked of every runtime of `sockets` (`GET /containers/json` filtered by those
-/// labels, stopped containers included). Blocking: for `--pod` at the start, at most
-/// 2 s per runtime.
+/// asked of every runtime of `sockets` (stopped containers included). Blocking: for
+/// `--pod` at the start, at most 2 s per runtime.
 pub fn pod_uids(
     sockets: &[(Runtime, PathBuf)],
     namespace: &str,
     name: &str,
 ) -> Result<Vec<String>> {
-    let filters = serde_json::json!({"label": [
-        format!("io.kubernetes.pod.namespace={namespace}"),
-        format!("io.kubernetes.pod.name={name}"),
-    ]})
-    .to_string();
-    let path = format!(
-        "/containers/json?all=true&filters={}",
-        percent_encoding::utf8_percent_encode(&filters, percent_encoding::NON_ALPHANUMERIC)
-    );
+    let labels = [
+        ("io.kubernetes.pod.namespace", namespace),
+        ("io.kubernetes.pod.name", name),
+    ];
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("starting a runtime for the pod lookup failed")?;
     let mut uids = std::collections::BTreeSet::new();
     let mut asked = Vec::new();
-    for (_, socket) in sockets {
+    for (kind, socket) in sockets {
         let listed = runtime
-            .block_on(async { tokio::time::timeout(LOOKUP_TIMEOUT, get(socket, &path)).await })
-            .unwrap_or_else(|_| Err(anyhow::anyhow!("no answer within 2 s")))
-            .and_then(|body| Ok(serde_json::from_slice::<Vec<Listed>>(&body)?));
+            .block_on(async {
+                let list = async {
+                    match kind {
+                        Runtime::Containerd => containerd_api::list_labelled(socket, &labels).await,
+                        _ => list_labelled(socket, &labels).await,
+                    }
+                };
+                tokio::time::timeout(LOOKUP_TIMEOUT, list).await
+            })
+            .unwrap_or_else(|_| Err(anyhow::anyhow!("no answer within 2 s")));
         match listed {
             Ok(containers) => {
                 asked.push(format!(
@@ -249,7 +277,7 @@ pub fn pod_uids(
                 uids.extend(
                     containers
                         .into_iter()
-                        .filter_map(|c| c.labels?.remove("io.kubernetes.pod.uid")),
+                        .filter_map(|mut labels| labels.remove("io.kubernetes.pod.uid")),
                 );
             }
             Err(err) => asked.push(format!("{}: {err:#}", socket.display())),
@@ -264,6 +292,27 @@ pub fn pod_uids(
     Ok(uids.into_iter().collect())
 }
 
+/// The labels of every container that has all of `labels` (`GET /containers/json`
+/// filtered by label, stopped containers included).
+async fn list_labelled(
+    socket: &Path,
+    labels: &[(&str, &str)],
+) -> Result<Vec<HashMap<String, String>>> {
+    let filters = serde_json::json!({
+        "label": labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>()
+    })
+    .to_string();
+    let path = format!(
+        "/containers/json?all=true&filters={}",
+        percent_encoding::utf8_percent_encode(&filters, percent_encoding::NON_ALPHANUMERIC)
+    );
+    let listed: Vec<Listed> = serde_json::from_slice(&get(socket, &path).await?)?;
+    Ok(listed
+        .into_iter()
+        .map(|c| c.labels.unwrap_or_default())
+        .collect())
+}
+
 #[derive(Deserialize)]
 struct Listed {
     #[serde(rename = "Labels")]
@@ -275,11 +324,23 @@ fn details_of(inspected: Inspected) -> Details {
         image: None,
         labels: None,
     });
-    let labels = config.labels.unwrap_or_default();
+    let name = inspected
+        .name
+        .map(|n| n.trim_start_matches('/').to_string());
+    details_from(name, config.image, &config.labels.unwrap_or_default())
+}
+
+/// A container's details from its name, image and labels (kubelet's, when a pod's).
+pub fn details_from(
+    name: Option<String>,
+    image: Option<String>,
+    labels: &HashMap<String, String>,
+) -> Details {
     let label = |key: &str| labels.get(key).map(|v| Arc::from(v.as_str()));
     Details {
-        name: inspected.name.map(|n| Arc::from(n.trim_start_matches('/'))),
-        image: config.image.map(Arc::from),
+        runtime: None,
+        name: name.map(Arc::from),
+        image: image.filter(|i| !i.is_empty()).map(Arc::from),
         pod_name: label("io.kubernetes.pod.name"),
         pod_namespace: label("io.kubernetes.pod.namespace"),
         pod_uid: label("io.kubernetes.pod.uid"),

@@ -18,8 +18,9 @@ pub struct Container {
     /// `docker`, `containerd`, `cri-o`, `podman` or `systemd-nspawn`; null when the
     /// path does not say (a `kubepods` tree under the cgroupfs driver).
     pub runtime: Option<Runtime>,
-    /// The container's name, from the runtime's API (Docker, Podman); null until it
-    /// answers, or when it cannot be asked (containerd, CRI-O, no socket).
+    /// The container's name, from the runtime's API (Docker, Podman; containerd:
+    /// kubelet's container name); null until it answers, or when it cannot be asked
+    /// (CRI-O, no socket).
     pub name: Option<Arc<str>>,
     /// The container's image, as it was asked for (`localhost/web:2`), from the same
     /// answer.
@@ -43,7 +44,7 @@ pub struct Kubernetes {
     #[schemars(length(equal = 36))]
     pub pod_uid: Arc<str>,
     /// The pod's name, from the `io.kubernetes.pod.name` label of the runtime's answer
-    /// (Docker with cri-dockerd); null otherwise.
+    /// (containerd, Docker with cri-dockerd, Podman); null otherwise.
     pub pod_name: Option<Arc<str>>,
     /// The pod's namespace (`io.kubernetes.pod.namespace`), likewise.
     pub pod_namespace: Option<Arc<str>>,

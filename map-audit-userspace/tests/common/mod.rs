@@ -17,6 +17,7 @@ use serde_json::Value;
 pub mod debuginfod_server;
 pub mod go_programs;
 pub mod split;
+pub mod test_image;
 
 pub const AGENT: &str = env!("CARGO_BIN_EXE_map-audit");
 
