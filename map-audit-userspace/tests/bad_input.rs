@@ -56,7 +56,7 @@ fn a_missing_scope_is_one_sentence() {
     assert_eq!(code, 1);
     assert_eq!(
         stderr.trim(),
-        "map-audit: nothing to audit: give --pid PID, --comm NAME, --cgroup PATH, --container ID, --all, or -- COMMAND [ARGS]"
+        "map-audit: nothing to audit: give --pid PID, --comm NAME, --cgroup PATH, --container ID, --pod NAMESPACE/NAME, --all, or -- COMMAND [ARGS]"
     );
 }
 
