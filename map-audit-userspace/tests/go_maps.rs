@@ -569,10 +569,15 @@ fn crash_only(program: &Path, mode: &str, messages: &[&str]) -> (Run, Value, Val
 }
 
 /// The `go_crash_thread` events of `crash`'s capture.
+/// The `go_crash_thread` events of `crash`'s capture: its pid and thread, and its
+/// time (a thread that reaches a fatal path again after a capture let the process go
+/// is captured again, with the same tid).
 fn threads_of<'a>(run: &'a Run, crash: &Value) -> Vec<&'a Value> {
     run.of_kind("go_crash_thread")
         .into_iter()
-        .filter(|t| t["pid"] == crash["pid"] && t["crash_tid"] == crash["tid"])
+        .filter(|t| {
+            t["pid"] == crash["pid"] && t["crash_tid"] == crash["tid"] && t["ts"] == crash["ts"]
+        })
         .collect()
 }
 
