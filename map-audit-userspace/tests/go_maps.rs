@@ -568,7 +568,6 @@ fn crash_only(program: &Path, mode: &str, messages: &[&str]) -> (Run, Value, Val
     (run, crash, crashing)
 }
 
-/// The `go_crash_thread` events of `crash`'s capture.
 /// The `go_crash_thread` events of `crash`'s capture: its pid and thread, and its
 /// time (a thread that reaches a fatal path again after a capture let the process go
 /// is captured again, with the same tid).
