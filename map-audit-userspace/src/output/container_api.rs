@@ -42,6 +42,13 @@ pub fn default_sockets() -> Vec<(Runtime, PathBuf)> {
     ]
 }
 
+/// `question`, or an error once `LOOKUP_TIMEOUT` has passed without its answer.
+async fn bounded<T>(question: impl Future<Output = Result<T>>) -> Result<T> {
+    tokio::time::timeout(LOOKUP_TIMEOUT, question)
+        .await
+        .unwrap_or_else(|_| Err(anyhow::anyhow!("no answer within 2 s")))
+}
+
 /// Asks `runtime` at `socket` about container `id`, in its own protocol.
 async fn ask(runtime: Runtime, socket: &Path, id: &str) -> Result<Details> {
     let mut details = match runtime {
@@ -106,13 +113,9 @@ impl ContainerApis {
                     while let Some((id, runtime, socket)) = asked.recv().await {
                         let answer = answer.clone();
                         tokio::spawn(async move {
-                            let details =
-                                tokio::time::timeout(LOOKUP_TIMEOUT, ask(runtime, &socket, &id))
-                                    .await
-                                    .unwrap_or_else(|_| {
-                                        Err(anyhow::anyhow!("no answer within 2 s"))
-                                    })
-                                    .map_err(|err| format!("{}: {err:#}", socket.display()));
+                            let details = bounded(ask(runtime, &socket, &id))
+                                .await
+                                .map_err(|err| format!("{}: {err:#}", socket.display()));
                             let _ = answer.send((id, details));
                         });
                     }
@@ -256,17 +259,12 @@ pub fn pod_uids(
     let mut uids = std::collections::BTreeSet::new();
     let mut asked = Vec::new();
     for (kind, socket) in sockets {
-        let listed = runtime
-            .block_on(async {
-                let list = async {
-                    match kind {
-                        Runtime::Containerd => containerd_api::list_labelled(socket, &labels).await,
-                        _ => list_labelled(socket, &labels).await,
-                    }
-                };
-                tokio::time::timeout(LOOKUP_TIMEOUT, list).await
-            })
-            .unwrap_or_else(|_| Err(anyhow::anyhow!("no answer within 2 s")));
+        let listed = runtime.block_on(bounded(async {
+            match kind {
+                Runtime::Containerd => containerd_api::list_labelled(socket, &labels).await,
+                _ => list_labelled(socket, &labels).await,
+            }
+        }));
         match listed {
             Ok(containers) => {
                 asked.push(format!(

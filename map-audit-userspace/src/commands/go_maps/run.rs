@@ -258,18 +258,16 @@ impl Session {
     /// The reports of process `pid`, made at its first record.
     fn reports_for(&mut self, pid: u32) -> Option<&mut RaceReports> {
         if !self.reports.contains_key(&pid) {
-            let program = match &self.targets {
-                Targets::One(audited, program) => (*audited == pid).then(|| program.clone()),
-                Targets::AllGo(all_go) => all_go.program_of(pid),
-            }?;
+            let program = self.program_of(pid)?;
             self.reports.insert(pid, program.reports(pid, self.clock));
         }
         self.reports.get_mut(&pid)
     }
 
+    /// The program process `pid` runs, when it is audited.
     fn program_of(&self, pid: u32) -> Option<Arc<GoProgram>> {
         match &self.targets {
-            Targets::One(_, program) => Some(program.clone()),
+            Targets::One(audited, program) => (*audited == pid).then(|| program.clone()),
             Targets::AllGo(all_go) => all_go.program_of(pid),
         }
     }
