@@ -40,15 +40,15 @@ pub fn count(key: &TallyKey, address: u64, now: u64) -> bool {
     true
 }
 
-/// After a fault went as a record: opens its tally, or starts the tally's new flush
-/// interval, keeping where the previous one ended (`Tally::epoch_start_*`). Racing
-/// CPUs may both send a record; each is one fault the agent counts.
+/// After a fault went as a record stamped with interval `epoch`: opens its tally, or
+/// starts the tally's new flush interval, keeping where the previous one ended
+/// (`Tally::epoch_start_*`). Racing CPUs may both send a record; each is one fault the
+/// agent counts. A tally never goes back to an older interval.
 #[inline(always)]
-pub fn open(key: &TallyKey, address: u64, now: u64) {
-    let epoch = epoch();
+pub fn open(key: &TallyKey, address: u64, now: u64, epoch: u64) {
     if let Some(tally) = FAULT_TALLIES.get_ptr_mut(key) {
         let tally = unsafe { &mut *tally };
-        if tally.epoch != epoch {
+        if tally.epoch < epoch {
             tally.epoch_start_count = tally.count;
             tally.epoch_start_pages = tally.pages;
             tally.epoch_start_last_ts_ns = tally.last_ts_ns;

@@ -142,7 +142,10 @@ pub fn report<C: EbpfContext>(
     }
     fill(record, KIND_WRITE_FAULT, address, error_code, &region, now);
     record.stack_hash = stack_hash;
-    record.epoch = fault_tally::epoch() as u32;
+    // The interval the record is stamped with is the one its tally opens: read once, so
+    // a flush between the two cannot open the next interval without its record.
+    let epoch = fault_tally::epoch();
+    record.epoch = epoch as u32;
     // Only the frames the stack has go to the ring buffer.
     let len = FaultRecord::wire_len(record.stack_bytes);
     let bytes =
@@ -155,7 +158,7 @@ pub fn report<C: EbpfContext>(
         return;
     }
     if stack_hash != 0 {
-        fault_tally::open(&tally_key, address, now);
+        fault_tally::open(&tally_key, address, now, epoch);
     }
 }
 

@@ -92,8 +92,11 @@ impl Aggregate {
         }
     }
 
+    /// At least one: an aggregate reopened by a fold without a record of its own
+    /// (after a partial unmap, or a fault counted across a flush) may have written only
+    /// the page its tally's previous fault wrote, which the tally does not count again.
     pub fn pages(&self) -> u64 {
-        self.pages.len() as u64 + self.pages_counted_in_kernel
+        (self.pages.len() as u64 + self.pages_counted_in_kernel).max(1)
     }
 }
 
