@@ -66,7 +66,8 @@ indexed_counters! {
                 /// table against its copy afterwards).
             TABLE_LOCK_TIMEOUTS = 23, table_lock_timeouts: Loss;
                 /// User stacks that stopped at a frame whose code has no unwind table (a file without
-                /// CFI, or one whose table was not built yet or did not fit): marked truncated.
+                /// CFI, or one whose table did not fit; for a write the kernel made, also one not
+                /// built yet): marked truncated.
             STACKS_NO_UNWIND_INFO = 24, stacks_no_unwind_info: Loss;
                 /// User stacks that stopped at stack memory that could not be read: marked truncated.
             STACKS_UNREADABLE = 25, stacks_unreadable: Loss;
@@ -107,6 +108,10 @@ indexed_counters! {
         /// Made-cgroup records lost because the ring buffer was full: a container
         /// started then is not found until its processes are seen otherwise.
         CGROUP_RECORDS_LOST_RINGBUF_FULL = 40, cgroup_records_lost_ringbuf_full: Loss;
+        /// User stacks that reached code whose unwind table the agent had not built
+        /// yet (a program's first writes after its exec): sent with a copy of the stack
+        /// for the agent to finish (a record each, never counted in a kernel tally).
+        STACK_SNAPSHOTS = 41, stack_snapshots: Count;
     }
 }
 
@@ -185,6 +190,12 @@ named_counters! {
         unwind_info_missing: Loss;
         /// Unwind tables built.
         unwind_tables_built: Count;
+        /// Fault stacks the kernel stopped at code whose table was not built yet
+        /// (kernel `stack_snapshots`), finished by the agent to their end.
+        stacks_finished_by_agent: Count;
+        /// Such stacks that still ended early (their `stack_end` says why): marked
+        /// truncated.
+        stacks_unfinished_by_agent: Loss;
         /// Removals from the kernel's tables (regions, fork fallbacks, `--path`
         /// verdicts, tallies, unwind files) and verdicts they refused, other than for an
         /// entry already gone: a stale entry may stay, a verdict is decided by the agent.

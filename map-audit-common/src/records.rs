@@ -44,6 +44,10 @@ pub const KIND_PAGE_DIRTIED: u32 = 16;
 /// A cgroup was made (with `--container`: the agent checks whether it is a scoped
 /// container's).
 pub const KIND_CGROUP_MADE: u32 = 17;
+/// A write fault whose stack walk reached code the agent had not built the unwind
+/// table of yet (a program's first writes after its exec): a `SnapshotFaultRecord`,
+/// the agent finishes the walk from the copy of the stack.
+pub const KIND_WRITE_FAULT_SNAPSHOT: u32 = 18;
 
 /// `RegionRecord::detail` of a region mapped by mmap.
 pub const ORIGIN_MMAP: u32 = 0;
@@ -162,6 +166,32 @@ impl FaultRecord {
         Self::FIXED_BYTES + frame_bytes(stack_bytes)
     }
 }
+
+/// Bytes of user stack a `SnapshotFaultRecord` copies, from the frame where the
+/// kernel's walk stopped (as perf's `--call-graph dwarf` copies from the fault: a
+/// 4 KiB copy left loader and stdio stacks unfinished).
+pub const SNAPSHOT_BYTES: usize = 8192;
+
+/// `KIND_WRITE_FAULT_SNAPSHOT`: a fault record with all its frames so far, the
+/// registers of the frame the walk stopped at, and the stack above that frame.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct SnapshotFaultRecord {
+    pub fault: FaultRecord,
+    /// The frame to go on from: its pc, stack and frame pointers.
+    pub pc: u64,
+    pub sp: u64,
+    pub bp: u64,
+    /// Non-zero: `pc` is the instruction that ran, not a return address.
+    pub exact: u32,
+    /// Bytes of `stack` copied from `sp` up (0: unreadable).
+    pub stack_len: u32,
+    pub stack: [u8; SNAPSHOT_BYTES],
+}
+const _: () = assert!(
+    core::mem::size_of::<SnapshotFaultRecord>()
+        == core::mem::size_of::<FaultRecord>() + 32 + SNAPSHOT_BYTES
+);
 
 /// `KIND_WATCH_WRITE`: one write to a watched address, after it happened.
 #[repr(C)]
@@ -331,4 +361,5 @@ mod pod {
     unsafe impl aya::Pod for super::SyncRecord {}
     unsafe impl aya::Pod for super::DirtyPageRecord {}
     unsafe impl aya::Pod for super::CgroupRecord {}
+    unsafe impl aya::Pod for super::SnapshotFaultRecord {}
 }

@@ -40,6 +40,7 @@ mod region_filter;
 mod region_table;
 mod sched_process;
 mod scope;
+mod stack_snapshot;
 mod sys_brk;
 mod sys_mmap;
 mod sys_mprotect;

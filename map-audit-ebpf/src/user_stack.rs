@@ -179,6 +179,17 @@ pub fn walk(regs: UserRegs, frames: Frames, tables: Tables) -> Option<Walked> {
     })
 }
 
+/// The walk stopped at a file whose table the agent has not built yet (a fault's walk
+/// only; never sent: `write_fault` sends a `stack_snapshot` instead).
+pub const STACK_END_TABLE_PENDING: u32 = 0xff;
+
+/// The frame this CPU's last walk stopped at: (pc, sp, bp, exact).
+#[inline(always)]
+pub fn stopped_at() -> Option<(u64, u64, u64, u32)> {
+    let walk = FRAME_WALK.get_ptr(0)?;
+    Some(unsafe { ((*walk).pc, (*walk).sp, (*walk).bp, (*walk).exact) })
+}
+
 /// A walk in progress (this CPU's `FRAME_WALK`).
 #[repr(C)]
 #[derive(Clone, Copy)]
@@ -283,12 +294,23 @@ fn caller(walk: &mut FrameWalk) -> u32 {
     };
     let row = row_for(walk, lookup);
     if row.end != STACK_END_COMPLETE {
+        // A fault's walk stops where a table is only not built yet, and the agent
+        // finishes it (`stack_snapshot`): frame pointers would guess in code built
+        // without them.
+        if row.end == STACK_END_TABLE_PENDING && walk.frames == Frames::Fault as u32 {
+            return STACK_END_TABLE_PENDING;
+        }
+        let end = if row.end == STACK_END_TABLE_PENDING {
+            STACK_END_NO_UNWIND_INFO
+        } else {
+            row.end
+        };
         if walk.mode == UNWIND_CFI {
-            return row.end;
+            return end;
         }
         return match frame_pointer_caller(walk) {
             FOUND => FOUND,
-            _ => row.end,
+            _ => end,
         };
     }
     let row = row.row;
@@ -419,7 +441,7 @@ fn row_for(walk: &FrameWalk, pc: u64) -> Found {
     let found = find_row(walk, pc);
     // A missing table is not memoised: the agent adds tables as libraries are mapped
     // without telling the memos (only a removal bumps the version).
-    if found.end == STACK_END_NO_UNWIND_INFO {
+    if found.end == STACK_END_NO_UNWIND_INFO || found.end == STACK_END_TABLE_PENDING {
         return found;
     }
     cached.pc = pc;
@@ -448,8 +470,9 @@ fn find_row(walk: &FrameWalk, pc: u64) -> Found {
     }
     let file = region.file;
     let offset = pc - region.start + region.file_offset;
+    // A file the agent found no CFI in has an entry without rows.
     let Some(table) = (unsafe { FILE_TABLES.get(&file) }) else {
-        return Found::none(STACK_END_NO_UNWIND_INFO);
+        return Found::none(STACK_END_TABLE_PENDING);
     };
     let (first, rows) = (table.first_row, table.rows);
     if offset > u64::from(u32::MAX) || rows == 0 {

@@ -33,8 +33,8 @@ use crate::{
     counters::bump,
     fault_tally,
     maps::{EVENTS, FAULT_SCRATCH, agent_config},
-    rate_limit, records, region_cache, region_filter, region_table,
-    user_stack::{self, Frames, UserRegs},
+    rate_limit, records, region_cache, region_filter, region_table, stack_snapshot,
+    user_stack::{self, Frames, STACK_END_TABLE_PENDING, UserRegs},
 };
 
 /// x86 page-fault error code bit: the access was a write.
@@ -101,8 +101,16 @@ pub fn report<C: EbpfContext>(
     // Only stacks walked here are hashed; the agent decides a `--path` still pending,
     // and gives a parent's region (after a fork) to the child's copy of it.
     let mut stack_hash = 0;
+    let mut snapshot = false;
     record.stack_end = STACK_END_COMPLETE;
     match walked {
+        Some(walked) if walked.end == STACK_END_TABLE_PENDING => {
+            // Until the agent finishes it, it is as far as the kernel got.
+            record.stack_bytes = walked.bytes;
+            record.stack_end = STACK_END_NO_UNWIND_INFO;
+            record.flags |= FAULT_STACK_TRUNCATED;
+            snapshot = true;
+        }
         Some(walked) => {
             record.stack_end = walked.end;
             if walked.end != STACK_END_COMPLETE {
@@ -146,6 +154,10 @@ pub fn report<C: EbpfContext>(
     // a flush between the two cannot open the next interval without its record.
     let epoch = fault_tally::epoch();
     record.epoch = epoch as u32;
+    if snapshot {
+        stack_snapshot::send(record);
+        return;
+    }
     // Only the frames the stack has go to the ring buffer.
     let len = FaultRecord::wire_len(record.stack_bytes);
     let bytes =
@@ -203,11 +215,17 @@ fn report_kernel_write<C: EbpfContext>(
     record.fault.epoch = fault_tally::epoch() as u32;
     match walked {
         Some(walked) => {
+            // Rare: not worth a snapshot.
+            let end = if walked.end == STACK_END_TABLE_PENDING {
+                STACK_END_NO_UNWIND_INFO
+            } else {
+                walked.end
+            };
             record.fault.stack = unsafe { (*scratch).stack };
             record.fault.stack_bytes = walked.bytes;
-            record.fault.stack_end = walked.end;
-            if walked.end != STACK_END_COMPLETE {
-                bump(stack_end_counter(walked.end));
+            record.fault.stack_end = end;
+            if end != STACK_END_COMPLETE {
+                bump(stack_end_counter(end));
                 record.fault.flags |= FAULT_STACK_TRUNCATED;
             }
         }

@@ -20,7 +20,7 @@ use std::{
     sync::OnceLock,
 };
 
-use common::{hex, run_agent};
+use common::{Agent, Run, hex, run_agent};
 
 /// Frames perf is known to leave out (see above).
 const PERF_OMITS: [&str; 4] = [
@@ -124,7 +124,11 @@ fn agent_chains(program: &Path, args: &[&str]) -> (Vec<Chain>, Vec<String>) {
     let run = run_agent(&cmd);
     assert!(run.status.success(), "stderr:\n{}", run.stderr);
     run.assert_accounting();
-    let (start, end) = target_range(&run.stderr);
+    chains_in(&run, target_range(&run.stderr))
+}
+
+/// The stacks of `run`'s writes into `[start, end)`, and how each ended.
+fn chains_in(run: &Run, (start, end): (u64, u64)) -> (Vec<Chain>, Vec<String>) {
     let mut chains = Vec::new();
     let mut ends = Vec::new();
     for fault in run.of_kind("write_fault") {
@@ -232,7 +236,10 @@ fn perf_chains_once(program: &Path, args: &[&str]) -> Vec<Chain> {
 /// for the frames perf is known to leave out.
 fn assert_matches_perf(program: &Path, args: &[&str]) {
     let (ours, ends) = agent_chains(program, args);
-    let theirs = perf_chains(program, args);
+    assert_same_as_perf(ours, &ends, perf_chains(program, args));
+}
+
+fn assert_same_as_perf(ours: Vec<Chain>, ends: &[String], theirs: Vec<Chain>) {
     assert!(!ours.is_empty(), "map-audit saw no writes into the target");
     assert!(!theirs.is_empty(), "perf saw no writes into the target");
     assert!(
@@ -389,4 +396,46 @@ fn the_dynamic_loaders_own_writes_end_complete_at_its_entry_point() {
         assert_eq!(fault["stack_end"], "complete", "{fault}");
         assert_eq!(stack.last().unwrap()["symbol"], "_start", "{fault}");
     }
+}
+
+#[test]
+fn a_program_a_shell_execs_matches_perf_from_its_first_write() {
+    // Started by a shell, not by the agent: no table is built before it runs, and it
+    // writes (the loader first) before the agent has read its exec's records. The
+    // kernel sends those faults with a copy of their stack; the agent finishes them.
+    let program = c_program("c-o2-exec", &[]);
+    let agent = Agent::start(&["run", "--every-event", "--comm", "c-o2-exec"]);
+    agent.wait_for("agent_started", |e| e["event"] == "agent_started");
+    let file = out_dir().join("target-exec");
+    let out = Command::new("sh")
+        .args(["-c", r#"exec "$0" "$1" chain"#])
+        .arg(&program)
+        .arg(&file)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let (start, end) = target_range(&stderr);
+    agent.wait_for("a write into the target", |e| {
+        e["event"] == "write_fault"
+            && e["address"]
+                .as_str()
+                .is_some_and(|a| (start..end).contains(&hex(a)))
+    });
+    let run = agent.stop();
+    run.assert_accounting();
+    let counters = &run.stopped()["counters"];
+    assert!(
+        counters["kernel"]["stack_snapshots"].as_u64().unwrap() > 0,
+        "no stack went to the agent to finish: {counters}"
+    );
+    assert!(
+        counters["agent"]["stacks_finished_by_agent"]
+            .as_u64()
+            .unwrap()
+            > 0,
+        "{counters}"
+    );
+    let (ours, ends) = chains_in(&run, (start, end));
+    assert_same_as_perf(ours, &ends, perf_chains(&program, &["chain"]));
 }

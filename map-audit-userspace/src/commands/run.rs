@@ -104,13 +104,13 @@ pub fn audit(args: RunArgs, watches: Option<Vec<WatchSpec>>) -> Result<i32> {
     let filter = region_filter(&args);
     let (mut ebpf, mut hooks, mut kernel_logger) =
         load_and_attach(&args, &filter, offsets, kernel_offsets, watches.is_none())?;
+    let unwind_tables = SharedTables::new(unwind_tables(&mut ebpf, &args)?);
     let mut table = region_table(&mut ebpf)?;
     scope_comms(&mut ebpf, &args.comms)?;
     let (scope_cgroups, cgroups) = scope_cgroups(&mut ebpf, &args, cgroup)?;
     // Processes running now: in scope with their mappings before auditing begins.
     let mut snapshots = Snapshots::default();
     let seeds = seed_running(&args, &cgroups, &mut table, &filter, &mut snapshots)?;
-    let unwind_tables = SharedTables::new(unwind_tables(&mut ebpf, &args)?);
     // After the scope is set up: the command is held until its pid is in scope.
     let mut held = spawn_command(
         &args,
@@ -366,6 +366,17 @@ fn seed_running(
 
 /// The unwind tables the kernel's stack walk reads, filled through their mapping.
 fn unwind_tables(ebpf: &mut aya::Ebpf, args: &RunArgs) -> Result<UnwindTables> {
+    // A second handle on the region table, which the pipeline's `RegionTable` owns.
+    let regions = match ebpf.map(map_names::REGIONS) {
+        Some(aya::maps::Map::LpmTrie(data)) => {
+            aya::maps::MapData::from_fd(std::os::fd::AsFd::as_fd(data.fd()).try_clone_to_owned()?)?
+        }
+        _ => {
+            return Err(anyhow!(
+                "REGIONS is not an LPM trie; rebuild with `cargo xtask build-ebpf`"
+            ));
+        }
+    };
     UnwindTables::new(
         match take_map(ebpf, map_names::UNWIND_ROWS)? {
             aya::maps::Map::Array(data) => data,
@@ -377,6 +388,8 @@ fn unwind_tables(ebpf: &mut aya::Ebpf, args: &RunArgs) -> Result<UnwindTables> {
         },
         args.unwind_table_rows,
         HashMap::try_from(take_map(ebpf, map_names::FILE_TABLES)?)?,
+        LpmTrie::try_from(aya::maps::Map::LpmTrie(regions))?,
+        args.unwind.config_value(),
     )
 }
 

@@ -7,8 +7,9 @@ use map_audit_common::records::{
     KIND_KERNEL_WRITE_FAULT, KIND_MAPPED_FILE, KIND_PAGE_DIRTIED, KIND_PROCESS_EXEC,
     KIND_PROCESS_EXIT, KIND_PROCESS_FORK, KIND_PROTECT_UNRESOLVED, KIND_REGION_MAPPED,
     KIND_REGION_PROTECTED, KIND_REGION_SYNCED, KIND_REGION_UNMAPPED, KIND_REMAP_UNRESOLVED,
-    KIND_UNMAP_UNRESOLVED, KIND_WATCH_WRITE, KIND_WRITE_FAULT, KernelFaultRecord, MappedFileRecord,
-    ProcessRecord, RecordHeader, RegionRecord, SyncRecord, WatchRecord,
+    KIND_UNMAP_UNRESOLVED, KIND_WATCH_WRITE, KIND_WRITE_FAULT, KIND_WRITE_FAULT_SNAPSHOT,
+    KernelFaultRecord, MappedFileRecord, ProcessRecord, RecordHeader, RegionRecord,
+    SnapshotFaultRecord, SyncRecord, WatchRecord,
 };
 
 /// A decoded record.
@@ -22,6 +23,8 @@ pub enum Record {
     RemapUnresolved(RegionRecord),
     ExecImage(RegionRecord),
     WriteFault(Box<FaultRecord>),
+    /// A fault whose walk the agent finishes (the reader turns it into `WriteFault`).
+    WriteFaultSnapshot(Box<SnapshotFaultRecord>),
     KernelWriteFault(Box<KernelFaultRecord>),
     WatchWrite(Box<WatchRecord>),
     RegionSynced(Box<SyncRecord>),
@@ -44,6 +47,7 @@ impl Record {
             | Record::RemapUnresolved(r)
             | Record::ExecImage(r) => &r.header,
             Record::WriteFault(f) => &f.header,
+            Record::WriteFaultSnapshot(s) => &s.fault.header,
             Record::KernelWriteFault(f) => &f.fault.header,
             Record::WatchWrite(w) => &w.header,
             Record::RegionSynced(s) => &s.header,
@@ -86,6 +90,9 @@ pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
             FaultRecord::FIXED_BYTES,
             |r: &FaultRecord| FaultRecord::wire_len(r.stack_bytes),
         )?)),
+        KIND_WRITE_FAULT_SNAPSHOT => {
+            Record::WriteFaultSnapshot(Box::new(read(bytes, "write_fault_snapshot")?))
+        }
         KIND_WATCH_WRITE => Record::WatchWrite(Box::new(read_framed(
             bytes,
             "watch_write",

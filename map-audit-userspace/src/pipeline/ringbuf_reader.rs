@@ -43,6 +43,13 @@ pub fn drain(
             }
         };
         drop(bytes);
+        // Its process's mappings came before it, and their tables are built.
+        let record = match record {
+            Record::WriteFaultSnapshot(snapshot) => {
+                Record::WriteFault(Box::new(unwind_tables.lock().finish_stack(&snapshot)))
+            }
+            record => record,
+        };
         let pid = record.header().tgid;
         if let Record::ProcessExit(_) | Record::ProcessExec(_) = record {
             snapshots.forget(pid);

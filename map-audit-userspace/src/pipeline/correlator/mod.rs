@@ -222,6 +222,8 @@ impl Correlator {
             unwind_table_full: unwind.full,
             unwind_info_missing: unwind.unbuilt,
             unwind_tables_built: unwind.built,
+            stacks_finished_by_agent: unwind.stacks_finished,
+            stacks_unfinished_by_agent: unwind.stacks_unfinished,
             cgroup_paths_unresolved: self.cgroups.unresolved,
             containers_scoped: self
                 .scope_cgroups
@@ -276,6 +278,7 @@ impl Correlator {
                     record,
                     Record::MappedFile(_)
                         | Record::WriteFault(_)
+                        | Record::WriteFaultSnapshot(_)
                         | Record::KernelWriteFault(_)
                         | Record::WatchWrite(_)
                         | Record::RegionSynced(_)
@@ -292,6 +295,8 @@ impl Correlator {
                     Record::ProtectUnresolved(r) => self.range_unresolved(&r, r.detail, out),
                     Record::RemapUnresolved(r) => self.remap_unresolved(&r, out),
                     Record::WriteFault(f) => out.extend(self.write_fault(&f, None)),
+                    // (The reader finishes these; unfinished, it is the kernel's part.)
+                    Record::WriteFaultSnapshot(s) => out.extend(self.write_fault(&s.fault, None)),
                     Record::KernelWriteFault(k) => {
                         let depth = stack_depth(k.kernel_stack_bytes, k.kernel_stack.len());
                         out.extend(self.write_fault(&k.fault, Some(&k.kernel_stack[..depth])));

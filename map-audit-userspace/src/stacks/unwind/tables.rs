@@ -19,13 +19,20 @@ use std::{
 };
 
 use anyhow::{Context, Result};
-use aya::maps::{HashMap as BpfHashMap, MapData};
+use aya::maps::{
+    HashMap as BpfHashMap, MapData,
+    lpm_trie::{Key, LpmTrie},
+};
 use map_audit_common::{
-    region::{FileKey, PROT_EXEC, Region},
-    unwind::{UnwindRow, UnwindTable},
+    records::{FAULT_VIA_PARENT, FaultRecord, SnapshotFaultRecord},
+    region::{FileKey, LOOKUP_PREFIX_LEN, PROT_EXEC, Region, RegionKeyData, region_key_data},
+    unwind::{ROW_NONE, STACK_END_COMPLETE, UnwindRow, UnwindTable},
 };
 
-use super::cfi_rows;
+use super::{
+    cfi_rows,
+    finish::{self, Code},
+};
 use crate::kernel::region_table::removal_failed;
 
 /// Bytes per row in the mapped array (the kernel rounds values up to 8).
@@ -42,6 +49,10 @@ pub struct TableCounters {
     pub rows: u64,
     /// File entries whose removal failed (see `region_table::removal_failed`).
     pub removals_failed: u64,
+    /// Fault stacks the kernel stopped at a table not built yet, finished here to
+    /// their end, and those that still ended early.
+    pub stacks_finished: u64,
+    pub stacks_unfinished: u64,
 }
 
 pub struct UnwindTables {
@@ -51,7 +62,13 @@ pub struct UnwindTables {
     /// Keeps the map's fd open while it is mapped.
     _rows_map: MapData,
     files: BpfHashMap<MapData, FileKey, UnwindTable>,
-    /// Tables in the kernel, and files tried without success (never tried again).
+    /// The kernel's region table, read to finish walks (`finish_stack`), and
+    /// `--unwind`'s mode (`AgentConfig::unwind_mode`).
+    regions: LpmTrie<MapData, RegionKeyData, Region>,
+    unwind_mode: u32,
+    /// Tables in the kernel (a file without CFI has one without rows, so the kernel
+    /// knows it is not pending), and files whose empty table could not be stored
+    /// either (never tried again).
     built: HashMap<FileKey, UnwindTable>,
     failed: HashSet<FileKey>,
     /// Free row ranges (start, length), from the end of the used part too.
@@ -106,6 +123,8 @@ impl UnwindTables {
         rows_map: MapData,
         capacity: u32,
         files: BpfHashMap<MapData, FileKey, UnwindTable>,
+        regions: LpmTrie<MapData, RegionKeyData, Region>,
+        unwind_mode: u32,
     ) -> Result<Self> {
         let length = (capacity as usize * ROW_STRIDE).next_multiple_of(4096);
         let mapped = unsafe {
@@ -124,6 +143,8 @@ impl UnwindTables {
             capacity,
             _rows_map: rows_map,
             files,
+            regions,
+            unwind_mode,
             built: HashMap::new(),
             failed: HashSet::new(),
             free: vec![(0, capacity)],
@@ -158,13 +179,13 @@ impl UnwindTables {
             Ok(_) | Err(_) => {
                 log::debug!("no unwind table for {file:?}: {:?}", rows.err());
                 self.counters.unbuilt += 1;
-                self.failed.insert(file);
+                self.store_empty(file);
                 return false;
             }
         };
         let Some(first) = self.allocate(rows.len() as u32) else {
             self.counters.full += 1;
-            self.failed.insert(file);
+            self.store_empty(file);
             return false;
         };
         self.write_rows(first, &rows);
@@ -176,7 +197,7 @@ impl UnwindTables {
             log::debug!("unwind table of {file:?} not stored: {err}");
             self.release(table);
             self.counters.full += 1;
-            self.failed.insert(file);
+            self.store_empty(file);
             return false;
         }
         log::debug!(
@@ -188,6 +209,82 @@ impl UnwindTables {
         self.counters.rows += rows.len() as u64;
         self.built.insert(file, table);
         true
+    }
+
+    /// Tells the kernel `file` has no rows: its frames end stacks (or go on by frame
+    /// pointers) instead of waiting for the agent (`finish_stack`).
+    fn store_empty(&mut self, file: FileKey) {
+        let empty = UnwindTable::default();
+        match self.files.insert(file, empty, 0) {
+            Ok(()) => {
+                self.built.insert(file, empty);
+            }
+            Err(err) => {
+                log::debug!("empty unwind table of {file:?} not stored: {err}");
+                self.failed.insert(file);
+            }
+        }
+    }
+
+    /// The rows of `file`'s table (empty for a file without CFI); `None` when it has
+    /// no table.
+    fn rows_of(&self, file: &FileKey) -> Option<&[UnwindRow]> {
+        let table = self.built.get(file)?;
+        if table.rows == 0 {
+            return Some(&[]);
+        }
+        // SAFETY: the table's rows are inside the mapping, written by `write_rows`
+        // before the table went in, and only rewritten after it is removed (`&mut`).
+        Some(unsafe {
+            std::slice::from_raw_parts(
+                self.rows
+                    .as_ptr()
+                    .add(table.first_row as usize * ROW_STRIDE)
+                    .cast::<UnwindRow>(),
+                table.rows as usize,
+            )
+        })
+    }
+
+    /// Finishes the walk of a fault the kernel stopped at a table it did not have
+    /// yet, with the tables built since (the records before this one: the mappings
+    /// of its process, whose tables were built as they came). A table still missing
+    /// is built now, from the process's mapping.
+    pub fn finish_stack(&mut self, snapshot: &SnapshotFaultRecord) -> FaultRecord {
+        let mode = self.unwind_mode;
+        let tgid = snapshot.fault.header.tgid;
+        let generation = snapshot.fault.region.generation;
+        let own = snapshot.fault.flags & FAULT_VIA_PARENT == 0;
+        let record = finish::finish(snapshot, mode, |pc| {
+            // A parent's regions (a fork the agent has not copied yet) are not looked up.
+            let key = Key::new(LOOKUP_PREFIX_LEN, region_key_data(tgid, generation, pc));
+            let region = match self.regions.get(&key, 0) {
+                Ok(region) if own => region,
+                _ => return Code::Anonymous,
+            };
+            if region.file.inode == 0 {
+                return Code::Anonymous;
+            }
+            if !self.known(&region.file) {
+                let map_file =
+                    format!("/proc/{tgid}/map_files/{:x}-{:x}", region.start, region.end);
+                self.ensure(region.file, || File::open(&map_file).ok());
+            }
+            let offset = pc - region.start + region.file_offset;
+            match self
+                .rows_of(&region.file)
+                .and_then(|rows| cfi_rows::row_at(rows, u32::try_from(offset).ok()?).copied())
+            {
+                Some(row) if row.kind != ROW_NONE => Code::Row(row),
+                _ => Code::NoRow,
+            }
+        });
+        if record.stack_end == STACK_END_COMPLETE {
+            self.counters.stacks_finished += 1;
+        } else {
+            self.counters.stacks_unfinished += 1;
+        }
+        record
     }
 
     /// Frees the tables of files not in `used` (no tracked mapping left). Returns
@@ -203,7 +300,9 @@ impl UnwindTables {
             if let Some(table) = self.built.remove(file) {
                 let removed = self.files.remove(file);
                 self.counters.removals_failed += u64::from(removal_failed(removed));
-                self.release(table);
+                if table.rows > 0 {
+                    self.release(table);
+                }
             }
         }
         !unused.is_empty()
