@@ -19,9 +19,9 @@ use map_audit_common::{
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Code {
     Row(UnwindRow),
-    /// In a file without a row there (no CFI, or no table).
+    /// In a file without a row there (no CFI, or no table), or in no tracked mapping.
     NoRow,
-    /// Not in a file (JIT), or in no tracked mapping.
+    /// Not in a file (JIT).
     Anonymous,
 }
 

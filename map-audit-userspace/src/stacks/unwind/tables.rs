@@ -256,11 +256,12 @@ impl UnwindTables {
         let generation = snapshot.fault.region.generation;
         let own = snapshot.fault.flags & FAULT_VIA_PARENT == 0;
         let record = finish::finish(snapshot, mode, |pc| {
-            // A parent's regions (a fork the agent has not copied yet) are not looked up.
+            // As the kernel's walk: a pc in no region has no row. A parent's regions
+            // (a fork the agent has not copied yet) are not looked up.
             let key = Key::new(LOOKUP_PREFIX_LEN, region_key_data(tgid, generation, pc));
             let region = match self.regions.get(&key, 0) {
                 Ok(region) if own => region,
-                _ => return Code::Anonymous,
+                _ => return Code::NoRow,
             };
             if region.file.inode == 0 {
                 return Code::Anonymous;
