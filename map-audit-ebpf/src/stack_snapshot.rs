@@ -7,7 +7,10 @@
 
 use core::ffi::c_void;
 
-use aya_ebpf::helpers::generated::{bpf_probe_read_kernel, bpf_probe_read_user};
+use aya_ebpf::{
+    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_RING_SIZE},
+    helpers::generated::{bpf_probe_read_kernel, bpf_probe_read_user},
+};
 use map_audit_common::{
     PAGE_SIZE,
     counters::{FAULTS_LOST_RINGBUF_FULL, STACK_SNAPSHOTS},
@@ -15,6 +18,15 @@ use map_audit_common::{
 };
 
 use crate::{counters::bump, maps::EVENTS, records, user_stack};
+
+/// Whether a snapshot may go: while the ring buffer is less than 1/8 full. A burst
+/// of faults before the tables are in (a process attached while the agent builds
+/// them) would otherwise fill it with 9 KiB records; those faults are tallied with
+/// the stack as far as the kernel got instead.
+#[inline(always)]
+pub fn room() -> bool {
+    EVENTS.query(BPF_RB_AVAIL_DATA.into()) < EVENTS.query(BPF_RB_RING_SIZE.into()) / 8
+}
 
 /// Sends `record` (this CPU's fault record, filled) as a `SnapshotFaultRecord`.
 #[inline(always)]

@@ -104,7 +104,7 @@ pub fn report<C: EbpfContext>(
     let mut snapshot = false;
     record.stack_end = STACK_END_COMPLETE;
     match walked {
-        Some(walked) if walked.end == STACK_END_TABLE_PENDING => {
+        Some(walked) if walked.end == STACK_END_TABLE_PENDING && stack_snapshot::room() => {
             // Until the agent finishes it, it is as far as the kernel got.
             record.stack_bytes = walked.bytes;
             record.stack_end = STACK_END_NO_UNWIND_INFO;
@@ -112,9 +112,16 @@ pub fn report<C: EbpfContext>(
             snapshot = true;
         }
         Some(walked) => {
-            record.stack_end = walked.end;
-            if walked.end != STACK_END_COMPLETE {
-                bump(stack_end_counter(walked.end));
+            // A walk the agent cannot finish now (its records would crowd the ring
+            // buffer) is tallied as far as it got.
+            let end = if walked.end == STACK_END_TABLE_PENDING {
+                STACK_END_NO_UNWIND_INFO
+            } else {
+                walked.end
+            };
+            record.stack_end = end;
+            if end != STACK_END_COMPLETE {
+                bump(stack_end_counter(end));
                 record.flags |= FAULT_STACK_TRUNCATED;
             }
             record.stack_bytes = walked.bytes;

@@ -110,7 +110,14 @@ pub fn audit(args: RunArgs, watches: Option<Vec<WatchSpec>>) -> Result<i32> {
     let (scope_cgroups, cgroups) = scope_cgroups(&mut ebpf, &args, cgroup)?;
     // Processes running now: in scope with their mappings before auditing begins.
     let mut snapshots = Snapshots::default();
-    let seeds = seed_running(&args, &cgroups, &mut table, &filter, &mut snapshots)?;
+    let seeds = seed_running(
+        &args,
+        &cgroups,
+        &mut table,
+        &filter,
+        &mut snapshots,
+        &unwind_tables,
+    )?;
     // After the scope is set up: the command is held until its pid is in scope.
     let mut held = spawn_command(
         &args,
@@ -329,15 +336,18 @@ fn scope_cgroups(
     Ok((Some(scope), cgroups))
 }
 
-/// The processes in scope that run now: in the kernel's table with their mappings,
-/// and items for the pipeline. Their maps are read now: the first record of a process
-/// that is about to exit may only be drained after it has gone.
+/// The processes in scope that run now: in the kernel's table with their mappings and
+/// their code's unwind tables, and items for the pipeline. Their maps are read now: the
+/// first record of a process that is about to exit may only be drained after it has
+/// gone. Tables are built here, before `agent_started`, not by the pipeline: a write
+/// the kernel walks before its table is in goes as a snapshot record of 8 KiB.
 fn seed_running(
     args: &RunArgs,
     cgroups: &[Cgroup],
     table: &mut RegionTable,
     filter: &RegionFilter,
     snapshots: &mut Snapshots,
+    unwind_tables: &SharedTables,
 ) -> Result<Vec<Item>> {
     let mut seeds = Vec::new();
     let mut running = args.pids.clone();
@@ -354,6 +364,12 @@ fn seed_running(
     for pid in running {
         match proc_seed::load_running(table, filter, pid) {
             Ok(seed) => {
+                if let Item::Seed { regions, .. } = &seed {
+                    for tracked in regions {
+                        let path = tracked.path.as_deref();
+                        unwind_tables.ensure_for_region(pid, &tracked.region, path);
+                    }
+                }
                 seeds.push(Item::Maps(pid, snapshots.get(pid, true).0));
                 seeds.push(seed);
             }
