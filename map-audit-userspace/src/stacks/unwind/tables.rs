@@ -266,10 +266,14 @@ impl UnwindTables {
             if region.file.inode == 0 {
                 return Code::Anonymous;
             }
+            // Only from the process's own mapping: a process gone already must not
+            // leave its files marked as without CFI.
             if !self.known(&region.file) {
                 let map_file =
                     format!("/proc/{tgid}/map_files/{:x}-{:x}", region.start, region.end);
-                self.ensure(region.file, || File::open(&map_file).ok());
+                if let Ok(file) = File::open(&map_file) {
+                    self.ensure(region.file, || Some(file));
+                }
             }
             let offset = pc - region.start + region.file_offset;
             match self
