@@ -149,6 +149,10 @@ pub fn bench(rounds: usize) -> Result<()> {
         Scenario::DefaultNoFp,
     ];
     let mut peers_note = Vec::new();
+    if !which("bpftool") {
+        peers_note
+            .push("bpftool: not installed (apt-get install bpftool), kernel ns/run not measured");
+    }
     if which("bpftrace") {
         scenarios.push(Scenario::BpftraceStacks);
         scenarios.push(Scenario::BpftraceStacksNoFp);
