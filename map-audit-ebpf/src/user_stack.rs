@@ -1,7 +1,9 @@
 //! The user stack of a fault, walked here: with the DWARF CFI rows the agent built for
 //! each executable file (`map_audit_common::unwind`), where the code has them, and along
 //! the frame pointers where it does not (`--unwind auto`, the default; `cfi` stops
-//! there, `frame-pointer` never uses the tables).
+//! there, `frame-pointer` never uses the tables). A fault's walk that reaches a file
+//! whose table is not built yet stops there, and the agent finishes it from a copy of
+//! the stack (`stack_snapshot`).
 //!
 //! One `bpf_loop` step per frame: the verifier checks the step once. Each step finds
 //! the row for the frame's pc (a per-CPU cache of recent pcs first, else the region
