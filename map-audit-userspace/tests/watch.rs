@@ -170,9 +170,22 @@ fn stacks_match_perf_on_the_same_watchpoint() {
     for e in run.of_kind("write_watch") {
         *ours.entry(stack_symbols(e)).or_default() += 1;
     }
-    let theirs = perf_chains(&program, &address, writes);
-    // perf may lose a sample or two; the agent loses none.
+    // The agent loses none.
     assert!(ours.values().all(|&n| n == 200), "{ours:?}");
+    // perf may lose samples, once under CI's load a whole thread's (its watchpoint
+    // competes for the CPUs' four debug registers with the other tests'): up to three
+    // runs, each of whose stacks must be one of ours, until one has them all.
+    let mut theirs = BTreeMap::new();
+    for _ in 0..3 {
+        theirs = perf_chains(&program, &address, writes);
+        assert!(
+            theirs.keys().all(|chain| ours.contains_key(chain)),
+            "perf saw a stack map-audit did not: ours {ours:?}, perf {theirs:?}"
+        );
+        if theirs.len() == ours.len() {
+            break;
+        }
+    }
     assert_eq!(
         ours.keys().collect::<Vec<_>>(),
         theirs.keys().collect::<Vec<_>>(),
