@@ -159,20 +159,24 @@ impl UnwindTables {
 
     /// Builds the table of `file`, opened by `open` (which must give that very file:
     /// its device and inode are checked), unless it is known. Returns whether a table
-    /// was added (the caller then tells the fault path's caches).
+    /// was added (the caller then tells the fault path's caches). A file read and found
+    /// without CFI (or too big) is known from then on; one that could not be opened is
+    /// not.
     pub fn ensure(&mut self, file: FileKey, open: impl FnOnce() -> Option<File>) -> bool {
         if file.inode == 0 || self.known(&file) {
             return false;
         }
         let started = std::time::Instant::now();
-        let mut bytes = 0;
-        let rows = match open().and_then(|f| read_if_same(f, &file)) {
-            Some(data) => {
-                bytes = data.len();
-                cfi_rows::rows_of_elf(&data)
-            }
-            None => Err(anyhow::anyhow!("the file is gone or was replaced")),
+        // Not marked when it cannot be read: the process that mapped it may have exited
+        // before the agent looked (a short-lived first user of a library); the next
+        // mapping, or a fault's walk that stops at it (`finish_stack`), tries again.
+        let Some(data) = open().and_then(|f| read_if_same(f, &file)) else {
+            log::debug!("unwind table of {file:?} not built: the file is gone or was replaced");
+            return false;
         };
+        let bytes = data.len();
+        let rows = cfi_rows::rows_of_elf(&data);
+        drop(data);
         let took = started.elapsed();
         let rows = match rows {
             Ok(rows) if !rows.is_empty() => rows,
