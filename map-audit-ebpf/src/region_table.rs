@@ -22,8 +22,8 @@ use map_audit_common::{
         KIND_PROTECT_UNRESOLVED, KIND_REGION_PROTECTED, KIND_REGION_UNMAPPED, KIND_UNMAP_UNRESOLVED,
     },
     region::{
-        LOOKUP_PREFIX_LEN, Region, SCOPE_FORKED, ScopeEntry, block_prefix_len, change_applies,
-        region_key_data,
+        ForkFallback, LOOKUP_PREFIX_LEN, Region, SCOPE_FORKED, ScopeEntry, block_prefix_len,
+        change_applies, region_key_data,
     },
     region_split::{UNMAP, changes, for_each_piece},
 };
@@ -99,12 +99,10 @@ pub fn lookup_for_fault(tgid: u32, scope: &ScopeEntry, address: u64) -> Option<(
     if fallback.child_generation != scope.generation {
         return None;
     }
-    let found = lookup(fallback.parent_tgid, fallback.parent_generation, address)
-        .filter(|region| change_applies(region, fallback.fork_seq));
-    match found {
+    match parent_lookup(&fallback, address) {
         Some(region) => {
             bump(FAULTS_MATCHED_VIA_PARENT);
-            Some((region, false))
+            Some((*region, false))
         }
         None => {
             // A parent that changed its table since the fork may have dropped a
@@ -119,6 +117,30 @@ pub fn lookup_for_fault(tgid: u32, scope: &ScopeEntry, address: u64) -> Option<(
             None
         }
     }
+}
+
+/// The region of a forked child's parent containing `address`, as it was at the fork
+/// (regions the parent made since are newer than the child).
+#[inline(always)]
+fn parent_lookup(fallback: &ForkFallback, address: u64) -> Option<&'static Region> {
+    lookup_ref(fallback.parent_tgid, fallback.parent_generation, address)
+        .filter(|region| change_applies(region, fallback.fork_seq))
+}
+
+/// The region containing code at `pc` for a walk in `tgid`'s generation `generation`:
+/// its own, else, while the agent has not copied a fork's regions yet, its parent's.
+/// A child that maps memory before the copy (malloc's brk) has a few regions of its
+/// own but its code only in its parent's table.
+#[inline(always)]
+pub fn lookup_code(tgid: u32, generation: u32, pc: u64) -> Option<&'static Region> {
+    if let Some(region) = lookup_ref(tgid, generation, pc) {
+        return Some(region);
+    }
+    let fallback = unsafe { FORK_FALLBACKS.get(tgid) }?;
+    if fallback.child_generation != generation {
+        return None;
+    }
+    parent_lookup(fallback, pc)
 }
 
 /// Whose unwind tables a walk in `tgid` uses, its region found in its own table

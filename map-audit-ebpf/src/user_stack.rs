@@ -20,9 +20,10 @@ use core::ffi::c_void;
 use crate::{
     go_writers::GO_WRITER_SCRATCH,
     maps::{
-        FAULT_SCRATCH, FILE_TABLES, FRAME_WALK, REGIONS, STACK_WINDOW, SYNC_SCRATCH,
-        TABLE_VERSIONS, UNWIND_CACHE, UNWIND_ROWS, WATCH_SCRATCH, WINDOW_WORDS, agent_config,
+        FAULT_SCRATCH, FILE_TABLES, FRAME_WALK, STACK_WINDOW, SYNC_SCRATCH, TABLE_VERSIONS,
+        UNWIND_CACHE, UNWIND_ROWS, WATCH_SCRATCH, WINDOW_WORDS, agent_config,
     },
+    region_table,
 };
 use aya_ebpf::{
     bindings::pt_regs,
@@ -30,12 +31,11 @@ use aya_ebpf::{
         bpf_probe_read_kernel, bpf_probe_read_user,
         generated::{bpf_loop, bpf_probe_read_user as bpf_probe_read_user_raw},
     },
-    maps::lpm_trie::Key,
 };
 use map_audit_common::{
     MAX_STACK_DEPTH, PAGE_SIZE,
     config::{UNWIND_CFI, UNWIND_FRAME_POINTER},
-    region::{LOOKUP_PREFIX_LEN, TABLE_VERSION_AGENT, TABLE_VERSION_KERNEL, region_key_data},
+    region::{TABLE_VERSION_AGENT, TABLE_VERSION_KERNEL},
     tally::{STACK_HASH_SEED, stack_hash_step},
     unwind::{
         ROW_CFA_PLT, ROW_CFA_RBP, ROW_CFA_RSP, ROW_END, ROW_NONE, ROW_SEARCH_STEPS, ROW_SIGNAL,
@@ -460,11 +460,7 @@ fn row_for(walk: &FrameWalk, pc: u64) -> Found {
 /// file offset of `pc`.
 #[inline(always)]
 fn find_row(walk: &FrameWalk, pc: u64) -> Found {
-    let key = Key::new(
-        LOOKUP_PREFIX_LEN,
-        region_key_data(walk.tgid, walk.generation, pc),
-    );
-    let Some(region) = REGIONS.get(key) else {
+    let Some(region) = region_table::lookup_code(walk.tgid, walk.generation, pc) else {
         return Found::none(STACK_END_NO_UNWIND_INFO);
     };
     if region.file.inode == 0 {

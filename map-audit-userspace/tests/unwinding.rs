@@ -294,6 +294,13 @@ fn a_thread_writer_ends_at_clone3_and_matches_perf() {
 }
 
 #[test]
+fn forked_children_writing_before_the_agent_copies_their_regions_match_perf() {
+    // Each child's fresh mapping is its own region; its code is only in its parent's
+    // regions until the agent copies them, and the walk must find it there.
+    assert_matches_perf(&c_program("c-o2", &[]), &["fork"]);
+}
+
+#[test]
 fn a_writer_in_a_signal_handler_matches_perf() {
     // Through the kernel's signal frame (`__restore_rt`) back to the interrupted code.
     assert_matches_perf(&c_program("c-o2-signal", &[]), &["signal"]);

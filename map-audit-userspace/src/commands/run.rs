@@ -382,17 +382,10 @@ fn seed_running(
 
 /// The unwind tables the kernel's stack walk reads, filled through their mapping.
 fn unwind_tables(ebpf: &mut aya::Ebpf, args: &RunArgs) -> Result<UnwindTables> {
-    // A second handle on the region table, which the pipeline's `RegionTable` owns.
-    let regions = match ebpf.map(map_names::REGIONS) {
-        Some(aya::maps::Map::LpmTrie(data)) => {
-            aya::maps::MapData::from_fd(std::os::fd::AsFd::as_fd(data.fd()).try_clone_to_owned()?)?
-        }
-        _ => {
-            return Err(anyhow!(
-                "REGIONS is not an LPM trie; rebuild with `cargo xtask build-ebpf`"
-            ));
-        }
-    };
+    // Second handles on the region table and the fork fallbacks, which the pipeline's
+    // `RegionTable` owns.
+    let regions = second_handle(ebpf, map_names::REGIONS)?;
+    let fork_fallbacks = second_handle(ebpf, map_names::FORK_FALLBACKS)?;
     UnwindTables::new(
         match take_map(ebpf, map_names::UNWIND_ROWS)? {
             aya::maps::Map::Array(data) => data,
@@ -405,8 +398,23 @@ fn unwind_tables(ebpf: &mut aya::Ebpf, args: &RunArgs) -> Result<UnwindTables> {
         args.unwind_table_rows,
         HashMap::try_from(take_map(ebpf, map_names::FILE_TABLES)?)?,
         LpmTrie::try_from(aya::maps::Map::LpmTrie(regions))?,
+        HashMap::try_from(aya::maps::Map::HashMap(fork_fallbacks))?,
         args.unwind.config_value(),
     )
+}
+
+/// Another handle on the loaded map `name` (an LPM trie or a hash map), left in place.
+fn second_handle(ebpf: &aya::Ebpf, name: &str) -> Result<aya::maps::MapData> {
+    let data = match ebpf.map(name) {
+        Some(aya::maps::Map::LpmTrie(data) | aya::maps::Map::HashMap(data)) => data,
+        _ => {
+            return Err(anyhow!(
+                "{name} is not loaded as an LPM trie or a hash map; rebuild with `cargo xtask build-ebpf`"
+            ));
+        }
+    };
+    let fd = std::os::fd::AsFd::as_fd(data.fd()).try_clone_to_owned()?;
+    Ok(aya::maps::MapData::from_fd(fd)?)
 }
 
 /// The command to audit, started and held before its exec until it is in scope.

@@ -2,7 +2,7 @@
  * Writers for the stack-unwinding tests (tests/unwinding.rs): each mode writes pages
  * of a MAP_SHARED file through a known call chain, the way real programs do (built
  * -O2 without frame pointers, libc doing the write, a thread, a signal handler, the
- * vDSO). The
+ * vDSO, forked children). The
  * tests compare the agent's stacks with perf's DWARF unwinder on the same program.
  */
 #define _GNU_SOURCE
@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -57,9 +58,26 @@ __attribute__((noinline)) void in_a_signal_handler(char *p) {
 __attribute__((noinline)) void stamp(char *p, int i) { clock_gettime(CLOCK_MONOTONIC, (struct timespec *)(p + i * PAGE)); KEEP(); }
 __attribute__((noinline)) void stamp_pages(char *p, int n) { for (int i = 0; i < n; i++) stamp(p, i); KEEP(); }
 
+/* Each child maps the file again, over its inherited mapping, and writes at once: its
+ * region is its own while its code is still only in its parent's regions (the agent
+ * has not copied them yet). */
+__attribute__((noinline)) void in_children(char *p, int fd) {
+    for (int c = 0; c < 4; c++) {
+        if (fork() == 0) {
+            if (mmap(p, PAGES * PAGE, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, fd, 0) == MAP_FAILED)
+                _exit(2);
+            level_one(p + c * 4 * PAGE, 4);
+            _exit(0);
+        }
+    }
+    while (wait(NULL) > 0)
+        ;
+    KEEP();
+}
+
 int main(int argc, char **argv) {
     if (argc < 3) {
-        fprintf(stderr, "usage: unwinding FILE chain|libc|thread|signal|vdso\n");
+        fprintf(stderr, "usage: unwinding FILE chain|libc|thread|signal|vdso|fork\n");
         return 64;
     }
     int fd = open(argv[1], O_RDWR | O_CREAT | O_TRUNC, 0600);
@@ -79,6 +97,8 @@ int main(int argc, char **argv) {
         in_a_signal_handler(region);
     else if (strcmp(argv[2], "vdso") == 0)
         stamp_pages(region, 4);
+    else if (strcmp(argv[2], "fork") == 0)
+        in_children(region, fd);
     else
         return 64;
     usleep(200 * 1000);

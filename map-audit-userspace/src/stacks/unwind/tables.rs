@@ -25,7 +25,10 @@ use aya::maps::{
 };
 use map_audit_common::{
     records::{FAULT_VIA_PARENT, FaultRecord, SnapshotFaultRecord},
-    region::{FileKey, LOOKUP_PREFIX_LEN, PROT_EXEC, Region, RegionKeyData, region_key_data},
+    region::{
+        FileKey, ForkFallback, LOOKUP_PREFIX_LEN, PROT_EXEC, Region, RegionKeyData, change_applies,
+        region_key_data,
+    },
     unwind::{ROW_NONE, STACK_END_COMPLETE, UnwindRow, UnwindTable},
 };
 
@@ -65,6 +68,9 @@ pub struct UnwindTables {
     /// The kernel's region table, read to finish walks (`finish_stack`), and
     /// `--unwind`'s mode (`AgentConfig::unwind_mode`).
     regions: LpmTrie<MapData, RegionKeyData, Region>,
+    /// The kernel's fork fallbacks: a child's code is in its parent's regions until
+    /// the agent has copied them.
+    fork_fallbacks: BpfHashMap<MapData, u32, ForkFallback>,
     unwind_mode: u32,
     /// Tables in the kernel (a file without CFI has one without rows, so the kernel
     /// knows it is not pending), and files whose empty table could not be stored
@@ -124,6 +130,7 @@ impl UnwindTables {
         capacity: u32,
         files: BpfHashMap<MapData, FileKey, UnwindTable>,
         regions: LpmTrie<MapData, RegionKeyData, Region>,
+        fork_fallbacks: BpfHashMap<MapData, u32, ForkFallback>,
         unwind_mode: u32,
     ) -> Result<Self> {
         let length = (capacity as usize * ROW_STRIDE).next_multiple_of(4096);
@@ -144,6 +151,7 @@ impl UnwindTables {
             _rows_map: rows_map,
             files,
             regions,
+            fork_fallbacks,
             unwind_mode,
             built: HashMap::new(),
             failed: HashSet::new(),
@@ -260,12 +268,9 @@ impl UnwindTables {
         let generation = snapshot.fault.region.generation;
         let own = snapshot.fault.flags & FAULT_VIA_PARENT == 0;
         let record = finish::finish(snapshot, mode, |pc| {
-            // As the kernel's walk: a pc in no region has no row. A parent's regions
-            // (a fork the agent has not copied yet) are not looked up.
-            let key = Key::new(LOOKUP_PREFIX_LEN, region_key_data(tgid, generation, pc));
-            let region = match self.regions.get(&key, 0) {
-                Ok(region) if own => region,
-                _ => return Code::NoRow,
+            // As the kernel's walk (`region_table::lookup_code`).
+            let Some(region) = self.code_region(tgid, generation, own, pc) else {
+                return Code::NoRow;
             };
             if region.file.inode == 0 {
                 return Code::Anonymous;
@@ -294,6 +299,30 @@ impl UnwindTables {
             self.counters.stacks_unfinished += 1;
         }
         record
+    }
+
+    /// The region holding code at `pc` for a walk in `tgid`'s generation `generation`
+    /// (`own`) or in its parent's (a fork the agent had not copied when the kernel
+    /// found the fault's region): the kernel's rule, `region_table::lookup_code`.
+    fn code_region(&self, tgid: u32, generation: u32, own: bool, pc: u64) -> Option<Region> {
+        let lookup = |tgid, generation| {
+            let key = Key::new(LOOKUP_PREFIX_LEN, region_key_data(tgid, generation, pc));
+            self.regions.get(&key, 0).ok()
+        };
+        if own && let Some(region) = lookup(tgid, generation) {
+            return Some(region);
+        }
+        let fallback = self.fork_fallbacks.get(&tgid, 0).ok()?;
+        let walks_this_fork = if own {
+            fallback.child_generation == generation
+        } else {
+            fallback.parent_generation == generation
+        };
+        if !walks_this_fork {
+            return None;
+        }
+        lookup(fallback.parent_tgid, fallback.parent_generation)
+            .filter(|region| change_applies(region, fallback.fork_seq))
     }
 
     /// Frees the tables of files not in `used` (no tracked mapping left). Returns
