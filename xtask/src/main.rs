@@ -68,7 +68,7 @@ enum Task {
     /// Run the fault-hook and audit tests on Debian kernels under qemu (TCG) and print
     /// a table of kernel x fault hook (needs root: the guests load eBPF).
     VmTest {
-        /// Only these kernels (6.1, 6.12); all by default.
+        /// Only these kernels (5.10, 6.1, 6.12); all by default.
         #[arg(long = "kernel")]
         kernels: Vec<String>,
     },
@@ -76,7 +76,7 @@ enum Task {
     /// root, relay its output and exit with its status (needs root):
     /// `cargo xtask vm-run --file ./prog -- map-audit run -- ./prog`.
     VmRun {
-        /// The guest's kernel (6.1, 6.12).
+        /// The guest's kernel (5.10, 6.1, 6.12).
         #[arg(long, default_value = "6.12")]
         kernel: String,
         /// Copy this file to the same absolute path in the guest, with the libraries

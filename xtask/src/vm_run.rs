@@ -50,7 +50,7 @@ pub fn vm_run(label: &str, files: &[PathBuf], command: &[String]) -> Result<i32>
         "xtask vm-run: booting {label} under TCG (slow: minutes); serial log in {}",
         log.display()
     );
-    vm_guest::boot(&vmlinuz, &archive, &log, MEMORY_MIB)?;
+    vm_guest::boot(&vmlinuz, &archive, &log, MEMORY_MIB, "")?;
     relay(&fs::read_to_string(&log)?).with_context(|| {
         format!(
             "the guest ended before the command did; see {}",

@@ -18,9 +18,9 @@ use crate::{
     workspace_root,
 };
 
-/// Integration-test binaries run in each guest. Their ignored tests run too: they are
-/// the ones that need what the host lacks (soft-dirty bits for `rearm`).
-const SUITES: [&str; 3] = ["fault_hooks", "audit", "rearm"];
+// The integration-test binaries each guest runs are its kernel's `suites`. Their
+// ignored tests run too: they are the ones that need what the host lacks (soft-dirty
+// bits for `rearm`).
 
 /// Fault hooks in the table, with the test that proves each. The raw tracepoint is
 /// the reference of every fault-hook test and the default hook of the audit suite.
@@ -80,13 +80,14 @@ pub fn vm_test(only: &[String]) -> Result<()> {
         let started = Instant::now();
         let mut lockups = 0;
         let guest = loop {
-            let booted = vm_guest::boot(&vmlinuz, &initramfs, &log, 2048);
+            let parameters = format!("map_audit_suites={}", source.suites.join(","));
+            let booted = vm_guest::boot(&vmlinuz, &initramfs, &log, 2048, &parameters);
             let serial = fs::read_to_string(&log)?;
             let guest = GuestReport::parse(&serial);
             if let Err(error) = &booted {
                 eprintln!("xtask vm-test: {} guest: {error:#}", source.label);
             }
-            if booted.is_ok() && guest.all_passed() {
+            if booted.is_ok() && guest.all_passed(source.suites) {
                 break guest;
             }
             print_tail(source.label, &serial);
@@ -109,7 +110,7 @@ pub fn vm_test(only: &[String]) -> Result<()> {
         rows.push(guest.row(source.label, started.elapsed(), lockups));
     }
     if rows.is_empty() {
-        bail!("no kernel matches {only:?}; known: 6.1, 6.12");
+        bail!("no kernel matches {only:?}; known: 5.10, 6.1, 6.12");
     }
     print_table(&rows);
     if failed {
@@ -149,7 +150,8 @@ fn build_static(vm_dir: &Path) -> Result<StaticBinaries> {
         .arg("--target-dir")
         .arg(vm_dir)
         .args(["--message-format", "json"]);
-    for suite in SUITES {
+    let suites = vm_guest::all_suites();
+    for suite in &suites {
         cargo.args(["--test", suite]);
     }
     let output = cargo
@@ -167,13 +169,13 @@ fn build_static(vm_dir: &Path) -> Result<StaticBinaries> {
         let name = message["target"]["name"].as_str().unwrap_or_default();
         if let (Some(exe), true) = (
             message["executable"].as_str(),
-            SUITES.contains(&name) && message["profile"]["test"] == true,
+            suites.contains(&name) && message["profile"]["test"] == true,
         ) {
             tests.push((name.to_string(), PathBuf::from(exe)));
         }
     }
-    if tests.len() != SUITES.len() {
-        bail!("expected test binaries for {SUITES:?}, cargo reported {tests:?}");
+    if tests.len() != suites.len() {
+        bail!("expected test binaries for {suites:?}, cargo reported {tests:?}");
     }
     let mut workloads = Vec::new();
     for (name, source, flags) in WORKLOADS {
@@ -197,9 +199,10 @@ fn build_static(vm_dir: &Path) -> Result<StaticBinaries> {
     })
 }
 
-/// The guest's /init after the mounts: runs each test of each suite in a process of
-/// its own under a kill timeout (a hung test fails alone, by name, instead of eating
-/// the guest's time), powers off. Every line meant for the host starts with "@@".
+/// The guest's /init after the mounts: runs each test of each of its kernel's suites
+/// (`map_audit_suites=` on its command line) in a process of its own under a kill
+/// timeout (a hung test fails alone, by name, instead of eating the guest's time),
+/// powers off. Every line meant for the host starts with "@@".
 /// /tmp stays the initramfs's own (writable): a tmpfs over it would hide a checkout that
 /// lives under /tmp.
 const RUN_TESTS: &str = r#"export MAP_AUDIT_TEST_WORKLOAD=/bin/workload
@@ -210,8 +213,9 @@ echo "@@ kernel $(uname -r)"
 grep -qx handle_mm_fault /sys/kernel/tracing/available_filter_functions && echo "@@ fentry yes" || echo "@@ fentry no"
 @AGENT@ check > /tmp/check 2>&1
 sed 's/^/@@ check /' /tmp/check
-for suite in /tests/*; do
-    name=$(basename "$suite")
+suites=$(sed -n 's/.*map_audit_suites=\([^ ]*\).*/\1/p' /proc/cmdline | tr , ' ')
+for name in $suites; do
+    suite=/tests/$name
     status=0
     for test in $("$suite" --list 2>/dev/null | sed -n 's/: test$//p'); do
         started=$(date +%s)
@@ -315,9 +319,9 @@ impl GuestReport {
         report
     }
 
-    fn all_passed(&self) -> bool {
+    fn all_passed(&self, suites: &[&str]) -> bool {
         self.done
-            && self.suites.len() == SUITES.len()
+            && self.suites.len() == suites.len()
             && self.suites.iter().all(|(_, status)| status == "0")
     }
 

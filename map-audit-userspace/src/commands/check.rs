@@ -1,14 +1,10 @@
 //! `map-audit check`: what this kernel offers for each hook the agent can use, and
 //! which hooks a run would pick. Exits non-zero when a run could not work here.
 
-use aya::{
-    maps::MapType,
-    programs::ProgramType,
-    sys::{is_map_supported, is_program_supported},
-};
+use aya::{programs::ProgramType, sys::is_program_supported};
 use std::path::Path;
 
-use crate::{kernel::kernel_support, kernel::tracefs};
+use crate::kernel::{feature_probes, kernel_support, tracefs};
 
 struct Probe {
     what: String,
@@ -40,7 +36,7 @@ struct Findings {
     probes: Vec<Probe>,
     privileged: bool,
     btf: bool,
-    ringbuf: bool,
+    features_present: bool,
     needed_tracepoints: bool,
     page_fault_tracepoint: bool,
     tracepoint_programs: bool,
@@ -54,7 +50,7 @@ pub fn run() -> i32 {
     let findings = probe();
     for probe in &findings.probes {
         println!(
-            "{:<4} {:<48} {}",
+            "{:<4} {:<60} {}",
             if probe.ok { "yes" } else { "no" },
             probe.what,
             probe.detail
@@ -65,7 +61,7 @@ pub fn run() -> i32 {
     let fault_hook = findings.page_fault_tracepoint && findings.raw_tracepoint_programs;
     let can_run = findings.privileged
         && findings.btf
-        && findings.ringbuf
+        && findings.features_present
         && findings.needed_tracepoints
         && findings.tracepoint_programs
         && (fault_hook || findings.kprobe_events || findings.perf_fallback);
@@ -138,13 +134,24 @@ fn probe() -> Findings {
             "missing",
         ));
     }
-    let ringbuf = is_map_supported(MapType::RingBuf).unwrap_or(false);
-    probes.push(Probe::new(
-        "ring buffer map (Linux 5.8+)",
-        ringbuf,
-        "supported",
-        "unsupported: needs Linux 5.8+",
-    ));
+    // Probed only with the privileges to load programs: without, every probe fails.
+    let features = if privileged {
+        feature_probes::probe()
+    } else {
+        Vec::new()
+    };
+    for feature in &features {
+        probes.push(Probe {
+            what: format!("kernel feature: {} (Linux {})", feature.name, feature.since),
+            ok: feature.present != Some(false),
+            detail: match feature.present {
+                Some(true) => "present".into(),
+                Some(false) => "missing: map-audit's programs use it".into(),
+                None => "probe failed (see RUST_LOG=debug); not held against the kernel".into(),
+            },
+        });
+    }
+    let features_present = features.iter().all(|f| f.present != Some(false));
     let mut supported = |what: &str, kind| {
         let (ok, detail) = program_type(kind);
         probes.push(Probe {
@@ -181,7 +188,7 @@ fn probe() -> Findings {
         probes,
         privileged,
         btf,
-        ringbuf,
+        features_present,
         needed_tracepoints,
         page_fault_tracepoint: tracepoint("exceptions", "page_fault_user"),
         tracepoint_programs,

@@ -5,6 +5,8 @@ use std::path::Path;
 
 use anyhow::{Result, bail};
 
+use super::feature_probes;
+
 const CAP_SYS_ADMIN: u32 = 21;
 const CAP_PERFMON: u32 = 38;
 const CAP_BPF: u32 = 39;
@@ -38,16 +40,6 @@ pub fn kernel_release() -> String {
     nix::sys::utsname::uname()
         .map(|u| u.release().to_string_lossy().into_owned())
         .unwrap_or_else(|_| "unknown".into())
-}
-
-/// The oldest kernel the programs load on: they use `bpf_loop` (5.17), and the ring
-/// buffer (5.8) and BTF-enabled tracing before that.
-const MIN_KERNEL: (u32, u32) = (5, 17);
-
-/// `major.minor` of a release string such as "6.1.0-56-cloud-amd64".
-fn major_minor(release: &str) -> Option<(u32, u32)> {
-    let mut parts = release.split(|c: char| !c.is_ascii_digit());
-    Some((parts.next()?.parse().ok()?, parts.next()?.parse().ok()?))
 }
 
 /// A run refused because this kernel lacks what an option needs: `map-audit` exits 2
@@ -84,44 +76,23 @@ pub fn require_soft_dirty() -> Result<()> {
 
 /// The checks that stop a run before anything is loaded, each with what to do.
 pub fn require_run_prerequisites() -> Result<()> {
-    check_prerequisites(has_bpf_privileges(), has_btf(), &kernel_release())
-}
-
-fn check_prerequisites(privileged: bool, btf: bool, release: &str) -> Result<()> {
-    if !privileged {
+    if !has_bpf_privileges() {
         bail!("map-audit needs root or the CAP_BPF and CAP_PERFMON capabilities; run it with sudo");
     }
-    if major_minor(release).is_some_and(|version| version < MIN_KERNEL) {
-        bail!(
-            "this kernel is {release}; map-audit needs Linux {}.{}+ (its programs use bpf_loop), so it cannot run here",
-            MIN_KERNEL.0,
-            MIN_KERNEL.1
-        );
+    if !has_btf() {
+        bail!(NO_BTF);
     }
-    if !btf {
-        bail!(
-            "this kernel has no BTF (/sys/kernel/btf/vmlinux is missing); map-audit needs Linux 5.17+ built with CONFIG_DEBUG_INFO_BTF=y"
-        );
+    if let Some(sentence) = feature_probes::refusal(&kernel_release(), &feature_probes::probe()) {
+        bail!(sentence);
     }
     Ok(())
 }
 
+const NO_BTF: &str = "this kernel has no BTF (/sys/kernel/btf/vmlinux is missing); map-audit needs a kernel built with CONFIG_DEBUG_INFO_BTF=y";
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_kernel_older_than_5_17_is_one_sentence() {
-        let err = check_prerequisites(true, true, "5.10.0-30-cloud-amd64")
-            .unwrap_err()
-            .to_string();
-        assert_eq!(
-            err,
-            "this kernel is 5.10.0-30-cloud-amd64; map-audit needs Linux 5.17+ (its programs use bpf_loop), so it cannot run here"
-        );
-        assert!(check_prerequisites(true, true, "5.17.0").is_ok());
-        assert!(check_prerequisites(true, true, "6.1.0-56-cloud-amd64").is_ok());
-    }
 
     #[test]
     fn soft_dirty_is_read_from_vm_flags() {
@@ -129,23 +100,5 @@ mod tests {
         let without = "7f00-7f01 rw-p 0 00:00 0\nVmFlags: rd wr mr mw me ac \nsd: 1\n";
         assert!(smaps_has_soft_dirty(with));
         assert!(!smaps_has_soft_dirty(without));
-    }
-
-    #[test]
-    fn a_kernel_without_btf_is_one_sentence() {
-        let err = check_prerequisites(true, false, "6.1.0")
-            .unwrap_err()
-            .to_string();
-        assert_eq!(
-            err,
-            "this kernel has no BTF (/sys/kernel/btf/vmlinux is missing); map-audit needs Linux 5.17+ built with CONFIG_DEBUG_INFO_BTF=y"
-        );
-        assert!(check_prerequisites(true, true, "6.1.0").is_ok());
-        assert!(
-            check_prerequisites(false, true, "6.1.0")
-                .unwrap_err()
-                .to_string()
-                .contains("run it with sudo")
-        );
     }
 }
