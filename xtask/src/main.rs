@@ -65,8 +65,8 @@ enum Task {
         #[arg(long)]
         msync: bool,
     },
-    /// Run the fault-hook and audit tests on Debian kernels under qemu (TCG) and print
-    /// a table of kernel x fault hook (needs root: the guests load eBPF).
+    /// Run each kernel's test suites on Debian kernels under qemu (TCG) and print a
+    /// table of kernel x fault hook (needs root: the guests load eBPF).
     VmTest {
         /// Only these kernels (5.10, 6.1, 6.12); all by default.
         #[arg(long = "kernel")]
