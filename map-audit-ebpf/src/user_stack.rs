@@ -185,6 +185,17 @@ pub fn walk(regs: UserRegs, frames: Frames, tables: Tables) -> Option<Walked> {
 /// only; never sent: `write_fault` sends a `stack_snapshot` instead).
 pub const STACK_END_TABLE_PENDING: u32 = 0xff;
 
+/// How a stack that ended at `end` is reported when no snapshot goes: a table not
+/// built yet is no unwind information, as far as this record knows.
+#[inline(always)]
+pub fn reported_end(end: u32) -> u32 {
+    if end == STACK_END_TABLE_PENDING {
+        STACK_END_NO_UNWIND_INFO
+    } else {
+        end
+    }
+}
+
 /// The frame this CPU's last walk stopped at: (pc, sp, bp, exact).
 #[inline(always)]
 pub fn stopped_at() -> Option<(u64, u64, u64, u32)> {
@@ -302,11 +313,7 @@ fn caller(walk: &mut FrameWalk) -> u32 {
         if row.end == STACK_END_TABLE_PENDING && walk.frames == Frames::Fault as u32 {
             return STACK_END_TABLE_PENDING;
         }
-        let end = if row.end == STACK_END_TABLE_PENDING {
-            STACK_END_NO_UNWIND_INFO
-        } else {
-            row.end
-        };
+        let end = reported_end(row.end);
         if walk.mode == UNWIND_CFI {
             return end;
         }

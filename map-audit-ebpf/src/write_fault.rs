@@ -114,11 +114,7 @@ pub fn report<C: EbpfContext>(
         Some(walked) => {
             // A walk the agent cannot finish now (its records would crowd the ring
             // buffer) is tallied as far as it got.
-            let end = if walked.end == STACK_END_TABLE_PENDING {
-                STACK_END_NO_UNWIND_INFO
-            } else {
-                walked.end
-            };
+            let end = user_stack::reported_end(walked.end);
             record.stack_end = end;
             if end != STACK_END_COMPLETE {
                 bump(stack_end_counter(end));
@@ -223,11 +219,7 @@ fn report_kernel_write<C: EbpfContext>(
     match walked {
         Some(walked) => {
             // Rare: not worth a snapshot.
-            let end = if walked.end == STACK_END_TABLE_PENDING {
-                STACK_END_NO_UNWIND_INFO
-            } else {
-                walked.end
-            };
+            let end = user_stack::reported_end(walked.end);
             record.fault.stack = unsafe { (*scratch).stack };
             record.fault.stack_bytes = walked.bytes;
             record.fault.stack_end = end;
