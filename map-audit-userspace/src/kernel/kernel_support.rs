@@ -76,13 +76,25 @@ pub fn require_soft_dirty() -> Result<()> {
 
 /// The checks that stop a run before anything is loaded, each with what to do.
 pub fn require_run_prerequisites() -> Result<()> {
-    if !has_bpf_privileges() {
+    let privileged = has_bpf_privileges();
+    // The feature probes load programs: without privileges they only fail.
+    let missing = if privileged && has_btf() {
+        feature_probes::refusal(&kernel_release(), &feature_probes::probe())
+    } else {
+        None
+    };
+    check_prerequisites(privileged, has_btf(), missing)
+}
+
+/// The first of: no privileges, no BTF, the features' `refusal`.
+fn check_prerequisites(privileged: bool, btf: bool, missing: Option<String>) -> Result<()> {
+    if !privileged {
         bail!("map-audit needs root or the CAP_BPF and CAP_PERFMON capabilities; run it with sudo");
     }
-    if !has_btf() {
+    if !btf {
         bail!(NO_BTF);
     }
-    if let Some(sentence) = feature_probes::refusal(&kernel_release(), &feature_probes::probe()) {
+    if let Some(sentence) = missing {
         bail!(sentence);
     }
     Ok(())
@@ -93,6 +105,26 @@ const NO_BTF: &str = "this kernel has no BTF (/sys/kernel/btf/vmlinux is missing
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_refusal_is_one_sentence_in_order() {
+        let sentence = |privileged, btf, missing: Option<&str>| {
+            check_prerequisites(privileged, btf, missing.map(String::from))
+                .err()
+                .map(|err| err.to_string())
+        };
+        let features = Some(
+            "this kernel (5.4.0) lacks ring buffer maps (Linux 5.8), which map-audit's programs use, so it cannot run here",
+        );
+        assert!(
+            sentence(false, false, features)
+                .unwrap()
+                .contains("run it with sudo")
+        );
+        assert_eq!(sentence(true, false, features).unwrap(), NO_BTF);
+        assert_eq!(sentence(true, true, features).as_deref(), features);
+        assert_eq!(sentence(true, true, None), None);
+    }
 
     #[test]
     fn soft_dirty_is_read_from_vm_flags() {
