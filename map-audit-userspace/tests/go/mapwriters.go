@@ -1,6 +1,7 @@
 // Workloads for map-audit's Go mode tests and benchmark. Usage: mapwriters MODE [N]
 //
-//	race      two goroutines write one map until the runtime throws
+//	race      two goroutines write one map until the runtime throws (exit 3 if it
+//	          has not in 10 s)
 //	race-on-input  the same, once a line arrives on stdin (for --pid tests)
 //	readwrite one goroutine writes a map while another reads it, until the runtime throws
 //	nilmap    assigns to a nil map with no recover: the panic ends the process
@@ -123,7 +124,16 @@ func nilMapWriter() (recovered bool) {
 	return false
 }
 
+// noCrashExit is race's exit status when the runtime has not thrown in 10 s: a race
+// can also leave the map in a state where both writers spin forever.
+const noCrashExit = 3
+
 func race() {
+	go func() {
+		time.Sleep(10 * time.Second)
+		fmt.Fprintln(os.Stderr, "mapwriters: no crash in 10 s")
+		os.Exit(noCrashExit)
+	}()
 	ks := keys(64)
 	go raceWriterA(ks)
 	raceWriterB(ks)
