@@ -18,10 +18,6 @@ use crate::{
     workspace_root,
 };
 
-// The integration-test binaries each guest runs are its kernel's `suites`. Their
-// ignored tests run too: they are the ones that need what the host lacks (soft-dirty
-// bits for `rearm`).
-
 /// Fault hooks in the table, with the test that proves each. The raw tracepoint is
 /// the reference of every fault-hook test and the default hook of the audit suite.
 const HOOK_TESTS: [(&str, &str); 6] = [

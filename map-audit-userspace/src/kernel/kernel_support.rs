@@ -76,14 +76,14 @@ pub fn require_soft_dirty() -> Result<()> {
 
 /// The checks that stop a run before anything is loaded, each with what to do.
 pub fn require_run_prerequisites() -> Result<()> {
-    let privileged = has_bpf_privileges();
+    let (privileged, btf) = (has_bpf_privileges(), has_btf());
     // The feature probes load programs: without privileges they only fail.
-    let missing = if privileged && has_btf() {
+    let missing = if privileged && btf {
         feature_probes::refusal(&kernel_release(), &feature_probes::probe())
     } else {
         None
     };
-    check_prerequisites(privileged, has_btf(), missing)
+    check_prerequisites(privileged, btf, missing)
 }
 
 /// The first of: no privileges, no BTF, the features' `refusal`.
