@@ -93,8 +93,18 @@ pub struct KernelOffsets {
     pub inode_ino: u32,
     pub inode_sb: u32,
     pub sb_dev: u32,
+    /// For the older kernels' object: `task_struct.stack` (the user registers sit at
+    /// its top), `mm_struct.mmap` and `vm_area_struct.vm_next` (the VMA list, gone in
+    /// 6.1); `OFFSET_ABSENT` where the kernel has no such member.
+    pub task_stack: u32,
+    pub mm_mmap: u32,
+    pub vma_vm_next: u32,
+    pub _pad: u32,
 }
-const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 136);
+const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 152);
+
+/// A `KernelOffsets` member this kernel does not have.
+pub const OFFSET_ABSENT: u32 = u32::MAX;
 
 impl TracepointOffsets {
     /// All zero: the placeholder the agent overwrites at load time.

@@ -22,3 +22,13 @@ pub fn bump(index: u32) {
 pub unsafe fn add_one(slot: *mut u64) {
     unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(slot, 1) };
 }
+
+/// Atomically subtracts one from `*slot` (an add of `u64::MAX`, like `add_one`).
+///
+/// # Safety
+/// `slot` points into a map value.
+#[cfg(feature = "kernel-5-10")]
+#[inline(always)]
+pub unsafe fn sub_one(slot: *mut u64) {
+    unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(slot, u64::MAX) };
+}

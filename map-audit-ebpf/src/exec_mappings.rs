@@ -3,7 +3,9 @@
 //! before the program's first instruction, by looking up VMAs (`bpf_find_vma`, 5.17+)
 //! from a few anchors the kernel keeps in the new `mm` (`AT_PHDR` and `AT_BASE` from
 //! the saved auxiliary vector, the code and data bounds, the stack start) and following
-//! each anchor's run of adjacent VMAs.
+//! each anchor's run of adjacent VMAs. Older kernels (no `bpf_find_vma`) follow their
+//! VMA list (`mm->mmap`, `vm_next`) from the lowest up to the stack instead: a new
+//! program has no other VMAs below it (vvar and the vDSO lie above).
 //!
 //! The stack is tracked over the range it may grow into (`RLIMIT_STACK`, at most
 //! 128 MiB: the kernel keeps at least that gap below the stack free of mmaps), so a
@@ -11,10 +13,7 @@
 
 use core::ffi::c_void;
 
-use aya_ebpf::helpers::{
-    bpf_get_current_task, bpf_probe_read_kernel,
-    generated::{self, bpf_find_vma, bpf_get_current_task_btf, bpf_loop},
-};
+use aya_ebpf::helpers::{bpf_get_current_task, bpf_probe_read_kernel, generated};
 use map_audit_common::{
     PAGE_SIZE,
     counters::EXEC_MAPPINGS_UNREAD,
@@ -24,7 +23,7 @@ use map_audit_common::{
 
 use crate::{
     counters::bump,
-    mapped_file,
+    id_sequence, loops, mapped_file,
     maps::{EXEC_WALK, kernel_offsets},
     records, region_filter, region_table,
 };
@@ -34,8 +33,10 @@ const MAX_MAPPINGS: usize = 32;
 /// Anchors: `AT_PHDR`, start_code, start_data, end_data - 1, `AT_BASE`, start_stack.
 const ANCHORS: usize = 6;
 /// Steps of the walk: VMAs found plus pages probed in gaps.
+#[cfg(not(feature = "kernel-5-10"))]
 const WALK_STEPS: u32 = 160;
 /// Pages probed past the end of an anchor's run before going to the next anchor.
+#[cfg(not(feature = "kernel-5-10"))]
 const MAX_GAP_PAGES: u32 = 16;
 /// Auxiliary vector words read (`AT_PHDR` and `AT_BASE` come early).
 const AUXV_WORDS: usize = 32;
@@ -100,22 +101,20 @@ pub fn track(tgid: u32, generation: u32) {
         bump(EXEC_MAPPINGS_UNREAD);
         return;
     }
-    unsafe {
-        bpf_loop(
-            WALK_STEPS,
-            walk_step as *mut c_void,
-            core::ptr::null_mut(),
-            0,
-        );
+    #[cfg(not(feature = "kernel-5-10"))]
+    loops::repeat(WALK_STEPS, WALK_STEPS, walk_step);
+    #[cfg(feature = "kernel-5-10")]
+    {
+        unsafe { (*walk).cursor = first_vma() };
+        let steps = MAX_MAPPINGS as u32;
+        loops::repeat(steps, steps, list_step);
     }
     let count = unsafe { core::ptr::read_volatile(&raw const (*walk).count) };
     if count == 0 {
         bump(EXEC_MAPPINGS_UNREAD);
         return;
     }
-    unsafe {
-        bpf_loop(count, record_step as *mut c_void, core::ptr::null_mut(), 0);
-    }
+    loops::repeat(MAX_MAPPINGS as u32, count, record_step);
 }
 
 /// # Safety
@@ -172,6 +171,7 @@ unsafe fn read_anchors(walk: *mut ExecWalk) -> Result<(), i32> {
 }
 
 /// Masked indices: the 6.1 verifier loses checked bounds on the way to map values.
+#[cfg(not(feature = "kernel-5-10"))]
 #[inline(always)]
 fn anchor_index(i: u32) -> usize {
     (i as usize) % ANCHORS
@@ -182,126 +182,177 @@ fn mapping_index(i: u32) -> usize {
     (i as usize) & (MAX_MAPPINGS - 1)
 }
 
-#[inline(never)]
-extern "C" fn walk_step(_index: u64, _ctx: *mut c_void) -> i64 {
-    let Some(walk) = EXEC_WALK.get_ptr_mut(0) else {
-        return 1;
-    };
-    let walk = unsafe { &mut *walk };
-    if walk.anchor as usize >= ANCHORS || walk.count as usize >= MAX_MAPPINGS {
-        return 1;
-    }
-    if walk.cursor == 0 {
-        let anchor = walk.anchors[anchor_index(walk.anchor)];
-        if anchor == 0 || anchor < walk.done_until {
-            walk.anchor += 1;
+loops::step! {
+    #[cfg(not(feature = "kernel-5-10"))]
+    fn walk_step(_index) -> i64 {
+        let Some(walk) = EXEC_WALK.get_ptr_mut(0) else {
+            return 1;
+        };
+        let walk = unsafe { &mut *walk };
+        use generated::{bpf_find_vma, bpf_get_current_task_btf};
+        if walk.anchor as usize >= ANCHORS || walk.count as usize >= MAX_MAPPINGS {
+            return 1;
+        }
+        if walk.cursor == 0 {
+            let anchor = walk.anchors[anchor_index(walk.anchor)];
+            if anchor == 0 || anchor < walk.done_until {
+                walk.anchor += 1;
+                return 0;
+            }
+            walk.cursor = anchor & !(PAGE_SIZE - 1);
+            walk.gap_pages = 0;
+        }
+        walk.found = 0;
+        unsafe {
+            bpf_find_vma(
+                bpf_get_current_task_btf(),
+                walk.cursor,
+                vma_found as *mut c_void,
+                core::ptr::null_mut(),
+                0,
+            );
+        }
+        if walk.found == 0 {
+            walk.gap_pages += 1;
+            walk.cursor += PAGE_SIZE;
+            if walk.gap_pages > MAX_GAP_PAGES {
+                walk.anchor += 1;
+                walk.cursor = 0;
+            }
             return 0;
         }
-        walk.cursor = anchor & !(PAGE_SIZE - 1);
-        walk.gap_pages = 0;
-    }
-    walk.found = 0;
-    unsafe {
-        bpf_find_vma(
-            bpf_get_current_task_btf(),
-            walk.cursor,
-            vma_found as *mut c_void,
-            core::ptr::null_mut(),
-            0,
-        );
-    }
-    if walk.found == 0 {
-        walk.gap_pages += 1;
-        walk.cursor += PAGE_SIZE;
-        if walk.gap_pages > MAX_GAP_PAGES {
-            walk.anchor += 1;
-            walk.cursor = 0;
+        let vma = walk.vma;
+        if vma.start >= walk.done_until {
+            walk.vmas[mapping_index(walk.count)] = vma;
+            walk.count += 1;
         }
-        return 0;
-    }
-    let vma = walk.vma;
-    if vma.start >= walk.done_until {
-        walk.vmas[mapping_index(walk.count)] = vma;
-        walk.count += 1;
-    }
-    if vma.end > walk.done_until {
-        walk.done_until = vma.end;
-    }
-    if vma.flags & VM_GROWSDOWN != 0 {
-        // Nothing of the program's lies above its stack.
-        walk.anchor = ANCHORS as u32;
-    } else {
-        walk.cursor = vma.end;
-        walk.gap_pages = 0;
-    }
-    0
+        if vma.end > walk.done_until {
+            walk.done_until = vma.end;
+        }
+        if vma.flags & VM_GROWSDOWN != 0 {
+            // Nothing of the program's lies above its stack.
+            walk.anchor = ANCHORS as u32;
+        } else {
+            walk.cursor = vma.end;
+            walk.gap_pages = 0;
+        }
+        0
+}
 }
 
 /// `bpf_find_vma`'s callback: copies the VMA's fields into the walk.
+#[cfg(not(feature = "kernel-5-10"))]
 #[inline(never)]
 extern "C" fn vma_found(_task: *mut c_void, vma: *mut c_void, _ctx: *mut c_void) -> i64 {
     let Some(walk) = EXEC_WALK.get_ptr_mut(0) else {
         return 0;
     };
     let walk = unsafe { &mut *walk };
+    walk.vma = read_vma(vma as u64);
+    walk.found = u32::from(walk.vma.end > walk.vma.start);
+    0
+}
+
+/// The fields of the `vm_area_struct` at `base`.
+#[inline(always)]
+fn read_vma(base: u64) -> Vma {
     let off = kernel_offsets();
-    let base = vma as u64;
     let read = |offset: u32| unsafe {
         bpf_probe_read_kernel((base + u64::from(offset)) as *const u64).unwrap_or(0)
     };
-    walk.vma = Vma {
+    Vma {
         start: read(off.vma_vm_start),
         end: read(off.vma_vm_end),
         flags: read(off.vma_vm_flags),
         pgoff: read(off.vma_vm_pgoff),
         file: read(off.vma_vm_file),
-    };
-    walk.found = u32::from(walk.vma.end > walk.vma.start);
-    0
+    }
 }
 
-#[inline(never)]
-extern "C" fn record_step(index: u64, _ctx: *mut c_void) -> i64 {
-    let Some(walk) = EXEC_WALK.get_ptr_mut(0) else {
-        return 1;
-    };
-    let walk = unsafe { &*walk };
-    if index >= u64::from(walk.count) {
-        return 1;
+/// The lowest VMA of the current task (`mm->mmap`), 0 if unreadable.
+#[cfg(feature = "kernel-5-10")]
+#[inline(always)]
+fn first_vma() -> u64 {
+    use map_audit_common::config::OFFSET_ABSENT;
+    let off = kernel_offsets();
+    let read = |address: u64| unsafe { bpf_probe_read_kernel(address as *const u64) }.unwrap_or(0);
+    let mm = read(unsafe { bpf_get_current_task() } + u64::from(off.task_mm));
+    if mm == 0 || off.mm_mmap == OFFSET_ABSENT {
+        return 0;
     }
-    let vma = walk.vmas[mapping_index(index as u32)];
-    let anonymous = vma.file == 0;
-    let stack = vma.flags & VM_GROWSDOWN != 0;
-    let mut flags = if vma.flags & VM_SHARED != 0 {
-        MAP_SHARED
-    } else {
-        MAP_PRIVATE
-    };
-    if anonymous {
-        flags |= MAP_ANONYMOUS;
-    }
-    let mut start = vma.start;
-    if stack {
-        flags |= MAP_GROWSDOWN | MAP_STACK;
-        if vma.end - start < walk.stack_reserve {
-            start = vma.end - walk.stack_reserve;
+    read(mm + u64::from(off.mm_mmap))
+}
+
+loops::step! {
+    /// One VMA of the list walk: recorded, then its `vm_next` (none after the stack).
+    #[cfg(feature = "kernel-5-10")]
+    fn list_step(_index) -> i64 {
+        let Some(walk) = EXEC_WALK.get_ptr_mut(0) else {
+            return 1;
+        };
+        let walk = unsafe { &mut *walk };
+        if walk.cursor == 0 || walk.count as usize >= MAX_MAPPINGS {
+            return 1;
         }
-    }
-    let region = Region {
-        start,
-        end: vma.end,
-        file_offset: if anonymous { 0 } else { vma.pgoff * PAGE_SIZE },
-        id: region_table::next_id(),
-        prot: (vma.flags & VM_PROT_MASK) as u32,
-        flags,
-        generation: walk.generation,
-        path_filter: region_filter::initial_path_state(flags),
-        file: mapped_file::key_of(vma.file),
-    };
-    region_table::insert(walk.tgid, &region);
-    if !anonymous && (region.is_writable() || region.prot & PROT_EXEC != 0) {
-        mapped_file::send_file_at(vma.file, region.id);
-    }
-    records::region_mapped(&region, ORIGIN_EXEC);
-    0
+        let base = walk.cursor;
+        let vma = read_vma(base);
+        if vma.end <= vma.start {
+            return 1;
+        }
+        walk.vmas[mapping_index(walk.count)] = vma;
+        walk.count += 1;
+        if vma.flags & VM_GROWSDOWN != 0 {
+            return 1;
+        }
+        let next = u64::from(kernel_offsets().vma_vm_next);
+        walk.cursor = unsafe { bpf_probe_read_kernel((base + next) as *const u64) }.unwrap_or(0);
+        0
+}
+}
+
+loops::step! {
+    fn record_step(index) -> i64 {
+        let Some(walk) = EXEC_WALK.get_ptr_mut(0) else {
+            return 1;
+        };
+        let walk = unsafe { &*walk };
+        if index >= u64::from(walk.count) {
+            return 1;
+        }
+        let vma = walk.vmas[mapping_index(index as u32)];
+        let anonymous = vma.file == 0;
+        let stack = vma.flags & VM_GROWSDOWN != 0;
+        let mut flags = if vma.flags & VM_SHARED != 0 {
+            MAP_SHARED
+        } else {
+            MAP_PRIVATE
+        };
+        if anonymous {
+            flags |= MAP_ANONYMOUS;
+        }
+        let mut start = vma.start;
+        if stack {
+            flags |= MAP_GROWSDOWN | MAP_STACK;
+            if vma.end - start < walk.stack_reserve {
+                start = vma.end - walk.stack_reserve;
+            }
+        }
+        let region = Region {
+            start,
+            end: vma.end,
+            file_offset: if anonymous { 0 } else { vma.pgoff * PAGE_SIZE },
+            id: id_sequence::next_id(),
+            prot: (vma.flags & VM_PROT_MASK) as u32,
+            flags,
+            generation: walk.generation,
+            path_filter: region_filter::initial_path_state(flags),
+            file: mapped_file::key_of(vma.file),
+        };
+        region_table::insert(walk.tgid, &region);
+        if !anonymous && (region.is_writable() || region.prot & PROT_EXEC != 0) {
+            mapped_file::send_file_at(vma.file, region.id);
+        }
+        records::region_mapped(&region, ORIGIN_EXEC);
+        0
+}
 }

@@ -9,7 +9,9 @@
 //! `--all-go`, `go_process_exec` reports execs.
 #![no_std]
 #![no_main]
-#![feature(core_intrinsics, asm_experimental_arch)]
+#![feature(core_intrinsics)]
+// Inline BPF assembly: the 5.12+ atomics (the older kernels' object has none).
+#![cfg_attr(not(feature = "kernel-5-10"), feature(asm_experimental_arch))]
 #![allow(internal_features)]
 // Map keys and values go to the helpers by reference: by value, LLVM copies them onto
 // the 512-byte BPF stack first (go_map_write_entry no longer fit when clippy was obeyed).
@@ -25,6 +27,8 @@ mod go_runtime_crash;
 mod go_writers;
 mod handle_mm_fault;
 mod handle_mm_fault_fentry;
+mod id_sequence;
+mod loops;
 mod mapped_file;
 mod maps;
 mod page_fault_btf;
@@ -47,6 +51,7 @@ mod sys_mprotect;
 mod sys_mremap;
 mod sys_msync;
 mod sys_munmap;
+mod task_regs;
 mod user_stack;
 mod watch_write;
 mod write_fault;

@@ -8,8 +8,9 @@ use map_audit_common::{
 
 use crate::{
     counters::bump,
+    id_sequence,
     maps::{PENDING_CALLS, tracepoint_offsets},
-    region_table, scope,
+    scope,
 };
 
 /// Saves `call` for the current thread, with the id sequence as it stands now (see
@@ -17,7 +18,7 @@ use crate::{
 #[inline(always)]
 pub fn save(call: &PendingCall) {
     let call = PendingCall {
-        seq: region_table::current_seq(),
+        seq: id_sequence::current_seq(),
         ..*call
     };
     if PENDING_CALLS

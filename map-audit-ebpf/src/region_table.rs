@@ -9,9 +9,7 @@
 //! the call (`change_applies`), since another thread may have mapped the range again
 //! between the call's effect and its exit.
 
-use core::ffi::c_void;
-
-use aya_ebpf::{helpers::generated::bpf_loop, maps::lpm_trie::Key};
+use aya_ebpf::maps::lpm_trie::Key;
 use map_audit_common::{
     blocks::{MAX_BLOCKS, block_order},
     counters::{
@@ -30,44 +28,15 @@ use map_audit_common::{
 
 use crate::{
     counters::bump,
-    maps::{FORK_FALLBACKS, ID_SEQUENCE, RANGE_WALK, REGIONS, TABLE_EDIT},
+    loops,
+    maps::{FORK_FALLBACKS, RANGE_WALK, REGIONS, TABLE_EDIT},
     records, region_cache, scope,
     user_stack::Tables,
 };
 
 /// Steps of one range walk (regions handled plus gap blocks skipped); beyond it the
 /// agent finishes the range.
-const RANGE_WALK_STEPS: u32 = 256;
-
-/// A fresh id for a region or a scope generation, unique for the agent's lifetime.
-#[inline(always)]
-pub fn next_id() -> u64 {
-    match ID_SEQUENCE.get_ptr_mut(0) {
-        // Fetch-and-add (BPF CPU v3), written out: the compiler's atomic intrinsic
-        // emits a plain add here and then treats its operand as the old value.
-        Some(seq) => {
-            let mut value: u64 = 1;
-            unsafe {
-                core::arch::asm!(
-                    "{value} = atomic_fetch_add((u64 *)({seq} + 0), {value})",
-                    value = inout(reg) value,
-                    seq = in(reg) seq,
-                );
-            }
-            value + 1
-        }
-        None => 0,
-    }
-}
-
-/// The last id handed out: a system call records it at entry (`PendingCall::seq`).
-#[inline(always)]
-pub fn current_seq() -> u64 {
-    match ID_SEQUENCE.get_ptr(0) {
-        Some(seq) => unsafe { core::ptr::read_volatile(seq) },
-        None => 0,
-    }
-}
+const RANGE_WALK_STEPS: u32 = loops::bound(256, 2);
 
 /// The region of `tgid`'s generation `generation` containing `address`.
 #[inline(always)]
@@ -267,14 +236,8 @@ impl EditHandle {
             (*edit).cursor = (*edit).ops[0].start;
             (*edit).tgid
         };
-        unsafe {
-            bpf_loop(
-                4 * MAX_BLOCKS as u32,
-                edit_step as *mut c_void,
-                core::ptr::null_mut(),
-                0,
-            );
-        }
+        let steps = 4 * MAX_BLOCKS as u32;
+        loops::repeat(steps, steps, edit_step);
         region_cache::tables_changed();
         scope::count_edit(tgid);
     }
@@ -287,58 +250,59 @@ fn op_index(i: u32) -> usize {
     (i & 3) as usize
 }
 
-#[inline(never)]
-extern "C" fn edit_step(_index: u64, _ctx: *mut c_void) -> i64 {
-    let Some(edit) = TABLE_EDIT.get_ptr_mut(0) else {
-        return 1;
-    };
-    let edit = unsafe { &mut *edit };
-    if edit.op as usize >= edit.ops.len() || edit.op >= edit.ops_len {
-        return 1;
-    }
-    let op = edit.ops[op_index(edit.op)];
-    if edit.cursor >= op.end {
-        edit.op += 1;
-        // Read back: the compiler would otherwise index with `op + 1`, whose bound the
-        // 6.1 verifier cannot tie to the check on `op`.
-        let next = unsafe { core::ptr::read_volatile(&edit.op) };
-        if (next as usize) < edit.ops.len() {
-            edit.cursor = edit.ops[op_index(next)].start;
-        }
-        return 0;
-    }
-    let order = block_order(edit.cursor, op.end);
-    let key = Key::new(
-        block_prefix_len(order),
-        region_key_data(edit.tgid, edit.generation, edit.cursor),
-    );
-    if op.kind == OP_INSERT {
-        edit.piece = Region {
-            start: op.start,
-            end: op.end,
-            file_offset: edit.region.file_offset + (op.start - edit.region.start),
-            prot: op.prot,
-            ..edit.region
+loops::step! {
+    fn edit_step(_index) -> i64 {
+        let Some(edit) = TABLE_EDIT.get_ptr_mut(0) else {
+            return 1;
         };
-        if REGIONS.insert(&key, &edit.piece, 0).is_err() {
-            bump(REGION_TABLE_FULL);
+        let edit = unsafe { &mut *edit };
+        if edit.op as usize >= edit.ops.len() || edit.op >= edit.ops_len {
+            return 1;
         }
-    } else if REGIONS.get(&key).is_some_and(|found| {
-        found.id == edit.region.id
-            && found.start == edit.region.start
-            && found.end == edit.region.end
-            && found.prot == edit.region.prot
-    }) {
-        // Missing is fine: the agent may have removed it at process exit.
-        if REGIONS.remove(&key).is_ok()
-            && edit.cursor <= edit.claim
-            && edit.claim - edit.cursor < 1u64 << order
-        {
-            edit.claimed = 1;
+        let op = edit.ops[op_index(edit.op)];
+        if edit.cursor >= op.end {
+            edit.op += 1;
+            // Read back: the compiler would otherwise index with `op + 1`, whose bound the
+            // 6.1 verifier cannot tie to the check on `op`.
+            let next = unsafe { core::ptr::read_volatile(&edit.op) };
+            if (next as usize) < edit.ops.len() {
+                edit.cursor = edit.ops[op_index(next)].start;
+            }
+            return 0;
         }
-    }
-    edit.cursor += 1u64 << order;
-    0
+        let order = block_order(edit.cursor, op.end);
+        let key = Key::new(
+            block_prefix_len(order),
+            region_key_data(edit.tgid, edit.generation, edit.cursor),
+        );
+        if op.kind == OP_INSERT {
+            edit.piece = Region {
+                start: op.start,
+                end: op.end,
+                file_offset: edit.region.file_offset + (op.start - edit.region.start),
+                prot: op.prot,
+                ..edit.region
+            };
+            if REGIONS.insert(&key, &edit.piece, 0).is_err() {
+                bump(REGION_TABLE_FULL);
+            }
+        } else if REGIONS.get(&key).is_some_and(|found| {
+            found.id == edit.region.id
+                && found.start == edit.region.start
+                && found.end == edit.region.end
+                && found.prot == edit.region.prot
+        }) {
+            // Missing is fine: the agent may have removed it at process exit.
+            if REGIONS.remove(&key).is_ok()
+                && edit.cursor <= edit.claim
+                && edit.claim - edit.cursor < 1u64 << order
+            {
+                edit.claimed = 1;
+            }
+        }
+        edit.cursor += 1u64 << order;
+        0
+}
 }
 
 /// Adds `region` for `tgid` (in `region.generation`). Blocks that do not fit are
@@ -419,13 +383,8 @@ fn walk_range(tgid: u32, generation: u32, start: u64, end: u64, new_prot: u32, s
             handed_over: 0,
             found: Region::default(),
         };
-        bpf_loop(
-            RANGE_WALK_STEPS,
-            range_step as *mut c_void,
-            core::ptr::null_mut(),
-            0,
-        );
     }
+    loops::repeat(RANGE_WALK_STEPS, RANGE_WALK_STEPS, range_step);
     let (handed_over, cursor) = unsafe {
         (
             core::ptr::read_volatile(&raw const (*walk).handed_over),
@@ -450,33 +409,34 @@ fn walk_range(tgid: u32, generation: u32, start: u64, end: u64, new_prot: u32, s
     }
 }
 
-#[inline(never)]
-extern "C" fn range_step(_index: u64, _ctx: *mut c_void) -> i64 {
-    let Some(walk) = RANGE_WALK.get_ptr_mut(0) else {
-        return 1;
-    };
-    let walk = unsafe { &mut *walk };
-    if walk.cursor >= walk.end {
-        return 1;
-    }
-    match lookup_ref(walk.tgid, walk.generation, walk.cursor) {
-        Some(region) => {
-            walk.found = *region;
-            if change_applies(&walk.found, walk.seq) {
-                change_region(walk);
-            } else {
-                // Mapped after this call began: not this call's to change, but an
-                // older region may hide under it.
-                walk.handed_over = 1;
+loops::step! {
+    fn range_step(_index) -> i64 {
+        let Some(walk) = RANGE_WALK.get_ptr_mut(0) else {
+            return 1;
+        };
+        let walk = unsafe { &mut *walk };
+        if walk.cursor >= walk.end {
+            return 1;
+        }
+        match lookup_ref(walk.tgid, walk.generation, walk.cursor) {
+            Some(region) => {
+                walk.found = *region;
+                if change_applies(&walk.found, walk.seq) {
+                    change_region(walk);
+                } else {
+                    // Mapped after this call began: not this call's to change, but an
+                    // older region may hide under it.
+                    walk.handed_over = 1;
+                }
+                walk.cursor = walk.found.end;
             }
-            walk.cursor = walk.found.end;
+            None => {
+                walk.handed_over = 1;
+                walk.cursor += 1u64 << block_order(walk.cursor, walk.end);
+            }
         }
-        None => {
-            walk.handed_over = 1;
-            walk.cursor += 1u64 << block_order(walk.cursor, walk.end);
-        }
-    }
-    0
+        0
+}
 }
 
 #[inline(always)]

@@ -15,9 +15,9 @@ use map_audit_common::{
 
 use crate::{
     counters::bump,
-    exec_mappings, mapped_file,
+    exec_mappings, id_sequence, mapped_file,
     maps::{FORK_FALLBACKS, kernel_offsets},
-    pending, rate_limit, records, region_table, scope,
+    pending, rate_limit, records, scope,
 };
 
 /// TP_PROTO(struct task_struct *parent, struct task_struct *child); runs in the parent,
@@ -47,7 +47,7 @@ pub fn sched_process_fork(ctx: RawTracePointContext) -> i32 {
         parent_generation: parent.generation,
         child_generation: entry.generation,
         _pad: 0,
-        fork_seq: region_table::current_seq(),
+        fork_seq: id_sequence::current_seq(),
         parent_edits: parent.edits,
     };
     if FORK_FALLBACKS.insert(child_tgid, fallback, 0).is_err() {
@@ -82,7 +82,7 @@ pub fn sched_process_exec(_ctx: TracePointContext) -> u32 {
         let image = Region {
             start,
             end,
-            id: region_table::next_id(),
+            id: id_sequence::next_id(),
             prot: PROT_READ | PROT_EXEC,
             flags: MAP_PRIVATE,
             ..Default::default()

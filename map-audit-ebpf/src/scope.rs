@@ -6,10 +6,7 @@ use core::ffi::c_void;
 
 use aya_ebpf::{
     bindings::{BPF_ANY, BPF_EXIST, BPF_NOEXIST},
-    helpers::{
-        bpf_get_current_comm,
-        generated::{bpf_get_current_ancestor_cgroup_id, bpf_loop},
-    },
+    helpers::{bpf_get_current_comm, generated::bpf_get_current_ancestor_cgroup_id},
 };
 use map_audit_common::{
     counters::{SCOPE_ADDED, SCOPE_TABLE_FULL, TABLE_LOCK_TIMEOUTS},
@@ -18,9 +15,9 @@ use map_audit_common::{
 
 use crate::{
     counters::{add_one, bump},
+    id_sequence, loops,
     maps::{self, FORK_FALLBACKS, SCOPE},
     region_cache,
-    region_table::next_id,
 };
 
 /// The scope entry of `tgid`, if audited. The first check of every hook.
@@ -36,7 +33,7 @@ pub fn get(tgid: u32) -> Option<ScopeEntry> {
 #[inline(always)]
 pub fn add(tgid: u32, flags: u32) -> Option<ScopeEntry> {
     let entry = ScopeEntry {
-        generation: next_id() as u32,
+        generation: id_sequence::next_generation(),
         flags,
         ..ScopeEntry::default()
     };
@@ -61,7 +58,7 @@ pub fn add(tgid: u32, flags: u32) -> Option<ScopeEntry> {
 #[inline(always)]
 pub fn renew(tgid: u32, old: &ScopeEntry) -> Option<ScopeEntry> {
     let entry = ScopeEntry {
-        generation: next_id() as u32,
+        generation: id_sequence::next_generation(),
         edits: old.edits + 1,
         ..ScopeEntry::default()
     };
@@ -89,7 +86,7 @@ pub fn count_edit(tgid: u32) {
 
 /// Spins of `lock_table` before it gives up (each is one compare-and-swap; the edits
 /// it waits for take microseconds).
-const LOCK_SPINS: u32 = 1 << 16;
+const LOCK_SPINS: u32 = loops::bound(1 << 16, 256);
 
 /// Holds `ScopeEntry::edit_lock` of a process while its regions are edited.
 pub struct TableLock {
@@ -98,9 +95,18 @@ pub struct TableLock {
 
 impl Drop for TableLock {
     fn drop(&mut self) {
-        if !self.word.is_null() {
-            unsafe { core::ptr::write_volatile(self.word, 0) };
+        if self.word.is_null() {
+            return;
         }
+        // Older kernels' lock word counts attempts in progress too (`try_lock`).
+        #[cfg(feature = "kernel-5-10")]
+        unsafe {
+            crate::counters::sub_one(self.word)
+        };
+        #[cfg(not(feature = "kernel-5-10"))]
+        unsafe {
+            core::ptr::write_volatile(self.word, 0)
+        };
     }
 }
 
@@ -109,14 +115,7 @@ impl Drop for TableLock {
 #[inline(always)]
 pub fn lock_table(tgid: u32) -> TableLock {
     let mut attempt = LockAttempt { tgid, held: 0 };
-    unsafe {
-        bpf_loop(
-            LOCK_SPINS,
-            try_lock as *mut c_void,
-            (&raw mut attempt).cast(),
-            0,
-        )
-    };
+    loops::repeat_with(LOCK_SPINS, try_lock, (&raw mut attempt).cast());
     let word = match SCOPE.get_ptr_mut(tgid) {
         Some(entry) if attempt.held != 0 => unsafe { &raw mut (*entry).edit_lock },
         _ => core::ptr::null_mut(),
@@ -133,8 +132,8 @@ struct LockAttempt {
     held: u32,
 }
 
-/// One compare-and-swap of the lock word, 0 -> 1; stops the loop once it is held (or
-/// the process has left the scope: nothing to lock).
+/// One attempt to take the lock word; stops the loop once it is held (or the process
+/// has left the scope: nothing to lock).
 #[inline(never)]
 extern "C" fn try_lock(_index: u64, ctx: *mut c_void) -> i64 {
     let attempt = unsafe { &mut *ctx.cast::<LockAttempt>() };
@@ -143,6 +142,18 @@ extern "C" fn try_lock(_index: u64, ctx: *mut c_void) -> i64 {
         return 1;
     };
     let word = unsafe { &raw mut (*entry).edit_lock };
+    if unsafe { take(word) } {
+        attempt.held = 1;
+        1
+    } else {
+        0
+    }
+}
+
+/// A compare-and-swap of the lock word, 0 -> 1.
+#[cfg(not(feature = "kernel-5-10"))]
+#[inline(always)]
+unsafe fn take(word: *mut u64) -> bool {
     let mut old: u64 = 0;
     unsafe {
         core::arch::asm!(
@@ -152,12 +163,24 @@ extern "C" fn try_lock(_index: u64, ctx: *mut c_void) -> i64 {
             inout("r0") old,
         );
     }
-    if old == 0 {
-        attempt.held = 1;
-        1
-    } else {
-        0
+    old == 0
+}
+
+/// Before 5.12 there is no compare-and-swap, only an add without result: add one, read
+/// the word back, and hold the lock if it is one (no other holder or attempt in
+/// between), else take the one back. Two attempts that overlap may both give up and
+/// spin again; two can never both read one.
+#[cfg(feature = "kernel-5-10")]
+#[inline(always)]
+unsafe fn take(word: *mut u64) -> bool {
+    unsafe {
+        add_one(word);
+        if core::ptr::read_volatile(word) == 1 {
+            return true;
+        }
+        crate::counters::sub_one(word);
     }
+    false
 }
 
 /// Scope check for the mmap hook: a process not yet in scope joins it under `--all`,
@@ -198,14 +221,11 @@ fn in_scoped_cgroup() -> bool {
         levels: maps::SCOPE_CGROUP_LEVELS.get(0).copied().unwrap_or(0),
         found: 0,
     };
-    unsafe {
-        bpf_loop(
-            MAX_CGROUP_LEVEL,
-            check_cgroup_level as *mut c_void,
-            (&raw mut search).cast(),
-            0,
-        )
-    };
+    loops::repeat_with(
+        MAX_CGROUP_LEVEL,
+        check_cgroup_level,
+        (&raw mut search).cast(),
+    );
     search.found != 0
 }
 

@@ -17,6 +17,7 @@ use map_audit_common::{
 
 use crate::{
     counters::bump,
+    id_sequence,
     maps::{kernel_offsets, tracepoint_offsets},
     pending, records, region_filter, region_table, scope,
 };
@@ -73,7 +74,7 @@ fn try_sys_exit_brk(ctx: &TracePointContext) -> Result<u32, i32> {
                 start: heap_start,
                 end: heap_end,
                 file_offset: 0,
-                id: region_table::next_id(),
+                id: id_sequence::next_id(),
                 prot: PROT_READ | PROT_WRITE,
                 flags: MAP_PRIVATE | MAP_ANONYMOUS | REGION_HEAP,
                 generation,

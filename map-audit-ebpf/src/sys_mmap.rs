@@ -16,7 +16,7 @@ use map_audit_common::{
 };
 
 use crate::{
-    mapped_file,
+    id_sequence, mapped_file,
     maps::{agent_config, tracepoint_offsets},
     pending, records, region_filter, region_table, scope,
 };
@@ -75,7 +75,7 @@ fn try_sys_exit_mmap(ctx: &TracePointContext) -> Result<u32, i32> {
         start,
         end,
         file_offset: call.file_offset,
-        id: region_table::next_id(),
+        id: id_sequence::next_id(),
         prot: call.prot,
         flags: call.flags,
         generation: scope.generation,

@@ -10,7 +10,7 @@ use map_audit_common::{
     region::{MREMAP_DONTUNMAP, MREMAP_FIXED, PendingCall, Region, change_applies},
 };
 
-use crate::{maps::tracepoint_offsets, pending, records, region_table, scope};
+use crate::{id_sequence, maps::tracepoint_offsets, pending, records, region_table, scope};
 
 #[tracepoint]
 pub fn sys_enter_mremap(ctx: TracePointContext) -> u32 {
@@ -66,7 +66,7 @@ fn try_sys_exit_mremap(ctx: &TracePointContext) -> Result<u32, i32> {
         start: new_start,
         end: new_end,
         file_offset: old.file_offset + (call.addr - old.start),
-        id: region_table::next_id(),
+        id: id_sequence::next_id(),
         generation,
         ..old
     };

@@ -4,11 +4,7 @@
 //! the task saved at the system call).
 
 use aya_ebpf::{
-    bindings::pt_regs,
-    helpers::{
-        bpf_get_current_pid_tgid, bpf_ktime_get_ns,
-        generated::{bpf_get_current_task_btf, bpf_task_pt_regs},
-    },
+    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns},
     macros::tracepoint,
     programs::TracePointContext,
 };
@@ -22,7 +18,7 @@ use map_audit_common::{
 use crate::{
     counters::bump,
     maps::{EVENTS, SYNC_SCRATCH, tracepoint_offsets},
-    pending, rate_limit, records, region_cache, region_table, scope,
+    pending, rate_limit, records, region_cache, region_table, scope, task_regs,
     user_stack::{self, Frames, UserRegs},
     write_fault::walk_result,
 };
@@ -67,7 +63,7 @@ fn try_sys_exit_msync(ctx: &TracePointContext) -> Result<u32, i32> {
         return Ok(0);
     }
     let now = unsafe { bpf_ktime_get_ns() };
-    let user_regs = unsafe { bpf_task_pt_regs(bpf_get_current_task_btf()) } as *const pt_regs;
+    let user_regs = task_regs::current_user_regs();
     let tables = region_table::walk_tables(tgid, &region, own);
     let walked = user_stack::walk(UserRegs::At(user_regs), Frames::Sync, tables);
     let Some(record) = SYNC_SCRATCH.get_ptr_mut(0) else {

@@ -19,6 +19,7 @@ use core::ffi::c_void;
 
 use crate::{
     go_writers::GO_WRITER_SCRATCH,
+    loops,
     maps::{
         FAULT_SCRATCH, FILE_TABLES, FRAME_WALK, STACK_WINDOW, SYNC_SCRATCH, TABLE_VERSIONS,
         UNWIND_CACHE, UNWIND_ROWS, WATCH_SCRATCH, WINDOW_WORDS, agent_config,
@@ -29,7 +30,7 @@ use aya_ebpf::{
     bindings::pt_regs,
     helpers::{
         bpf_probe_read_kernel, bpf_probe_read_user,
-        generated::{bpf_loop, bpf_probe_read_user as bpf_probe_read_user_raw},
+        generated::bpf_probe_read_user as bpf_probe_read_user_raw,
     },
 };
 use map_audit_common::{
@@ -83,6 +84,10 @@ pub enum Tables {
     Of { tgid: u32, generation: u32 },
     None,
 }
+
+/// Frames a walk records at most (the frame buffers hold `MAX_STACK_DEPTH`); fewer on
+/// older kernels, whose verifier checks each step of the walk anew.
+const WALK_DEPTH: u32 = loops::bound(MAX_STACK_DEPTH as u32, 32);
 
 /// What a walk found.
 pub struct Walked {
@@ -159,13 +164,8 @@ pub fn walk(regs: UserRegs, frames: Frames, tables: Tables) -> Option<Walked> {
         (*state).exact = u32::from(exact);
         (*state).depth = 1;
         (*state).end = STACK_END_COMPLETE;
-        bpf_loop(
-            MAX_STACK_DEPTH as u32,
-            frame_step as *mut c_void,
-            core::ptr::null_mut(),
-            0,
-        );
     }
+    loops::repeat(WALK_DEPTH, WALK_DEPTH, frame_step);
     // Read back through the pointer: the steps changed the map value.
     let (depth, end, hash) = unsafe {
         (
@@ -255,42 +255,43 @@ fn found(walk: &mut FrameWalk, pc: u64, sp: u64, bp: u64, exact: bool) -> u32 {
     FOUND
 }
 
-/// One frame: finds the caller of the frame at (pc, sp, bp) and appends it. The depth
-/// comes from the loop's index, which the verifier does not know, so it checks this
-/// step once (a depth kept as a counter in the context would be a new known constant
-/// each step, and the verifier would check each step anew).
-#[inline(never)]
-extern "C" fn frame_step(index: u64, _ctx: *mut c_void) -> i64 {
-    let Some(walk) = FRAME_WALK.get_ptr_mut(0) else {
-        return 1;
-    };
-    let walk = unsafe { &mut *walk };
-    let answer = caller(walk);
-    if answer != FOUND {
-        walk.end = answer;
-        return 1;
-    }
-    let (pc, sp, bp) = (walk.next_pc, walk.next_sp, walk.next_bp);
-    if pc == 0 {
-        return 1; // the outermost frame returns nowhere: complete
-    }
-    let depth = index + 1;
-    if depth as usize >= MAX_STACK_DEPTH {
-        walk.end = STACK_END_DEPTH_LIMIT;
-        return 1;
-    }
-    let Some(buffer) = frame_buffer(walk.frames) else {
-        return 1;
-    };
-    // Masked: the verifier checks the store against the buffer's 64 words.
-    unsafe { *buffer.add((depth as usize) & (MAX_STACK_DEPTH - 1)) = pc };
-    walk.hash = stack_hash_step(walk.hash, pc);
-    walk.depth = depth as u32 + 1;
-    walk.pc = pc;
-    walk.sp = sp;
-    walk.bp = bp;
-    walk.exact = walk.next_exact;
-    0
+loops::step! {
+    /// One frame: finds the caller of the frame at (pc, sp, bp) and appends it. The depth
+    /// comes from the loop's index, which the verifier does not know, so it checks this
+    /// step once (a depth kept as a counter in the context would be a new known constant
+    /// each step, and the verifier would check each step anew).
+    fn frame_step(index) -> i64 {
+        let Some(walk) = FRAME_WALK.get_ptr_mut(0) else {
+            return 1;
+        };
+        let walk = unsafe { &mut *walk };
+        let answer = caller(walk);
+        if answer != FOUND {
+            walk.end = answer;
+            return 1;
+        }
+        let (pc, sp, bp) = (walk.next_pc, walk.next_sp, walk.next_bp);
+        if pc == 0 {
+            return 1; // the outermost frame returns nowhere: complete
+        }
+        let depth = index + 1;
+        if depth >= u64::from(WALK_DEPTH) {
+            walk.end = STACK_END_DEPTH_LIMIT;
+            return 1;
+        }
+        let Some(buffer) = frame_buffer(walk.frames) else {
+            return 1;
+        };
+        // Masked: the verifier checks the store against the buffer's 64 words.
+        unsafe { *buffer.add((depth as usize) & (MAX_STACK_DEPTH - 1)) = pc };
+        walk.hash = stack_hash_step(walk.hash, pc);
+        walk.depth = depth as u32 + 1;
+        walk.pc = pc;
+        walk.sp = sp;
+        walk.bp = bp;
+        walk.exact = walk.next_exact;
+        0
+}
 }
 
 /// The caller of the walk's current frame.

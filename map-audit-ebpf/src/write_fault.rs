@@ -4,11 +4,8 @@
 
 use aya_ebpf::{
     EbpfContext,
-    bindings::{BPF_F_USER_STACK, pt_regs},
-    helpers::{
-        bpf_get_current_pid_tgid, bpf_ktime_get_ns,
-        generated::{bpf_get_current_task_btf, bpf_get_stack, bpf_task_pt_regs},
-    },
+    bindings::BPF_F_USER_STACK,
+    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns, generated::bpf_get_stack},
 };
 use map_audit_common::{
     MAX_STACK_DEPTH,
@@ -33,7 +30,7 @@ use crate::{
     counters::bump,
     fault_tally,
     maps::{EVENTS, FAULT_SCRATCH, agent_config},
-    rate_limit, records, region_cache, region_filter, region_table, stack_snapshot,
+    rate_limit, records, region_cache, region_filter, region_table, stack_snapshot, task_regs,
     user_stack::{self, Frames, STACK_END_TABLE_PENDING, UserRegs},
 };
 
@@ -193,7 +190,7 @@ fn report_kernel_write<C: EbpfContext>(
     }
     // The user stack at the system call, walked like a user fault's from the task's
     // saved user registers (into this CPU's fault record first: the walk writes there).
-    let user_regs = unsafe { bpf_task_pt_regs(bpf_get_current_task_btf()) } as *const pt_regs;
+    let user_regs = task_regs::current_user_regs();
     let tables = region_table::walk_tables(tgid, region, flags & FAULT_VIA_PARENT == 0);
     let walked = user_stack::walk(UserRegs::At(user_regs), Frames::Fault, tables);
     let Some(scratch) = FAULT_SCRATCH.get_ptr(0) else {

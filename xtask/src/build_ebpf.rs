@@ -13,14 +13,26 @@ use crate::{
     workspace_root,
 };
 
-/// Builds the object and returns its path (the one the agent's build.rs embeds).
+/// Builds the two objects the agent's build.rs embeds, for 5.17+ (`target/ebpf`) and
+/// for older kernels (`target/ebpf-5.10`, feature `kernel-5-10`), and returns the
+/// first's path.
 pub fn build() -> Result<PathBuf> {
     let linker = toolchain::ensure()?;
-    let target_dir = workspace_root().join("target/ebpf");
-    let mut cargo = debian_cargo(DEBIAN_CARGO, "build", &target_dir);
-    cargo.env("CARGO_TARGET_BPFEL_UNKNOWN_NONE_LINKER", &linker);
-    run(&mut cargo)?;
-    Ok(target_dir.join("bpfel-unknown-none/release/map-audit"))
+    let mut first = None;
+    for (dir, features) in [
+        ("target/ebpf", None),
+        ("target/ebpf-5.10", Some("kernel-5-10")),
+    ] {
+        let target_dir = workspace_root().join(dir);
+        let mut cargo = debian_cargo(DEBIAN_CARGO, "build", &target_dir);
+        cargo.env("CARGO_TARGET_BPFEL_UNKNOWN_NONE_LINKER", &linker);
+        if let Some(features) = features {
+            cargo.args(["--features", features]);
+        }
+        run(&mut cargo)?;
+        first.get_or_insert(target_dir.join("bpfel-unknown-none/release/map-audit"));
+    }
+    Ok(first.expect("two builds ran"))
 }
 
 /// Lints the eBPF crate with Debian's clippy (the toolchain that builds it), warnings
@@ -31,9 +43,12 @@ pub fn clippy() -> Result<()> {
         toolchain::apt_install("clippy for Debian's rustc", &["rust-web-clippy"])?;
     }
     let target_dir = workspace_root().join("target/ebpf-clippy");
-    let mut cargo = debian_cargo(DEBIAN_CARGO_CLIPPY, "clippy", &target_dir);
-    cargo.args(["--", "-D", "warnings"]);
-    run(&mut cargo)
+    for features in ["", "kernel-5-10"] {
+        let mut cargo = debian_cargo(DEBIAN_CARGO_CLIPPY, "clippy", &target_dir);
+        cargo.args(["--features", features, "--", "-D", "warnings"]);
+        run(&mut cargo)?;
+    }
+    Ok(())
 }
 
 /// Debian's `cargo`, set up for the eBPF crate: `subcommand --release --target

@@ -4,7 +4,10 @@
 use aya::{programs::ProgramType, sys::is_program_supported};
 use std::path::Path;
 
-use crate::kernel::{feature_probes, kernel_support, tracefs};
+use crate::kernel::{
+    feature_probes::{self, ProgramObject},
+    kernel_support, tracefs,
+};
 
 struct Probe {
     what: String,
@@ -143,15 +146,33 @@ fn probe() -> Findings {
     for feature in &features {
         probes.push(Probe {
             what: format!("kernel feature: {} (Linux {})", feature.name, feature.since),
-            ok: feature.present != Some(false),
+            ok: feature.present != Some(false) || feature.older_object_avoids,
             detail: match feature.present {
                 Some(true) => "present".into(),
+                Some(false) if feature.older_object_avoids => {
+                    "missing: the object for older kernels runs instead".into()
+                }
                 Some(false) => "missing: map-audit's programs use it".into(),
                 None => "probe failed (see RUST_LOG=debug); not held against the kernel".into(),
             },
         });
     }
-    let features_present = features.iter().all(|f| f.present != Some(false));
+    let object = feature_probes::choose(&kernel_support::kernel_release(), &features);
+    if privileged {
+        probes.push(Probe {
+            what: "eBPF object".into(),
+            ok: object.is_ok(),
+            detail: match object {
+                Ok(ProgramObject::Linux5_17) => "the one for Linux 5.17+".into(),
+                Ok(older) => format!(
+                    "the one for older kernels (5.10 to 5.16): {}",
+                    older.degraded().join("; ")
+                ),
+                Err(_) => "none: this kernel lacks what both need".into(),
+            },
+        });
+    }
+    let features_present = object.is_ok();
     let mut supported = |what: &str, kind| {
         let (ok, detail) = program_type(kind);
         probes.push(Probe {

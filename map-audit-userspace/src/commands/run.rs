@@ -29,6 +29,7 @@ use crate::{
     commands::watch::{self, watch_spec::WatchSpec},
     kernel::cgroup::Cgroup,
     kernel::counters as stats,
+    kernel::feature_probes::ProgramObject,
     kernel::kernel_btf::KernelBtf,
     kernel::kernel_support,
     kernel::kernel_tallies::KernelTallies,
@@ -40,7 +41,7 @@ use crate::{
     kernel::tracefs,
     output::addresses,
     output::clock::Clock,
-    output::events::{AgentStarted, Body, Scope},
+    output::events::{AgentStarted, Body, Programs, Scope},
     output::json_writer::JsonWriter,
     output::metrics,
     output::metrics_server,
@@ -83,7 +84,7 @@ pub fn audit(args: RunArgs, watches: Option<Vec<WatchSpec>>) -> Result<i32> {
             "nothing to audit: give --pid PID, --comm NAME, --cgroup PATH, --container ID, --pod NAMESPACE/NAME, --all, or -- COMMAND [ARGS]"
         ));
     }
-    kernel_support::require_run_prerequisites()?;
+    let object = kernel_support::require_run_prerequisites()?;
     if args.rearm_interval.is_some() {
         kernel_support::require_soft_dirty()?;
     }
@@ -102,8 +103,14 @@ pub fn audit(args: RunArgs, watches: Option<Vec<WatchSpec>>) -> Result<i32> {
     }
 
     let filter = region_filter(&args);
-    let (mut ebpf, mut hooks, mut kernel_logger) =
-        load_and_attach(&args, &filter, offsets, kernel_offsets, watches.is_none())?;
+    let (mut ebpf, mut hooks, mut kernel_logger) = load_and_attach(
+        &args,
+        &filter,
+        object,
+        offsets,
+        kernel_offsets,
+        watches.is_none(),
+    )?;
     let unwind_tables = SharedTables::new(unwind_tables(&mut ebpf, &args)?);
     let mut table = region_table(&mut ebpf)?;
     scope_comms(&mut ebpf, &args.comms)?;
@@ -137,7 +144,7 @@ pub fn audit(args: RunArgs, watches: Option<Vec<WatchSpec>>) -> Result<i32> {
     };
     // Before `agent_started`.
     let (runtime, signals) = runtime_with_signals()?;
-    let writer = start_output(&args, hooks)?;
+    let writer = start_output(&args, object, hooks)?;
     let (pipeline, pipeline_thread, flush_requests, output_closed) = start_pipeline(
         &mut ebpf,
         &args,
@@ -232,12 +239,14 @@ fn region_filter(args: &RunArgs) -> RegionFilter {
 fn load_and_attach(
     args: &RunArgs,
     filter: &RegionFilter,
+    object: ProgramObject,
     offsets: TracepointOffsets,
     kernel_offsets: KernelOffsets,
     fault_hooks: bool,
 ) -> Result<(aya::Ebpf, Vec<AttachedHook>, Option<KernelLogger>)> {
     let log_enabled = args.kernel_log || std::env::var_os("RUST_LOG").is_some();
     let mut ebpf = loader::load(&loader::LoadOptions {
+        object,
         offsets,
         kernel_offsets,
         config: AgentConfig {
@@ -444,7 +453,11 @@ fn spawn_command(
 }
 
 /// The output, opened, with `agent_started` written.
-fn start_output(args: &RunArgs, hooks: Vec<AttachedHook>) -> Result<JsonWriter> {
+fn start_output(
+    args: &RunArgs,
+    object: ProgramObject,
+    hooks: Vec<AttachedHook>,
+) -> Result<JsonWriter> {
     let clock = Clock::new();
     let mut writer = JsonWriter::open(args.output.as_deref(), clock)?;
     writer.pretty = args.format == OutputFormat::Pretty;
@@ -453,6 +466,10 @@ fn start_output(args: &RunArgs, hooks: Vec<AttachedHook>) -> Result<JsonWriter> 
         Body::AgentStarted(AgentStarted {
             version: env!("CARGO_PKG_VERSION"),
             kernel_release: kernel_support::kernel_release(),
+            programs: Programs {
+                object,
+                degraded: object.degraded().to_vec(),
+            },
             hooks,
             scope: Scope {
                 pids: args.pids.clone(),

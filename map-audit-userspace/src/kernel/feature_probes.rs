@@ -1,12 +1,15 @@
 //! What the eBPF programs need of the kernel beyond privileges, BTF and tracepoints,
 //! probed the way libbpf and bpftool do (load a two-instruction program, read the
 //! verifier's answer), not guessed from the release string: distribution kernels
-//! backport features, and a release number says nothing about a custom build.
+//! backport features, and a release number says nothing about a custom build. The
+//! answer picks one of the two embedded objects (`ProgramObject`), or refuses the run.
 //!
 //! Cost: one map creation and five tiny program loads, once at start and in
 //! `map-audit check` (all of `check` takes 40-80 ms here).
 
 use std::os::fd::{FromRawFd, OwnedFd};
+
+use serde::Serialize;
 
 use aya::{
     maps::MapType,
@@ -23,6 +26,47 @@ pub struct Feature {
     /// `None`: the probe itself failed, so the feature is not held against the kernel
     /// (loading the programs then says what is wrong).
     pub present: Option<bool>,
+    /// The object for older kernels does without it.
+    pub older_object_avoids: bool,
+}
+
+/// Which embedded object runs: both have the same programs, maps and records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ProgramObject {
+    /// Built for 5.17+: loops under `bpf_loop`, fetch-and-add and compare-and-exchange,
+    /// `bpf_find_vma`, `bpf_task_pt_regs`.
+    Linux5_17,
+    /// Built for 5.10 to 5.16 (feature `kernel-5-10`): bounded loops, ids and locks
+    /// from plain atomic adds, the VMA list, the registers at the kernel stack's top.
+    Linux5_10,
+}
+
+impl ProgramObject {
+    /// What runs differently from the 5.17+ object, for `agent_started` and `check`.
+    pub fn degraded(self) -> &'static [&'static str] {
+        match self {
+            Self::Linux5_17 => &[],
+            Self::Linux5_10 => &[
+                "user stacks stop at 32 frames, not 64 (stack_end depth_limit)",
+                "an munmap or mprotect over more than 2 regions is finished by the agent (ranges_handed_to_agent)",
+                "a region edit waits for another thread's edit of the same process for 256 tries, not 65536 (table_lock_timeouts)",
+                "Go mode (go-maps) is refused: it needs Linux 5.17 (bpf_loop, bpf_get_attach_cookie)",
+            ],
+        }
+    }
+}
+
+/// The object for these features, or the one sentence the run is refused with.
+pub fn choose(release: &str, features: &[Feature]) -> Result<ProgramObject, String> {
+    if let Some(sentence) = refusal(release, features.iter().filter(|f| !f.older_object_avoids)) {
+        return Err(sentence);
+    }
+    if features.iter().any(|f| f.present == Some(false)) {
+        Ok(ProgramObject::Linux5_10)
+    } else {
+        Ok(ProgramObject::Linux5_17)
+    }
 }
 
 /// Probes every feature. Needs the privileges a run needs.
@@ -33,12 +77,14 @@ pub fn probe() -> Vec<Feature> {
         present: is_helper_supported(ProgramType::TracePoint, id)
             .inspect_err(|err| log::debug!("probing {name} failed: {err}"))
             .ok(),
+        older_object_avoids: true,
     };
     vec![
         Feature {
             name: "ring buffer maps",
             since: "5.8",
             present: is_map_supported(MapType::RingBuf).ok(),
+            older_object_avoids: false,
         },
         helper(
             "bpf_get_current_task_btf",
@@ -49,6 +95,7 @@ pub fn probe() -> Vec<Feature> {
             name: "atomic fetch-and-add and compare-and-exchange",
             since: "5.12",
             present: atomics_supported(),
+            older_object_avoids: true,
         },
         helper("bpf_task_pt_regs", "5.15", BpfHelper::BPF_FUNC_task_pt_regs),
         helper("bpf_find_vma", "5.17", BpfHelper::BPF_FUNC_find_vma),
@@ -56,10 +103,10 @@ pub fn probe() -> Vec<Feature> {
     ]
 }
 
-/// The one sentence a run is refused with when features are missing, or `None`.
-pub fn refusal(release: &str, features: &[Feature]) -> Option<String> {
+/// The one sentence a run is refused with when some of `features` are missing, or
+/// `None`.
+fn refusal<'a>(release: &str, features: impl Iterator<Item = &'a Feature>) -> Option<String> {
     let missing: Vec<String> = features
-        .iter()
         .filter(|f| f.present == Some(false))
         .map(|f| format!("{} (Linux {})", f.name, f.since))
         .collect();
@@ -155,29 +202,51 @@ mod tests {
             name,
             since,
             present,
+            older_object_avoids: name != "ring buffer maps",
         }
     }
 
     #[test]
-    fn missing_features_are_named_in_one_sentence() {
+    fn a_kernel_with_everything_runs_the_5_17_object() {
+        let features = [
+            feature("ring buffer maps", "5.8", Some(true)),
+            feature("bpf_loop", "5.17", Some(true)),
+        ];
+        assert_eq!(choose("6.1.0", &features), Ok(ProgramObject::Linux5_17));
+    }
+
+    #[test]
+    fn a_kernel_without_the_5_17_features_runs_the_older_object() {
         let features = [
             feature("ring buffer maps", "5.8", Some(true)),
             feature("bpf_find_vma", "5.17", Some(false)),
-            feature("bpf_task_pt_regs", "5.15", None),
             feature("bpf_loop", "5.17", Some(false)),
         ];
         assert_eq!(
-            refusal("5.10.0-46-cloud-amd64", &features).unwrap(),
-            "this kernel (5.10.0-46-cloud-amd64) lacks bpf_find_vma (Linux 5.17), bpf_loop (Linux 5.17), which map-audit's programs use, so it cannot run here"
+            choose("5.10.0-46-cloud-amd64", &features),
+            Ok(ProgramObject::Linux5_10)
+        );
+    }
+
+    #[test]
+    fn what_neither_object_does_without_is_named_in_one_sentence() {
+        let features = [
+            feature("ring buffer maps", "5.8", Some(false)),
+            feature("bpf_find_vma", "5.17", Some(false)),
+            feature("bpf_task_pt_regs", "5.15", None),
+        ];
+        assert_eq!(
+            choose("5.4.0-216-generic", &features),
+            Err("this kernel (5.4.0-216-generic) lacks ring buffer maps (Linux 5.8), which map-audit's programs use, so it cannot run here".into())
         );
     }
 
     #[test]
     fn a_failed_probe_is_not_held_against_the_kernel() {
         let features = [
-            feature("ring buffer maps", "5.8", Some(true)),
+            feature("ring buffer maps", "5.8", None),
             feature("bpf_loop", "5.17", None),
         ];
-        assert_eq!(refusal("6.1.0", &features), None);
+        assert_eq!(choose("6.1.0", &features), Ok(ProgramObject::Linux5_17));
     }
 }

@@ -3,9 +3,9 @@
 
 use std::path::Path;
 
-use anyhow::{Result, bail};
+use anyhow::{Result, anyhow, bail};
 
-use super::feature_probes;
+use super::feature_probes::{self, ProgramObject};
 
 const CAP_SYS_ADMIN: u32 = 21;
 const CAP_PERFMON: u32 = 38;
@@ -74,30 +74,32 @@ pub fn require_soft_dirty() -> Result<()> {
     .into())
 }
 
-/// The checks that stop a run before anything is loaded, each with what to do.
-pub fn require_run_prerequisites() -> Result<()> {
+/// The checks that stop a run before anything is loaded, each with what to do; else
+/// the object this kernel runs.
+pub fn require_run_prerequisites() -> Result<ProgramObject> {
     let (privileged, btf) = (has_bpf_privileges(), has_btf());
     // The feature probes load programs: without privileges they only fail.
-    let missing = if privileged && btf {
-        feature_probes::refusal(&kernel_release(), &feature_probes::probe())
+    let object = if privileged && btf {
+        feature_probes::choose(&kernel_release(), &feature_probes::probe())
     } else {
-        None
+        Ok(ProgramObject::Linux5_17)
     };
-    check_prerequisites(privileged, btf, missing)
+    check_prerequisites(privileged, btf, object)
 }
 
-/// The first of: no privileges, no BTF, the features' `refusal`.
-fn check_prerequisites(privileged: bool, btf: bool, missing: Option<String>) -> Result<()> {
+/// The first of: no privileges, no BTF, the features' refusal.
+fn check_prerequisites(
+    privileged: bool,
+    btf: bool,
+    object: Result<ProgramObject, String>,
+) -> Result<ProgramObject> {
     if !privileged {
         bail!("map-audit needs root or the CAP_BPF and CAP_PERFMON capabilities; run it with sudo");
     }
     if !btf {
         bail!(NO_BTF);
     }
-    if let Some(sentence) = missing {
-        bail!(sentence);
-    }
-    Ok(())
+    object.map_err(|sentence| anyhow!(sentence))
 }
 
 const NO_BTF: &str = "this kernel has no BTF (/sys/kernel/btf/vmlinux is missing); map-audit needs a kernel built with CONFIG_DEBUG_INFO_BTF=y";
@@ -109,7 +111,8 @@ mod tests {
     #[test]
     fn each_refusal_is_one_sentence_in_order() {
         let sentence = |privileged, btf, missing: Option<&str>| {
-            check_prerequisites(privileged, btf, missing.map(String::from))
+            let object = missing.map_or(Ok(ProgramObject::Linux5_10), |m| Err(m.to_string()));
+            check_prerequisites(privileged, btf, object)
                 .err()
                 .map(|err| err.to_string())
         };

@@ -3,21 +3,34 @@
 use anyhow::{Context, Result};
 use aya::{Ebpf, EbpfLoader, programs::TracePoint};
 use map_audit_common::{
-    config::{AgentConfig, KernelOffsets, TracepointOffsets},
+    config::{AgentConfig, KernelOffsets, OFFSET_ABSENT, TracepointOffsets},
     map_names,
 };
 
 use crate::{
     kernel::fault_hooks::{self, FaultHook},
+    kernel::feature_probes::ProgramObject,
     kernel::kernel_btf::KernelBtf,
     kernel::programs::{AttachedHook, attach_raw, program},
 };
 
-/// The eBPF object built by `cargo xtask build-ebpf`, embedded at build time.
+/// The eBPF objects built by `cargo xtask build-ebpf`, embedded at build time: for
+/// 5.17+, and for older kernels (`feature_probes::ProgramObject`).
 pub(crate) static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(env!("MAP_AUDIT_EBPF_OBJECT"));
+static EBPF_OBJECT_5_10: &[u8] = aya::include_bytes_aligned!(env!("MAP_AUDIT_EBPF_OBJECT_5_10"));
+
+impl ProgramObject {
+    fn bytes(self) -> &'static [u8] {
+        match self {
+            Self::Linux5_17 => EBPF_OBJECT,
+            Self::Linux5_10 => EBPF_OBJECT_5_10,
+        }
+    }
+}
 
 /// What the loader needs from the command line and the kernel.
 pub struct LoadOptions {
+    pub object: ProgramObject,
     pub offsets: TracepointOffsets,
     pub kernel_offsets: KernelOffsets,
     pub config: AgentConfig,
@@ -38,7 +51,7 @@ pub fn load(options: &LoadOptions) -> Result<Ebpf> {
         .map_max_entries(map_names::EVENTS, options.ringbuf_bytes)
         .map_max_entries(map_names::REGIONS, options.region_table_entries)
         .map_max_entries(map_names::UNWIND_ROWS, options.unwind_rows)
-        .load(EBPF_OBJECT)
+        .load(options.object.bytes())
         .context("loading the eBPF object failed; run as root (or with CAP_BPF and CAP_PERFMON) on Linux 5.8+ with BTF; in a container, its seccomp profile must allow bpf() (older default profiles allow it only with CAP_SYS_ADMIN: use an unconfined profile)")
 }
 
@@ -183,6 +196,10 @@ pub fn kernel_offsets(btf: &KernelBtf) -> Result<KernelOffsets> {
         inode_ino: member("inode", "i_ino")?,
         inode_sb: member("inode", "i_sb")?,
         sb_dev: member("super_block", "s_dev")?,
+        task_stack: member("task_struct", "stack")?,
+        mm_mmap: member("mm_struct", "mmap").unwrap_or(OFFSET_ABSENT),
+        vma_vm_next: member("vm_area_struct", "vm_next").unwrap_or(OFFSET_ABSENT),
+        _pad: 0,
     })
 }
 
@@ -196,7 +213,13 @@ mod tests {
     /// one side only fails here, not at load time as root.
     #[test]
     fn the_objects_maps_are_the_shared_names() {
-        let object = object::File::parse(EBPF_OBJECT).unwrap();
+        for bytes in [EBPF_OBJECT, EBPF_OBJECT_5_10] {
+            maps_are_the_shared_names(bytes);
+        }
+    }
+
+    fn maps_are_the_shared_names(bytes: &[u8]) {
+        let object = object::File::parse(bytes).unwrap();
         let maps = object.section_by_name("maps").unwrap().index();
         let mut found: Vec<&str> = object
             .symbols()

@@ -13,7 +13,7 @@ use serde_json::value::RawValue;
 pub use map_audit_common::counters::{AgentCounters, KernelCounters};
 
 use crate::{
-    kernel::{programs::AttachedHook, region_table::TableEntries},
+    kernel::{feature_probes::ProgramObject, programs::AttachedHook, region_table::TableEntries},
     output::containers::{Container, Kubernetes},
     output::region_names::{RegionJson, prot_string},
     output::schema::{Address, Prot, Timestamp},
@@ -105,10 +105,19 @@ impl OtherEvent {
 pub struct AgentStarted {
     pub version: &'static str,
     pub kernel_release: String,
+    pub programs: Programs,
     /// The hooks attached, and why each was chosen.
     #[schemars(length(min = 1))]
     pub hooks: Vec<AttachedHook>,
     pub scope: Scope,
+}
+
+/// Which embedded eBPF object runs (chosen by probing the kernel), and what runs
+/// differently with it than with the 5.17+ object (empty for that one).
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct Programs {
+    pub object: ProgramObject,
+    pub degraded: Vec<&'static str>,
 }
 
 /// What the agent audits: processes by pid or name, and the command it ran.

@@ -31,7 +31,8 @@ use crate::{
     commands::cli::{GoMapsArgs, OutputFormat},
     commands::read_loop::{Reader, StopWhen, read_until_stopped},
     commands::signals::runtime_with_signals,
-    kernel::kernel_support,
+    kernel::feature_probes::ProgramObject,
+    kernel::kernel_support::{self, NotOnThisKernel},
     kernel::{loader::raise_memlock_limit, programs::take_map},
     output::clock::Clock,
     output::events::Body,
@@ -62,7 +63,13 @@ pub fn run(args: GoMapsArgs) -> Result<i32> {
             Some((None, path, shown))
         }
     };
-    kernel_support::require_run_prerequisites()?;
+    if kernel_support::require_run_prerequisites()? != ProgramObject::Linux5_17 {
+        return Err(NotOnThisKernel(format!(
+            "Go mode needs the BPF features of Linux 5.17 (bpf_loop and bpf_get_attach_cookie among them), which this kernel ({}) lacks; `map-audit run` works here, and `map-audit check` lists what is missing",
+            kernel_support::kernel_release()
+        ))
+        .into());
+    }
     let mode = if args.crash_only || args.all_go {
         Mode::CrashOnly
     } else {
