@@ -125,12 +125,10 @@ pub fn capture_at_entry(ctx: &ProbeContext, goid: u64, tid: u32) -> Option<&'sta
     // anew after it.
     let walked = user_stack::walk(from, Frames::GoWriter, Tables::None);
     let writer = unsafe { &mut *scratch };
-    if let Some(walked) = walked {
-        writer.stack_bytes = walked.bytes;
-        if walked.end == STACK_END_DEPTH_LIMIT {
-            writer.stack_truncated = 1;
-            bump(STACKS_TRUNCATED);
-        }
+    writer.stack_bytes = walked.bytes;
+    if walked.end == STACK_END_DEPTH_LIMIT {
+        writer.stack_truncated = 1;
+        bump(STACKS_TRUNCATED);
     }
     Some(writer)
 }

@@ -128,11 +128,22 @@ fn frame_buffer(frames: u32) -> Option<*mut u64> {
 }
 
 /// Fills the buffer `frames` names with the ip and the return addresses, innermost
-/// first; `None` when the registers cannot be read. The walk's state is in the per-CPU
-/// `FRAME_WALK`, not on the stack: a fault program and its step together must stay
-/// within 6.1's 512 bytes.
+/// first; no frames and `STACK_END_UNREADABLE` when the registers cannot be read. The
+/// walk's state is in the per-CPU `FRAME_WALK`, not on the stack: a fault program and
+/// its step together must stay within 6.1's 512 bytes.
 #[inline(always)]
-pub fn walk(regs: UserRegs, frames: Frames, tables: Tables) -> Option<Walked> {
+pub fn walk(regs: UserRegs, frames: Frames, tables: Tables) -> Walked {
+    // Never `None` out: LLVM loads the fields of an `Option` it returns before testing
+    // it, and 5.10's verifier refuses a read of a stack slot the `None` path never set.
+    walk_from(regs, frames, tables).unwrap_or(Walked {
+        bytes: 0,
+        end: STACK_END_UNREADABLE,
+        hash: 0,
+    })
+}
+
+#[inline(always)]
+fn walk_from(regs: UserRegs, frames: Frames, tables: Tables) -> Option<Walked> {
     let (ip, sp, bp, exact) = regs.read()?;
     let buffer = frame_buffer(frames as u32)?;
     unsafe { *buffer = ip };

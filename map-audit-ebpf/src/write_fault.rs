@@ -93,7 +93,7 @@ pub fn report<C: EbpfContext>(
     // the record may live across it.
     unsafe { (*record).flags = flags };
     let tables = region_table::walk_tables(tgid, &region, own);
-    let walked = user_regs.and_then(|regs| user_stack::walk(regs, Frames::Fault, tables));
+    let walked = user_regs.map(|regs| user_stack::walk(regs, Frames::Fault, tables));
     let record = unsafe { &mut *record };
     // Only stacks walked here are hashed; the agent decides a `--path` still pending,
     // and gives a parent's region (after a fork) to the child's copy of it.
@@ -213,26 +213,14 @@ fn report_kernel_write<C: EbpfContext>(
     record.fault.stack_hash = 0;
     record.fault.flags = flags;
     record.fault.epoch = fault_tally::epoch() as u32;
-    match walked {
-        Some(walked) => {
-            // Rare: not worth a snapshot.
-            let end = user_stack::reported_end(walked.end);
-            record.fault.stack = unsafe { (*scratch).stack };
-            record.fault.stack_bytes = walked.bytes;
-            record.fault.stack_end = end;
-            if end != STACK_END_COMPLETE {
-                bump(stack_end_counter(end));
-                record.fault.flags |= FAULT_STACK_TRUNCATED;
-            }
-        }
-        None => {
-            record.fault.stack_bytes = user_stack_by_helper(ctx, &mut record.fault.stack);
-            record.fault.stack_end = STACK_END_COMPLETE;
-            if record.fault.stack_bytes == (8 * MAX_STACK_DEPTH) as i64 {
-                record.fault.flags |= FAULT_STACK_TRUNCATED;
-                record.fault.stack_end = STACK_END_DEPTH_LIMIT;
-            }
-        }
+    // Rare: not worth a snapshot.
+    let end = user_stack::reported_end(walked.end);
+    record.fault.stack = unsafe { (*scratch).stack };
+    record.fault.stack_bytes = walked.bytes;
+    record.fault.stack_end = end;
+    if end != STACK_END_COMPLETE {
+        bump(stack_end_counter(end));
+        record.fault.flags |= FAULT_STACK_TRUNCATED;
     }
     record.kernel_stack_bytes = stack(
         ctx,
@@ -259,11 +247,8 @@ pub fn stack_end_counter(end: u32) -> u32 {
 /// A walk's (`stack_bytes`, `stack_end`) for a record whose stack it filled, its
 /// early end counted; a walk that could not start is an unreadable stack.
 #[inline(always)]
-pub fn walk_result(walked: Option<user_stack::Walked>) -> (i64, u32) {
-    let (bytes, end) = match walked {
-        Some(walked) => (walked.bytes, walked.end),
-        None => (0, STACK_END_UNREADABLE),
-    };
+pub fn walk_result(walked: user_stack::Walked) -> (i64, u32) {
+    let (bytes, end) = (walked.bytes, walked.end);
     if end != STACK_END_COMPLETE {
         bump(stack_end_counter(end));
     }

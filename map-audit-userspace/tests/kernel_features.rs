@@ -1,8 +1,9 @@
 //! The kernel features the eBPF programs use are probed, not read off the release
-//! string: `map-audit check` names each; a run starts where all are present and is
-//! refused in one sentence naming the missing ones where not. Both sides run for
-//! real: the host and the 6.x guests have every feature, the 5.10 guest of
-//! `cargo xtask vm-test` lacks some.
+//! string: `map-audit check` names each, and the answer picks one of the two embedded
+//! objects (5.17+, or the one for 5.10 to 5.16) or refuses the run in one sentence
+//! naming what neither object does without. Both objects run for real: the host and
+//! the 6.x guests have every feature, the 5.10 guest of `cargo xtask vm-test` lacks
+//! five of them.
 
 mod common;
 
@@ -10,34 +11,59 @@ use std::process::Command;
 
 use common::{AGENT, run_agent};
 
-/// (present, "name (Linux x.y)") of each `kernel feature:` line of `check`.
-fn features_in(report: &str) -> Vec<(bool, String)> {
+/// One `kernel feature:` line of `check`.
+struct Feature {
+    /// "name (Linux x.y)".
+    name: String,
+    detail: String,
+}
+
+fn features_in(report: &str) -> Vec<Feature> {
     report
         .lines()
         .filter_map(|line| {
-            let (answer, rest) = line.split_once(' ')?;
-            let rest = rest.trim_start().strip_prefix("kernel feature: ")?;
+            let rest = line.split_once("kernel feature: ")?.1;
             let end = rest.find(')')? + 1;
-            Some((answer == "yes", rest[..end].to_string()))
+            Some(Feature {
+                name: rest[..end].to_string(),
+                detail: rest[end..].trim().to_string(),
+            })
         })
         .collect()
 }
 
 #[test]
-fn each_feature_is_probed_and_a_run_starts_or_is_refused_in_one_sentence() {
+fn each_feature_is_probed_and_a_run_starts_with_the_object_they_allow_or_is_refused_in_one_sentence()
+ {
     let check = Command::new(AGENT).arg("check").output().unwrap();
     let report = String::from_utf8_lossy(&check.stdout);
     let features = features_in(&report);
     assert_eq!(features.len(), 6, "{report}");
-    let missing: Vec<&str> = features
-        .iter()
-        .filter(|(present, _)| !present)
-        .map(|(_, name)| name.as_str())
-        .collect();
-    if missing.is_empty() {
+    let missing = |detail: &str| -> Vec<&str> {
+        features
+            .iter()
+            .filter(|f| f.detail.starts_with(detail))
+            .map(|f| f.name.as_str())
+            .collect()
+    };
+    let needed = missing("missing: map-audit's programs use it");
+    let avoided = missing("missing: the object for older kernels runs instead");
+    if needed.is_empty() {
         let run = run_agent(&["run", "--", "true"]);
         assert!(run.status.success(), "{}", run.stderr);
-        assert_eq!(run.of_kind("agent_started").len(), 1, "{}", run.stderr);
+        let started = run.of_kind("agent_started");
+        assert_eq!(started.len(), 1, "{}", run.stderr);
+        let programs = &started[0]["programs"];
+        let degraded = programs["degraded"].as_array().unwrap();
+        if avoided.is_empty() {
+            assert_eq!(programs["object"], "linux5_17", "{report}");
+            assert!(degraded.is_empty());
+        } else {
+            assert_eq!(programs["object"], "linux5_10", "{report}");
+            assert!(!degraded.is_empty());
+            assert!(report.contains("the one for older kernels"), "{report}");
+            go_mode_is_refused_in_one_sentence();
+        }
         return;
     }
     assert_ne!(check.status.code(), Some(0), "{report}");
@@ -45,7 +71,6 @@ fn each_feature_is_probed_and_a_run_starts_or_is_refused_in_one_sentence() {
         .args(["run", "--", "true"])
         .output()
         .unwrap();
-    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(
         out.stdout.is_empty(),
@@ -55,8 +80,65 @@ fn each_feature_is_probed_and_a_run_starts_or_is_refused_in_one_sentence() {
         String::from_utf8_lossy(&out.stderr).trim(),
         format!(
             "map-audit: this kernel ({}) lacks {}, which map-audit's programs use, so it cannot run here",
-            release.trim(),
-            missing.join(", ")
+            release(),
+            needed.join(", ")
         )
     );
+}
+
+#[test]
+fn the_older_kernels_object_is_forced_where_the_kernel_keeps_a_vma_list_and_refused_in_one_sentence_elsewhere()
+ {
+    let release = release();
+    let mut numbers = release.split(|c: char| !c.is_ascii_digit());
+    let version: (u32, u32) = (
+        numbers.next().unwrap().parse().unwrap(),
+        numbers.next().unwrap().parse().unwrap(),
+    );
+    let out = Command::new(AGENT)
+        .args(["run", "--ebpf-object", "linux5-10", "--", "true"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    if version < (6, 1) {
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(stdout.contains(r#""object":"linux5_10""#), "{stdout}");
+        return;
+    }
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stdout.is_empty());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr).trim(),
+        format!(
+            "map-audit: the object for older kernels reads the mappings a program starts with from the VMA list (mm_struct.mmap), which this kernel ({release}) no longer has (Linux 6.1 replaced it); run with --ebpf-object auto"
+        )
+    );
+}
+
+/// Go mode needs 5.17's features whichever object runs.
+fn go_mode_is_refused_in_one_sentence() {
+    let out = Command::new(AGENT)
+        .args(["go-maps", "--all-go"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(out.stdout.is_empty());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr).trim(),
+        format!(
+            "map-audit: Go mode needs the BPF features of Linux 5.17 (bpf_loop and bpf_get_attach_cookie among them), which this kernel ({}) lacks; `map-audit run` works here, and `map-audit check` lists what is missing",
+            release()
+        )
+    );
+}
+
+fn release() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .unwrap()
+        .trim()
+        .to_string()
 }

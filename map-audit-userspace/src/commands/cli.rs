@@ -325,6 +325,13 @@ pub struct RunArgs {
     #[arg(long, value_enum, default_value = "auto")]
     pub fault_hook: FaultHook,
 
+    /// Which embedded eBPF object runs: auto probes the kernel and takes the one for
+    /// 5.17+ where it has all that one needs, else the one for 5.10 to 5.16 (see
+    /// `map-audit check`); naming one forces it (linux5-10 runs up to 6.0, whose
+    /// kernels still have the VMA list it reads at exec: to compare the two objects).
+    #[arg(long, value_enum, default_value = "auto")]
+    pub ebpf_object: EbpfObject,
+
     #[command(flatten)]
     pub debuginfod: DebuginfodArgs,
 
@@ -370,6 +377,14 @@ pub struct RunArgs {
     /// with its status.
     #[arg(last = true, value_name = "COMMAND")]
     pub command: Vec<String>,
+}
+
+/// `--ebpf-object`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum EbpfObject {
+    Auto,
+    Linux5_17,
+    Linux5_10,
 }
 
 /// `--unwind`.

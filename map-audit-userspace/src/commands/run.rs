@@ -16,14 +16,14 @@ use anyhow::{Context, Result, anyhow, bail};
 use aya::maps::{Array, HashMap, LpmTrie, MapData, PerCpuArray, RingBuf};
 use map_audit_common::{
     COMM_LEN,
-    config::{AgentConfig, KernelOffsets, TracepointOffsets},
+    config::{AgentConfig, KernelOffsets, OFFSET_ABSENT, TracepointOffsets},
     map_names,
     region_filter::RegionFilterRule,
 };
 use tokio::sync::mpsc::UnboundedReceiver;
 
 use crate::{
-    commands::cli::{OutputFormat, RunArgs, UnwindMode},
+    commands::cli::{EbpfObject, OutputFormat, RunArgs, UnwindMode},
     commands::read_loop::{Reader, StopWhen, read_until_stopped},
     commands::signals::runtime_with_signals,
     commands::watch::{self, watch_spec::WatchSpec},
@@ -31,7 +31,7 @@ use crate::{
     kernel::counters as stats,
     kernel::feature_probes::ProgramObject,
     kernel::kernel_btf::KernelBtf,
-    kernel::kernel_support,
+    kernel::kernel_support::{self, NotOnThisKernel},
     kernel::kernel_tallies::KernelTallies,
     kernel::loader::{self, raise_memlock_limit},
     kernel::programs::{AttachedHook, take_map},
@@ -84,7 +84,14 @@ pub fn audit(args: RunArgs, watches: Option<Vec<WatchSpec>>) -> Result<i32> {
             "nothing to audit: give --pid PID, --comm NAME, --cgroup PATH, --container ID, --pod NAMESPACE/NAME, --all, or -- COMMAND [ARGS]"
         ));
     }
-    let object = kernel_support::require_run_prerequisites()?;
+    let object = match (
+        kernel_support::require_run_prerequisites()?,
+        args.ebpf_object,
+    ) {
+        (probed, EbpfObject::Auto) => probed,
+        (_, EbpfObject::Linux5_17) => ProgramObject::Linux5_17,
+        (_, EbpfObject::Linux5_10) => ProgramObject::Linux5_10,
+    };
     if args.rearm_interval.is_some() {
         kernel_support::require_soft_dirty()?;
     }
@@ -96,6 +103,13 @@ pub fn audit(args: RunArgs, watches: Option<Vec<WatchSpec>>) -> Result<i32> {
     let kernel_offsets = loader::kernel_offsets(&KernelBtf::from_sys_fs()?).context(
         "this kernel's structs differ from what map-audit reads to find mapped files' paths",
     )?;
+    if object == ProgramObject::Linux5_10 && kernel_offsets.mm_mmap == OFFSET_ABSENT {
+        return Err(NotOnThisKernel(format!(
+            "the object for older kernels reads the mappings a program starts with from the VMA list (mm_struct.mmap), which this kernel ({}) no longer has (Linux 6.1 replaced it); run with --ebpf-object auto",
+            kernel_support::kernel_release()
+        ))
+        .into());
+    }
     raise_memlock_limit();
     if let Some(addr) = &args.metrics_addr {
         let bound = metrics_server::start(addr)?;
