@@ -109,11 +109,6 @@ fn target_range(stderr: &str) -> (u64, u64) {
 
 /// The agent's stacks of the writes into the target, and whether all are complete.
 fn agent_chains(program: &Path, args: &[&str]) -> (Vec<Chain>, Vec<String>) {
-    agent_chains_with(&[], program, args)
-}
-
-/// `agent_chains` with more of the agent's options.
-fn agent_chains_with(options: &[&str], program: &Path, args: &[&str]) -> (Vec<Chain>, Vec<String>) {
     let file = out_dir().join(format!(
         "target-{}",
         program.file_name().unwrap().to_string_lossy()
