@@ -26,5 +26,9 @@ pub const PAGE_SIZE: u64 = 4096;
 /// keeping a record under 1 KiB and a JSON line under the 16 KiB collector limit.
 pub const MAX_STACK_DEPTH: usize = 64;
 
+/// Frames the object for kernels before 5.17 walks at most: its verifier checks each
+/// step of the walk anew (see `map-audit-ebpf/src/loops.rs`).
+pub const MAX_STACK_DEPTH_5_10: usize = 32;
+
 /// Length of a task's `comm`, including the NUL terminator.
 pub const COMM_LEN: usize = 16;

@@ -34,7 +34,7 @@ use aya_ebpf::{
     },
 };
 use map_audit_common::{
-    MAX_STACK_DEPTH, PAGE_SIZE,
+    MAX_STACK_DEPTH, MAX_STACK_DEPTH_5_10, PAGE_SIZE,
     config::{UNWIND_CFI, UNWIND_FRAME_POINTER},
     region::{TABLE_VERSION_AGENT, TABLE_VERSION_KERNEL},
     tally::{STACK_HASH_SEED, stack_hash_step},
@@ -87,7 +87,7 @@ pub enum Tables {
 
 /// Frames a walk records at most (the frame buffers hold `MAX_STACK_DEPTH`); fewer on
 /// older kernels, whose verifier checks each step of the walk anew.
-const WALK_DEPTH: u32 = loops::bound(MAX_STACK_DEPTH as u32, 32);
+const WALK_DEPTH: u32 = loops::bound(MAX_STACK_DEPTH as u32, MAX_STACK_DEPTH_5_10 as u32);
 
 /// What a walk found.
 pub struct Walked {

@@ -482,6 +482,7 @@ fn start_output(
             kernel_release: kernel_support::kernel_release(),
             programs: Programs {
                 object,
+                max_stack_depth: object.max_stack_depth(),
                 degraded: object.degraded().to_vec(),
             },
             hooks,

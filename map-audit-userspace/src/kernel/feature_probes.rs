@@ -43,6 +43,14 @@ pub enum ProgramObject {
 }
 
 impl ProgramObject {
+    /// Frames the kernel's walk of a user stack keeps at most.
+    pub fn max_stack_depth(self) -> usize {
+        match self {
+            Self::Linux5_17 => map_audit_common::MAX_STACK_DEPTH,
+            Self::Linux5_10 => map_audit_common::MAX_STACK_DEPTH_5_10,
+        }
+    }
+
     /// What runs differently from the 5.17+ object, for `agent_started` and `check`.
     pub fn degraded(self) -> &'static [&'static str] {
         match self {

@@ -117,6 +117,8 @@ pub struct AgentStarted {
 #[derive(Debug, Serialize, JsonSchema)]
 pub struct Programs {
     pub object: ProgramObject,
+    /// Frames a user stack keeps at most (`--max-stack-depth` can only lower it).
+    pub max_stack_depth: usize,
     pub degraded: Vec<&'static str>,
 }
 
