@@ -3,9 +3,9 @@
 //! before the program's first instruction, by looking up VMAs (`bpf_find_vma`, 5.17+)
 //! from a few anchors the kernel keeps in the new `mm` (`AT_PHDR` and `AT_BASE` from
 //! the saved auxiliary vector, the code and data bounds, the stack start) and following
-//! each anchor's run of adjacent VMAs. Older kernels (no `bpf_find_vma`) follow their
-//! VMA list (`mm->mmap`, `vm_next`) from the lowest up to the stack instead: a new
-//! program has no other VMAs below it (vvar and the vDSO lie above).
+//! each anchor's run of adjacent VMAs. The object for older kernels (no `bpf_find_vma`)
+//! follows their VMA list (`mm->mmap`, `vm_next`) from the lowest up to the stack
+//! instead: a new program has no other VMAs below it (vvar and the vDSO lie above).
 //!
 //! The stack is tracked over the range it may grow into (`RLIMIT_STACK`, at most
 //! 128 MiB: the kernel keeps at least that gap below the stack free of mmaps), so a
@@ -33,10 +33,8 @@ const MAX_MAPPINGS: usize = 32;
 /// Anchors: `AT_PHDR`, start_code, start_data, end_data - 1, `AT_BASE`, start_stack.
 const ANCHORS: usize = 6;
 /// Steps of the walk: VMAs found plus pages probed in gaps.
-#[cfg(not(feature = "kernel-5-10"))]
 const WALK_STEPS: u32 = 160;
 /// Pages probed past the end of an anchor's run before going to the next anchor.
-#[cfg(not(feature = "kernel-5-10"))]
 const MAX_GAP_PAGES: u32 = 16;
 /// Auxiliary vector words read (`AT_PHDR` and `AT_BASE` come early).
 const AUXV_WORDS: usize = 32;
@@ -79,9 +77,19 @@ pub struct ExecWalk {
     vmas: [Vma; MAX_MAPPINGS],
 }
 
+/// How the exec-time VMAs are found.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Walk {
+    /// `bpf_find_vma` from the anchors; in the object for older kernels, the VMA list.
+    Default,
+    /// `bpf_find_vma` from the anchors in the object for older kernels too.
+    #[cfg(feature = "kernel-5-10")]
+    FindVma,
+}
+
 /// Records the mappings of the program that the current task has just exec'd.
 #[inline(always)]
-pub fn track(tgid: u32, generation: u32) {
+pub fn track(tgid: u32, generation: u32, how: Walk) {
     // A raw pointer, no `&mut` across the `bpf_loop` calls: their callbacks change the
     // same per-CPU value, which the compiler must not assume unchanged.
     let Some(walk) = EXEC_WALK.get_ptr_mut(0) else {
@@ -101,13 +109,14 @@ pub fn track(tgid: u32, generation: u32) {
         bump(EXEC_MAPPINGS_UNREAD);
         return;
     }
-    #[cfg(not(feature = "kernel-5-10"))]
-    loops::repeat(WALK_STEPS, WALK_STEPS, walk_step);
-    #[cfg(feature = "kernel-5-10")]
-    {
-        unsafe { (*walk).cursor = first_vma() };
-        let steps = MAX_MAPPINGS as u32;
-        loops::repeat(steps, steps, list_step);
+    match how {
+        #[cfg(feature = "kernel-5-10")]
+        Walk::Default => {
+            unsafe { (*walk).cursor = first_vma() };
+            let steps = MAX_MAPPINGS as u32;
+            loops::repeat(steps, steps, list_step);
+        }
+        _ => loops::repeat(WALK_STEPS, WALK_STEPS, walk_step),
     }
     let count = unsafe { core::ptr::read_volatile(&raw const (*walk).count) };
     if count == 0 {
@@ -171,7 +180,6 @@ unsafe fn read_anchors(walk: *mut ExecWalk) -> Result<(), i32> {
 }
 
 /// Masked indices: the 6.1 verifier loses checked bounds on the way to map values.
-#[cfg(not(feature = "kernel-5-10"))]
 #[inline(always)]
 fn anchor_index(i: u32) -> usize {
     (i as usize) % ANCHORS
@@ -183,7 +191,6 @@ fn mapping_index(i: u32) -> usize {
 }
 
 loops::step! {
-    #[cfg(not(feature = "kernel-5-10"))]
     fn walk_step(_index) -> i64 {
         let Some(walk) = EXEC_WALK.get_ptr_mut(0) else {
             return 1;
@@ -241,7 +248,6 @@ loops::step! {
 }
 
 /// `bpf_find_vma`'s callback: copies the VMA's fields into the walk.
-#[cfg(not(feature = "kernel-5-10"))]
 #[inline(never)]
 extern "C" fn vma_found(_task: *mut c_void, vma: *mut c_void, _ctx: *mut c_void) -> i64 {
     let Some(walk) = EXEC_WALK.get_ptr_mut(0) else {

@@ -59,6 +59,20 @@ pub fn sched_process_fork(ctx: RawTracePointContext) -> i32 {
 
 #[tracepoint]
 pub fn sched_process_exec(_ctx: TracePointContext) -> u32 {
+    exec(exec_mappings::Walk::Default)
+}
+
+/// The object for older kernels run on a kernel without the VMA list (6.1+, forced
+/// with `--ebpf-object linux5-10`): the exec-time walk by `bpf_find_vma`, as in the
+/// 5.17 object. 5.10 never loads it.
+#[cfg(feature = "kernel-5-10")]
+#[tracepoint]
+pub fn sched_process_exec_find_vma(_ctx: TracePointContext) -> u32 {
+    exec(exec_mappings::Walk::FindVma)
+}
+
+#[inline(always)]
+fn exec(walk: exec_mappings::Walk) -> u32 {
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
     let entry = match scope::get(tgid) {
         // A new generation: the old image's regions stop matching at once; the agent
@@ -92,7 +106,7 @@ pub fn sched_process_exec(_ctx: TracePointContext) -> u32 {
     }
     // What exec mapped without a system call: the program's and its interpreter's
     // segments (data, bss) and the stack, before the program's first instruction.
-    exec_mappings::track(tgid, entry.generation);
+    exec_mappings::track(tgid, entry.generation, walk);
     0
 }
 

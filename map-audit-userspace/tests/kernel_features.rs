@@ -86,39 +86,6 @@ fn each_feature_is_probed_and_a_run_starts_with_the_object_they_allow_or_is_refu
     );
 }
 
-#[test]
-fn the_older_kernels_object_is_forced_where_the_kernel_keeps_a_vma_list_and_refused_in_one_sentence_elsewhere()
- {
-    let release = release();
-    let mut numbers = release.split(|c: char| !c.is_ascii_digit());
-    let version: (u32, u32) = (
-        numbers.next().unwrap().parse().unwrap(),
-        numbers.next().unwrap().parse().unwrap(),
-    );
-    let out = Command::new(AGENT)
-        .args(["run", "--ebpf-object", "linux5-10", "--", "true"])
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    if version < (6, 1) {
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert!(stdout.contains(r#""object":"linux5_10""#), "{stdout}");
-        return;
-    }
-    assert_eq!(out.status.code(), Some(2));
-    assert!(stdout.is_empty());
-    assert_eq!(
-        String::from_utf8_lossy(&out.stderr).trim(),
-        format!(
-            "map-audit: the object for older kernels reads the mappings a program starts with from the VMA list (mm_struct.mmap), which this kernel ({release}) no longer has (Linux 6.1 replaced it); run with --ebpf-object auto"
-        )
-    );
-}
-
 /// Go mode needs 5.17's features whichever object runs.
 fn go_mode_is_refused_in_one_sentence() {
     let out = Command::new(AGENT)

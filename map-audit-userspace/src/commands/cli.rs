@@ -327,8 +327,8 @@ pub struct RunArgs {
 
     /// Which embedded eBPF object runs: auto probes the kernel and takes the one for
     /// 5.17+ where it has all that one needs, else the one for 5.10 to 5.16 (see
-    /// `map-audit check`); naming one forces it (linux5-10 runs up to 6.0, whose
-    /// kernels still have the VMA list it reads at exec: to compare the two objects).
+    /// `map-audit check`); naming one forces it (linux5-10 runs on newer kernels too:
+    /// how the two objects' events and costs are compared).
     #[arg(long, value_enum, default_value = "auto")]
     pub ebpf_object: EbpfObject,
 

@@ -16,7 +16,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use aya::maps::{Array, HashMap, LpmTrie, MapData, PerCpuArray, RingBuf};
 use map_audit_common::{
     COMM_LEN,
-    config::{AgentConfig, KernelOffsets, OFFSET_ABSENT, TracepointOffsets},
+    config::{AgentConfig, KernelOffsets, TracepointOffsets},
     map_names,
     region_filter::RegionFilterRule,
 };
@@ -31,7 +31,7 @@ use crate::{
     kernel::counters as stats,
     kernel::feature_probes::ProgramObject,
     kernel::kernel_btf::KernelBtf,
-    kernel::kernel_support::{self, NotOnThisKernel},
+    kernel::kernel_support,
     kernel::kernel_tallies::KernelTallies,
     kernel::loader::{self, raise_memlock_limit},
     kernel::programs::{AttachedHook, take_map},
@@ -103,13 +103,6 @@ pub fn audit(args: RunArgs, watches: Option<Vec<WatchSpec>>) -> Result<i32> {
     let kernel_offsets = loader::kernel_offsets(&KernelBtf::from_sys_fs()?).context(
         "this kernel's structs differ from what map-audit reads to find mapped files' paths",
     )?;
-    if object == ProgramObject::Linux5_10 && kernel_offsets.mm_mmap == OFFSET_ABSENT {
-        return Err(NotOnThisKernel(format!(
-            "the object for older kernels reads the mappings a program starts with from the VMA list (mm_struct.mmap), which this kernel ({}) no longer has (Linux 6.1 replaced it); run with --ebpf-object auto",
-            kernel_support::kernel_release()
-        ))
-        .into());
-    }
     raise_memlock_limit();
     if let Some(addr) = &args.metrics_addr {
         let bound = metrics_server::start(addr)?;
@@ -293,7 +286,12 @@ fn load_and_attach(
     } else {
         None
     };
-    let mut hooks = loader::attach(&mut ebpf, fault_hooks.then_some(args.fault_hook))?;
+    let exec_program = loader::exec_program(object, &kernel_offsets);
+    let mut hooks = loader::attach(
+        &mut ebpf,
+        exec_program,
+        fault_hooks.then_some(args.fault_hook),
+    )?;
     if !args.containers.is_empty() || !args.pods.is_empty() {
         hooks.push(loader::attach_cgroup_mkdir(&mut ebpf)?);
     }

@@ -95,11 +95,26 @@ const TRACEPOINTS: [(&str, &str, &str, &str); 16] = [
     ("exit", "sched_process_exit", "sched", "sched_process_exit"),
 ];
 
+/// The exec program: the object for older kernels reads the VMA list, except where it
+/// runs on a kernel without one (6.1+, `--ebpf-object linux5-10`).
+pub fn exec_program(object: ProgramObject, offsets: &KernelOffsets) -> &'static str {
+    if object == ProgramObject::Linux5_10 && offsets.mm_mmap == OFFSET_ABSENT {
+        "sched_process_exec_find_vma"
+    } else {
+        "sched_process_exec"
+    }
+}
+
 /// Attaches every program (`fault_hook: None`: all but the fault hooks, for `watch`);
 /// links live as long as `ebpf`.
-pub fn attach(ebpf: &mut Ebpf, fault_hook: Option<FaultHook>) -> Result<Vec<AttachedHook>> {
+pub fn attach(
+    ebpf: &mut Ebpf,
+    exec_program: &str,
+    fault_hook: Option<FaultHook>,
+) -> Result<Vec<AttachedHook>> {
     let mut hooks = Vec::new();
     for (role, name, category, point) in TRACEPOINTS {
+        let name = if role == "exec" { exec_program } else { name };
         let program: &mut TracePoint = program(ebpf, name)?.try_into()?;
         log::debug!("attaching {name} to {category}:{point}");
         // One program serves two tracepoints (the mprotect and pkey_mprotect exits).
