@@ -47,6 +47,9 @@ enum Scenario {
     DefaultNoFp,
     BpftraceStacksNoFp,
     PerfDwarfNoFp,
+    /// `Default` and `DefaultNoFp` with the object for kernels before 5.17 (forced).
+    DefaultOlderObject,
+    DefaultNoFpOlderObject,
 }
 
 impl Scenario {
@@ -68,6 +71,10 @@ impl Scenario {
             Scenario::PerfDwarfNoFp => {
                 "perf record --call-graph dwarf (page_fault_user), -O2 without frame pointers"
             }
+            Scenario::DefaultOlderObject => "map-audit, default, object for kernels before 5.17",
+            Scenario::DefaultNoFpOlderObject => {
+                "map-audit, default, object for kernels before 5.17, -O2 without frame pointers"
+            }
         }
     }
 
@@ -79,6 +86,7 @@ impl Scenario {
                 | Scenario::DefaultNoFp
                 | Scenario::BpftraceStacksNoFp
                 | Scenario::PerfDwarfNoFp
+                | Scenario::DefaultNoFpOlderObject
         )
     }
 
@@ -147,6 +155,8 @@ pub fn bench(rounds: usize) -> Result<()> {
         Scenario::ManyRegions,
         Scenario::BaselineNoFp,
         Scenario::DefaultNoFp,
+        Scenario::DefaultOlderObject,
+        Scenario::DefaultNoFpOlderObject,
     ];
     let mut peers_note = Vec::new();
     if !which("bpftool") {
@@ -346,6 +356,12 @@ fn measure_agent(
     ];
     if scenario == Scenario::EveryEvent {
         args.push("--every-event");
+    }
+    if matches!(
+        scenario,
+        Scenario::DefaultOlderObject | Scenario::DefaultNoFpOlderObject
+    ) {
+        args.extend(["--ebpf-object", "linux5-10"]);
     }
     let mut child = Command::new(agent)
         .args(&args)
