@@ -174,8 +174,14 @@ fn started(event: &Value) -> String {
     if targets.is_empty() {
         targets.push("--all or --cgroup".into());
     }
+    // Only the older kernels' object is worth a word: it degrades.
+    let object = if event["programs"]["object"] == "linux5_10" {
+        " (object for kernels before 5.17: stacks of at most 32 frames; --format json says what else)"
+    } else {
+        ""
+    };
     format!(
-        "map-audit {} on Linux {}; hook: {}; auditing {}; {} hooks in all (--format json lists them)",
+        "map-audit {} on Linux {}{object}; hook: {}; auditing {}; {} hooks in all (--format json lists them)",
         text(&event["version"]),
         text(&event["kernel_release"]),
         main_hook,
@@ -239,6 +245,19 @@ mod tests {
         assert_eq!(
             line(&event, "2026-11-26T12:00:00.000000001Z"),
             "2026-11-26T12:00:00.000000001Z agent_started            map-audit 0.1.0 on Linux 6.1.0-57-cloud-amd64; hook: raw_tracepoint:exceptions:page_fault_user (cheapest measured); auditing pid 42, command `./prog -x`; 2 hooks in all (--format json lists them)"
+        );
+    }
+
+    #[test]
+    fn agent_started_names_the_older_kernels_object() {
+        let event = serde_json::json!({
+            "event": "agent_started", "version": "0.1.0", "kernel_release": "5.10.0-46-cloud-amd64",
+            "programs": {"object": "linux5_10", "max_stack_depth": 32, "degraded": []},
+            "hooks": [], "scope": {"pids": [42], "comms": [], "command": null}
+        });
+        assert_eq!(
+            started(&event),
+            "map-audit 0.1.0 on Linux 5.10.0-46-cloud-amd64 (object for kernels before 5.17: stacks of at most 32 frames; --format json says what else); hook: -; auditing pid 42; 0 hooks in all (--format json lists them)"
         );
     }
 
