@@ -244,7 +244,7 @@ loops::step! {
             walk.gap_pages = 0;
         }
         0
-}
+    }
 }
 
 /// `bpf_find_vma`'s callback: copies the VMA's fields into the walk.
@@ -313,7 +313,7 @@ loops::step! {
         let next = u64::from(kernel_offsets().vma_vm_next);
         walk.cursor = unsafe { bpf_probe_read_kernel((base + next) as *const u64) }.unwrap_or(0);
         0
-}
+    }
 }
 
 loops::step! {
@@ -360,5 +360,5 @@ loops::step! {
         }
         records::region_mapped(&region, ORIGIN_EXEC);
         0
-}
+    }
 }

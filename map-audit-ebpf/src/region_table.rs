@@ -302,7 +302,7 @@ loops::step! {
         }
         edit.cursor += 1u64 << order;
         0
-}
+    }
 }
 
 /// Adds `region` for `tgid` (in `region.generation`). Blocks that do not fit are
@@ -436,7 +436,7 @@ loops::step! {
             }
         }
         0
-}
+    }
 }
 
 #[inline(always)]

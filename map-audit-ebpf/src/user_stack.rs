@@ -302,7 +302,7 @@ loops::step! {
         walk.bp = bp;
         walk.exact = walk.next_exact;
         0
-}
+    }
 }
 
 /// The caller of the walk's current frame.

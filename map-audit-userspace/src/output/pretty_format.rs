@@ -175,10 +175,14 @@ fn started(event: &Value) -> String {
         targets.push("--all or --cgroup".into());
     }
     // Only the older kernels' object is worth a word: it degrades.
-    let object = if event["programs"]["object"] == "linux5_10" {
-        " (object for kernels before 5.17: stacks of at most 32 frames; --format json says what else)"
+    let programs = &event["programs"];
+    let object = if programs["object"] == "linux5_10" {
+        format!(
+            " (object for kernels before 5.17: stacks of at most {} frames; --format json says what else)",
+            programs["max_stack_depth"]
+        )
     } else {
-        ""
+        String::new()
     };
     format!(
         "map-audit {} on Linux {}{object}; hook: {}; auditing {}; {} hooks in all (--format json lists them)",
