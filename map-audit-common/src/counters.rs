@@ -112,6 +112,10 @@ indexed_counters! {
         /// yet (a program's first writes after its exec): sent with a copy of the stack
         /// for the agent to finish (a record each, never counted in a kernel tally).
         STACK_SNAPSHOTS = 41, stack_snapshots: Count;
+        /// Faults counted in their kernel tally with the stack of an earlier fault at
+        /// the same pc and stack pointer, whose stack words the walk read were
+        /// unchanged (the same stack, not walked again; see `stack_memo`).
+        STACKS_RECALLED = 42, stacks_recalled: Count;
     }
 }
 

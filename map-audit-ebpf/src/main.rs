@@ -44,6 +44,7 @@ mod region_filter;
 mod region_table;
 mod sched_process;
 mod scope;
+mod stack_memo;
 mod stack_snapshot;
 mod sys_brk;
 mod sys_mmap;

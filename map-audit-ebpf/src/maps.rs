@@ -7,6 +7,7 @@ use crate::{
     exec_mappings::ExecWalk,
     region_cache::RegionCache,
     region_table::{RangeWalk, TableEdit},
+    stack_memo::{MEMO_SLOTS, StackMemo},
     user_stack::{CachedRow, FrameWalk, UNWIND_CACHE_SLOTS},
 };
 use aya_ebpf::{
@@ -133,13 +134,17 @@ pub static FRAME_WALK: PerCpuArray<FrameWalk> = PerCpuArray::with_max_entries(1,
 pub static UNWIND_CACHE: PerCpuArray<CachedRow> =
     PerCpuArray::with_max_entries(UNWIND_CACHE_SLOTS, 0);
 
-/// Words of user stack the stack walk copies at once (`user_stack::StackWindow`).
-pub const WINDOW_WORDS: usize = 128;
+/// Words of `STACK_WINDOW`: a walk copies 1 KiB at a time, a memo check up to all.
+pub const WINDOW_WORDS: usize = 512;
 
-/// The stack walk's copy of the user stack. Per CPU: a fault program cannot nest with
-/// itself on one CPU.
+/// The stack walk's copy of the user stack (and the memo check's). Per CPU: a fault
+/// program cannot nest with itself on one CPU.
 #[map]
 pub static STACK_WINDOW: PerCpuArray<[u64; WINDOW_WORDS]> = PerCpuArray::with_max_entries(1, 0);
+
+/// Recent fault walks, per CPU (`stack_memo`).
+#[map]
+pub static STACK_MEMOS: PerCpuArray<StackMemo> = PerCpuArray::with_max_entries(MEMO_SLOTS, 0);
 
 /// Produced and lost counts, per CPU so the hot path never contends.
 #[map]

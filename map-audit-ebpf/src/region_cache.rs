@@ -41,8 +41,9 @@ pub fn tables_changed() {
     }
 }
 
+/// A slot of `TABLE_VERSIONS` (`TABLE_VERSION_KERNEL` or `TABLE_VERSION_AGENT`).
 #[inline(always)]
-fn version(slot: u32) -> u64 {
+pub fn version(slot: u32) -> u64 {
     TABLE_VERSIONS.get(slot).copied().unwrap_or(0)
 }
 

@@ -11,26 +11,31 @@
 //! then reads the return address (and a saved RBP) through a window of the stack copied
 //! 1 KiB at a time.
 //!
+//! A fault that repeats one this CPU walked (same pc, sp and bp, same stack words where
+//! the walk read) is counted without a walk (`stack_memo`); each walk of a fault is
+//! memoised for that.
+//!
 //! Why not `bpf_get_stack`: it follows frame pointers only (one frame in code built
 //! without them), and it reads address 0 at the end of every walk (a nested kernel
 //! fault per audited fault).
 
-use core::ffi::c_void;
+use core::{ffi::c_void, mem::offset_of};
 
 use crate::{
     go_writers::GO_WRITER_SCRATCH,
     loops,
     maps::{
-        FAULT_SCRATCH, FILE_TABLES, FRAME_WALK, STACK_WINDOW, SYNC_SCRATCH, TABLE_VERSIONS,
-        UNWIND_CACHE, UNWIND_ROWS, WATCH_SCRATCH, WINDOW_WORDS, agent_config,
+        FAULT_SCRATCH, FILE_TABLES, FRAME_WALK, STACK_WINDOW, SYNC_SCRATCH, UNWIND_CACHE,
+        UNWIND_ROWS, WATCH_SCRATCH, WINDOW_WORDS, agent_config,
     },
-    region_table,
+    region_cache, region_table,
+    stack_memo::{self, WalkReads},
 };
 use aya_ebpf::{
     bindings::pt_regs,
-    helpers::{
-        bpf_probe_read_kernel, bpf_probe_read_user,
-        generated::bpf_probe_read_user as bpf_probe_read_user_raw,
+    helpers::generated::{
+        bpf_probe_read_kernel as bpf_probe_read_kernel_raw,
+        bpf_probe_read_user as bpf_probe_read_user_raw,
     },
 };
 use map_audit_common::{
@@ -64,17 +69,39 @@ pub enum UserRegs {
 impl UserRegs {
     /// (ip, sp, bp, exact).
     #[inline(always)]
-    fn read(self) -> Option<(u64, u64, u64, bool)> {
+    pub fn read(self) -> Option<(u64, u64, u64, bool)> {
         match self {
-            Self::At(regs) => {
-                let ip = unsafe { bpf_probe_read_kernel(&raw const (*regs).rip) }.ok()?;
-                let sp = unsafe { bpf_probe_read_kernel(&raw const (*regs).rsp) }.ok()?;
-                let bp = unsafe { bpf_probe_read_kernel(&raw const (*regs).rbp) }.ok()?;
-                Some((ip, sp, bp, true))
-            }
+            Self::At(regs) => read_regs(regs).map(|(ip, sp, bp)| (ip, sp, bp, true)),
             Self::Known { ip, sp, bp, exact } => Some((ip, sp, bp, exact)),
         }
     }
+
+    /// The registers read now, if they are not at hand yet.
+    #[inline(always)]
+    pub fn known(self) -> Option<Self> {
+        let (ip, sp, bp, exact) = self.read()?;
+        Some(Self::Known { ip, sp, bp, exact })
+    }
+}
+
+/// (ip, sp, bp) from `regs`, in one read from rbp to rsp (one kernel read costs as
+/// much as 128 bytes: ~20 ns here) into the start of this CPU's stack window, which
+/// every walk refills.
+#[inline(always)]
+fn read_regs(regs: *const pt_regs) -> Option<(u64, u64, u64)> {
+    const FIRST: usize = offset_of!(pt_regs, rbp);
+    const BYTES: usize = offset_of!(pt_regs, rsp) + 8 - FIRST;
+    let words = STACK_WINDOW.get_ptr_mut(0)?;
+    let from = unsafe { regs.cast::<u8>().add(FIRST) };
+    if unsafe { bpf_probe_read_kernel_raw(words.cast(), BYTES as u32, from.cast()) } != 0 {
+        return None;
+    }
+    let word = |offset: usize| unsafe { (*words)[(offset - FIRST) / 8] };
+    Some((
+        word(offset_of!(pt_regs, rip)),
+        word(offset_of!(pt_regs, rsp)),
+        word(offset_of!(pt_regs, rbp)),
+    ))
 }
 
 /// Whose unwind tables the walk may use: the process's regions (the fault path), or
@@ -161,20 +188,15 @@ fn walk_from(regs: UserRegs, frames: Frames, tables: Tables) -> Option<Walked> {
         (*state).hash = stack_hash_step(STACK_HASH_SEED, ip);
         (*state).window_base = 0;
         (*state).window_len = 0;
-        (*state).kernel_version = TABLE_VERSIONS
-            .get(TABLE_VERSION_KERNEL)
-            .copied()
-            .unwrap_or(0);
-        (*state).agent_version = TABLE_VERSIONS
-            .get(TABLE_VERSION_AGENT)
-            .copied()
-            .unwrap_or(0);
+        (*state).kernel_version = region_cache::version(TABLE_VERSION_KERNEL);
+        (*state).agent_version = region_cache::version(TABLE_VERSION_AGENT);
         (*state).tgid = tgid;
         (*state).generation = generation;
         (*state).mode = mode;
         (*state).exact = u32::from(exact);
         (*state).depth = 1;
         (*state).end = STACK_END_COMPLETE;
+        (*state).reads.start(ip, sp, bp);
     }
     loops::repeat(WALK_DEPTH, WALK_DEPTH, frame_step);
     // Read back through the pointer: the steps changed the map value.
@@ -185,6 +207,9 @@ fn walk_from(regs: UserRegs, frames: Frames, tables: Tables) -> Option<Walked> {
             core::ptr::read_volatile(&raw const (*state).hash),
         )
     };
+    if frames as u32 == Frames::Fault as u32 && tgid != 0 {
+        stack_memo::keep(tgid, generation, unsafe { &(*state).reads }, hash, end);
+    }
     Some(Walked {
         bytes: i64::from(depth.min(MAX_STACK_DEPTH as u32)) * 8,
         end,
@@ -248,6 +273,10 @@ pub struct FrameWalk {
     next_bp: u64,
     next_exact: u32,
     _pad2: u32,
+    /// The word `load_word` read.
+    word: u64,
+    /// For the memo of fault walks (`stack_memo`).
+    reads: WalkReads,
 }
 
 /// `caller`'s answer when it found the caller (in `FrameWalk::next_*`); else it
@@ -442,7 +471,7 @@ impl Found {
 
 /// The row covering `pc` in the walk's process, or why there is none.
 #[inline(always)]
-fn row_for(walk: &FrameWalk, pc: u64) -> Found {
+fn row_for(walk: &mut FrameWalk, pc: u64) -> Found {
     let slot = ((pc ^ (pc >> 9)) as u32) & (UNWIND_CACHE_SLOTS - 1);
     let Some(cached) = UNWIND_CACHE.get_ptr_mut(slot) else {
         return Found::none(STACK_END_NO_UNWIND_INFO);
@@ -463,6 +492,7 @@ fn row_for(walk: &FrameWalk, pc: u64) -> Found {
     // A missing table is not memoised: the agent adds tables as libraries are mapped
     // without telling the memos (only a removal bumps the version).
     if found.end == STACK_END_NO_UNWIND_INFO || found.end == STACK_END_TABLE_PENDING {
+        walk.reads.spoil();
         return found;
     }
     cached.pc = pc;
@@ -515,6 +545,9 @@ fn find_row(walk: &FrameWalk, pc: u64) -> Found {
     }
 }
 
+/// Bytes of stack a walk copies at once (of the window's `WINDOW_WORDS`).
+const WALK_COPY_BYTES: u32 = 1024;
+
 /// The user word at `address` (8-aligned or not), through the window: the frames of a
 /// call chain sit within a few hundred bytes, so one 1 KiB copy serves several reads.
 /// Near the top of a stack the copy can reach an unmapped page and fail (through the
@@ -522,7 +555,21 @@ fn find_row(walk: &FrameWalk, pc: u64) -> Found {
 /// end of the address's page, so a walk pays that at most once, not at every read.
 #[inline(always)]
 fn read_word(walk: &mut FrameWalk, address: u64) -> Option<u64> {
-    let words = STACK_WINDOW.get_ptr_mut(0)?;
+    if !load_word(walk, address) {
+        walk.reads.spoil();
+        return None;
+    }
+    let value = walk.word;
+    walk.reads.note(address, value);
+    Some(value)
+}
+
+/// Puts the user word at `address` in `walk.word` (not in an `Option`: see `FOUND`).
+#[inline(always)]
+fn load_word(walk: &mut FrameWalk, address: u64) -> bool {
+    let Some(words) = STACK_WINDOW.get_ptr_mut(0) else {
+        return false;
+    };
     let offset = address.wrapping_sub(walk.window_base);
     // `offset` wraps for an address below the window: compared, never added to.
     if walk.window_base == 0
@@ -530,21 +577,19 @@ fn read_word(walk: &mut FrameWalk, address: u64) -> Option<u64> {
         || offset > walk.window_len - 8
         || offset & 7 != 0
     {
-        let mut len = (WINDOW_WORDS * 8) as u32;
+        let mut len = WALK_COPY_BYTES;
         let mut filled =
             unsafe { bpf_probe_read_user_raw(words.cast(), len, address as *const c_void) };
         if filled != 0 {
             let to_page_end = PAGE_SIZE - (address & (PAGE_SIZE - 1));
             if to_page_end < 8 || to_page_end >= u64::from(len) {
-                walk.window_base = 0;
-                return unsafe { bpf_probe_read_user(address as *const u64) }.ok();
+                return load_one_word(walk, address);
             }
             len = to_page_end as u32;
             filled =
                 unsafe { bpf_probe_read_user_raw(words.cast(), len, address as *const c_void) };
             if filled != 0 {
-                walk.window_base = 0;
-                return unsafe { bpf_probe_read_user(address as *const u64) }.ok();
+                return load_one_word(walk, address);
             }
         }
         walk.window_base = address;
@@ -552,5 +597,14 @@ fn read_word(walk: &mut FrameWalk, address: u64) -> Option<u64> {
     }
     // Masked: `offset <= window_len - 8` bounds it, which the verifier does not follow.
     let i = ((address.wrapping_sub(walk.window_base) / 8) as usize) & (WINDOW_WORDS - 1);
-    Some(unsafe { (*words)[i] })
+    walk.word = unsafe { (*words)[i] };
+    true
+}
+
+/// `load_word` without the window (which could not be filled there).
+#[inline(always)]
+fn load_one_word(walk: &mut FrameWalk, address: u64) -> bool {
+    walk.window_base = 0;
+    let word = (&raw mut walk.word).cast::<c_void>();
+    unsafe { bpf_probe_read_user_raw(word, 8, address as *const c_void) == 0 }
 }

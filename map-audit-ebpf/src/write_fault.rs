@@ -11,8 +11,8 @@ use map_audit_common::{
     MAX_STACK_DEPTH,
     counters::{
         FAULTS_COUNTED_IN_KERNEL, FAULTS_FILTERED, FAULTS_LOST_RINGBUF_FULL, FAULTS_MATCHED,
-        STACKS_FAILED, STACKS_IN_ANONYMOUS_CODE, STACKS_NO_UNWIND_INFO, STACKS_TRUNCATED,
-        STACKS_UNREADABLE,
+        STACKS_FAILED, STACKS_IN_ANONYMOUS_CODE, STACKS_NO_UNWIND_INFO, STACKS_RECALLED,
+        STACKS_TRUNCATED, STACKS_UNREADABLE,
     },
     records::{
         ERROR_CODE_UNKNOWN, FAULT_STACK_TRUNCATED, FAULT_VIA_PARENT, FaultRecord,
@@ -30,7 +30,8 @@ use crate::{
     counters::bump,
     fault_tally,
     maps::{EVENTS, FAULT_SCRATCH, agent_config},
-    rate_limit, records, region_cache, region_filter, region_table, stack_snapshot, task_regs,
+    rate_limit, records, region_cache, region_filter, region_table, stack_memo, stack_snapshot,
+    task_regs,
     user_stack::{self, Frames, STACK_END_TABLE_PENDING, UserRegs},
 };
 
@@ -93,6 +94,13 @@ pub fn report<C: EbpfContext>(
     // the record may live across it.
     unsafe { (*record).flags = flags };
     let tables = region_table::walk_tables(tgid, &region, own);
+    let user_regs = user_regs.and_then(UserRegs::known);
+    if let Some(regs) = user_regs
+        && own
+        && recalled(tgid, &region, address, regs)
+    {
+        return;
+    }
     let walked = user_regs.map(|regs| user_stack::walk(regs, Frames::Fault, tables));
     let record = unsafe { &mut *record };
     // Only stacks walked here are hashed; the agent decides a `--path` still pending,
@@ -172,6 +180,39 @@ pub fn report<C: EbpfContext>(
     if stack_hash != 0 {
         fault_tally::open(&tally_key, address, now, epoch);
     }
+}
+
+/// Counts the fault in its kernel tally with the stack this CPU memoised for its
+/// registers, if the memo still holds and the tally is open (else the fault walks).
+#[inline(always)]
+fn recalled(tgid: u32, region: &Region, address: u64, regs: UserRegs) -> bool {
+    let Some((ip, sp, bp, _)) = regs.read() else {
+        return false;
+    };
+    if agent_config().aggregate_in_kernel == 0 || region.path_filter == PATH_PENDING {
+        return false;
+    }
+    let Some((stack_hash, end)) = stack_memo::recall(tgid, region.generation, ip, sp, bp) else {
+        return false;
+    };
+    if stack_hash == 0 {
+        return false;
+    }
+    let key = TallyKey {
+        tgid,
+        _pad: 0,
+        region_id: region.id,
+        stack_hash,
+    };
+    if !fault_tally::count(&key, address, unsafe { bpf_ktime_get_ns() }) {
+        return false;
+    }
+    if end != STACK_END_COMPLETE {
+        bump(stack_end_counter(end));
+    }
+    bump(FAULTS_COUNTED_IN_KERNEL);
+    bump(STACKS_RECALLED);
+    true
 }
 
 /// A write the kernel did for the process: a record with both stacks (rare; never

@@ -21,6 +21,7 @@ use std::{
 };
 
 use common::{Agent, Run, hex, run_agent};
+use serde_json::Value;
 
 /// Frames perf is known to leave out (see above).
 const PERF_OMITS: [&str; 4] = [
@@ -136,17 +137,21 @@ fn chains_in(run: &Run, (start, end): (u64, u64)) -> (Vec<Chain>, Vec<String>) {
         if !(start..end).contains(&hex(fault["address"].as_str().unwrap())) {
             continue;
         }
-        let chain: Chain = fault["stack"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|f| f["inlined"] == false)
-            .filter_map(|f| normalise(f["symbol"].as_str()))
-            .collect();
-        chains.push(chain);
+        chains.push(chain_of(fault));
         ends.push(fault["stack_end"].as_str().unwrap().to_string());
     }
     (chains, ends)
+}
+
+/// The symbols of an event's stack, inlined frames left out (perf's way).
+fn chain_of(fault: &Value) -> Chain {
+    fault["stack"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["inlined"] == false)
+        .filter_map(|f| normalise(f["symbol"].as_str()))
+        .collect()
 }
 
 /// perf's stacks of the writes into the target. perf drops samples when its reader
@@ -264,6 +269,48 @@ fn assert_same_as_perf(ours: Vec<Chain>, ends: &[String], theirs: Vec<Chain>) {
 #[test]
 fn c_built_o2_without_frame_pointers_matches_perf() {
     assert_matches_perf(&c_program("c-o2", &[]), &["chain"]);
+}
+
+#[test]
+fn faults_at_one_pc_and_stack_pointer_under_two_callers_count_under_each_stack() {
+    // In the default mode the kernel counts a fault with the stack of the last fault
+    // at the same pc and stack pointer (`stack_memo`) only while the stack words that
+    // walk read are unchanged: here only the return address differs, four faults at a
+    // time, twice.
+    let program = c_program("c-o2", &[]);
+    let file = out_dir().join("target-two-callers");
+    let run = run_agent(&[
+        "run",
+        "--flush-interval",
+        "3600",
+        "--",
+        program.to_str().unwrap(),
+        file.to_str().unwrap(),
+        "two-callers",
+    ]);
+    assert!(run.status.success(), "stderr:\n{}", run.stderr);
+    run.assert_accounting();
+    let (start, end) = target_range(&run.stderr);
+    let mut counts = std::collections::BTreeMap::<Chain, u64>::new();
+    for fault in run.of_kind("write_fault") {
+        if (start..end).contains(&hex(fault["address"].as_str().unwrap())) {
+            assert_eq!(fault["stack_end"], "complete", "{fault}");
+            *counts.entry(chain_of(fault)).or_default() += fault["count"].as_u64().unwrap();
+        }
+    }
+    let ours: Vec<Chain> = counts.keys().cloned().collect();
+    let ends = vec!["complete".to_string(); ours.len()];
+    assert_same_as_perf(ours, &ends, perf_chains(&program, &["two-callers"]));
+    assert_eq!(counts.len(), 2, "one stack per caller: {counts:?}");
+    assert!(
+        counts.values().all(|&count| count == 8),
+        "eight writes under each caller's stack: {counts:?}"
+    );
+    let recalled = run.stopped()["counters"]["kernel"]["stacks_recalled"].clone();
+    assert!(
+        recalled.as_u64().is_some_and(|n| n > 0),
+        "repeats counted without a walk: {recalled}"
+    );
 }
 
 #[test]

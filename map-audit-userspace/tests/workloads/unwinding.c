@@ -58,6 +58,19 @@ __attribute__((noinline)) void in_a_signal_handler(char *p) {
 __attribute__((noinline)) void stamp(char *p, int i) { clock_gettime(CLOCK_MONOTONIC, (struct timespec *)(p + i * PAGE)); KEEP(); }
 __attribute__((noinline)) void stamp_pages(char *p, int n) { for (int i = 0; i < n; i++) stamp(p, i); KEEP(); }
 
+/* Two callers alike call the same leaf: its writes come at the same pc and stack
+ * pointer under different return addresses, four pages by one, four by the other, and
+ * again. */
+__attribute__((noinline)) void first_caller(char *p, int n) { for (int i = 0; i < n; i++) leaf_store(p, i); KEEP(); }
+__attribute__((noinline)) void second_caller(char *p, int n) { for (int i = 0; i < n; i++) leaf_store(p, i); KEEP(); }
+__attribute__((noinline)) void by_turns(char *p) {
+    for (int round = 0; round < 2; round++) {
+        first_caller(p + round * 8 * PAGE, 4);
+        second_caller(p + (round * 8 + 4) * PAGE, 4);
+    }
+    KEEP();
+}
+
 /* Each child maps the file again, over its inherited mapping, and writes at once: its
  * region is its own while its code is still only in its parent's regions (the agent
  * has not copied them yet). */
@@ -77,7 +90,7 @@ __attribute__((noinline)) void in_children(char *p, int fd) {
 
 int main(int argc, char **argv) {
     if (argc < 3) {
-        fprintf(stderr, "usage: unwinding FILE chain|libc|thread|signal|vdso|fork\n");
+        fprintf(stderr, "usage: unwinding FILE chain|libc|thread|signal|vdso|fork|two-callers\n");
         return 64;
     }
     int fd = open(argv[1], O_RDWR | O_CREAT | O_TRUNC, 0600);
@@ -99,6 +112,8 @@ int main(int argc, char **argv) {
         stamp_pages(region, 4);
     else if (strcmp(argv[2], "fork") == 0)
         in_children(region, fd);
+    else if (strcmp(argv[2], "two-callers") == 0)
+        by_turns(region);
     else
         return 64;
     usleep(200 * 1000);
