@@ -28,6 +28,7 @@ pub const SCOPE: &str = "SCOPE";
 pub const SCOPE_CGROUPS: &str = "SCOPE_CGROUPS";
 pub const SCOPE_CGROUP_LEVELS: &str = "SCOPE_CGROUP_LEVELS";
 pub const SCOPE_COMMS: &str = "SCOPE_COMMS";
+pub const STACK_MEMOS: &str = "STACK_MEMOS";
 pub const STACK_WINDOW: &str = "STACK_WINDOW";
 pub const TABLE_EDIT: &str = "TABLE_EDIT";
 pub const TABLE_VERSIONS: &str = "TABLE_VERSIONS";
@@ -38,7 +39,7 @@ pub const WATCH_SCRATCH: &str = "WATCH_SCRATCH";
 pub const SYNC_SCRATCH: &str = "SYNC_SCRATCH";
 
 /// Every map of the object.
-pub const MAPS: [&str; 33] = [
+pub const MAPS: [&str; 34] = [
     AYA_LOGS,
     COUNTERS,
     EVENTS,
@@ -64,6 +65,7 @@ pub const MAPS: [&str; 33] = [
     SCOPE_CGROUPS,
     SCOPE_CGROUP_LEVELS,
     SCOPE_COMMS,
+    STACK_MEMOS,
     STACK_WINDOW,
     TABLE_EDIT,
     TABLE_VERSIONS,
