@@ -110,14 +110,15 @@ struct MemoKey {
 }
 
 impl MemoKey {
+    /// The key of a walk from (ip, sp, bp) with the table versions `(kernel, agent)`.
     #[inline(always)]
-    fn of(tgid: u32, generation: u32, ip: u64, sp: u64, bp: u64) -> Self {
+    fn of(tgid: u32, generation: u32, (ip, sp, bp): (u64, u64, u64), versions: (u64, u64)) -> Self {
         Self {
             ip,
             sp,
             bp,
-            kernel_version: version(TABLE_VERSION_KERNEL),
-            agent_version: version(TABLE_VERSION_AGENT),
+            kernel_version: versions.0,
+            agent_version: versions.1,
             tgid,
             generation,
         }
@@ -130,14 +131,21 @@ impl MemoKey {
 }
 
 /// Keeps a fault walk of `tgid`'s tables (`generation`) that ended `end` with `hash`.
-/// The versions are read now: a table edit during the walk leaves the memo stale,
-/// never wrong, as the edit bumps them after it is done.
+/// `versions`: the table versions the walk started with, so a table edit during the
+/// walk (it bumps them after it is done) leaves the memo stale, never wrong.
 #[inline(always)]
-pub fn keep(tgid: u32, generation: u32, reads: &WalkReads, hash: u64, end: u32) {
+pub fn keep(
+    tgid: u32,
+    generation: u32,
+    versions: (u64, u64),
+    reads: &WalkReads,
+    hash: u64,
+    end: u32,
+) {
     if reads.checkable == 0 || (end != STACK_END_COMPLETE && end != STACK_END_DEPTH_LIMIT) {
         return;
     }
-    let key = MemoKey::of(tgid, generation, reads.ip, reads.sp, reads.bp);
+    let key = MemoKey::of(tgid, generation, (reads.ip, reads.sp, reads.bp), versions);
     let Some(memo) = STACK_MEMOS.get_ptr_mut(key.slot()) else {
         return;
     };
@@ -161,7 +169,8 @@ pub fn keep(tgid: u32, generation: u32, reads: &WalkReads, hash: u64, end: u32) 
 /// CPU memoised it and the stack words it read are unchanged.
 #[inline(always)]
 pub fn recall(tgid: u32, generation: u32, ip: u64, sp: u64, bp: u64) -> Option<(u64, u32)> {
-    let key = MemoKey::of(tgid, generation, ip, sp, bp);
+    let versions = (version(TABLE_VERSION_KERNEL), version(TABLE_VERSION_AGENT));
+    let key = MemoKey::of(tgid, generation, (ip, sp, bp), versions);
     let memo = STACK_MEMOS.get_ptr(key.slot())?;
     let memo = unsafe { &*memo };
     if memo.key != key {

@@ -208,7 +208,15 @@ fn walk_from(regs: UserRegs, frames: Frames, tables: Tables) -> Option<Walked> {
         )
     };
     if frames as u32 == Frames::Fault as u32 && tgid != 0 {
-        stack_memo::keep(tgid, generation, unsafe { &(*state).reads }, hash, end);
+        let versions = unsafe { ((*state).kernel_version, (*state).agent_version) };
+        stack_memo::keep(
+            tgid,
+            generation,
+            versions,
+            unsafe { &(*state).reads },
+            hash,
+            end,
+        );
     }
     Some(Walked {
         bytes: i64::from(depth.min(MAX_STACK_DEPTH as u32)) * 8,
