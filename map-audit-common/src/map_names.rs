@@ -32,6 +32,7 @@ pub const STACK_MEMOS: &str = "STACK_MEMOS";
 pub const STACK_WINDOW: &str = "STACK_WINDOW";
 pub const TABLE_EDIT: &str = "TABLE_EDIT";
 pub const TABLE_VERSIONS: &str = "TABLE_VERSIONS";
+pub const TICK_CLOCK: &str = "TICK_CLOCK";
 pub const TALLY_EPOCH: &str = "TALLY_EPOCH";
 pub const UNWIND_CACHE: &str = "UNWIND_CACHE";
 pub const UNWIND_ROWS: &str = "UNWIND_ROWS";
@@ -39,7 +40,7 @@ pub const WATCH_SCRATCH: &str = "WATCH_SCRATCH";
 pub const SYNC_SCRATCH: &str = "SYNC_SCRATCH";
 
 /// Every map of the object.
-pub const MAPS: [&str; 34] = [
+pub const MAPS: [&str; 35] = [
     AYA_LOGS,
     COUNTERS,
     EVENTS,
@@ -69,6 +70,7 @@ pub const MAPS: [&str; 34] = [
     STACK_WINDOW,
     TABLE_EDIT,
     TABLE_VERSIONS,
+    TICK_CLOCK,
     TALLY_EPOCH,
     UNWIND_CACHE,
     UNWIND_ROWS,

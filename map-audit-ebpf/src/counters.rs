@@ -13,6 +13,30 @@ pub fn bump(index: u32) {
     }
 }
 
+/// How a program may bump this CPU's counters.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Nesting {
+    /// The program runs with interrupts off (the page-fault tracepoints fire in the
+    /// exception handler before it enables them): nothing else runs on this CPU between
+    /// a plain load and store of a slot, so a plain add is exact, and ~10 ns cheaper
+    /// than an atomic one on the fault path.
+    IrqsOff,
+    /// The program may be preempted or interrupted by another that bumps the same slot.
+    Preemptible,
+}
+
+/// `bump`, with a plain add where `nesting` allows it.
+#[inline(always)]
+pub fn bump_in(nesting: Nesting, index: u32) {
+    let Some(slot) = COUNTERS.get_ptr_mut(index) else {
+        return;
+    };
+    match nesting {
+        Nesting::IrqsOff => unsafe { *slot += 1 },
+        Nesting::Preemptible => unsafe { add_one(slot) },
+    }
+}
+
 /// Atomically adds one to `*slot`. The result is unused, so this is a plain BPF atomic
 /// add (no fetch, any BPF CPU version).
 ///

@@ -36,7 +36,10 @@ pub fn count(key: &TallyKey, address: u64, now: u64) -> bool {
         tally.last_page = page;
         unsafe { add_one(&mut tally.pages) };
     }
-    tally.last_ts_ns = now;
+    // Stamps may be a tick early (`tick_clock`): the latest stays.
+    if now > tally.last_ts_ns {
+        tally.last_ts_ns = now;
+    }
     true
 }
 

@@ -4,7 +4,10 @@
 
 use aya_ebpf::{EbpfContext, macros::kprobe, programs::ProbeContext};
 
-use crate::write_fault::{self, FAULT_USER, FAULT_WRITE};
+use crate::{
+    counters::Nesting,
+    write_fault::{self, FAULT_USER, FAULT_WRITE},
+};
 
 const FAULT_FLAG_WRITE: u32 = 1 << 0;
 /// A retry of a fault already seen once: not a new write.
@@ -36,5 +39,12 @@ pub fn report<C: EbpfContext>(ctx: &C, address: u64, flags: u32) {
     if flags & FAULT_FLAG_USER != 0 {
         error_code |= FAULT_USER;
     }
-    write_fault::report(ctx, address, error_code, flags & FAULT_FLAG_USER == 0, None);
+    write_fault::report(
+        ctx,
+        address,
+        error_code,
+        flags & FAULT_FLAG_USER == 0,
+        None,
+        Nesting::Preemptible,
+    );
 }

@@ -53,6 +53,7 @@ mod sys_mremap;
 mod sys_msync;
 mod sys_munmap;
 mod task_regs;
+mod tick_clock;
 mod user_stack;
 mod watch_write;
 mod write_fault;

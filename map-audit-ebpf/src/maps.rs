@@ -8,6 +8,7 @@ use crate::{
     region_cache::RegionCache,
     region_table::{RangeWalk, TableEdit},
     stack_memo::{MEMO_SLOTS, StackMemo},
+    tick_clock::TickClock,
     user_stack::{CachedRow, FrameWalk, UNWIND_CACHE_SLOTS},
 };
 use aya_ebpf::{
@@ -97,6 +98,10 @@ pub static EVENTS: RingBuf = RingBuf::with_byte_size(16 * 1024 * 1024, 0);
 /// Kernel-side fault aggregates of the default mode (`map_audit_common::tally`).
 #[map]
 pub static FAULT_TALLIES: HashMap<TallyKey, Tally> = HashMap::with_max_entries(65_536, 0);
+
+/// Each CPU's last clock reading for the fault path's tallies (`tick_clock`).
+#[map]
+pub static TICK_CLOCK: PerCpuArray<TickClock> = PerCpuArray::with_max_entries(1, 0);
 
 /// The agent's flush interval number (written by the agent).
 #[map]

@@ -2,19 +2,18 @@
 //! tracepoints, typed by BTF. Chosen with `--fault-hook tp-btf` or when raw
 //! tracepoints are unavailable.
 
-use aya_ebpf::{bindings::pt_regs, macros::btf_tracepoint, programs::BtfTracePointContext};
+use aya_ebpf::{macros::btf_tracepoint, programs::BtfTracePointContext};
 
-use crate::{user_stack::UserRegs, write_fault};
+use crate::{counters::Nesting, write_fault};
 
 #[btf_tracepoint(function = "page_fault_user")]
 pub fn page_fault_user_btf(ctx: BtfTracePointContext) -> i32 {
-    let regs = UserRegs::At(ctx.arg::<*const pt_regs>(1));
-    write_fault::report(&ctx, ctx.arg(0), ctx.arg(2), false, Some(regs));
+    write_fault::report_user_exception(&ctx, ctx.arg(0), ctx.arg(1), ctx.arg(2));
     0
 }
 
 #[btf_tracepoint(function = "page_fault_kernel")]
 pub fn page_fault_kernel_btf(ctx: BtfTracePointContext) -> i32 {
-    write_fault::report(&ctx, ctx.arg(0), ctx.arg(2), true, None);
+    write_fault::report(&ctx, ctx.arg(0), ctx.arg(2), true, None, Nesting::IrqsOff);
     0
 }

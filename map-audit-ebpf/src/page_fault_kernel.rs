@@ -4,11 +4,11 @@
 
 use aya_ebpf::{macros::raw_tracepoint, programs::RawTracePointContext};
 
-use crate::write_fault;
+use crate::{counters::Nesting, write_fault};
 
 /// TP_PROTO(unsigned long address, struct pt_regs *regs, unsigned long error_code).
 #[raw_tracepoint(tracepoint = "page_fault_kernel")]
 pub fn page_fault_kernel(ctx: RawTracePointContext) -> i32 {
-    write_fault::report(&ctx, ctx.arg(0), ctx.arg(2), true, None);
+    write_fault::report(&ctx, ctx.arg(0), ctx.arg(2), true, None, Nesting::IrqsOff);
     0
 }

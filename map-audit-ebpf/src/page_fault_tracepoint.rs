@@ -4,7 +4,7 @@
 
 use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
 
-use crate::{maps::tracepoint_offsets, write_fault};
+use crate::{counters::Nesting, maps::tracepoint_offsets, write_fault};
 
 #[inline(always)]
 fn report(ctx: &TracePointContext, kernel: bool) -> u32 {
@@ -12,7 +12,7 @@ fn report(ctx: &TracePointContext, kernel: bool) -> u32 {
     let address = unsafe { ctx.read_at::<u64>(off.page_fault_address as usize) };
     let error_code = unsafe { ctx.read_at::<u64>(off.page_fault_error_code as usize) };
     if let (Ok(address), Ok(error_code)) = (address, error_code) {
-        write_fault::report(ctx, address, error_code, kernel, None);
+        write_fault::report(ctx, address, error_code, kernel, None, Nesting::IrqsOff);
     }
     0
 }

@@ -7,7 +7,7 @@
 use aya_ebpf::{macros::perf_event, programs::PerfEventContext};
 use map_audit_common::records::ERROR_CODE_UNKNOWN;
 
-use crate::{user_stack::UserRegs, write_fault};
+use crate::{counters::Nesting, user_stack::UserRegs, write_fault};
 
 #[perf_event]
 pub fn page_faults_perf_event(ctx: PerfEventContext) -> u32 {
@@ -22,6 +22,14 @@ pub fn page_faults_perf_event(ctx: PerfEventContext) -> u32 {
         bp: data.regs.rbp,
         exact: true,
     });
-    write_fault::report(&ctx, data.addr, ERROR_CODE_UNKNOWN, kernel, regs);
+    write_fault::report(
+        &ctx,
+        data.addr,
+        ERROR_CODE_UNKNOWN,
+        kernel,
+        regs,
+        // Software events fire after the fault handler enables interrupts.
+        Nesting::Preemptible,
+    );
     0
 }

@@ -4,7 +4,7 @@
 
 use aya_ebpf::{
     EbpfContext,
-    bindings::BPF_F_USER_STACK,
+    bindings::{BPF_F_USER_STACK, pt_regs},
     helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns, generated::bpf_get_stack},
 };
 use map_audit_common::{
@@ -27,11 +27,11 @@ use map_audit_common::{
 };
 
 use crate::{
-    counters::bump,
+    counters::{Nesting, bump, bump_in},
     fault_tally,
     maps::{EVENTS, FAULT_SCRATCH, agent_config},
     rate_limit, records, region_cache, region_filter, region_table, stack_memo, stack_snapshot,
-    task_regs,
+    task_regs, tick_clock,
     user_stack::{self, Frames, STACK_END_TABLE_PENDING, UserRegs},
 };
 
@@ -43,7 +43,12 @@ pub const FAULT_USER: u64 = 0x4;
 /// The tracked writable region an audited write fault at `address` falls in, and
 /// whether it is the process's own (else its parent's, right after a fork).
 #[inline(always)]
-fn audited_region(tgid: u32, address: u64, error_code: u64) -> Option<(Region, bool)> {
+fn audited_region(
+    tgid: u32,
+    address: u64,
+    error_code: u64,
+    nesting: Nesting,
+) -> Option<(Region, bool)> {
     if error_code != ERROR_CODE_UNKNOWN && error_code & FAULT_WRITE == 0 {
         return None;
     }
@@ -55,14 +60,15 @@ fn audited_region(tgid: u32, address: u64, error_code: u64) -> Option<(Region, b
         bump(FAULTS_FILTERED);
         return None;
     }
-    bump(FAULTS_MATCHED);
+    bump_in(nesting, FAULTS_MATCHED);
     Some((region, own))
 }
 
 /// Reports an audited write fault at `address`: counted in its kernel tally, or a fault
 /// record with the user stack, or (`kernel`: the kernel wrote for the process) one with
 /// the kernel stack as well. The user stack is walked from `user_regs` when the hook
-/// has them (and they can be read), else by `bpf_get_stack`.
+/// has them (and they can be read), else by `bpf_get_stack`. `nesting`: the hook's
+/// context, for the counters of the common path.
 #[inline(always)]
 pub fn report<C: EbpfContext>(
     ctx: &C,
@@ -70,13 +76,14 @@ pub fn report<C: EbpfContext>(
     error_code: u64,
     kernel: bool,
     user_regs: Option<UserRegs>,
+    nesting: Nesting,
 ) {
     // Kernel faults on kernel addresses (the upper half) are not the process's memory.
     if kernel && address >> 63 != 0 {
         return;
     }
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
-    let Some((region, own)) = audited_region(tgid, address, error_code) else {
+    let Some((region, own)) = audited_region(tgid, address, error_code, nesting) else {
         return;
     };
     let flags = if own { 0 } else { FAULT_VIA_PARENT };
@@ -97,7 +104,7 @@ pub fn report<C: EbpfContext>(
     let user_regs = user_regs.and_then(UserRegs::known);
     if let Some(regs) = user_regs
         && own
-        && recalled(tgid, &region, address, regs)
+        && recalled(tgid, &region, address, regs, nesting)
     {
         return;
     }
@@ -150,7 +157,7 @@ pub fn report<C: EbpfContext>(
     };
     let now = unsafe { bpf_ktime_get_ns() };
     if stack_hash != 0 && fault_tally::count(&tally_key, address, now) {
-        bump(FAULTS_COUNTED_IN_KERNEL);
+        bump_in(nesting, FAULTS_COUNTED_IN_KERNEL);
         return;
     }
     if !rate_limit::admit(tgid) {
@@ -182,10 +189,23 @@ pub fn report<C: EbpfContext>(
     }
 }
 
+/// `report` for the `page_fault_user` tracepoint's arguments (address, the user
+/// registers, error code), whichever way the tracepoint is attached.
+#[inline(always)]
+pub fn report_user_exception<C: EbpfContext>(
+    ctx: &C,
+    address: u64,
+    regs: *const pt_regs,
+    error_code: u64,
+) {
+    let regs = Some(UserRegs::At(regs));
+    report(ctx, address, error_code, false, regs, Nesting::IrqsOff);
+}
+
 /// Counts the fault in its kernel tally with the stack this CPU memoised for its
 /// registers, if the memo still holds and the tally is open (else the fault walks).
 #[inline(always)]
-fn recalled(tgid: u32, region: &Region, address: u64, regs: UserRegs) -> bool {
+fn recalled(tgid: u32, region: &Region, address: u64, regs: UserRegs, nesting: Nesting) -> bool {
     let Some((ip, sp, bp, _)) = regs.read() else {
         return false;
     };
@@ -204,14 +224,14 @@ fn recalled(tgid: u32, region: &Region, address: u64, regs: UserRegs) -> bool {
         region_id: region.id,
         stack_hash,
     };
-    if !fault_tally::count(&key, address, unsafe { bpf_ktime_get_ns() }) {
+    if !fault_tally::count(&key, address, tick_clock::now(nesting)) {
         return false;
     }
     if end != STACK_END_COMPLETE {
         bump(stack_end_counter(end));
     }
-    bump(FAULTS_COUNTED_IN_KERNEL);
-    bump(STACKS_RECALLED);
+    bump_in(nesting, FAULTS_COUNTED_IN_KERNEL);
+    bump_in(nesting, STACKS_RECALLED);
     true
 }
 

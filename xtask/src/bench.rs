@@ -15,7 +15,7 @@ use std::{
 use anyhow::{Context, Result, bail};
 use serde_json::Value;
 
-use crate::{run, workspace_root};
+use crate::{run, toolchain, workspace_root};
 
 /// 256 MiB of 4 KiB pages, written four times: 262,144 write faults per run.
 const PAGES: u64 = 65_536;
@@ -160,17 +160,20 @@ pub fn bench(rounds: usize) -> Result<()> {
         Scenario::DefaultOlderObject,
         Scenario::DefaultNoFpOlderObject,
     ];
+    // The peers and bpftool run in the same rounds: installed here, never skipped
+    // for being missing.
+    for (program, package) in [
+        ("bpftool", "bpftool"),
+        ("bpftrace", "bpftrace"),
+        ("perf", "linux-perf"),
+    ] {
+        if !which(program) {
+            toolchain::apt_install(&format!("{program} (the bench)"), &[package])?;
+        }
+    }
     let mut peers_note = Vec::new();
-    if !which("bpftool") {
-        peers_note
-            .push("bpftool: not installed (apt-get install bpftool), kernel ns/run not measured");
-    }
-    if which("bpftrace") {
-        scenarios.push(Scenario::BpftraceStacks);
-        scenarios.push(Scenario::BpftraceStacksNoFp);
-    } else {
-        peers_note.push("bpftrace: not installed (apt-get install bpftrace), skipped");
-    }
+    scenarios.push(Scenario::BpftraceStacks);
+    scenarios.push(Scenario::BpftraceStacksNoFp);
     if which("perf")
         && Command::new("perf")
             .args(["stat", "-e", "page-faults", "true"])
