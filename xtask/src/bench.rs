@@ -194,7 +194,13 @@ pub fn bench(rounds: usize) -> Result<()> {
             measure(Scenario::Baseline, &agent, &workloads, &scratch)?,
         ));
         for &scenario in &scenarios {
-            samples.push((scenario, measure(scenario, &agent, &workloads, &scratch)?));
+            let sample = measure(scenario, &agent, &workloads, &scratch)?;
+            eprintln!(
+                "xtask bench:   {}: {:.1} ms",
+                scenario.name(),
+                sample.elapsed_ns / 1e6
+            );
+            samples.push((scenario, sample));
         }
         samples.push((
             Scenario::Baseline,
@@ -592,6 +598,26 @@ fn report(rounds: usize, samples: &[(Scenario, Sample)], peers_note: &[&str]) ->
                 1
             ),
             opt(median_of(scenario, &|x| x.bpf_ns_per_run), 0),
+        );
+    }
+    // The spread of the untraced runs: the noise any difference above sits in.
+    let baseline: Vec<f64> = samples
+        .iter()
+        .filter(|(s, _)| *s == Scenario::Baseline)
+        .map(|(_, x)| x.elapsed_ns)
+        .collect();
+    if let (Some(low), Some(high)) = (
+        baseline.iter().copied().reduce(f64::min),
+        baseline.iter().copied().reduce(f64::max),
+    ) {
+        let _ = writeln!(
+            out,
+            "\n- Spread: the {} baseline runs took {:.1} to {:.1} ms, {:.0} ns per fault apart; \
+             kernel ns/run, measured in the kernel, is the steadier figure.",
+            baseline.len(),
+            low / 1e6,
+            high / 1e6,
+            (high - low) / FAULTS as f64
         );
     }
     for note in peers_note {
