@@ -18,8 +18,9 @@ pub fn bump(index: u32) {
 pub enum Nesting {
     /// The program runs with interrupts off (the page-fault tracepoints fire in the
     /// exception handler before it enables them): nothing else runs on this CPU between
-    /// a plain load and store of a slot, so a plain add is exact, and ~10 ns cheaper
-    /// than an atomic one on the fault path.
+    /// a plain load and store of a slot (a fault program nested by a faulting user read
+    /// runs inside that helper call), so a plain add is exact, and ~10 ns cheaper than
+    /// an atomic one on the fault path.
     IrqsOff,
     /// The program may be preempted or interrupted by another that bumps the same slot.
     Preemptible,
